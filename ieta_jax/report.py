@@ -1,0 +1,204 @@
+"""results.json -> report.md with the summary table, per-method error tables and PNG plots.
+
+Every number in the report is read from ``results.json`` as the run wrote it; nothing is derived
+except the error reduction (initial - final, and its relative change). Plots use matplotlib's Agg
+backend so they render on headless hosts.
+
+    python -m ieta_jax.report --results runs/smoke/results.json   # rewrites runs/smoke/report.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+SUMMARY_KS = (1, 10, 100)
+ERROR_ORDER = ("IndexError", "TypeError", "ValueError", "ZeroDivisionError", "Other")
+METHOD_ORDER = ("baseline", "dpo", "rlaif")
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _methods(results: dict) -> list[str]:
+    names = list(results["methods"])
+    return sorted(names, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m))
+
+
+def _error_keys(results: dict) -> list[str]:
+    keys = set()
+    for m in results["methods"].values():
+        for it in m["iterations"] + [m["final"]]:
+            keys.update(it.get("error_frequencies", {}))
+    return [k for k in ERROR_ORDER if k in keys] + sorted(keys - set(ERROR_ORDER))
+
+
+def summary_table(results: dict) -> str:
+    lines = ["| Method | Pass@1 | Pass@10 | Pass@100 | Execution Rate |", "|---|---|---|---|---|"]
+    for name in _methods(results):
+        final = results["methods"][name]["final"]
+        cells = [_fmt(final.get(f"pass@{k}")) for k in SUMMARY_KS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(final.get('execution_rate'))} |")
+    return "\n".join(lines)
+
+
+def error_table(results: dict, method: str) -> str:
+    m = results["methods"][method]
+    initial = m["iterations"][0].get("error_frequencies", {})
+    final = m["final"].get("error_frequencies", {})
+    lines = ["| Error Type | Initial | Final | Reduction |", "|---|---|---|---|"]
+    for key in _error_keys(results):
+        a, b = initial.get(key, 0.0), final.get(key, 0.0)
+        rel = f" ({(a - b) / a:+.0%})" if a > 0 else ""
+        lines.append(f"| {key} | {a:.3f} | {b:.3f} | {a - b:+.3f}{rel} |")
+    total_a, total_b = sum(initial.values()), sum(final.values())
+    lines.append(f"| **All errors** | {total_a:.3f} | {total_b:.3f} | {total_a - total_b:+.3f} |")
+    return "\n".join(lines)
+
+
+def _plots(results: dict, out_dir: str) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = _methods(results)
+    ks = sorted({int(k.split("@")[1]) for m in results["methods"].values() for k in m["final"] if k.startswith("pass@")})
+    files = {}
+
+    def save(fig, name):
+        path = os.path.join(out_dir, name)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files[name] = path
+
+    # Pass rates per iteration.
+    fig, axes = plt.subplots(1, len(ks), figsize=(4.5 * len(ks), 3.5), squeeze=False)
+    for ax, k in zip(axes[0], ks):
+        for name in methods:
+            its = results["methods"][name]["iterations"]
+            ax.plot([it["iteration"] for it in its], [it.get(f"pass@{k}") for it in its], marker="o", label=name)
+        ax.set_title(f"held-out pass@{k}")
+        ax.set_xlabel("iteration")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    save(fig, "pass_rates.png")
+
+    # Execution rate per iteration.
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name in methods:
+        its = results["methods"][name]["iterations"]
+        ax.plot([it["iteration"] for it in its], [it["execution_rate"] for it in its], marker="o", label=name)
+    ax.set_title("held-out execution rate")
+    ax.set_xlabel("iteration")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save(fig, "execution_rates.png")
+
+    # Error frequencies per iteration, one panel per method.
+    keys = _error_keys(results)
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.5 * len(methods), 3.5), squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], methods):
+        its = results["methods"][name]["iterations"]
+        for key in keys:
+            ax.plot([it["iteration"] for it in its], [it.get("error_frequencies", {}).get(key, 0.0) for it in its],
+                    marker="o", label=key)
+        ax.set_title(f"{name}: error frequencies")
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    save(fig, "error_frequencies.png")
+
+    # Training loss per method (policy loss, and the reward model's for RLAIF), steps across iterations.
+    trained = [n for n in methods if any(it.get("train", {}).get("loss") for it in results["methods"][n]["iterations"])]
+    if trained:
+        fig, axes = plt.subplots(1, len(trained), figsize=(4.5 * len(trained), 3.5), squeeze=False)
+        for ax, name in zip(axes[0], trained):
+            for series in ("loss", "reward_model_loss"):
+                ys = [y for it in results["methods"][name]["iterations"] for y in it.get("train", {}).get(series, [])]
+                if ys:
+                    ax.plot(range(1, len(ys) + 1), ys, label=series)
+            ax.set_title(f"{name}: training loss")
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        save(fig, "training_loss.png")
+
+    # Method comparison: final pass@k and execution rate side by side.
+    metrics = [f"pass@{k}" for k in ks] + ["execution_rate"]
+    fig, ax = plt.subplots(figsize=(1.6 * len(metrics) * max(1, len(methods)) / 2 + 3, 3.5))
+    width = 0.8 / max(1, len(methods))
+    for i, name in enumerate(methods):
+        final = results["methods"][name]["final"]
+        vals = [final.get(mk) or 0.0 for mk in metrics]
+        bars = ax.bar([j + i * width for j in range(len(metrics))], vals, width, label=name)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(metrics))], metrics)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("final held-out metrics by method")
+    ax.legend()
+    save(fig, "method_comparison.png")
+    return files
+
+
+def write_report(results: dict | str, out_dir: str | None = None) -> str:
+    """Write ``report.md`` and its PNGs into ``out_dir`` (default: beside results.json); returns its path."""
+    if isinstance(results, str):
+        out_dir = out_dir or os.path.dirname(os.path.abspath(results))
+        with open(results) as f:
+            results = json.load(f)
+    if out_dir is None:
+        raise ValueError("out_dir is required when results is a dict")
+    if not results.get("methods"):
+        raise ValueError("results has no methods to report")
+    os.makedirs(out_dir, exist_ok=True)
+    plots = _plots(results, out_dir)
+    meta: dict[str, Any] = results.get("meta", {})
+    parts = ["# IETA experiment report", ""]
+    if meta:
+        desc = ", ".join(f"{k}={meta[k]}" for k in ("dataset", "model", "num_iterations", "num_eval_tasks",
+                                                    "eval_num_samples", "num_train_tasks", "num_samples") if k in meta)
+        parts += [f"Run: {desc}.", ""]
+    parts += ["## Summary (held-out tasks, final policy of each method)", "", summary_table(results), "",
+              "Pass@k for a k above the samples drawn per held-out task is n/a.", ""]
+    for name in _methods(results):
+        parts += [f"## Errors: {name}", "", "Fraction of held-out samples per failure class, starting policy "
+                  "(Initial) vs final policy (Final).", "", error_table(results, name), ""]
+    time_rows = []
+    for name in _methods(results):
+        for it in results["methods"][name]["iterations"]:
+            t = it.get("time_s")
+            if t:
+                time_rows.append(f"| {name} | {it['iteration']} | " + " | ".join(
+                    f"{t.get(k, 0.0):.1f}" for k in ("sampling", "execution", "training", "evaluation")) + " |")
+    if time_rows:
+        parts += ["## Time per iteration (s)", "", "| Method | Iteration | Sampling | Execution (not overlapped) | "
+                  "Training | Evaluation |", "|---|---|---|---|---|---|"] + time_rows + [""]
+    parts += ["## Plots", ""]
+    for name in ("pass_rates.png", "execution_rates.png", "error_frequencies.png", "training_loss.png",
+                 "method_comparison.png"):
+        if name in plots:
+            parts += [f"![{name[:-4].replace('_', ' ')}]({name})", ""]
+    path = os.path.join(out_dir, "report.md")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(parts))
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", required=True, help="path to results.json")
+    p.add_argument("--out_dir", default=None, help="where report.md and PNGs go (default: beside results.json)")
+    args = p.parse_args(argv)
+    print(write_report(args.results, args.out_dir))
+
+
+if __name__ == "__main__":
+    main()
