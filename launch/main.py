@@ -17,6 +17,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every artefact of
                                "TensorBoard events, results.json, report.md).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host "
                                  "TPU pods / multi-process GPU; the coordinator comes from the environment).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed "
+                                   "outside TPU/SLURM auto-detection (e.g. two local CPU processes).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Process count, with --coordinator_address.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id, with --coordinator_address.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -35,7 +39,8 @@ def main(argv):
     if _DISTRIBUTED.value:
         import jax
 
-        jax.distributed.initialize()
+        jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                                   process_id=_PROCESS_ID.value)
         logging.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
                      jax.process_count(), jax.local_device_count(), jax.device_count())
     from ieta_jax import loop
