@@ -1,0 +1,252 @@
+"""Flax NNX decoder-only transformer of the Llama family (Llama, Qwen2, Mistral), plus a scalar reward model.
+
+Module and attribute names mirror the Hugging Face state dict (`model.layers.0.self_attn.q_proj` ...) so that the
+checkpoint mapping in `checkpoint.py` is mechanical: a `kernel` is the transposed HF `weight`, everything else is
+stored as HF stores it. Every parameter carries logical axis names that `ieta_jax.sharding.LOGICAL_RULES` maps to
+mesh axes.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ieta_jax import sharding
+from ieta_jax.models.config import ModelConfig
+
+_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+class KVCache(NamedTuple):
+    """Per-layer keys/values [batch, max_len, kv_heads, head_dim]; `mask` [batch, max_len] marks filled, non-pad
+    slots; `index` is the next slot to write (the same for all rows: prompts are left-padded)."""
+
+    keys: tuple[jax.Array, ...]
+    values: tuple[jax.Array, ...]
+    mask: jax.Array
+    index: jax.Array
+
+    @classmethod
+    def init(cls, cfg: ModelConfig, batch: int, max_len: int) -> "KVCache":
+        shape = (batch, max_len, cfg.num_key_value_heads, cfg.head_dim)
+        zeros = tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.num_hidden_layers))
+        return cls(zeros, tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.num_hidden_layers)),
+                   jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32))
+
+
+def _param(rngs: nnx.Rngs, cfg: ModelConfig, shape, names, init="normal") -> nnx.Param:
+    if init == "normal":
+        value = cfg.initializer_range * jax.random.normal(rngs.params(), shape, jnp.float32)
+    elif init == "ones":
+        value = jnp.ones(shape, jnp.float32)
+    else:
+        value = jnp.zeros(shape, jnp.float32)
+    return nnx.Param(value.astype(cfg.param_dtype), sharding_names=tuple(names), eager_sharding=False)
+
+
+class Linear(nnx.Module):
+    """y = x @ kernel (+ bias); kernel is [in, out] (the transpose of the HF weight)."""
+
+    def __init__(self, cfg: ModelConfig, d_in: int, d_out: int, names: tuple[str, str], bias: bool,
+                 rngs: nnx.Rngs):
+        self.dtype = cfg.dtype
+        self.kernel = _param(rngs, cfg, (d_in, d_out), names)
+        self.bias = _param(rngs, cfg, (d_out,), names[1:], init="zeros") if bias else None
+
+    def __call__(self, x):
+        y = jnp.dot(x, self.kernel[...].astype(self.dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.eps = cfg.rms_norm_eps
+        self.weight = _param(rngs, cfg, (cfg.hidden_size,), ("norm",), init="ones")
+
+    def __call__(self, x):
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.weight[...].astype(x.dtype) * normed.astype(x.dtype)
+
+
+def _rotate(x, cos, sin):
+    """HF rotate-half rotary embedding; x [B,T,H,D], cos/sin [B,T,D]."""
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        h, d = cfg.hidden_size, cfg.head_dim
+        q, kv = cfg.num_attention_heads * d, cfg.num_key_value_heads * d
+        self.q_proj = Linear(cfg, h, q, ("embed", "q_heads"), cfg.attention_bias, rngs)
+        self.k_proj = Linear(cfg, h, kv, ("embed", "kv_heads"), cfg.attention_bias, rngs)
+        self.v_proj = Linear(cfg, h, kv, ("embed", "kv_heads"), cfg.attention_bias, rngs)
+        self.o_proj = Linear(cfg, q, h, ("q_heads", "embed"), False, rngs)
+
+    def __call__(self, x, cos, sin, allowed, cache_kv=None, cache_index=None):
+        cfg = self.cfg
+        b, t, _ = x.shape
+        n_kv, d = cfg.num_key_value_heads, cfg.head_dim
+        groups = cfg.num_attention_heads // n_kv
+        q = _rotate(self.q_proj(x).reshape(b, t, cfg.num_attention_heads, d), cos, sin)
+        k = _rotate(self.k_proj(x).reshape(b, t, n_kv, d), cos, sin)
+        v = self.v_proj(x).reshape(b, t, n_kv, d)
+        new_kv = None
+        if cache_kv is not None:
+            k = jax.lax.dynamic_update_slice(cache_kv[0], k.astype(cache_kv[0].dtype), (0, cache_index, 0, 0))
+            v = jax.lax.dynamic_update_slice(cache_kv[1], v.astype(cache_kv[1].dtype), (0, cache_index, 0, 0))
+            new_kv = (k, v)
+        q = q.reshape(b, t, n_kv, groups, d)
+        scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * (d ** -0.5)
+        scores = jnp.where(allowed[:, None, None, :, :], scores, _MASK_VALUE)
+        probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(x.dtype)).reshape(b, t, cfg.num_attention_heads * d)
+        return self.o_proj(out), new_kv
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        h, m = cfg.hidden_size, cfg.intermediate_size
+        self.gate_proj = Linear(cfg, h, m, ("embed", "mlp"), cfg.mlp_bias, rngs)
+        self.up_proj = Linear(cfg, h, m, ("embed", "mlp"), cfg.mlp_bias, rngs)
+        self.down_proj = Linear(cfg, m, h, ("mlp", "embed"), cfg.mlp_bias, rngs)
+
+    def __call__(self, x):
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.input_layernorm = RMSNorm(cfg, rngs)
+        self.self_attn = Attention(cfg, rngs)
+        self.post_attention_layernorm = RMSNorm(cfg, rngs)
+        self.mlp = MLP(cfg, rngs)
+
+    def __call__(self, x, cos, sin, allowed, cache_kv=None, cache_index=None):
+        attn, new_kv = self.self_attn(self.input_layernorm(x), cos, sin, allowed, cache_kv, cache_index)
+        x = x + attn
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return sharding.constrain(x, ("batch", "seq", None)), new_kv
+
+
+def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
+    """Position of each token = number of real tokens before it (left padding works); pads get 0."""
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+class Backbone(nnx.Module):
+    """Embedding, decoder layers and final norm: HF's `LlamaModel` (`model.*` in the state dict)."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.embed_tokens = Embedding(cfg, rngs)
+        self.layers = nnx.List([DecoderLayer(cfg, rngs) for _ in range(cfg.num_hidden_layers)])
+        self.norm = RMSNorm(cfg, rngs)
+
+    def __call__(self, input_ids, attention_mask=None, positions=None, cache: KVCache | None = None):
+        cfg = self.cfg
+        b, t = input_ids.shape
+        if attention_mask is None:
+            attention_mask = jnp.ones((b, t), bool)
+        attention_mask = attention_mask.astype(bool)
+        if positions is None:
+            positions = positions_from_mask(attention_mask)
+        # Rotary tables, shared by all layers.
+        inv_freq = cfg.rope_inv_freq(jnp.max(positions) + 1)
+        freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+        emb = jnp.concatenate([freqs, freqs], axis=-1)
+        cos, sin = jnp.cos(emb).astype(cfg.dtype), jnp.sin(emb).astype(cfg.dtype)
+        # Attention masks: key slot valid, causal by slot, optionally a sliding window (by slot, as HF does).
+        if cache is None:
+            key_valid, q_slot, k_slot, index = attention_mask, jnp.arange(t), jnp.arange(t), None
+        else:
+            index = cache.index
+            key_valid = jax.lax.dynamic_update_slice(cache.mask, attention_mask, (0, index))
+            q_slot, k_slot = index + jnp.arange(t), jnp.arange(cache.mask.shape[1])
+        causal = k_slot[None, :] <= q_slot[:, None]
+        allowed_full = key_valid[:, None, :] & causal[None]
+        windows = {cfg.layer_window(i) for i in range(cfg.num_hidden_layers)} - {None}
+        allowed_window = {w: allowed_full & ((q_slot[:, None] - k_slot[None, :]) < w)[None] for w in windows}
+
+        x = sharding.constrain(self.embed_tokens(input_ids), ("batch", "seq", None))
+        new_keys, new_values = [], []
+        for i, layer in enumerate(self.layers):
+            window = cfg.layer_window(i)
+            allowed = allowed_full if window is None else allowed_window[window]
+            cache_kv = None if cache is None else (cache.keys[i], cache.values[i])
+            x, kv = layer(x, cos, sin, allowed, cache_kv, index)
+            if kv is not None:
+                new_keys.append(kv[0])
+                new_values.append(kv[1])
+        x = self.norm(x)
+        new_cache = None if cache is None else KVCache(tuple(new_keys), tuple(new_values), key_valid, index + t)
+        return x, new_cache
+
+
+class Embedding(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.dtype = cfg.dtype
+        self.weight = _param(rngs, cfg, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"))
+
+    def __call__(self, ids):
+        return jnp.take(self.weight[...], ids, axis=0).astype(self.dtype)
+
+    def attend(self, x):
+        """Tied output projection: x @ weight.T, accumulated in float32."""
+        return jnp.einsum("bth,vh->btv", x, self.weight[...].astype(self.dtype),
+                          preferred_element_type=jnp.float32)
+
+
+class CausalLM(nnx.Module):
+    """Llama-family causal LM. `model(ids, mask)` -> float32 logits [B, T, V]."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = cfg
+        self.model = Backbone(cfg, rngs)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = Linear(cfg, cfg.hidden_size, cfg.vocab_size, ("embed", "vocab"), False, rngs)
+        else:
+            self.lm_head = None
+
+    def logits_from_hidden(self, hidden):
+        if self.lm_head is None:
+            return self.model.embed_tokens.attend(hidden)
+        return jnp.einsum("bth,hv->btv", hidden, self.lm_head.kernel[...].astype(hidden.dtype),
+                          preferred_element_type=jnp.float32)
+
+    def __call__(self, input_ids, attention_mask=None, *, positions=None, cache: KVCache | None = None):
+        """Logits [B, T, V] (float32); with `cache`, returns (logits, updated cache)."""
+        hidden, new_cache = self.model(input_ids, attention_mask, positions, cache)
+        logits = self.logits_from_hidden(hidden)
+        return logits if cache is None else (logits, new_cache)
+
+
+def last_token_index(attention_mask: jax.Array) -> jax.Array:
+    """Index of the last non-pad token of each row (works for left and right padding)."""
+    t = attention_mask.shape[-1]
+    return t - 1 - jnp.argmax(jnp.flip(attention_mask.astype(jnp.int32), axis=-1), axis=-1)
+
+
+class RewardModel(nnx.Module):
+    """Backbone plus a scalar head read at the last non-pad token (HF `*ForSequenceClassification`, 1 label)."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = cfg
+        self.model = Backbone(cfg, rngs)
+        self.score = Linear(cfg, cfg.hidden_size, 1, ("embed", "classes"), False, rngs)
+
+    def __call__(self, input_ids, attention_mask=None, *, positions=None):
+        """Rewards [B] (float32)."""
+        if attention_mask is None:
+            attention_mask = jnp.ones(input_ids.shape, bool)
+        hidden, _ = self.model(input_ids, attention_mask, positions)
+        last = jnp.take_along_axis(hidden, last_token_index(attention_mask)[:, None, None], axis=1)[:, 0]
+        return jnp.dot(last, self.score.kernel[...].astype(last.dtype),
+                       preferred_element_type=jnp.float32)[:, 0]
