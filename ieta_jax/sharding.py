@@ -88,7 +88,7 @@ def state_shardings(state: nnx.State, mesh: Mesh) -> Any:
     """NamedShardings for every variable of an nnx.State (abstract or concrete), from its logical names."""
     def one(var):
         names = _variable_logical_names(var)
-        shape = var.value.shape
+        shape = var.get_value().shape
         spec = logical_to_spec(names, shape, mesh) if names else P()
         return NamedSharding(mesh, spec)
 
@@ -99,7 +99,7 @@ def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
     """Moves an existing model's parameters into the mesh layout (in place) and returns it."""
     graphdef, state = nnx.split(model)
     shardings = state_shardings(state, mesh)
-    values = jax.tree.map(lambda v: v.value if isinstance(v, nnx.Variable) else v, state,
+    values = jax.tree.map(lambda v: v.get_value() if isinstance(v, nnx.Variable) else v, state,
                           is_leaf=lambda x: isinstance(x, nnx.Variable))
     placed = jax.tree.map(_put_global, values, shardings)
     nnx.update(model, placed)

@@ -163,7 +163,7 @@ def from_pretrained(path_or_hub_id: str, dtype: str = "float32", mesh: Mesh | No
     values = {}
     missing = []
     for path, hf_name, transposed in _hf_entries(abstract_state):
-        expected = tuple(flat_abstract[path].value.shape)
+        expected = tuple(flat_abstract[path].get_value().shape)
         if hf_name not in weights:
             missing.append(hf_name)
             continue
@@ -208,13 +208,13 @@ def save_pretrained(model, out_dir: str, *, tokenizer=None, dtype: str | None = 
     entries = _hf_entries(state)
     specs = []
     for path, name, transposed in entries:
-        shape = tuple(flat[path].value.shape)
+        shape = tuple(flat[path].get_value().shape)
         specs.append((name, shape[::-1] if transposed else shape, save_dtype))
     by_name = {name: (path, transposed) for path, name, transposed in entries}
 
     def produce(name):
         path, transposed = by_name[name]
-        host = sharding.gather_to_host(flat[path].value)
+        host = sharding.gather_to_host(flat[path].get_value())
         return host.T if transposed else host
 
     # Greedy split into shards of at most max_shard_bytes.
