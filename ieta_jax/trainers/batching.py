@@ -1,0 +1,128 @@
+"""Token-id examples to fixed-shape padded arrays with loss masks, and the deterministic data order.
+
+Every trainer pads to one static ``max_length`` so its train step compiles
+once. Sequences are right-padded ``prompt + completion``; the loss mask covers
+completion tokens only (never the prompt, never padding). ``loss_mask[t]``
+marks that token ``t`` is scored, i.e. predicted by the logits at ``t - 1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+TokenIds = Sequence[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptCompletion:
+    """One supervised example: the prompt's token ids and the completion's."""
+
+    prompt: TokenIds
+    completion: TokenIds
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferencePair:
+    """A prompt with a preferred (chosen) and a dispreferred (rejected) completion, as token ids."""
+
+    prompt: TokenIds
+    chosen: TokenIds
+    rejected: TokenIds
+    margin: float = 0.0  # optional reward-model margin (Llama-2 style); ignored by DPO
+
+
+def _fit(prompt: TokenIds, completion: TokenIds, max_length: int) -> tuple[list[int], list[int], bool]:
+    """Drop prompt tokens from the left, then completion tokens from the right, until it fits."""
+    prompt, completion = list(prompt), list(completion)
+    if not completion:
+        raise ValueError("an example has an empty completion; nothing would be trained on it")
+    truncated = len(prompt) + len(completion) > max_length
+    if truncated:
+        keep_prompt = max(max_length - len(completion), min(len(prompt), max_length // 2))
+        prompt = prompt[len(prompt) - keep_prompt:] if keep_prompt > 0 else []
+        completion = completion[: max_length - len(prompt)]
+    return prompt, completion, truncated
+
+
+def pad_sequences(prompts: Sequence[TokenIds], completions: Sequence[TokenIds], max_length: int,
+                  pad_token_id: int) -> dict[str, np.ndarray]:
+    """``input_ids``, ``attention_mask`` and ``loss_mask``, each ``[N, max_length]`` (right padded)."""
+    n = len(prompts)
+    if len(completions) != n:
+        raise ValueError(f"{n} prompts but {len(completions)} completions")
+    ids = np.full((n, max_length), pad_token_id, np.int32)
+    attn = np.zeros((n, max_length), np.int32)
+    loss = np.zeros((n, max_length), np.float32)
+    n_trunc = 0
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        p, c, truncated = _fit(p, c, max_length)
+        n_trunc += truncated
+        seq = p + c
+        ids[i, : len(seq)] = seq
+        attn[i, : len(seq)] = 1
+        loss[i, len(p): len(seq)] = 1.0
+    if n_trunc:
+        warnings.warn(f"{n_trunc}/{n} examples were longer than max_length={max_length} and were truncated",
+                      stacklevel=3)
+    return {"input_ids": ids, "attention_mask": attn, "loss_mask": loss}
+
+
+def left_pad_prompts(prompts: Sequence[TokenIds], max_prompt_length: int, pad_token_id: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded ``[N, max_prompt_length]`` prompt ids and mask (long prompts keep their end)."""
+    ids = np.full((len(prompts), max_prompt_length), pad_token_id, np.int32)
+    mask = np.zeros((len(prompts), max_prompt_length), np.int32)
+    for i, p in enumerate(prompts):
+        p = list(p)[-max_prompt_length:]
+        if not p:
+            raise ValueError(f"prompt {i} is empty")
+        ids[i, max_prompt_length - len(p):] = p
+        mask[i, max_prompt_length - len(p):] = 1
+    return ids, mask
+
+
+def stream_indices(num_examples: int, start: int, count: int, seed: int, shuffle: bool = True) -> np.ndarray:
+    """Example indices ``start .. start + count`` of an endless stream of per-epoch permutations.
+
+    Epoch ``e`` is ``permutation(num_examples)`` seeded by ``(seed, e)``, so the
+    batch at any position is a pure function of the position: resuming from a
+    checkpoint needs only the position.
+    """
+    if num_examples < 1:
+        raise ValueError("the training set is empty")
+    out = np.empty(count, np.int64)
+    for j, pos in enumerate(range(start, start + count)):
+        epoch, offset = divmod(pos, num_examples)
+        if shuffle:
+            perm = _epoch_permutation(num_examples, seed, epoch)
+            out[j] = perm[offset]
+        else:
+            out[j] = offset
+    return out
+
+
+_PERM_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
+
+
+def _epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    key = (n, seed, epoch)
+    if key not in _PERM_CACHE:
+        if len(_PERM_CACHE) > 64:
+            _PERM_CACHE.clear()
+        _PERM_CACHE[key] = np.random.default_rng([seed, epoch]).permutation(n)
+    return _PERM_CACHE[key]
+
+
+def fingerprint(*arrays: np.ndarray) -> str:
+    """Content hash of a data set's arrays (identifies it across restarts)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,163 @@
+"""Direct Preference Optimisation on token-id preference pairs.
+
+Chosen and rejected sequences go through the policy in one forward pass
+(concatenated along the batch). Reference log-probs are computed once per
+preference set, before the first step, with the frozen reference; the step
+then holds only the policy. ``online_reference=True`` instead keeps the
+reference parameters on the mesh and scores each batch with them inside the
+step (needed only when the reference must see something precomputation can't,
+and it costs a second model's memory and a second forward pass).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from ieta_jax import losses, sharding
+from ieta_jax.trainers.base import Trainer, TrainerConfig, pure_values, sequence_logps, split_model
+from ieta_jax.trainers.batching import PreferencePair, pad_sequences
+
+
+@dataclasses.dataclass
+class DPOConfig(TrainerConfig):
+    beta: float = 0.1
+    loss_type: str = "sigmoid"  # sigmoid | ipo | hinge | robust (see losses.dpo_loss)
+    label_smoothing: float = 0.0
+    online_reference: bool = False
+    ref_batch_size: Optional[int] = None  # pairs per reference forward pass (default: batch_size)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.loss_type not in losses.DPO_LOSS_TYPES:
+            raise ValueError(f"DPOConfig.loss_type={self.loss_type!r}; expected one of {losses.DPO_LOSS_TYPES}")
+        if self.beta <= 0:
+            raise ValueError(f"DPOConfig.beta must be > 0, got {self.beta}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"DPOConfig.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+
+
+def pad_pairs(pairs: Sequence[PreferencePair], max_length: int, pad_token_id: int) -> dict[str, np.ndarray]:
+    """``chosen_*`` and ``rejected_*`` input_ids / attention_mask / loss_mask arrays, ``[N, max_length]``."""
+    pairs = [p if isinstance(p, PreferencePair) else PreferencePair(*p) for p in pairs]
+    if not pairs:
+        raise ValueError("no preference pairs")
+    prompts = [p.prompt for p in pairs]
+    out = {}
+    for side in ("chosen", "rejected"):
+        arrays = pad_sequences(prompts, [getattr(p, side) for p in pairs], max_length, pad_token_id)
+        out.update({f"{side}_{k}": v for k, v in arrays.items()})
+    out["margin"] = np.asarray([p.margin for p in pairs], np.float32)
+    return out
+
+
+def concat_pair_batch(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``[2B, T]`` ids, attention mask and loss mask: chosen rows first, then rejected."""
+    cat = lambda k: jnp.concatenate([batch[f"chosen_{k}"], batch[f"rejected_{k}"]], axis=0)  # noqa: E731
+    return cat("input_ids"), cat("attention_mask"), cat("loss_mask")
+
+
+class DPOTrainer(Trainer):
+    """``DPOTrainer(policy, DPOConfig(...), mesh=..., workdir=..., ref_model=None).fit(pairs, num_steps)``.
+
+    ``pairs``: ``PreferencePair`` (or ``(prompt, chosen, rejected)`` token-id
+    tuples). ``ref_model`` defaults to the policy as it is when ``fit`` starts
+    (so each round of an iterative loop is anchored to the previous round's
+    policy). Metrics per step: the TRL names of ``losses.dpo_loss`` plus
+    ``train/*`` and ``perf/*``.
+    """
+
+    name = "dpo"
+
+    def __init__(self, model: nnx.Module, config: DPOConfig, *, ref_model: Optional[nnx.Module] = None, **kw):
+        super().__init__(model, config, **kw)
+        self._ref_params = None
+        self._ref_logps_fn = None
+        if ref_model is not None:
+            _, self._ref_params, _, _, _ = split_model(ref_model, self.mesh)
+        if config.online_reference:
+            self.aux["ref"] = self._ref_params if self._ref_params is not None else jax.tree.map(
+                jnp.copy, self.state.params)
+            self.aux_shardings["ref"] = self.params_shardings
+
+    @property
+    def per_token(self) -> bool:
+        return self.config.loss_type == "ipo"
+
+    def flops_per_example(self, batch):
+        return 6.0 * self.num_params * 2 * batch["chosen_input_ids"].shape[-1]
+
+    # ------------------------------------------------------------------ log-probs
+    def _policy_logps(self, params, aux, ids, attn, loss_mask):
+        logits = self.merge(params, aux)(ids, attention_mask=attn)
+        logp, n_tok, logit_sum, _ = sequence_logps(logits, ids, loss_mask)
+        n_tok = jnp.maximum(n_tok, 1.0)
+        if self.per_token:
+            logp = logp / n_tok
+        return logp, logit_sum / n_tok
+
+    def reference_logps(self, arrays: dict[str, np.ndarray], params: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Reference (chosen, rejected) log-probs of every pair, in batches of ``ref_batch_size``."""
+        params = params if params is not None else (self._ref_params if self._ref_params is not None
+                                                     else self.state.params)
+        if self._ref_logps_fn is None:
+            def fn(params, aux, batch):
+                ids, attn, lm = concat_pair_batch(batch)
+                logp, _ = self._policy_logps(params, aux, ids, attn, lm)
+                return jnp.split(logp, 2)
+
+            self._ref_logps_fn = jax.jit(fn)
+        n = arrays["chosen_input_ids"].shape[0]
+        bs = self.config.ref_batch_size or self.config.batch_size
+        keys = [k for k in arrays if k.startswith(("chosen_", "rejected_"))]
+        chosen, rejected = [], []
+        for start in tqdm(range(0, n, bs), desc="reference log-probs", disable=not self.config.progress, leave=False):
+            idx = np.arange(start, start + bs) % n  # fixed shape: wrap the last chunk, drop the extra rows
+            batch = sharding.shard_batch({k: arrays[k][idx] for k in keys}, self.mesh)
+            with jax.set_mesh(self.mesh):
+                c, r = self._ref_logps_fn(params, self.aux, batch)
+            take = min(bs, n - start)
+            chosen.append(np.asarray(jax.device_get(c))[:take])
+            rejected.append(np.asarray(jax.device_get(r))[:take])
+        return np.concatenate(chosen), np.concatenate(rejected)
+
+    # ------------------------------------------------------------------ data and loss
+    def _prepare(self, data):
+        return pad_pairs(data, self.config.max_length, self.config.pad_token_id)
+
+    def _begin_fit(self, arrays, num_steps):
+        start = super()._begin_fit(arrays, num_steps)
+        if self.config.online_reference:
+            return start
+        fit = self.meta["fit"]
+        if "ref_chosen_logps" not in fit:  # fresh fit; a resumed one reads them from the checkpoint
+            c, r = self.reference_logps(arrays)
+            fit["ref_chosen_logps"] = [float(x) for x in c]
+            fit["ref_rejected_logps"] = [float(x) for x in r]
+        arrays["ref_chosen_logps"] = np.asarray(fit["ref_chosen_logps"], np.float32)
+        arrays["ref_rejected_logps"] = np.asarray(fit["ref_rejected_logps"], np.float32)
+        return start
+
+    def loss_fn(self, params, aux, batch, rng):
+        ids, attn, lm = concat_pair_batch(batch)
+        logp, mean_logit = self._policy_logps(params, aux, ids, attn, lm)
+        pc, pr = jnp.split(logp, 2)
+        lc, lr = jnp.split(mean_logit, 2)
+        if self.config.online_reference:
+            ref, _ = self._policy_logps(jax.lax.stop_gradient(aux["ref"]), aux, ids, attn, lm)
+            rc, rr = jnp.split(ref, 2)
+        else:
+            rc, rr = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+        return losses.dpo_loss(pc, pr, rc, rr, beta=self.config.beta, loss_type=self.config.loss_type,
+                               label_smoothing=self.config.label_smoothing,
+                               policy_chosen_logits_mean=lc, policy_rejected_logits_mean=lr)
+
+    def _finalize_batch(self, batch):
+        batch.pop("margin", None)
+        return batch

@@ -1,0 +1,50 @@
+"""Supervised fine-tuning: next-token cross-entropy on completion tokens only."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from ieta_jax import losses
+from ieta_jax.trainers.base import Trainer, TrainerConfig
+from ieta_jax.trainers.batching import PromptCompletion, pad_sequences
+
+
+@dataclasses.dataclass
+class SFTConfig(TrainerConfig):
+    """SFT has no settings beyond the shared ones."""
+
+
+class SFTTrainer(Trainer):
+    """``SFTTrainer(model, SFTConfig(...), mesh=..., workdir=...).fit(examples, num_steps)``.
+
+    ``examples``: a sequence of ``PromptCompletion`` (or ``(prompt_ids, completion_ids)``
+    tuples). The loss is the mean cross-entropy over all completion tokens of
+    the batch (prompt and padding excluded); metrics ``train/loss`` and
+    ``train/num_tokens``.
+    """
+
+    name = "sft"
+
+    def _prepare(self, data: Sequence[PromptCompletion]) -> dict[str, np.ndarray]:
+        prompts, completions = zip(*[(ex.prompt, ex.completion) if isinstance(ex, PromptCompletion) else ex
+                                     for ex in data])
+        return pad_sequences(prompts, completions, self.config.max_length, self.config.pad_token_id)
+
+    def _finalize_batch(self, batch):
+        # Token-mean over the whole batch, also across accumulated micro-batches.
+        n = max(float(batch["loss_mask"][:, 1:].sum()), 1.0)
+        batch["normalizer"] = np.full((batch["input_ids"].shape[0],), n / self.config.optim.grad_accum_steps,
+                                      np.float32)
+        return batch
+
+    def loss_fn(self, params, aux, batch, rng):
+        model = self.merge(params, aux)
+        logits = model(batch["input_ids"], attention_mask=batch["attention_mask"])
+        mask = batch["loss_mask"][:, 1:]
+        loss = losses.masked_mean_cross_entropy(logits[:, :-1], batch["input_ids"][:, 1:], mask,
+                                                normalizer=batch["normalizer"][0])
+        return loss, {"train/num_tokens": mask.sum().astype(jax.numpy.float32)}
