@@ -1,0 +1,151 @@
+"""Executor: a pool of long-lived workers fed from one queue, one thread per worker slot.
+
+Every slot owns one worker (a gVisor container or a host process). A request whose worker
+crashes or hangs is retried once on a fresh worker, then reported as `sandbox_error`.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import queue
+import sys
+import threading
+import time
+import warnings
+import weakref
+from typing import Iterable, Iterator
+
+from .backends import HANG_SLACK_S, ProcessBackend, WorkerCrashed
+from .schema import Result, parse_request, sandbox_error
+
+UNISOLATED_WARNING = ("sandbox backend 'process' runs untrusted programs UNISOLATED on this host "
+                      "(only rlimits and a scratch dir); use backend='gvisor' for real isolation")
+_STOP = object()
+
+
+def make_backend(name: str, memory_mb: int):
+    if name == "gvisor":
+        from .gvisor import GVisorBackend
+        return GVisorBackend(memory_mb=memory_mb)
+    if name == "process":
+        return ProcessBackend(memory_mb=memory_mb)
+    if name == "ray":
+        from . import ray_backend  # provided by the Ray integration (issue 6)
+        return ray_backend.RayBackend(memory_mb=memory_mb)
+    raise ValueError(f"unknown sandbox backend {name!r} (expected 'gvisor' or 'process')")
+
+
+class Executor:
+    """Runs requests (JSONL-schema dicts) in sandboxes; see the package docstring for the API."""
+
+    def __init__(self, backend="gvisor", workers: int | None = None, timeout_s: float = 10.0,
+                 memory_mb: int = 512, trace: bool = False, recycle_after: int = 2000):
+        self.timeout_s, self.memory_mb, self.trace = timeout_s, memory_mb, trace
+        self.backend = make_backend(backend, memory_mb) if isinstance(backend, str) else backend
+        if self.backend.isolation == "process":
+            warnings.warn(UNISOLATED_WARNING, RuntimeWarning, stacklevel=2)
+            print(f"WARNING: {UNISOLATED_WARNING}", file=sys.stderr)
+        self.workers = int(workers or self.backend.default_workers())
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.recycle_after = recycle_after
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        # Start slot 0 here so a broken runtime (e.g. runsc cannot start) fails the constructor loudly.
+        try:
+            first = self.backend.start_worker(0)
+        except Exception:
+            self.backend.close()
+            raise
+        self._threads = [threading.Thread(target=self._serve, args=(i, first if i == 0 else None),
+                                          name=f"sandbox-slot-{i}", daemon=True) for i in range(self.workers)]
+        for t in self._threads:
+            t.start()
+        # Runs on close(), on garbage collection, or at interpreter exit (finalize's atexit hook).
+        self._finalizer = weakref.finalize(self, Executor._shutdown, self._queue, self._threads, self.backend)
+
+    # public API -------------------------------------------------------------
+    def submit(self, request: dict) -> cf.Future:
+        """Queue one request; returns a Future[Result]. Raises RequestError for an invalid request."""
+        if self._closed:
+            raise RuntimeError("Executor is closed")
+        req = parse_request(request, timeout_s=self.timeout_s, memory_mb=self.memory_mb, trace=self.trace)
+        fut: cf.Future = cf.Future()
+        self._queue.put((fut, req))
+        return fut
+
+    def imap(self, requests: Iterable[dict]) -> Iterator[Result]:
+        """Yield Results in completion order (every slot stays busy)."""
+        futs = [self.submit(r) for r in requests]
+        for f in cf.as_completed(futs):
+            yield f.result()
+
+    def run(self, requests: Iterable[dict]) -> list[Result]:
+        """Results in request order."""
+        futs = [self.submit(r) for r in requests]
+        return [f.result() for f in futs]
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # internals --------------------------------------------------------------
+    @staticmethod
+    def _shutdown(q, threads, backend):
+        for _ in threads:
+            q.put(_STOP)
+        for t in threads:
+            t.join(timeout=30)
+        backend.close()
+
+    def _serve(self, slot: int, worker) -> None:
+        iso = self.backend.isolation
+        served = 0
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    return
+                fut, req = item
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                t0 = time.monotonic()
+                result, error = None, None
+                for _attempt in range(2):
+                    try:
+                        if worker is None:
+                            worker, served = self.backend.start_worker(slot), 0
+                        result = Result.from_dict(worker.execute(req, req["timeout_s"] + HANG_SLACK_S))
+                        served += 1
+                        break
+                    except Exception as e:  # WorkerCrashed, or the runtime failed to start a sandbox
+                        error = e
+                        if worker is not None:
+                            _close_quietly(worker)
+                            worker = None
+                if result is None:
+                    result = sandbox_error(req["id"], f"sandbox failed twice: {error}", iso,
+                                           round(time.monotonic() - t0, 6))
+                fut.set_result(result)
+                if worker is not None and served >= self.recycle_after:
+                    _close_quietly(worker)
+                    worker = None
+        finally:
+            if worker is not None:
+                _close_quietly(worker)
+
+
+def _close_quietly(worker) -> None:
+    try:
+        worker.close()
+    except Exception:
+        pass
+
+
+__all__ = ["Executor", "WorkerCrashed", "make_backend"]

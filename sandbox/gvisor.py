@@ -1,0 +1,217 @@
+"""gVisor backend: each worker is a long-lived runsc container (ptrace platform, no network).
+
+The container's root filesystem is an empty read-only directory; the host's Python runtime
+(sys.base_prefix), /usr/lib, /usr/lib64 and this package are bind-mounted read-only, /tmp is a
+size-limited tmpfs (the only writable place), the environment is a fixed clean one and the OCI
+spec caps pids, memory and open files. Nothing of the host's /root, /home, /tmp, project checkout
+or environment is visible.
+
+Cleanup: containers live under a per-executor runsc --root directory named after the owning pid
+(/run/ieta-sandbox/<pid>-<token>). close() deletes them; if the caller crashes, each worker sees
+EOF on stdin and exits, which ends its container, and the next GVisorBackend removes state
+directories whose owner pid is dead.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+from .backends import BOOT, PipeWorker, SANDBOX_DIR
+
+STATE_PARENT = "/run/ieta-sandbox"
+SANDBOX_PKG_MOUNT = "/opt/ieta_sandbox"
+CHILD_UID = 65534
+INSTALL_HINT = ("install gVisor with `apt-get install -y runsc` (Debian/Ubuntu) or see https://gvisor.dev/docs/user_guide/install/, "
+                "or choose the unisolated backend explicitly with backend='process' / --backend process")
+
+
+class GVisorUnavailable(RuntimeError):
+    pass
+
+
+def find_runsc() -> str:
+    path = shutil.which("runsc") or ("/usr/bin/runsc" if os.path.exists("/usr/bin/runsc") else None)
+    if path is None:
+        raise GVisorUnavailable(f"runsc (gVisor) is not installed: {INSTALL_HINT}")
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _runsc(runsc: str, root: str, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    return subprocess.run([runsc, "--root", root, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=timeout, check=False)
+
+
+def remove_state_dir(runsc: str, root: str) -> None:
+    """Force-delete every container recorded under a runsc --root, then the directory."""
+    try:
+        listed = _runsc(runsc, root, "list", "-quiet").stdout.decode().split()
+    except (OSError, subprocess.TimeoutExpired):
+        listed = []
+    for cid in listed:
+        try:
+            _runsc(runsc, root, "delete", "-force", cid)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def clean_stale_state(runsc: str) -> list[str]:
+    """Remove state dirs of executors whose process is gone (crashed callers). Returns what was removed."""
+    removed = []
+    try:
+        entries = os.listdir(STATE_PARENT)
+    except OSError:
+        return removed
+    for name in entries:
+        try:
+            pid = int(name.split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            remove_state_dir(runsc, os.path.join(STATE_PARENT, name))
+            removed.append(name)
+    return removed
+
+
+def _mkdirs(rootfs: str, path: str) -> None:
+    cur = rootfs
+    for part in path.strip("/").split("/"):
+        cur = os.path.join(cur, part)
+        if not os.path.isdir(cur):
+            os.mkdir(cur, 0o755)
+        os.chmod(cur, 0o755)
+
+
+def build_bundle(bundle: str, *, memory_mb: int, scratch_mb: int, pids: int) -> None:
+    prefix = os.path.realpath(sys.base_prefix)
+    exe = os.path.realpath(sys.executable)
+    if not exe.startswith(prefix + os.sep):
+        raise GVisorUnavailable(f"python executable {exe} is not inside its prefix {prefix}; cannot mount it")
+    rootfs = os.path.join(bundle, "rootfs")
+    os.makedirs(rootfs, exist_ok=True)
+    os.chmod(bundle, 0o755)
+    os.chmod(rootfs, 0o755)
+    mounts = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "nodev", f"size={scratch_mb}m", "mode=1777"]},
+    ]
+    binds = [(prefix, prefix), (SANDBOX_DIR, SANDBOX_PKG_MOUNT)]
+    for lib in ("/usr/lib", "/usr/lib64", "/lib", "/lib64"):
+        real = os.path.realpath(lib)
+        if os.path.isdir(real) and (real, real) not in binds and real != "/":
+            binds.append((real, real))
+    for src, dst in binds:
+        _mkdirs(rootfs, dst)
+        mounts.append({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "ro"]})
+    for link in ("lib", "lib64"):  # merged-/usr layouts: /lib -> usr/lib
+        host = "/" + link
+        if os.path.islink(host) and not os.path.lexists(os.path.join(rootfs, link)):
+            os.symlink(os.readlink(host), os.path.join(rootfs, link))
+    env = ["PATH=/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/tmp", f"IETA_SANDBOX_CHILD_UID={CHILD_UID}",
+           "IETA_SANDBOX_ISOLATION=gvisor", "IETA_SANDBOX_SCRATCH=/tmp", "PYTHONDONTWRITEBYTECODE=1"]
+    config = {
+        "ociVersion": "1.0.0",
+        "process": {
+            "terminal": False, "user": {"uid": 0, "gid": 0},
+            "args": [exe, "-I", "-S", "-c", BOOT.format(dir=SANDBOX_PKG_MOUNT)],
+            "env": env, "cwd": "/tmp",
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024},
+                        {"type": "RLIMIT_CORE", "hard": 0, "soft": 0}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "sandbox",
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            "resources": {"pids": {"limit": pids}, "memory": {"limit": memory_mb << 20}},
+        },
+    }
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+
+
+class GVisorBackend:
+    """A pool of runsc containers, one per worker slot."""
+
+    isolation = "gvisor"
+
+    def __init__(self, memory_mb: int = 512, scratch_mb: int = 64, pids: int = 128, platform: str = "ptrace"):
+        self.runsc = find_runsc()
+        os.makedirs(STATE_PARENT, mode=0o700, exist_ok=True)
+        clean_stale_state(self.runsc)
+        self.root = os.path.join(STATE_PARENT, f"{os.getpid()}-{secrets.token_hex(4)}")
+        os.makedirs(self.root, mode=0o700)
+        self.bundle = tempfile.mkdtemp(prefix="ieta-gvisor-bundle-")
+        # The container holds the worker plus one child limited to the request's memory_mb.
+        build_bundle(self.bundle, memory_mb=max(1024, 2 * memory_mb + 256), scratch_mb=scratch_mb, pids=pids)
+        self.platform = platform
+        self.ignore_cgroups = False
+        self._ids = itertools.count()
+        self._live: set[str] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def default_workers(self) -> int:
+        return os.cpu_count() or 1
+
+    def _argv(self, cid: str) -> list[str]:
+        argv = [self.runsc, "--root", self.root, "--network=none", f"--platform={self.platform}"]
+        if self.ignore_cgroups:
+            argv.append("--ignore-cgroups")
+        return argv + ["run", "--bundle", self.bundle, cid]
+
+    def _start(self, slot: int) -> PipeWorker:
+        cid = f"ieta-{os.getpid()}-{slot}-{next(self._ids)}"
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("backend is closed")
+            self._live.add(cid)
+        return PipeWorker(self._argv(cid), env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                          on_close=lambda: self._delete(cid))
+
+    def start_worker(self, slot: int) -> PipeWorker:
+        try:
+            return self._start(slot)
+        except Exception as first:
+            if self.ignore_cgroups:
+                raise
+            # Hosts without usable cgroups: rlimits inside the worker still bound every program.
+            self.ignore_cgroups = True
+            try:
+                return self._start(slot)
+            except Exception:
+                self.ignore_cgroups = False
+                raise GVisorUnavailable(f"runsc could not start a sandbox: {first}. {INSTALL_HINT}") from None
+
+    def _delete(self, cid: str) -> None:
+        try:
+            _runsc(self.runsc, self.root, "delete", "-force", cid)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        with self._lock:
+            self._live.discard(cid)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        remove_state_dir(self.runsc, self.root)
+        shutil.rmtree(self.bundle, ignore_errors=True)

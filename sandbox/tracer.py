@@ -1,0 +1,111 @@
+"""Bounded execution tracing of the solution, run inside the sandboxed child (stdlib only).
+
+Only frames whose code comes from the solution (filename SOLUTION_FILENAME) are traced: other
+frames get no local trace function, so library code runs at near full speed. Coverage counts every
+solution line until `max_events`, after which tracing switches itself off; the first
+`max_line_events` line events also keep bounded reprs of up to `max_locals` locals.
+"""
+from __future__ import annotations
+
+import reprlib
+import sys
+
+SOLUTION_FILENAME = "<solution>"
+
+_repr = reprlib.Repr()
+_repr.maxstring = 60
+_repr.maxother = 60
+_repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = _repr.maxdeque = 8
+_repr.maxlevel = 3
+
+
+def bounded_repr(value) -> str:
+    try:
+        return _repr.repr(value)[:120]
+    except BaseException as e:  # a hostile __repr__ must not break the harness
+        return f"<repr failed: {type(e).__name__}>"
+
+
+def bounded_locals(f_locals: dict, max_locals: int) -> dict:
+    out = {}
+    for i, (k, v) in enumerate(f_locals.items()):
+        if i >= max_locals:
+            out["..."] = f"{len(f_locals) - max_locals} more"
+            break
+        if k.startswith("__") or type(v).__name__ in ("module", "function", "type", "builtin_function_or_method"):
+            continue
+        out[str(k)[:40]] = bounded_repr(v)
+    return out
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)[:200]
+    except BaseException:
+        return "<unprintable>"
+
+
+class Tracer:
+    def __init__(self, max_events: int = 100_000, max_line_events: int = 200, max_locals: int = 8):
+        self.max_events = max_events
+        self.max_line_events = max_line_events
+        self.max_locals = max_locals
+        self.coverage: dict[int, int] = {}
+        self.events: list[dict] = []
+        self.n_events = 0
+        self.truncated = False
+        self.exception: dict | None = None
+
+    # sys.settrace protocol -------------------------------------------------
+    def _global(self, frame, event, arg):
+        if frame.f_code.co_filename != SOLUTION_FILENAME or self.truncated:
+            return None
+        return self._local
+
+    def _local(self, frame, event, arg):
+        if event != "line":
+            return self._local
+        self.n_events += 1
+        if self.n_events > self.max_events:
+            self.truncated = True
+            sys.settrace(None)
+            frame.f_trace = None
+            return None
+        line = frame.f_lineno
+        self.coverage[line] = self.coverage.get(line, 0) + 1
+        if len(self.events) < self.max_line_events:
+            self.events.append({"line": line, "fn": frame.f_code.co_name,
+                                "locals": bounded_locals(frame.f_locals, self.max_locals)})
+        return self._local
+
+    def start(self):
+        if not self.truncated:
+            sys.settrace(self._global)
+
+    def stop(self):
+        sys.settrace(None)
+
+    # results ------------------------------------------------------------------
+    def record_exception(self, exc: BaseException):
+        """Keep the first exception with its frames inside the solution (innermost last)."""
+        if self.exception is not None:
+            return
+        frames = []
+        tb = exc.__traceback__
+        while tb is not None:
+            f = tb.tb_frame
+            if f.f_code.co_filename == SOLUTION_FILENAME:
+                frames.append({"line": tb.tb_lineno, "fn": f.f_code.co_name,
+                               "locals": bounded_locals(f.f_locals, self.max_locals)})
+            tb = tb.tb_next
+        self.exception = {"type": type(exc).__name__, "message": _message(exc),
+                          "frames": frames[-20:]}
+
+    def to_dict(self) -> dict:
+        return {
+            "coverage": {str(k): v for k, v in sorted(self.coverage.items())},
+            "events": self.events,
+            "events_total": self.n_events if not self.truncated else None,
+            "exception": self.exception,
+            "truncated": self.truncated or self.n_events > len(self.events),
+        }
