@@ -28,6 +28,7 @@ from .backends import BOOT, PipeWorker, SANDBOX_DIR
 STATE_PARENT = "/run/ieta-sandbox"
 SANDBOX_PKG_MOUNT = "/opt/ieta_sandbox"
 CHILD_UID = 65534
+WORKER_CAPS = ["CAP_CHOWN", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER"]
 INSTALL_HINT = ("install gVisor with `apt-get install -y runsc` (Debian/Ubuntu) or see https://gvisor.dev/docs/user_guide/install/, "
                 "or choose the unisolated backend explicitly with backend='process' / --backend process")
 
@@ -136,6 +137,9 @@ def build_bundle(bundle: str, *, memory_mb: int, scratch_mb: int, pids: int) -> 
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024},
                         {"type": "RLIMIT_CORE", "hard": 0, "soft": 0}],
             "noNewPrivileges": True,
+            # The worker needs these to prepare each child's scratch dir, drop it to CHILD_UID and
+            # kill what it leaves behind; the child loses them all when it calls setuid.
+            "capabilities": {k: WORKER_CAPS for k in ("bounding", "effective", "permitted")},
         },
         "root": {"path": "rootfs", "readonly": True},
         "hostname": "sandbox",

@@ -366,7 +366,8 @@ def main():
             result = worker.run(req)
         except Exception as e:  # a worker bug must not take the sandbox down silently
             result = {"id": req.get("id") if isinstance(req, dict) else None, "status": "sandbox_error",
-                      "error_type": "WorkerError", "error_message": f"{type(e).__name__}: {e}"}
+                      "error_type": "WorkerError", "error_message": f"{type(e).__name__}: {e}",
+                      "isolation": worker.isolation}
         if worker.host_gone:
             kill_descendants()
             return
