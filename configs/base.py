@@ -52,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.tiny.num_heads = 4
     c.tiny.num_kv_heads = 2
     c.tiny.max_position_embeddings = 512
-    c.tiny.corpus_size = 4000   # warm-start examples from data.synthetic.warm_start_corpus
+    c.tiny.solutions_per_task = 4  # warm-start corpus: solutions per synthetic train task
     c.tiny.bug_fraction = 0.5   # fraction of corpus solutions that carry realistic bugs
     c.tiny.warm_start_steps = 400
     c.tiny.warm_start_lr = 3e-3
@@ -169,7 +169,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     # Tiny model.
     t = c.tiny
     for field in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
-                  "max_position_embeddings", "corpus_size", "warm_start_batch_size"):
+                  "max_position_embeddings", "solutions_per_task", "warm_start_batch_size"):
         _require(isinstance(t[field], int) and t[field] >= 1, f"tiny.{field}", "must be an integer >= 1", t[field])
     _require(isinstance(t.warm_start_steps, int) and t.warm_start_steps >= 0, "tiny.warm_start_steps",
              "must be an integer >= 0", t.warm_start_steps)
