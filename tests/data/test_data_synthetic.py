@@ -1,0 +1,154 @@
+"""The synthetic suite: structure, determinism, split, corpus, and real sandbox verdicts."""
+import ast
+import collections
+
+import pytest
+
+from ieta_jax import data
+from ieta_jax.data import synthetic
+
+
+@pytest.fixture(scope="module")
+def all_tasks():
+    return synthetic.make_tasks()
+
+
+def test_families_cover_categories_and_bug_kinds():
+    assert len(synthetic.FAMILIES) >= 20
+    assert {f.category for f in synthetic.FAMILIES} == {"lists", "strings", "dicts", "arithmetic", "indexing",
+                                                       "parsing"}
+    kinds = collections.Counter(k for f in synthetic.FAMILIES for k, _ in f.bugs)
+    assert set(kinds) == set(synthetic.BUG_KINDS)
+    assert all(f.bugs and f.correct for f in synthetic.FAMILIES)
+    assert all(len(f.params) >= 6 for f in synthetic.FAMILIES)
+
+
+def test_deterministic_by_seed(all_tasks):
+    again = synthetic.make_tasks()
+    assert [t.to_dict() for t in again] == [t.to_dict() for t in all_tasks]
+    other = synthetic.make_tasks(seed=1)
+    assert [t.test for t in other] != [t.test for t in all_tasks]
+    assert {t.task_id for t in other} == {t.task_id for t in all_tasks}
+
+
+def test_split_is_by_parameter_value_and_every_family_is_in_both(all_tasks):
+    train = synthetic.make_tasks("train")
+    heldout = synthetic.make_tasks("heldout")
+    assert [t.task_id for t in synthetic.make_tasks("test")] == [t.task_id for t in heldout]
+    assert len(train) + len(heldout) == len(all_tasks)
+    assert not {t.task_id for t in train} & {t.task_id for t in heldout}
+    by_family = collections.defaultdict(lambda: collections.defaultdict(set))
+    for t in all_tasks:
+        by_family[t.metadata["family"]][t.metadata["split"]].add(repr(t.metadata["param"]))
+    assert len(by_family) == len(synthetic.FAMILIES)
+    for fam, splits in by_family.items():
+        assert splits["train"] and splits["heldout"], fam
+        assert not splits["train"] & splits["heldout"], fam       # held-out parameter values are unseen
+        # The held-out prompt differs from every train prompt of its family.
+    train_prompts = {t.prompt for t in train}
+    assert not any(t.prompt in train_prompts for t in heldout)
+    frac = len(heldout) / len(all_tasks)
+    assert 0.2 < frac < 0.3
+
+
+def test_limit_interleaves_families_and_knobs():
+    first = synthetic.make_tasks("train", limit=len(synthetic.FAMILIES))
+    assert len({t.metadata["family"] for t in first}) == len(synthetic.FAMILIES)
+    two = synthetic.make_tasks("train", tasks_per_family=2, families=["gaps", "lookup"])
+    assert [t.metadata["family"] for t in two] == ["gaps", "lookup", "gaps", "lookup"]
+    assert len(data.load_tasks("synthetic", split="heldout", limit=5)) == 5
+    with pytest.raises(ValueError, match="unknown synthetic families"):
+        synthetic.make_tasks(families=["nope"])
+    with pytest.raises(ValueError, match="split"):
+        synthetic.make_tasks("validation")
+
+
+def test_prompt_and_completion_shape(all_tasks):
+    for t in all_tasks:
+        header, doc, rest = t.prompt.split("\n", 2)
+        assert header == f"def {t.entry_point}({synthetic.FAMILY_BY_NAME[t.metadata['family']].args}):"
+        assert doc.startswith('    """') and doc.endswith('"""') and rest == ""
+        assert t.test["kind"] == "asserts" and len(t.test["asserts"]) == synthetic.NUM_CASES
+        program = data.build_program(t, t.reference)
+        ast.parse(program)
+        assert t.reference.endswith("\n") and t.reference.startswith("    ")
+        for sol in synthetic.solutions(t):
+            assert len(sol.completion) <= 200 and sol.completion.count("\n") <= 8
+            ast.parse(t.prompt + sol.completion)
+            # A generated body never contains a stop sequence, so truncation keeps it whole.
+            assert data.truncate_at_stop(sol.completion, t.stop) == sol.completion
+
+
+def test_request_uses_short_timeout(all_tasks):
+    req = data.to_request(all_tasks[0], all_tasks[0].reference, "r0")
+    assert req["timeout_s"] == synthetic.TIMEOUT_S and req["solution"].startswith(all_tasks[0].prompt)
+    assert data.to_request(all_tasks[0], "", "r1", timeout_s=0.5)["timeout_s"] == 0.5
+
+
+def test_corpus_covers_train_tasks_only_with_the_bug_fraction():
+    train = synthetic.make_tasks("train")
+    corpus = synthetic.warm_start_corpus(train, solutions_per_task=4, bug_fraction=0.5, seed=0)
+    assert len(corpus) == 4 * len(train)
+    heldout_ids = {t.task_id for t in synthetic.make_tasks("heldout")}
+    assert not {e.task_id for e in corpus} & heldout_ids
+    by_task = {t.task_id: t for t in train}
+    buggy = [e for e in corpus if e.bug is not None]
+    assert 0.45 < len(buggy) / len(corpus) < 0.55
+    assert {e.bug for e in buggy} == set(synthetic.BUG_KINDS)
+    for e in corpus:
+        task = by_task[e.task_id]
+        assert e.prompt == task.prompt and e.text == task.prompt + e.completion
+        assert synthetic.Solution(e.completion, e.bug) in synthetic.solutions(task)
+    # Correct examples are not all the same variant.
+    assert len({e.completion for e in corpus if e.bug is None and e.family == "count_above"}) >= 2
+    assert synthetic.warm_start_corpus(train[:10], seed=0) == synthetic.warm_start_corpus(train[:10], seed=0)
+
+
+def test_corpus_knobs():
+    train = synthetic.make_tasks("train", limit=64)
+    clean = synthetic.warm_start_corpus(train, bug_fraction=0.0)
+    assert all(e.bug is None for e in clean)
+    no_loops = synthetic.warm_start_corpus(train, bug_fraction=1.0, solutions_per_task=6,
+                                           bug_weights={**synthetic.DEFAULT_BUG_WEIGHTS, "infinite_loop": 0.0})
+    assert all(e.bug not in (None, "infinite_loop") for e in no_loops)
+    assert 0.2 < sum(e.bug is not None for e in
+                     synthetic.warm_start_corpus(train, bug_fraction=0.3, solutions_per_task=4)) / (4 * 64) < 0.4
+    with pytest.raises(ValueError, match="bug_fraction"):
+        synthetic.warm_start_corpus(train, bug_fraction=1.5)
+    with pytest.raises(ValueError, match="unknown bug kinds"):
+        synthetic.warm_start_corpus(train, bug_weights={"Segfault": 1.0})
+
+
+def _one_train_one_heldout_per_family():
+    chosen = {}
+    for t in synthetic.make_tasks():
+        chosen.setdefault((t.metadata["family"], t.metadata["split"]), t)
+    return list(chosen.values())
+
+
+def test_references_pass_and_bugs_fail_as_labelled_in_the_sandbox(executor):
+    tasks = _one_train_one_heldout_per_family()
+    assert len(tasks) == 2 * len(synthetic.FAMILIES)
+    requests, expected = [], {}
+    for t in tasks:
+        for j, sol in enumerate(synthetic.solutions(t)):
+            rid = f"{t.task_id}#{j}"
+            requests.append(data.to_request(t, sol.completion, rid, timeout_s=1.0))
+            expected[rid] = (sol.bug, synthetic.expected_outcome(sol.bug))
+    results = executor.run(requests)
+    wrong = []
+    seen_kinds = set()
+    for r in results:
+        bug, (status, error_type) = expected[r.id]
+        got = (r.status, r.error_type if status != "timeout" else None)
+        if got != (status, error_type):
+            wrong.append((r.id, bug, r.status, r.error_type, r.error_message))
+        seen_kinds.add(bug)
+        if bug is None:
+            assert r.tests_passed == r.tests_total == synthetic.NUM_CASES
+        elif bug != "infinite_loop":
+            assert r.tests_passed < r.tests_total == synthetic.NUM_CASES
+    assert not wrong, wrong
+    assert seen_kinds == {None, *synthetic.BUG_KINDS}
+    # Partial credit exists: some buggy programs pass some of their tests.
+    assert any(0 < r.tests_passed < r.tests_total for r in results)
