@@ -38,8 +38,12 @@ class Executor:
     """Runs requests (JSONL-schema dicts) in sandboxes; see the package docstring for the API."""
 
     def __init__(self, backend="gvisor", workers: int | None = None, timeout_s: float = 10.0,
-                 memory_mb: int = 512, trace: bool = False, recycle_after: int = 2000):
+                 memory_mb: int = 512, trace: bool = False, recycle_after: int = 2000,
+                 hang_slack_s: float = HANG_SLACK_S):
+        """recycle_after: requests a worker serves before it is replaced (bounds slow leaks).
+        hang_slack_s: seconds past a request's own timeout after which its worker counts as hung."""
         self.timeout_s, self.memory_mb, self.trace = timeout_s, memory_mb, trace
+        self.hang_slack_s = hang_slack_s
         self.backend = make_backend(backend, memory_mb) if isinstance(backend, str) else backend
         if self.backend.isolation == "process":
             warnings.warn(UNISOLATED_WARNING, RuntimeWarning, stacklevel=2)
@@ -121,7 +125,7 @@ class Executor:
                     try:
                         if worker is None:
                             worker, served = self.backend.start_worker(slot), 0
-                        result = Result.from_dict(worker.execute(req, req["timeout_s"] + HANG_SLACK_S))
+                        result = Result.from_dict(worker.execute(req, req["timeout_s"] + self.hang_slack_s))
                         served += 1
                         break
                     except Exception as e:  # WorkerCrashed, or the runtime failed to start a sandbox

@@ -11,6 +11,7 @@ Usage: python -I -S worker.py   (stdlib only; must not import the host-side pack
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import secrets
@@ -108,8 +109,15 @@ def _child(req, res_w, out_w, err_w, scratch, uid, nonce):
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        os.closerange(3, fd)
-        os.closerange(fd + 1, 4096)
+        # Close every other inherited fd. Listing /proc/self/fd costs a few syscalls where a blind
+        # closerange(3, 4096) costs thousands under gVisor's ptrace platform.
+        for name in os.listdir("/proc/self/fd"):
+            n = int(name)
+            if n > 2 and n != fd:
+                try:
+                    os.close(n)
+                except OSError:
+                    pass
         os.chdir(scratch)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         if resource is not None:
@@ -351,6 +359,9 @@ def main():
                     isolation=os.environ.get("IETA_SANDBOX_ISOLATION", "process"),
                     control_fd=0)
     stdin = os.fdopen(0, "rb", buffering=0)
+    # Objects that exist now are never collected in a child: fewer copy-on-write page faults per fork.
+    gc.collect()
+    gc.freeze()
     proto.write((json.dumps({"ready": True, "pid": os.getpid()}) + "\n").encode())
     buf = b""
     while True:

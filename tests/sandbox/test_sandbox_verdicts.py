@@ -1,0 +1,156 @@
+"""Verdicts for every test kind on real programs, on both backends."""
+import pytest
+
+from sandbox import RequestError, Result
+from sandbox.schema import OUTPUT_CAP_CHARS
+
+HE_TEST = """
+def check(candidate):
+    assert candidate(1, 2) == 3
+    assert candidate(0, 0) == 0
+    for a in range(3):
+        assert candidate(a, 1) == a + 1
+    assert candidate(-1, 1) == 0
+"""
+
+
+def he(rid, solution, **kw):
+    return {"id": rid, "solution": solution, "test": {"kind": "humaneval", "test": HE_TEST, "entry_point": "add"}, **kw}
+
+
+def run1(ex, req) -> Result:
+    [r] = ex.run([req])
+    assert r.id == req["id"]
+    return r
+
+
+def test_humaneval_pass_and_split_count(executor):
+    r = run1(executor, he("ok", "def add(a, b):\n    return a + b\n"))
+    assert (r.status, r.tests_passed, r.tests_total) == ("passed", 4, 4)
+    assert r.error_type is None and r.error_line is None
+    assert r.isolation == ("gvisor" if executor.backend.isolation == "gvisor" else "process")
+
+
+def test_humaneval_partial_count_runs_every_case(executor):
+    # wrong only when b == 2 (first assert) and for the negative case: 2 of 4 split cases pass
+    sol = "def add(a, b):\n    if b == 2 or a < 0:\n        return 7\n    return a + b\n"
+    r = run1(executor, he("partial", sol))
+    assert (r.status, r.error_type, r.tests_passed, r.tests_total) == ("failed", "AssertionError", 2, 4)
+    assert r.error_message == "assert candidate(1, 2) == 3"
+    assert r.error_line is None
+
+
+def test_error_type_and_line_are_from_the_solution(executor):
+    sol = "def helper(x):\n    return [1, 2][x]\n\ndef add(a, b):\n    return helper(a + b)\n"
+    r = run1(executor, he("idx", sol))
+    # add(1,2) -> IndexError at line 2; add(0,0)=1 != 0 fails; loop case: add(0,1)=2 != 1 fails; add(-1,1)=1 != 0
+    assert (r.status, r.error_type, r.error_line) == ("error", "IndexError", 2)
+    assert r.tests_passed == 0 and r.tests_total == 4
+
+
+def test_definition_time_error(executor):
+    r = run1(executor, he("def", "import math\nx = 1 / 0\ndef add(a, b):\n    return a + b\n"))
+    assert (r.status, r.error_type, r.error_line, r.tests_passed) == ("error", "ZeroDivisionError", 2, 0)
+
+
+def test_syntax_error(executor):
+    r = run1(executor, he("syn", "def add(a, b):\n    return a +\n"))
+    assert (r.status, r.error_type, r.error_line) == ("syntax_error", "SyntaxError", 2)
+
+
+def test_missing_entry_point(executor):
+    r = run1(executor, he("noentry", "def plus(a, b):\n    return a + b\n"))
+    assert (r.status, r.error_type) == ("error", "NameError")
+
+
+def test_recursion_error(executor):
+    sol = "def add(a, b):\n    return add(a, b)\n"
+    r = run1(executor, he("rec", sol))
+    assert (r.status, r.error_type, r.error_line) == ("error", "RecursionError", 2)
+
+
+def test_memory_status(executor):
+    r = run1(executor, he("mem", "def add(a, b):\n    x = bytearray(1 << 34)\n    return a + b\n", memory_mb=128))
+    assert (r.status, r.error_type, r.error_line) == ("memory", "MemoryError", 2)
+
+
+def test_timeout_keeps_partial_count(executor):
+    sol = "def add(a, b):\n    if a == 0 and b == 0:\n        while True:\n            pass\n    return a + b\n"
+    r = run1(executor, he("slow", sol, timeout_s=1.0))
+    assert (r.status, r.error_type, r.tests_passed, r.tests_total) == ("timeout", "Timeout", 1, 4)
+    assert 1.0 <= r.duration_s < 4.0
+
+
+def test_asserts_kind_mbpp(executor):
+    req = {"id": "mbpp", "solution": "def sq(x):\n    return x * x if x < 3 else 0\n",
+           "test": {"kind": "asserts", "setup": "import math\nK = 2",
+                    "asserts": ["assert sq(K) == 4", "assert sq(3) == 9", "assert sq(1) == 1", "assert sq(4) == 16"]}}
+    r = run1(executor, req)
+    assert (r.status, r.tests_passed, r.tests_total, r.error_message) == ("failed", 2, 4, "assert sq(3) == 9")
+
+
+def test_stdio_kind_normalizes_whitespace(executor):
+    sol = "import sys\nn = int(input())\nfor i in range(n):\n    print(i, ' ')\nprint()\nif n == 3:\n    sys.exit(0)\nprint('end')\n"
+    cases = [{"input": "2\n", "output": "0\n1\n\nend\n\n"},    # trailing spaces and blank lines ignored
+             {"input": "3", "output": "0\n1\n2\n"},            # exit(0) after printing is a normal end
+             {"input": "1\n", "output": "0\nEND\n"},           # wrong output
+             {"input": "x\n", "output": ""}]                   # ValueError
+    r = run1(executor, {"id": "io", "solution": sol, "test": {"kind": "stdio", "cases": cases}})
+    assert (r.status, r.error_type, r.tests_passed, r.tests_total) == ("failed", "AssertionError", 2, 4)
+    assert "case 2" in r.error_message
+
+
+def test_stdio_runtime_error_first(executor):
+    cases = [{"input": "0\n", "output": "x"}, {"input": "2\n", "output": "0.5"}]
+    r = run1(executor, {"id": "io2", "solution": "print(1 / int(input()))\n", "test": {"kind": "stdio", "cases": cases}})
+    assert (r.status, r.error_type, r.error_line, r.tests_passed) == ("error", "ZeroDivisionError", 1, 1)
+
+
+def test_call_kind(executor):
+    sol = "class Solution:\n    def pair(self, a, b):\n        return (a, b) if a else [b]\n"
+    cases = [{"args": [1, 2], "expected": [1, 2]}, {"args": [0, 5], "expected": [5]}, {"args": [2, 2], "expected": [2, 3]}]
+    r = run1(executor, {"id": "call", "solution": sol, "test": {"kind": "call", "fn_name": "pair", "cases": cases}})
+    assert (r.status, r.tests_passed, r.tests_total, r.error_type) == ("failed", 2, 3, "AssertionError")
+    ok = run1(executor, {"id": "call2", "solution": "def f(x):\n    return {'k': [x, None]}\n",
+                         "test": {"kind": "call", "fn_name": "f", "cases": [{"args": [1], "expected": {"k": [1, None]}}]}})
+    assert ok.status == "passed"
+
+
+def test_stdout_is_captured_and_capped(executor):
+    sol = "print('hello')\nprint('x' * 100000)\ndef add(a, b):\n    return a + b\n"
+    r = run1(executor, he("out", sol))
+    assert r.status == "passed"
+    assert r.stdout.startswith("hello\nxxx") and r.stdout.endswith("...[truncated]")
+    assert len(r.stdout) == OUTPUT_CAP_CHARS + len("...[truncated]")
+
+
+def test_programs_do_not_share_state(executor):
+    # Each request runs in a fresh child: a module-level counter and a scratch file never carry over.
+    sol = ("import os, builtins\nassert not os.listdir('.'), os.listdir('.')\nopen('mark', 'w').write('x')\n"
+           "assert not hasattr(builtins, 'POISON')\nbuiltins.POISON = 1\n"
+           "def add(a, b):\n    return a + b\n")
+    results = executor.run([he(f"iso{i}", sol) for i in range(6)])
+    assert [r.status for r in results] == ["passed"] * 6, [r.error_message for r in results]
+
+
+def test_results_in_request_order_and_imap(executor):
+    reqs = [he(f"o{i}", "def add(a, b):\n    return a + b\n" if i % 2 else "def add(a, b):\n    return 0\n")
+            for i in range(8)]
+    assert [r.id for r in executor.run(reqs)] == [q["id"] for q in reqs]
+    got = {r.id: r.status for r in executor.imap(reqs)}
+    assert got == {q["id"]: ("passed" if i % 2 else "failed") for i, q in enumerate(reqs)}
+    fut = executor.submit(reqs[1])
+    assert fut.result(timeout=30).status == "passed"
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"solution": "x", "test": {"kind": "asserts", "asserts": []}}, "missing field 'id'"),
+    ({"id": "a", "solution": "x", "test": {"kind": "bogus"}}, "unknown test kind 'bogus'"),
+    ({"id": "a", "solution": "x", "test": {"kind": "humaneval", "test": "def check(c): pass"}}, "entry_point"),
+    ({"id": "a", "solution": 3, "test": {"kind": "asserts", "asserts": []}}, "'solution' must be str"),
+    ({"id": "a", "solution": "x", "test": {"kind": "stdio", "cases": [{"input": "1"}]}}, "case 0"),
+    ({"id": "a", "solution": "x", "test": {"kind": "asserts", "asserts": []}, "timeout_s": -1}, "timeout_s"),
+])
+def test_invalid_requests_are_rejected_with_the_field(process_executor, bad, match):
+    with pytest.raises(RequestError, match=match):
+        process_executor.submit(bad)
