@@ -1,0 +1,122 @@
+"""KV-cache sampler: greedy parity with transformers.generate, sampling filters, EOS, reproducibility, mesh."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import padded_batch
+
+from ieta_jax import models, sampling, sharding
+
+N_NEW = 10
+
+
+def _hf_greedy(directory, ids, mask, n_new, eos):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    with torch.no_grad():
+        seq = hf.generate(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
+                          max_new_tokens=n_new, do_sample=False, eos_token_id=eos, pad_token_id=0)
+    new = seq[:, ids.shape[1]:].numpy()
+    return np.pad(new, ((0, 0), (0, n_new - new.shape[1])), constant_values=0)
+
+
+@pytest.fixture(scope="module")
+def eos_for(hf_checkpoints):
+    """An EOS id that the greedy continuation of row 1 actually hits, so early stopping is exercised."""
+    out = {}
+    for name in ("llama", "qwen2", "mistral"):
+        ids, mask, _ = padded_batch(seed=5, left=True)
+        greedy = _hf_greedy(hf_checkpoints[name], ids, mask, N_NEW, eos=None)
+        out[name] = int(greedy[1, 3])
+    return out
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2", "mistral"])
+def test_greedy_matches_transformers_left_padded(hf_checkpoints, eos_for, name):
+    ids, mask, _ = padded_batch(seed=5, left=True)
+    eos = eos_for[name]
+    ref = _hf_greedy(hf_checkpoints[name], ids, mask, N_NEW, eos=eos)
+    model = models.from_pretrained(hf_checkpoints[name])
+    out = sampling.generate(model, ids, N_NEW, prompt_mask=mask, eos_token_id=eos, pad_token_id=0)
+    np.testing.assert_array_equal(out.tokens, ref)
+    stopped = (ref == eos).any(-1)
+    assert stopped[1]  # early stop happened in this batch
+    expected_len = np.where(stopped, np.argmax(ref == eos, -1) + 1, N_NEW)
+    np.testing.assert_array_equal(out.lengths, expected_len)
+
+
+def test_logprobs_equal_teacher_forced_forward(hf_checkpoints):
+    model = models.from_pretrained(hf_checkpoints["qwen2"])
+    ids, mask, _ = padded_batch(seed=6, left=False)
+    out = sampling.generate(model, ids, 6, prompt_mask=mask, temperature=1.0, rng=jax.random.key(3))
+    full_ids = np.concatenate([out.prompt_ids, out.tokens], 1)
+    full_mask = np.concatenate([out.prompt_mask, np.ones_like(out.tokens, bool)], 1)
+    logp = jax.nn.log_softmax(model(full_ids, full_mask), -1)
+    p = out.prompt_ids.shape[1]
+    ref = np.take_along_axis(np.asarray(logp[:, p - 1:-1]), out.tokens[..., None], -1)[..., 0]
+    np.testing.assert_allclose(out.logprobs, ref, atol=2e-5)
+
+
+def test_sampling_filters_reproducibility_and_num_samples(hf_checkpoints):
+    model = models.from_pretrained(hf_checkpoints["llama"])
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13]]
+    kw = dict(max_new_tokens=8, temperature=1.3, rng=jax.random.key(0), num_samples=4)
+    a = sampling.generate(model, prompts, **kw)
+    b = sampling.generate(model, prompts, **kw)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    assert a.tokens.shape == (8, 8)
+    assert len({tuple(r) for r in a.tokens}) > 4  # samples of the same prompt differ
+    c = sampling.generate(model, prompts, **{**kw, "rng": jax.random.key(1)})
+    assert not np.array_equal(a.tokens, c.tokens)
+    # top_k=1 and a tiny top_p both reduce to greedy whatever the temperature
+    greedy = sampling.generate(model, prompts, max_new_tokens=8)
+    k1 = sampling.generate(model, prompts, max_new_tokens=8, temperature=2.0, top_k=1, rng=3)
+    p0 = sampling.generate(model, prompts, max_new_tokens=8, temperature=2.0, top_p=1e-6, rng=4)
+    np.testing.assert_array_equal(k1.tokens, greedy.tokens)
+    np.testing.assert_array_equal(p0.tokens, greedy.tokens)
+
+
+def test_sample_logits_top_k_top_p_support():
+    logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]] * 4000))
+    keys = jax.random.key(0)
+    top2 = np.asarray(sampling.sample_logits(logits, keys, 1.0, 1.0, 2))
+    assert set(np.unique(top2)) == {0, 1}
+    assert abs((top2 == 0).mean() - 0.5 / 0.8) < 0.03
+    nucleus = np.asarray(sampling.sample_logits(logits, keys, 1.0, 0.75, 0))  # keeps 0.5+0.3 (mass before < .75)
+    assert set(np.unique(nucleus)) == {0, 1}
+    full = np.asarray(sampling.sample_logits(logits, keys, 1.0, 1.0, 0))
+    assert set(np.unique(full)) == {0, 1, 2, 3}
+
+
+def test_generate_on_training_mesh_matches_single_device(hf_checkpoints):
+    model = models.from_pretrained(hf_checkpoints["llama"])
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [4]]
+    ref = sampling.generate(model, prompts, max_new_tokens=6, temperature=0.0)
+    mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
+    sharded = models.from_pretrained(hf_checkpoints["llama"], mesh=mesh)
+    assert sharded.model.layers[0].mlp.up_proj.kernel[...].sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+    out = sampling.generate(sharded, prompts, max_new_tokens=6, temperature=0.0)
+    np.testing.assert_array_equal(out.tokens, ref.tokens)
+    np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
+
+
+def test_decode_text_applies_stop_strings():
+    class Tok:
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(chr(ord("a") + i) for i in ids)
+
+    out = sampling.GenerateOutput(tokens=np.array([[0, 1, 2, 3], [3, 2, 1, 0]]), logprobs=np.zeros((2, 4)),
+                                  lengths=np.array([4, 3]), prompt_ids=np.zeros((2, 1)), prompt_mask=np.ones((2, 1)))
+    assert sampling.decode_text(Tok(), out) == ["abcd", "dcb"]
+    assert sampling.decode_text(Tok(), out, stop=["c", "zz"]) == ["ab", "d"]
+
+
+def test_one_compilation_serves_all_settings_and_prompt_lengths(hf_checkpoints):
+    model = models.from_pretrained(hf_checkpoints["mistral"])
+    before = sampling._generate._cache_size()
+    sampling.generate(model, [[3, 4], [5, 6, 7]], 7)
+    sampling.generate(model, [[3, 4, 9, 9, 9], [5]], 7, temperature=0.7, top_p=0.9, top_k=5, rng=1)
+    sampling.generate(model, [[1] * 16, [2] * 9], 7, temperature=1.0, rng=2)
+    assert sampling._generate._cache_size() == before + 1
