@@ -30,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Tasks.
     c.dataset = "synthetic"     # synthetic | humaneval | mbpp | apps | a local JSONL/parquet path
+    c.train_dataset = ""        # dataset of the feedback (train) tasks; "" = the same as `dataset`
     c.train_split = "train"     # split sampled for feedback
     c.eval_split = "test"       # held-out split for evaluation
     c.num_train_tasks = 0       # 0 = every task of the split
@@ -186,6 +187,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
                  f"plus config.max_prompt_len={c.max_prompt_len} exceeds config.tiny.max_position_embeddings="
                  f"{t.max_position_embeddings}", c.max_new_tokens)
 
+    if c.model == "tiny":
+        _require(c.dataset == "synthetic" and c.train_dataset in ("", "synthetic"), "dataset",
+                 "must be 'synthetic' with model='tiny' (the tiny model is trained on the synthetic corpus)",
+                 c.dataset)
+
     # DPO.
     _require(c.dpo.beta > 0.0, "dpo.beta", "must be > 0", c.dpo.beta)
     _require(c.dpo.loss_type in LOSS_TYPES, "dpo.loss_type", f"must be one of {LOSS_TYPES}", c.dpo.loss_type)
@@ -210,6 +216,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _require(c.num_samples >= 2 or c.method not in ("rlaif", "all", "dpo"), "num_samples",
              "must be >= 2 for dpo/rlaif (pairs and group-relative advantages need several samples per task)",
              c.num_samples)
+
+    if c.method in ("rlaif", "all"):
+        rollout = r.prompts_per_step * c.num_samples
+        _require(rollout % c.batch_size == 0, "batch_size",
+                 f"must divide config.rlaif.prompts_per_step x config.num_samples = {rollout} (RL mini-batches)",
+                 c.batch_size)
 
     # Sandbox.
     _require(c.sandbox.backend in BACKENDS, "sandbox.backend", f"must be one of {BACKENDS}", c.sandbox.backend)

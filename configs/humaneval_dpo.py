@@ -1,4 +1,4 @@
-"""DPO on HumanEval with a real HF code model (Qwen2.5-Coder 1.5B), one accelerator or a pod slice.
+"""DPO with feedback on MBPP train tasks, evaluated on HumanEval, with a real HF code model (Qwen2.5-Coder 1.5B), one accelerator or a pod slice.
 
 The model field takes a local checkpoint directory or a hub id (needs a reachable hub or a local cache):
     python -m launch.main --config=configs/humaneval_dpo.py --workdir=runs/he_dpo \
@@ -10,7 +10,10 @@ from configs import base
 def get_config():
     c = base.get_config()
     c.method = "dpo"
-    c.dataset = "humaneval"
+    c.dataset = "humaneval"          # held-out evaluation: the 164 HumanEval problems
+    c.eval_split = "test"
+    c.train_dataset = "mbpp"         # feedback tasks: MBPP train (HumanEval has no train split)
+    c.train_split = "train"
     c.model = "Qwen/Qwen2.5-Coder-1.5B"
     c.dtype = "bfloat16"
     c.param_dtype = "float32"

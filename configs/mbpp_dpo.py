@@ -9,6 +9,7 @@ from configs import humaneval_dpo
 def get_config():
     c = humaneval_dpo.get_config()
     c.dataset = "mbpp"
+    c.train_dataset = "mbpp"
     c.train_split = "train"
     c.eval_split = "test"
     c.max_prompt_len = 384

@@ -12,5 +12,32 @@ def get_config():
     c.dataset = "synthetic"
     c.model = "tiny"
     c.num_iterations = 2
+    c.num_train_tasks = 192        # round-robin over the families, so every family is covered
+    c.num_eval_tasks = 0           # every held-out task
+    c.num_samples = 8
+    c.eval_num_samples = 10
+    c.pass_at_k = (1, 10)
+    c.max_prompt_len = 96
+    c.max_new_tokens = 80
+    c.temperature = 1.0
+    c.eval_temperature = 0.8
+    c.sample_batch_size = 128
+
+    c.tiny.max_position_embeddings = 192
+    c.tiny.warm_start_steps = 300
+    c.tiny.warm_start_lr = 3e-3
+    c.tiny.bug_fraction = 0.5
+
+    c.batch_size = 16
+    c.learning_rate = 2e-4
+    c.train_steps = 40
+    c.dpo.beta = 0.1
+    c.rlaif.reward_steps = 40
+    c.rlaif.reward_learning_rate = 3e-4
+    c.rlaif.prompts_per_step = 8
+    c.rlaif.kl_beta = 0.02
+    c.rlaif.execution_reward_weight = 1.0
+
+    c.timeout_s = 1.0              # the programs run in microseconds; this bounds what an infinite loop costs
     c.sandbox.backend = "gvisor"
     return c
