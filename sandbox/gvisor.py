@@ -146,7 +146,10 @@ def build_bundle(bundle: str, *, memory_mb: int, scratch_mb: int, pids: int) -> 
         "mounts": mounts,
         "linux": {
             "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
-            "resources": {"pids": {"limit": pids}, "memory": {"limit": memory_mb << 20}},
+            # No host pids limit: under ptrace every guest address space is a host stub process, and a
+            # sentry that hits a host pids limit panics. Guest process counts are bounded by the
+            # worker's RLIMIT_NPROC on the unprivileged child uid instead.
+            "resources": {"memory": {"limit": memory_mb << 20}},
         },
     }
     with open(os.path.join(bundle, "config.json"), "w") as f:
@@ -178,7 +181,7 @@ class GVisorBackend:
         return os.cpu_count() or 1
 
     def _argv(self, cid: str) -> list[str]:
-        argv = [self.runsc, "--root", self.root, "--network=none", f"--platform={self.platform}"]
+        argv = [self.runsc, "--root", self.root, "--network=none", f"--platform={self.platform}"] + (["--debug", "--debug-log=/tmp/rdbg/"] if os.environ.get("IETA_RUNSC_DEBUG") else [])
         if self.ignore_cgroups:
             argv.append("--ignore-cgroups")
         return argv + ["run", "--bundle", self.bundle, cid]

@@ -1,0 +1,369 @@
+"""Ray backend: the sandbox fleet spread over the CPU hosts of a Ray cluster.
+
+Each `SandboxHost` Ray actor owns a local sandbox `Executor` (a gVisor pool by default) on its node,
+so a request runs exactly as it would locally and gets the same verdict. The driver-side
+`RayBackend` plugs into `Executor` through the object-backend interface of backends.py: the
+Executor's slots become *lanes*, each carrying one request at a time to an actor.
+
+- Placement: one actor per alive node (sized to the node's CPUs), or `num_actors` actors of
+  `workers_per_actor` sandboxes each; `node_resource` restricts the fleet to nodes that declare that
+  custom resource (e.g. the hosts of a TPU pod started with `ray start --resources='{"sandbox_host": 1}'`).
+- Load balancing with backpressure: a lane sends its request to the least loaded live actor that has
+  fewer than `max_in_flight_per_actor` requests outstanding (default twice its sandboxes, so its pool
+  never idles while results travel back), and otherwise waits its turn (first come, first served).
+- Streaming: the Executor's futures complete as each actor call returns.
+- Failures: a call that fails because its actor or node died (or hangs past a generous bound) marks the
+  actor dead, starts a replacement (on the same node if it is still there, else wherever Ray finds
+  room) and raises WorkerCrashed; the Executor then retries the request once on another live actor, so
+  in-flight requests of a lost actor are not lost. A request that kills two actors in a row is
+  reported as `sandbox_error`, like a request that kills two local sandboxes.
+
+Ray is an optional dependency (`pip install -e ".[ray]"`); the rest of `sandbox` never imports it.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import math
+import os
+import threading
+import time
+
+try:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+except ImportError as _e:  # pragma: no cover - exercised by a test that hides ray
+    raise ImportError('the sandbox "ray" backend needs Ray: pip install -e ".[ray]"  (or pip install "ray[default]")') from _e
+
+from .backends import HANG_SLACK_S, STARTUP_TIMEOUT_S, WorkerCrashed
+
+log = logging.getLogger(__name__)
+SANDBOX_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+# Ray errors that mean the actor (or its node) is gone or unreachable.
+_ACTOR_LOST = tuple(getattr(ray.exceptions, n) for n in
+                    ("RayActorError", "ActorUnavailableError", "ObjectLostError", "OwnerDiedError",
+                     "NodeDiedError", "WorkerCrashedError", "LocalRayletDiedError") if hasattr(ray.exceptions, n))
+
+
+class SandboxHost:
+    """Ray actor: a local sandbox Executor on one node. Requests arrive already normalized."""
+
+    def __init__(self, backend: str, workers: int, memory_mb: int):
+        import socket
+
+        from .executor import Executor
+        self._executor = Executor(backend=backend, workers=workers, memory_mb=memory_mb)
+        self._info = {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
+                      "pid": os.getpid(), "workers": workers, "isolation": self._executor.backend.isolation}
+
+    async def info(self) -> dict:
+        return self._info
+
+    async def execute(self, request: dict) -> dict:
+        return (await asyncio.wrap_future(self._executor.submit(request))).to_dict()
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.close)
+
+
+_RemoteSandboxHost = ray.remote(max_restarts=0)(SandboxHost)
+
+
+@dataclasses.dataclass(eq=False)
+class _Actor:
+    handle: object
+    spec: dict                   # options this actor was created with (for its replacement)
+    workers: int
+    cap: int                     # most requests in flight at once
+    node_id: str = ""
+    hostname: str = ""
+    in_flight: int = 0
+    alive: bool = True
+
+
+class _Lane:
+    """What the Executor sees as one worker: a lane that sends one request at a time to the fleet."""
+
+    def __init__(self, backend: "RayBackend"):
+        self._backend = backend
+
+    def execute(self, request: dict, timeout_s: float) -> dict:
+        return self._backend._execute(request)
+
+    def close(self) -> None:
+        pass
+
+
+class RayBackend:
+    """The sandbox fleet on Ray. Use through `Executor(backend="ray", ray_address=..., ...)` or
+    `Executor(backend=RayBackend(...))`.
+
+    Args:
+      memory_mb: default per-request memory limit, also sizes each actor's sandboxes.
+      ray_address: None starts a local Ray on this machine (or connects to $RAY_ADDRESS, as ray.init
+        does); "auto" joins the cluster running on this node; "host:port" joins that cluster's GCS
+        from one of its nodes; "ray://host:10001" connects through Ray Client from outside it.
+        If Ray is already initialized in this process it is reused as is.
+      workers_per_actor: sandboxes per actor (= CPUs it reserves). Default: the node's CPUs in
+        one-actor-per-node mode, 1 with `num_actors`.
+      num_actors: None = one actor per alive node with CPUs; an int = that many actors, spread.
+      node_resource: only nodes declaring this custom resource host actors.
+      max_in_flight_per_actor: backpressure bound (default 2 x workers_per_actor).
+      inner_backend: the local backend inside each actor ("gvisor", or "process" - unisolated).
+      ship_code: send this package to the actors with the job's runtime_env (so cluster nodes need
+        Python, Ray and runsc but not this checkout).
+      startup_timeout_s: how long actors may take to start (placement + first sandbox).
+    """
+
+    def __init__(self, memory_mb: int = 512, ray_address: str | None = None, workers_per_actor: int | None = None,
+                 num_actors: int | None = None, node_resource: str | None = None,
+                 max_in_flight_per_actor: int | None = None, inner_backend: str = "gvisor",
+                 ship_code: bool = True, startup_timeout_s: float = 300.0):
+        if inner_backend not in ("gvisor", "process"):
+            raise ValueError(f"inner_backend must be 'gvisor' or 'process', got {inner_backend!r}")
+        for name, v in (("workers_per_actor", workers_per_actor), ("num_actors", num_actors),
+                        ("max_in_flight_per_actor", max_in_flight_per_actor)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be an int >= 1 or None, got {v!r}")
+        self.isolation = inner_backend
+        self.memory_mb, self.inner_backend = memory_mb, inner_backend
+        self.max_in_flight_per_actor = max_in_flight_per_actor
+        self.startup_timeout_s = startup_timeout_s
+        self.stats = collections.Counter()   # actors_started, actors_lost, actors_replaced, requests_retried
+        self._cond = threading.Condition()
+        self._turns: collections.deque = collections.deque()   # lanes waiting for capacity, in arrival order
+        self._actors: list[_Actor] = []
+        self._replacing = 0
+        self._max_timeout_s = 10.0
+        self._closed = False
+        self._owns_ray = _init_ray(ray_address, ship_code)
+        try:
+            self._start_fleet(workers_per_actor, num_actors, node_resource)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---------------------------------------------------------------- fleet
+    def _start_fleet(self, workers_per_actor, num_actors, node_resource) -> None:
+        nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1
+                 and (node_resource is None or n["Resources"].get(node_resource, 0) > 0)]
+        if not nodes:
+            which = f" with resource {node_resource!r}" if node_resource else ""
+            raise RuntimeError(f"the Ray cluster has no alive node{which} with CPUs for sandbox actors "
+                               f"(nodes: {[n['NodeManagerAddress'] for n in ray.nodes() if n.get('Alive')]})")
+        specs = []
+        if num_actors is None:
+            for n in nodes:
+                w = workers_per_actor or int(n["Resources"]["CPU"])
+                specs.append({"num_cpus": w, "node_id": n["NodeID"], "node_resource": node_resource})
+        else:
+            w = workers_per_actor or 1
+            specs = [{"num_cpus": w, "node_id": None, "node_resource": node_resource} for _ in range(num_actors)]
+        actors = [self._create(spec, soft=False) for spec in specs]
+        refs = [a.handle.info.remote() for a in actors]
+        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=self.startup_timeout_s)
+        if pending:
+            for a in actors:
+                ray.kill(a.handle)
+            raise RuntimeError(f"{len(pending)} of {len(refs)} sandbox actors did not start within "
+                               f"{self.startup_timeout_s:.0f}s (not enough free CPUs on the chosen nodes? "
+                               f"specs: {[s['num_cpus'] for s in specs]} CPUs each)")
+        for a, ref in zip(actors, refs):
+            try:
+                info = ray.get(ref)
+            except Exception as e:  # e.g. runsc missing on that node: the actor's Executor raised
+                for b in actors:
+                    ray.kill(b.handle)
+                raise RuntimeError(f"a sandbox actor failed to start: {_cause(e)}") from None
+            a.node_id, a.hostname = info["node_id"], info["hostname"]
+        with self._cond:
+            self._actors.extend(actors)
+        log.info("sandbox fleet: %d actors on %d nodes, %d sandboxes", len(actors),
+                 len({a.node_id for a in actors}), sum(a.workers for a in actors))
+
+    def _create(self, spec: dict, soft: bool) -> _Actor:
+        cap = self.max_in_flight_per_actor or 2 * spec["num_cpus"]
+        opts = {"num_cpus": spec["num_cpus"], "max_concurrency": cap + 16}
+        if spec["node_resource"]:
+            opts["resources"] = {spec["node_resource"]: 0.001}
+        if spec["node_id"]:
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec["node_id"], soft=soft)
+        else:
+            opts["scheduling_strategy"] = "SPREAD"
+        handle = _RemoteSandboxHost.options(**opts).remote(self.inner_backend, spec["num_cpus"], self.memory_mb)
+        self._count("actors_started")
+        return _Actor(handle=handle, spec=spec, workers=spec["num_cpus"], cap=cap)
+
+    def _count(self, key: str) -> None:
+        with self._cond:
+            self.stats[key] += 1
+
+    @property
+    def actors(self) -> list:
+        """Handles of the live actors (for inspection and fault-injection tests)."""
+        with self._cond:
+            return [a.handle for a in self._actors if a.alive]
+
+    def _mark_lost(self, actor: _Actor, reason: str) -> None:
+        with self._cond:
+            if not actor.alive:
+                return
+            actor.alive = False
+            self._actors.remove(actor)
+            self.stats["actors_lost"] += 1  # under the lock
+            closed = self._closed
+            if not closed:
+                self._replacing += 1
+            self._cond.notify_all()
+        log.warning("sandbox actor on %s lost (%s)%s", actor.hostname or "?", reason,
+                    "" if closed else "; starting a replacement")
+        try:
+            ray.kill(actor.handle)
+        except Exception:
+            pass
+        if not closed:
+            threading.Thread(target=self._replace, args=(actor,), name="sandbox-ray-replace", daemon=True).start()
+
+    def _replace(self, lost: _Actor) -> None:
+        new = None
+        try:
+            # Same node if it is still alive (soft affinity), anywhere with room otherwise.
+            new = self._create(lost.spec, soft=True)
+            info = ray.get(new.handle.info.remote(), timeout=self.startup_timeout_s)
+            new.node_id, new.hostname = info["node_id"], info["hostname"]
+        except Exception as e:
+            log.error("could not replace the lost sandbox actor: %s", _cause(e))
+            if new is not None:
+                _kill_quietly(new.handle)
+            new = None
+        with self._cond:
+            self._replacing -= 1
+            if new is not None and not self._closed:
+                self._actors.append(new)
+                self.stats["actors_replaced"] += 1  # under the lock
+                new = None
+            self._cond.notify_all()
+        if new is not None:  # closed meanwhile
+            _kill_quietly(new.handle)
+
+    # ---------------------------------------------------------------- dispatch
+    def _acquire(self) -> _Actor:
+        """The least loaded live actor with room; waits (first come, first served) while all are full."""
+        turn = object()
+        with self._cond:
+            self._turns.append(turn)
+            try:
+                deadline = None
+                while True:
+                    if self._closed:
+                        raise WorkerCrashed("the ray sandbox backend is closed")
+                    free = [a for a in self._actors if a.in_flight < a.cap]
+                    if free and self._turns[0] is turn:
+                        actor = min(free, key=lambda a: a.in_flight / a.cap)
+                        actor.in_flight += 1
+                        return actor
+                    if self._actors or self._replacing:
+                        deadline = None  # work is progressing, or a replacement is on its way
+                        self._cond.wait()
+                        continue
+                    # No live actor and none coming: give up after the startup bound.
+                    deadline = deadline or time.monotonic() + self.startup_timeout_s
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise WorkerCrashed("no live sandbox actor left in the Ray cluster")
+                    self._cond.wait(left)
+            finally:
+                self._turns.remove(turn)
+                self._cond.notify_all()
+
+    def _release(self, actor: _Actor) -> None:
+        with self._cond:
+            actor.in_flight -= 1
+            self._cond.notify_all()
+
+    def _hang_bound_s(self, actor: _Actor, timeout_s: float) -> float:
+        """How long an answer may take before the actor counts as hung: queueing behind requests
+        already inside the actor, each of which its local Executor may retry once, plus a sandbox start."""
+        self._max_timeout_s = max(self._max_timeout_s, timeout_s)
+        rounds = math.ceil(actor.cap / actor.workers) + 1
+        return 2 * rounds * (self._max_timeout_s + HANG_SLACK_S) + STARTUP_TIMEOUT_S
+
+    def _execute(self, request: dict) -> dict:
+        actor = self._acquire()
+        try:
+            ref = actor.handle.execute.remote(request)
+            try:
+                return ray.get(ref, timeout=self._hang_bound_s(actor, request["timeout_s"]))
+            except ray.exceptions.GetTimeoutError:
+                reason = "did not answer in time (hung)"
+            except _ACTOR_LOST as e:
+                reason = _cause(e)
+            except ray.exceptions.RayTaskError as e:  # the actor is alive; its method raised
+                self._count("requests_retried")
+                raise WorkerCrashed(f"sandbox actor on {actor.hostname} raised: {_cause(e)}") from None
+            self._mark_lost(actor, reason)
+            self._count("requests_retried")
+            raise WorkerCrashed(f"sandbox actor on {actor.hostname} lost: {reason}")
+        finally:
+            self._release(actor)
+
+    # ---------------------------------------------------------------- backend interface
+    def default_workers(self) -> int:
+        """Requests in flight across the fleet when every actor is at its bound."""
+        with self._cond:
+            return sum(a.cap for a in self._actors)
+
+    def start_worker(self, slot: int) -> _Lane:
+        if self._closed:
+            raise WorkerCrashed("the ray sandbox backend is closed")
+        return _Lane(self)
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            actors, self._actors = list(self._actors), []
+            self._cond.notify_all()
+        # Let each actor delete its sandboxes, then end it (in parallel; a dead node does not block).
+        refs = [a.handle.close.remote() for a in actors]
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=60)
+        for a in actors:
+            _kill_quietly(a.handle)
+        if self._owns_ray:
+            ray.shutdown()
+
+
+def _init_ray(address: str | None, ship_code: bool) -> bool:
+    """Connect to (or start) Ray; returns True when this call started it (so close() shuts it down)."""
+    if ray.is_initialized():
+        return False
+    kwargs = {"include_dashboard": False, "log_to_driver": True}
+    if ship_code:
+        kwargs["runtime_env"] = {"py_modules": [SANDBOX_PKG_DIR],
+                                 "excludes": ["__pycache__", "*.pyc"]}
+    try:
+        ray.init(address=address or None, **kwargs)
+    except ConnectionError as e:
+        raise ConnectionError(f"cannot reach a Ray cluster at ray_address={address!r}: {e}. Start one with "
+                              "`ray start --head` (then use 'auto'), give its host:port or ray://host:10001, "
+                              "or leave the address empty to start a local Ray") from None
+    return True
+
+
+def _cause(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[-1] if text else type(e).__name__)[:500]
+
+
+def _kill_quietly(handle) -> None:
+    try:
+        ray.kill(handle)
+    except Exception:
+        pass
+
+
+__all__ = ["RayBackend", "SandboxHost"]

@@ -1,0 +1,135 @@
+"""The hostile corpus: programs that try to fool the harness or escape, run against real gVisor.
+
+Every program here defines a WRONG `add` (or none), so "passed" could only come from fooling the
+harness. After each one the pool must still run an honest program correctly.
+"""
+import os
+
+import pytest
+
+HE_TEST = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(2, 2) == 4\n"
+WRONG = "\ndef add(a, b):\n    return a - b\n"
+GOOD = {"id": "good", "solution": "def add(a, b):\n    return a + b\n",
+        "test": {"kind": "humaneval", "test": HE_TEST, "entry_point": "add"}}
+
+# name -> (program, allowed statuses, expected error_type or None for "any")
+FOOLING = {
+    "sys_exit_0": ("import sys\n" + WRONG + "sys.exit(0)\n", {"error"}, "SystemExit"),
+    "raise_systemexit_in_test": ("def add(a, b):\n    raise SystemExit(0)\n", {"error"}, "SystemExit"),
+    "keyboard_interrupt": ("def add(a, b):\n    raise KeyboardInterrupt\n", {"error"}, "KeyboardInterrupt"),
+    "os_exit_0": ("import os\n" + WRONG + "os._exit(0)\n", {"error"}, "ProcessExit"),
+    "os_exit_in_test": ("import os\ndef add(a, b):\n    os._exit(0)\n", {"error"}, "ProcessExit"),
+    "kill_self": ("import os, signal\n" + WRONG + "os.kill(os.getpid(), signal.SIGKILL)\n", {"error"}, "SIGKILL"),
+    "close_all_fds": ("import os\n" + WRONG + "os.closerange(0, 4096)\n", {"error", "failed"}, None),
+    "close_stdout": ("import os, sys\nos.close(1)\nos.close(2)\n" + WRONG, {"failed"}, "AssertionError"),
+    "fake_markers": ("import json\n" + WRONG +
+                     "print('passed'); print(json.dumps({'status': 'passed', 'tests_passed': 2}))\n"
+                     "for fd in range(3, 1024):\n"
+                     "    try:\n        __import__('os').write(fd, b'x {\"t\": \"end\", \"passed\": 2, \"total\": 2}\\n')\n"
+                     "    except OSError:\n        pass\n", {"failed", "error"}, None),
+    "patch_builtins_assert": ("import builtins\nbuiltins.AssertionError = type('X', (Exception,), {})\n"
+                              "builtins.abs = lambda x: 0\nbuiltins.len = lambda x: 0\n" + WRONG,
+                              {"failed"}, "AssertionError"),
+    "patch_builtins_in_call": ("import builtins\ndef add(a, b):\n    builtins.AssertionError = KeyError\n"
+                               "    builtins.isinstance = lambda *a: True\n    return -1\n", {"failed"}, "AssertionError"),
+    "fork_and_exit_early": ("import os\n" + WRONG + "if os.fork():\n    os._exit(0)\n", {"error"}, "ProcessExit"),
+    "fork_child_reports": ("import os\ndef add(a, b):\n    if os.fork() == 0:\n        return a + b\n"
+                           "    os.wait()\n    return a - b\n", {"failed", "error"}, None),
+    "atexit_and_del": ("import atexit\natexit.register(lambda: print('passed'))\n" + WRONG, {"failed"}, "AssertionError"),
+}
+
+
+def _req(name, program, timeout_s=3.0, **kw):
+    return {"id": name, "solution": program, "timeout_s": timeout_s,
+            "test": {"kind": "humaneval", "test": HE_TEST, "entry_point": "add"}, **kw}
+
+
+@pytest.mark.parametrize("name", sorted(FOOLING))
+def test_cannot_be_fooled(executor, name):
+    program, statuses, etype = FOOLING[name]
+    [r] = executor.run([_req(name, program)])
+    assert r.status != "passed"
+    assert r.status in statuses, (r.status, r.error_type, r.error_message)
+    if etype is not None:
+        assert r.error_type == etype, (r.error_type, r.error_message)
+
+
+def test_call_kind_rejects_rigged_eq(executor):
+    prog = "class Eq(list):\n    def __eq__(self, o):\n        return True\ndef f(x):\n    return Eq()\n"
+    [r] = executor.run([{"id": "eq", "solution": prog,
+                         "test": {"kind": "call", "fn_name": "f", "cases": [{"args": [1], "expected": [3]}]}}])
+    assert (r.status, r.tests_passed) == ("failed", 0)
+
+
+# name -> (program, allowed statuses, error_type or None). Destructive ones run only in gVisor.
+CONTAINED = {
+    "fork_bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+                  {"timeout"}, None),
+    "memory_bomb": ("x = []\nwhile True:\n    x.append(bytearray(50 << 20))\n", {"memory"}, None),
+    "unkillable_loop": ("import signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGXCPU, signal.SIGALRM, signal.SIGHUP):\n"
+                        "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    try:\n        pass\n"
+                        "    except BaseException:\n        pass\n", {"timeout"}, "Timeout"),
+    "endless_output": ("while True:\n    print('y' * 1000)\n", {"error"}, "OutputLimitExceeded"),
+    "fill_scratch": ("i = 0\nwhile True:\n    open(f'f{i}', 'wb').write(b'0' * (8 << 20))\n    i += 1\n", {"error"}, None),
+    "write_outside_scratch": ("import os, sys\nfor p in ['/opt/ieta_sandbox/x.py', sys.executable, '/etc/passwd', '/x']:\n"
+                              "    try:\n        open(p, 'a').write('pwned')\n    except OSError:\n        continue\n"
+                              "    raise RuntimeError('wrote ' + p)\n" + WRONG, {"failed"}, "AssertionError"),
+    "delete_outside_scratch": ("import os, shutil, sys\nshutil.rmtree('/opt/ieta_sandbox')\n", {"error"}, "PermissionError"),
+    "network": ("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)\n", {"error"}, None),
+    "signal_everyone": ("import os\nos.kill(1, 9)\n", {"error"}, "PermissionError"),
+    # as the unprivileged child uid, -1 reaches only the program itself (or nothing): never the worker
+    "kill_minus_one": ("import os\nos.kill(-1, 9)\n" + WRONG, {"error", "failed"}, None),
+    "segfault_ctypes": ("import ctypes\nctypes.string_at(0)\n", {"error"}, "SIGSEGV"),
+    # Python 3.11 frames live on the heap; C-level recursion (repr of a deeply nested list) overflows the C stack
+    "c_stack_overflow": ("import sys\nsys.setrecursionlimit(10**8)\nx = []\nfor _ in range(2 * 10**5):\n    x = [x]\n"
+                         "repr(x)\n", {"error"}, "SIGSEGV"),
+    "python_recursion_unbounded": ("import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1) + 1\nf(0)\n",
+                                   {"timeout", "memory", "error"}, None),
+    "spawn_shell": ("import subprocess\nsubprocess.run(['/bin/sh', '-c', 'echo pwned'])\n", {"error"}, "FileNotFoundError"),
+    "spinning_threads": ("import threading\ndef spin():\n    while True:\n        pass\n"
+                         "for _ in range(4):\n    threading.Thread(target=spin).start()\nspin()\n", {"timeout"}, None),
+    "orphan_daemon": ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    while True:\n        time.sleep(1)\n" + WRONG,
+                      {"failed"}, "AssertionError"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTAINED))
+def test_hostile_program_is_contained(gvisor_executor, name):
+    program, statuses, etype = CONTAINED[name]
+    timeout_s = 5.0 if name == "c_stack_overflow" else 2.0
+    r, good = gvisor_executor.run([_req(name, program, timeout_s=timeout_s, memory_mb=256), GOOD])
+    assert r.status in statuses, (r.status, r.error_type, r.error_message, r.stderr[-500:])
+    if etype is not None:
+        assert r.error_type == etype, (r.error_type, r.error_message)
+    assert r.isolation == "gvisor"
+    assert good.status == "passed", good  # the pool is healthy afterwards
+
+
+def test_host_is_invisible_and_untouched(gvisor_executor, tmp_path, monkeypatch):
+    secret = "ieta-secret-" + os.urandom(8).hex()
+    monkeypatch.setenv("IETA_TEST_SECRET", secret)
+    marker = tmp_path / "host_file.txt"
+    marker.write_text(secret)
+    prog = f"""
+import os, glob
+def add(a, b):
+    return a + b
+assert {secret!r} not in repr(dict(os.environ)), 'secret visible in env'
+assert not os.path.exists({str(marker)!r}), 'host tmp visible'
+assert not os.path.exists('/work'), 'project checkout visible'
+assert not os.path.exists('/home') or not os.listdir('/home'), 'home visible'
+assert os.listdir('/root') == ['.pyenv'] or not os.path.exists('/root/.bash_history')
+assert set(os.environ) <= {{'PATH', 'HOME', 'TMPDIR', 'LANG'}}, sorted(os.environ)
+for pid in os.listdir('/proc'):
+    if pid.isdigit():
+        try:
+            assert {secret!r} not in open(f'/proc/{{pid}}/environ').read()
+        except PermissionError:
+            pass
+"""
+    [r] = gvisor_executor.run([_req("host", prog)])
+    assert r.status == "passed", (r.error_type, r.error_message)
+    assert marker.read_text() == secret
+    # Writes in the sandbox land in its own tmpfs, never in the host's /tmp.
+    [w] = gvisor_executor.run([_req("write", "open('/tmp/ieta_escape_probe', 'w').write('x')\n" + WRONG)])
+    assert not os.path.exists("/tmp/ieta_escape_probe")
