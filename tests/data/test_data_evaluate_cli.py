@@ -1,0 +1,96 @@
+"""The evaluate CLI: canonical HumanEval solutions score pass@1 = 1.0; bad inputs are refused clearly."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from ieta_jax import data, evaluate, evaluation
+from ieta_jax.data import synthetic
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BACKEND = os.environ.get("IETA_DATA_TEST_BACKEND", "gvisor")
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_canonical_humaneval_pass_at_1_is_one(tmp_path):
+    tasks = data.load_tasks("humaneval")
+    samples = _write(tmp_path / "samples.jsonl",
+                     [{"task_id": t.task_id, "completion": t.reference} for t in tasks])
+    out = tmp_path / "metrics.json"
+    proc = subprocess.run([sys.executable, "-m", "ieta_jax.evaluate", "--dataset", "humaneval", "--samples", samples,
+                           "--k", "1", "--out", str(out), "--backend", BACKEND, "--workers", "2", "--no_progress"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads(out.read_text())
+    assert m["pass_at_k"] == {"pass@1": 1.0}
+    assert m["execution_rate"] == 1.0 and m["num_samples"] == 164 and m["num_tasks"] == 164
+    assert m["error_frequencies"] == {b: 0.0 for b in evaluation.ERROR_BUCKETS} and m["error_types"] == {}
+    assert len(m["per_task"]) == 164
+    entry = m["per_task"]["HumanEval/0"]
+    assert entry["num_samples"] == 1 and entry["num_correct"] == 1 and entry["pass@1"] == 1.0
+    assert entry["samples"][0]["status"] == "passed"
+    assert entry["samples"][0]["tests_passed"] == entry["samples"][0]["tests_total"] > 1   # check() split into asserts
+    assert "pass@1=1.0000" in proc.stdout
+
+
+def test_metrics_on_mixed_synthetic_samples(executor):
+    tasks = synthetic.make_tasks("heldout", families=["mean_above", "lookup", "gaps"], tasks_per_family=1)
+    sols = {t.task_id: {s.bug: s.completion for s in synthetic.solutions(t)} for t in tasks}
+    mean, lookup, gaps = (t.task_id for t in tasks)
+    samples = ([{"task_id": mean, "completion": sols[mean][b]} for b in (None, None, "ZeroDivisionError",
+                                                                        "wrong_answer")]
+               + [{"task_id": lookup, "completion": sols[lookup][b]} for b in (None, "KeyError", "KeyError",
+                                                                              "wrong_answer")]
+               + [{"task_id": gaps, "completion": c} for c in (sols[gaps]["IndexError"], sols[gaps]["IndexError"],
+                                                               "    return [\n", "    return [\n")])
+    m = evaluate.evaluate_samples(tasks, samples, [1, 2, 4], executor, progress=False)
+    assert m["per_task"][mean]["num_correct"] == 2 and m["per_task"][lookup]["num_correct"] == 1
+    assert m["per_task"][gaps]["num_correct"] == 0
+    for k in (1, 2, 4):
+        assert m["pass_at_k"][f"pass@{k}"] == pytest.approx(
+            (evaluation.pass_at_k(4, 2, k) + evaluation.pass_at_k(4, 1, k) + 0) / 3)
+    assert m["execution_rate"] == pytest.approx(5 / 12)          # 3 passed + 2 wrong answers
+    assert m["error_frequencies"] == pytest.approx({"IndexError": 2 / 12, "TypeError": 0.0, "ValueError": 0.0,
+                                                    "ZeroDivisionError": 1 / 12, "Other": 4 / 12})
+    assert m["error_types"] == pytest.approx({"KeyError": 2 / 12, "AssertionError": 2 / 12, "IndexError": 2 / 12,
+                                              "syntax_error": 2 / 12, "ZeroDivisionError": 1 / 12})
+    assert [s["completion_id"] for s in m["per_task"][gaps]["samples"]] == [0, 1, 2, 3]
+    assert m["per_task"][gaps]["samples"][2]["status"] == "syntax_error"
+
+
+def test_cli_refuses_k_larger_than_samples(tmp_path, capsys):
+    samples = _write(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "    return True\n"}] * 3
+                     + [{"task_id": "HumanEval/1", "completion": "    return []\n"}] * 10)
+    out = tmp_path / "m.json"
+    assert evaluate.main(["--dataset", "humaneval", "--samples", samples, "--k", "1,10", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "k=10 is larger than the number of samples of 1 task(s)" in err and "HumanEval/0 with 3" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("lines,message", [
+    (['{"task_id": "HumanEval/0", "completion": "x"}', '{"task_id": "Nope/1", "completion": "x"}'],
+     "1 task id(s) in the samples are not in the dataset: Nope/1"),
+    (['{"task_id": "HumanEval/0", "completion": "x"}', '{"task_id": "HumanEval/0"'], "s.jsonl:2: invalid JSON"),
+    (['{"task_id": "HumanEval/0", "completion": 3}'], "s.jsonl:1: field 'completion' must be a string"),
+])
+def test_cli_refuses_bad_samples(tmp_path, capsys, lines, message):
+    path = tmp_path / "s.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert evaluate.main(["--dataset", "humaneval", "--samples", str(path), "--k", "1",
+                          "--out", str(tmp_path / "m.json")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_parse_ks():
+    assert evaluate.parse_ks("10,1,100") == [1, 10, 100]
+    for bad in ("", "0", "a,b", "-1"):
+        with pytest.raises(evaluate.SamplesError):
+            evaluate.parse_ks(bad)
