@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import hf_logits, padded_batch
+from models_helpers import hf_logits, padded_batch
 
 from ieta_jax import models
 
@@ -64,7 +64,7 @@ def test_bf16_params_roundtrip_and_compute(hf_checkpoints, tmp_path):
 def hf_reward_checkpoint(tmp_path_factory):
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
-    from conftest import TINY
+    from models_helpers import TINY
 
     torch.manual_seed(7)
     hf = LlamaForSequenceClassification(LlamaConfig(**TINY, num_labels=1, pad_token_id=0))

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import padded_batch
+from models_helpers import padded_batch
 
 from ieta_jax import models, sampling, sharding
 
