@@ -1,0 +1,205 @@
+"""Trainers end to end on tiny models: masks, learning, sharding invariance, non-finite skips, resume after kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from ieta_jax import models, optim, sharding
+from ieta_jax.metric_writer import read_scalars
+from ieta_jax.trainers import (DPOConfig, DPOTrainer, PreferencePair, PromptCompletion, RewardConfig, RewardTrainer,
+                               RLConfig, RLTrainer, SFTConfig, SFTTrainer)
+from ieta_jax.trainers.base import sequence_logps
+from ieta_jax.trainers.batching import pad_sequences
+
+CFG = models.ModelConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+
+def _pairs(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [PreferencePair(rng.integers(1, 32, 4).tolist(), rng.integers(1, 32, 5).tolist(),
+                           rng.integers(1, 32, 3).tolist()) for _ in range(n)]
+
+
+def _const_optim(lr, steps=100, **kw):
+    return optim.OptimConfig(learning_rate=lr, total_steps=steps, schedule="constant", **kw)
+
+
+def test_loss_mask_excludes_prompt_and_padding_and_matches_numpy_logps():
+    arrays = pad_sequences([[5, 6, 7], [9]], [[1, 2], [3, 4, 8]], max_length=7, pad_token_id=0)
+    np.testing.assert_array_equal(arrays["loss_mask"], [[0, 0, 0, 1, 1, 0, 0], [0, 1, 1, 1, 0, 0, 0]])
+    np.testing.assert_array_equal(arrays["attention_mask"], [[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0, 0]])
+    model = models.CausalLM(CFG, rngs=nnx.Rngs(0))
+    logits = model(jnp.asarray(arrays["input_ids"]), attention_mask=jnp.asarray(arrays["attention_mask"]))
+    logp, n_tok, _, _ = sequence_logps(logits, jnp.asarray(arrays["input_ids"]), jnp.asarray(arrays["loss_mask"]))
+    lg = np.asarray(logits, np.float64)
+    lsm = lg - np.log(np.exp(lg).sum(-1, keepdims=True))
+    expect = [lsm[0, 2, 1] + lsm[0, 3, 2], lsm[1, 0, 3] + lsm[1, 1, 4] + lsm[1, 2, 8]]
+    np.testing.assert_allclose(np.asarray(logp), expect, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(n_tok), [2, 3])
+
+
+def test_dpo_drives_accuracy_to_one_with_precomputed_reference(tmp_path):
+    pairs = _pairs(8)
+    config = DPOConfig(batch_size=8, max_length=12, beta=0.5, progress=False, optim=_const_optim(5e-3))
+    trainer = DPOTrainer(models.CausalLM(CFG, rngs=nnx.Rngs(0)), config, mesh=sharding.make_mesh(),
+                         workdir=str(tmp_path))
+    rows = trainer.fit(pairs, 20)
+    trainer.close()
+    # Step 1 sees policy == reference: implicit rewards exactly zero, loss log 2.
+    assert rows[0]["rewards/chosen"] == pytest.approx(0.0, abs=1e-6)
+    assert rows[0]["train/loss"] == pytest.approx(np.log(2), rel=1e-5)
+    assert rows[-1]["rewards/accuracies"] == 1.0
+    assert rows[-1]["rewards/margins"] > 1.0 and rows[-1]["train/loss"] < 0.2
+    scalars = read_scalars(os.path.join(str(tmp_path), "tensorboard"))
+    for tag in ("rewards/accuracies", "rewards/margins", "logps/chosen", "logits/rejected", "train/learning_rate",
+                "train/grad_norm", "train/skipped_steps", "perf/tokens_per_sec"):
+        assert len(scalars[tag]) == 20, tag
+    assert scalars["rewards/accuracies"][-1] == (20, 1.0)
+
+
+def test_ipo_uses_per_token_average_and_online_reference_matches_precomputed():
+    pairs = _pairs(4)
+    mk = lambda **kw: DPOTrainer(models.CausalLM(CFG, rngs=nnx.Rngs(0)),  # noqa: E731
+                                 DPOConfig(batch_size=4, max_length=12, beta=0.5, loss_type="ipo", progress=False,
+                                           optim=_const_optim(3e-3), **kw), mesh=sharding.make_mesh())
+    pre, online = mk(), mk(online_reference=True)
+    arrays = pre._prepare(pairs)
+    c, _ = pre.reference_logps(arrays)
+    n_tok = arrays["chosen_loss_mask"][:, 1:].sum(-1)
+    summed = pre._ref_logps_fn  # the per-token average is what IPO sees: |logp| / n_tokens stays small
+    assert summed is not None and np.all(np.abs(c) < np.log(32) * 1.5) and np.all(n_tok == 5)
+    a, b = pre.fit(pairs, 3), online.fit(pairs, 3)
+    for k in ("train/loss", "rewards/margins", "logps/chosen"):
+        np.testing.assert_allclose([r[k] for r in a], [r[k] for r in b], rtol=1e-4, atol=1e-6)
+
+
+def test_reward_model_learns_a_simple_preference():
+    rng = np.random.default_rng(1)
+
+    def make(n):
+        out = []
+        for _ in range(n):
+            rejected = rng.integers(4, 32, 5).tolist()
+            chosen = list(rejected)
+            chosen[rng.integers(0, 5)] = 3  # the preferred completions contain token 3
+            out.append(PreferencePair(rng.integers(4, 32, 4).tolist(), chosen, rejected))
+        return out
+
+    train, held_out = make(32), make(16)
+    trainer = RewardTrainer(models.RewardModel(CFG, rngs=nnx.Rngs(1)),
+                            RewardConfig(batch_size=8, max_length=12, progress=False, optim=_const_optim(3e-3)),
+                            mesh=sharding.make_mesh())
+    rows = trainer.fit(train, 40)
+    assert rows[-1]["accuracy"] == 1.0
+    sc = trainer.score([p.prompt for p in held_out], [p.chosen for p in held_out])
+    sr = trainer.score([p.prompt for p in held_out], [p.rejected for p in held_out])
+    assert np.mean(sc > sr) >= 0.9
+
+
+def test_rl_raises_mean_toy_reward():
+    def frac_of_token_3(prompt_indices, completions):
+        assert len(prompt_indices) == len(completions) == 16
+        return [sum(t == 3 for t in c) / len(c) for c in completions]
+
+    config = RLConfig(batch_size=16, prompts_per_step=4, num_generations=4, max_prompt_length=4, max_new_tokens=6,
+                      beta=0.01, ppo_epochs=2, progress=False, optim=_const_optim(1e-2))
+    trainer = RLTrainer(models.CausalLM(CFG, rngs=nnx.Rngs(0)), config, execution_reward=frac_of_token_3,
+                        mesh=sharding.make_mesh())
+    rng = np.random.default_rng(0)
+    rows = trainer.fit([rng.integers(4, 32, 3).tolist() for _ in range(8)], 12)
+    first, last = np.mean([r["reward"] for r in rows[:2]]), np.mean([r["reward"] for r in rows[-2:]])
+    assert last > first + 0.3, (first, last)
+    for k in ("reward_std", "kl", "clip_ratio", "entropy", "completions/mean_length", "frac_reward_zero_std"):
+        assert np.isfinite(rows[-1][k]), k
+    assert rows[-1]["kl"] > 0 and rows[-1]["completions/mean_length"] == 6.0
+
+
+@pytest.mark.parametrize("shape", [dict(data=8), dict(data=2, fsdp=2, tensor=2)])
+def test_dpo_metrics_same_on_one_and_eight_devices(shape):
+    pairs = _pairs(16)
+
+    def run(mesh):
+        cfg = DPOConfig(batch_size=16, max_length=12, beta=0.5, progress=False,
+                        optim=_const_optim(5e-3, grad_accum_steps=2))
+        return DPOTrainer(models.CausalLM(CFG, rngs=nnx.Rngs(0)), cfg, mesh=mesh).fit(pairs, 3)
+
+    one = run(sharding.make_mesh(devices=jax.devices()[:1]))
+    many = run(sharding.make_mesh(**shape))
+    for k in ("train/loss", "train/grad_norm", "rewards/margins", "logps/chosen", "logits/chosen"):
+        np.testing.assert_allclose([r[k] for r in one], [r[k] for r in many], rtol=2e-4, atol=1e-5, err_msg=k)
+    # (step 1 has policy == reference, where accuracy compares rounding noise; later steps must agree)
+    assert [r["rewards/accuracies"] for r in one[1:]] == [r["rewards/accuracies"] for r in many[1:]]
+
+
+def test_grad_accumulation_matches_one_big_batch_and_nonfinite_step_is_skipped():
+    data = [PromptCompletion([1, 2, 3][: 1 + i % 3], [4 + i % 5, 5, 6 + i % 7][: 1 + i % 3]) for i in range(8)]
+
+    def trainer(accum):
+        return SFTTrainer(models.CausalLM(CFG, rngs=nnx.Rngs(0)),
+                          SFTConfig(batch_size=8, max_length=8, progress=False,
+                                    optim=_const_optim(1e-2, grad_accum_steps=accum)), mesh=sharding.make_mesh())
+
+    a, b = trainer(1), trainer(4)
+    ra, rb = a.fit(data, 2), b.fit(data, 2)
+    np.testing.assert_allclose([r["train/loss"] for r in ra], [r["train/loss"] for r in rb], rtol=1e-5)
+    for x, y in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+
+    # A batch whose loss is non-finite (normaliser 0 -> inf/nan) is skipped, counted, and leaves params intact.
+    before = [np.asarray(x).copy() for x in jax.tree.leaves(a.state.params)]
+    batch = a._finalize_batch(a._prepare(data))
+    batch["normalizer"][:] = 0.0
+    m = jax.device_get(a.train_step(batch))
+    assert not np.isfinite(m["train/loss"]) and m["train/skipped_steps"] == 1 and a.step == 3
+    for x, y in zip(before, jax.tree.leaves(a.state.params)):
+        np.testing.assert_array_equal(x, np.asarray(y))
+    row = a.fit(data, 1)[-1]  # training continues normally afterwards
+    assert np.isfinite(row["train/loss"]) and row["train/skipped_steps"] == 1
+
+
+def _script(workdir, out, delay):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "resume_run.py"), str(workdir), str(out), str(delay)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def test_resume_after_kill_9_gives_same_final_metrics(tmp_path):
+    ref = _script(tmp_path / "ref", tmp_path / "ref.json", 0.0)
+    victim = _script(tmp_path / "run", tmp_path / "run.json", 0.3)
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill once a mid-run checkpoint exists
+        steps = [int(d) for d in os.listdir(ckpt_dir) if d.isdigit()] if ckpt_dir.exists() else []
+        if steps and max(steps) >= 4:
+            break
+        assert victim.poll() is None, victim.stdout.read()
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "run.json").exists()
+    assert ref.wait(timeout=180) == 0, ref.stdout.read()
+
+    again = _script(tmp_path / "run", tmp_path / "run.json", 0.0)
+    out = again.communicate(timeout=180)[0]
+    assert again.returncode == 0, out
+    resumed = int(out.split("resumed_from_step=")[1].split()[0])
+    assert 4 <= resumed < 12
+    ref_rows = json.loads((tmp_path / "ref.json").read_text())
+    run_rows = json.loads((tmp_path / "run.json").read_text())
+    assert [r["step"] for r in run_rows] == list(range(1, 13)) == [r["step"] for r in ref_rows]
+    for a, b in zip(ref_rows, run_rows):
+        for k in a:
+            if not k.startswith("perf/"):
+                assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7), (a["step"], k)
