@@ -30,6 +30,25 @@ STARTUP_TIMEOUT_S = 60.0
 BOOT = "import sys; sys.path.insert(0, {dir!r}); import worker; worker.bootstrap()"
 
 
+def _libc():
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True)
+    except (OSError, ImportError):
+        return None
+
+
+_LIBC = _libc()
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """preexec_fn: SIGKILL the worker (runsc run / python) when the thread that started it dies, so a
+    crashed caller leaves nothing running; `runsc run` boots its sandbox --attached, so the sandbox follows."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+
+
 class WorkerCrashed(RuntimeError):
     """A worker died, hung or broke the protocol."""
 
@@ -43,7 +62,8 @@ class PipeWorker:
         self._buf = b""
         self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                                     env=env, cwd=cwd, close_fds=True, start_new_session=True)
+                                     env=env, cwd=cwd, close_fds=True, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
         try:
             hello = self._read_line(time.monotonic() + startup_timeout_s)
             if not json.loads(hello).get("ready"):

@@ -7,7 +7,6 @@ import pytest
 from sandbox import Executor
 
 HAS_RUNSC = shutil.which("runsc") is not None or __import__("os").path.exists("/usr/bin/runsc")
-needs_runsc = pytest.mark.skipif(not HAS_RUNSC, reason="runsc (gVisor) is not installed: apt-get install -y runsc")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,113 @@
+"""Pool robustness: crashed and hung sandboxes are replaced, requests retried once, nothing leaks."""
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+
+import pytest
+
+from sandbox import Executor
+
+needs_runsc = pytest.mark.skipif(not os.path.exists("/usr/bin/runsc") and not __import__("shutil").which("runsc"),
+                                 reason="runsc (gVisor) is not installed: apt-get install -y runsc")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SLOW_OK = {"id": "slow", "solution": "import time\ntime.sleep(1.5)\ndef f(x):\n    return x + 1\n",
+           "test": {"kind": "asserts", "asserts": ["assert f(1) == 2"]}, "timeout_s": 5.0}
+OK = {"id": "ok", "solution": "def f(x):\n    return x + 1\n", "test": {"kind": "asserts", "asserts": ["assert f(1) == 2"]}}
+
+
+def _containers(root):
+    out = subprocess.run(["runsc", "--root", root, "list", "-quiet"], capture_output=True, text=True).stdout
+    return out.split()
+
+
+def _host_processes(marker):
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if marker in line]
+
+
+def _after(delay, fn):
+    t = threading.Timer(delay, fn)
+    t.start()
+    return t
+
+
+def test_worker_killed_from_inside_gives_sandbox_error_then_recovers():
+    # In the unisolated backend a program can kill its worker; that is a crash every time: retried
+    # once, then reported as sandbox_error, and the slot gets a fresh worker for the next request.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with Executor(backend="process", workers=1, timeout_s=5.0) as ex:
+            killer = {"id": "kill", "solution": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+                      "test": {"kind": "asserts", "asserts": ["assert True"]}}
+            bad, good = ex.run([killer, OK])
+    assert (bad.status, bad.error_type) == ("sandbox_error", "SandboxError")
+    assert "twice" in bad.error_message
+    assert good.status == "passed"
+
+
+@needs_runsc
+def test_killed_container_is_replaced_and_request_retried():
+    with Executor(backend="gvisor", workers=1, timeout_s=5.0) as ex:
+        root = ex.backend.root
+        [first] = _containers(root)
+        timer = _after(0.8, lambda: subprocess.run(["runsc", "--root", root, "kill", first, "KILL"]))
+        t0 = time.monotonic()
+        r = ex.submit(SLOW_OK).result(timeout=60)
+        timer.join()
+        assert r.status == "passed"                      # the retry ran on a fresh sandbox
+        assert time.monotonic() - t0 > 0.8 + 1.5
+        assert first not in _containers(root)
+        assert ex.run([OK])[0].status == "passed"
+
+
+@needs_runsc
+def test_hung_container_is_detected_and_replaced():
+    with Executor(backend="gvisor", workers=1, timeout_s=5.0, hang_slack_s=1.0) as ex:
+        root = ex.backend.root
+        [first] = _containers(root)
+        timer = _after(0.5, lambda: subprocess.run(["runsc", "--root", root, "pause", first]))
+        req = dict(SLOW_OK, timeout_s=2.0)
+        r = ex.submit(req).result(timeout=60)
+        timer.join()
+        assert r.status == "passed"
+        assert first not in _containers(root)
+
+
+@needs_runsc
+def test_close_leaves_nothing_running():
+    ex = Executor(backend="gvisor", workers=2, timeout_s=5.0)
+    root = ex.backend.root
+    assert [r.status for r in ex.run([OK, dict(OK, id="ok2")])] == ["passed", "passed"]
+    assert len(_containers(root)) == 2
+    ex.close()
+    assert not os.path.exists(root)
+    assert _host_processes(root) == []
+
+
+@needs_runsc
+def test_crashed_caller_leaves_nothing_and_stale_state_is_cleaned():
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {ROOT!r})
+        from sandbox import Executor
+        ex = Executor(backend="gvisor", workers=2)
+        ex.run([{OK!r}])
+        print(ex.backend.root, flush=True)
+        os.kill(os.getpid(), 9)   # no close(), no atexit
+    """)
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    root = p.stdout.strip()
+    assert root.startswith("/run/ieta-sandbox/"), p.stderr
+    deadline = time.monotonic() + 10
+    while _host_processes(root) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _host_processes(root) == []                  # sandboxes died with their caller
+    assert os.path.isdir(root)                          # only runsc's state files remain ...
+    with Executor(backend="gvisor", workers=1) as ex:   # ... and the next executor removes them
+        assert not os.path.exists(root)
+        assert ex.run([OK])[0].status == "passed"
