@@ -19,8 +19,9 @@ Each family carries
 Prompt  = `def name(args):\\n    \"\"\"<one line>\"\"\"\\n`, completion = the indented body.
 Hidden tests are sandbox `asserts` tests with several cases, so partial credit exists.
 
-Sizes (defaults): 32 families, 553 tasks (416 train / 137 held-out with heldout_fraction=0.25),
-5 test cases per task. Knobs: seed, heldout_fraction, tasks_per_family, families, and for the
+Sizes (defaults): 32 families, 593 tasks (448 train / 145 held-out with heldout_fraction=0.25),
+5 test cases per task; warm-start corpus 4 x 448 = 1792 examples, about half buggy. Prompts are
+<= 36 and completions <= 44 tokens with a 1k byte-level BPE trained on the corpus. Knobs: seed, heldout_fraction, tasks_per_family, families, and for the
 corpus solutions_per_task, bug_fraction, bug_weights.
 """
 from __future__ import annotations

@@ -47,8 +47,7 @@ def test_split_is_by_parameter_value_and_every_family_is_in_both(all_tasks):
         # The held-out prompt differs from every train prompt of its family.
     train_prompts = {t.prompt for t in train}
     assert not any(t.prompt in train_prompts for t in heldout)
-    frac = len(heldout) / len(all_tasks)
-    assert 0.2 < frac < 0.3
+    assert (len(all_tasks), len(train), len(heldout)) == (593, 448, 145)   # the sizes documented in the module
 
 
 def test_limit_interleaves_families_and_knobs():
@@ -135,6 +134,9 @@ def test_references_pass_and_bugs_fail_as_labelled_in_the_sandbox(executor):
             rid = f"{t.task_id}#{j}"
             requests.append(data.to_request(t, sol.completion, rid, timeout_s=1.0))
             expected[rid] = (sol.bug, synthetic.expected_outcome(sol.bug))
+    for t in synthetic.make_tasks():          # and the reference of every task
+        requests.append(data.to_request(t, t.reference, f"{t.task_id}#ref"))
+        expected[f"{t.task_id}#ref"] = (None, ("passed", None))
     results = executor.run(requests)
     wrong = []
     seen_kinds = set()
@@ -152,3 +154,48 @@ def test_references_pass_and_bugs_fail_as_labelled_in_the_sandbox(executor):
     assert seen_kinds == {None, *synthetic.BUG_KINDS}
     # Partial credit exists: some buggy programs pass some of their tests.
     assert any(0 < r.tests_passed < r.tests_total for r in results)
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _outcome_in_process(task, completion, limit_s=0.05):
+    """(status, error_type) by the sandbox's rule: every case runs; the first failure decides."""
+    import signal
+
+    def alarm(*_):
+        raise _Timeout()
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    try:
+        ns = {}
+        exec(task.prompt + completion, ns)
+        first = None
+        for line in task.test["asserts"]:
+            signal.setitimer(signal.ITIMER_REAL, limit_s)
+            try:
+                exec(line, ns)
+            except _Timeout:
+                return "timeout", None
+            except AssertionError:
+                first = first or ("failed", "AssertionError")
+            except Exception as e:
+                first = first or ("error", type(e).__name__)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        return first or ("passed", None)
+    finally:
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_every_variant_of_every_task_behaves_as_labelled(all_tasks):
+    # Exhaustive over all parameter instances (the sandbox test above covers a subset with real verdicts):
+    # catches a bug that happens to pass for some parameter value, or a correct variant that fails.
+    wrong = []
+    for t in all_tasks:
+        for sol in synthetic.solutions(t):
+            got = _outcome_in_process(t, sol.completion)
+            if got != synthetic.expected_outcome(sol.bug):
+                wrong.append((t.task_id, t.metadata["param"], sol.bug, got))
+    assert not wrong, wrong[:10]
