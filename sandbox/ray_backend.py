@@ -80,6 +80,8 @@ class _Actor:
     node_id: str = ""
     hostname: str = ""
     in_flight: int = 0
+    peak_in_flight: int = 0
+    served: int = 0
     alive: bool = True
 
 
@@ -206,6 +208,13 @@ class RayBackend:
         with self._cond:
             return [a.handle for a in self._actors if a.alive]
 
+    def load(self) -> list[dict]:
+        """Per live actor: hostname, node_id, sandboxes, in-flight bound, in flight now, peak, served."""
+        with self._cond:
+            return [{"hostname": a.hostname, "node_id": a.node_id, "workers": a.workers, "cap": a.cap,
+                     "in_flight": a.in_flight, "peak_in_flight": a.peak_in_flight, "served": a.served}
+                    for a in self._actors]
+
     def _mark_lost(self, actor: _Actor, reason: str) -> None:
         with self._cond:
             if not actor.alive:
@@ -263,6 +272,7 @@ class RayBackend:
                     if free and self._turns[0] is turn:
                         actor = min(free, key=lambda a: a.in_flight / a.cap)
                         actor.in_flight += 1
+                        actor.peak_in_flight = max(actor.peak_in_flight, actor.in_flight)
                         return actor
                     if self._actors or self._replacing:
                         deadline = None  # work is progressing, or a replacement is on its way
@@ -278,9 +288,10 @@ class RayBackend:
                 self._turns.remove(turn)
                 self._cond.notify_all()
 
-    def _release(self, actor: _Actor) -> None:
+    def _release(self, actor: _Actor, served: bool) -> None:
         with self._cond:
             actor.in_flight -= 1
+            actor.served += served
             self._cond.notify_all()
 
     def _hang_bound_s(self, actor: _Actor, timeout_s: float) -> float:
@@ -292,10 +303,13 @@ class RayBackend:
 
     def _execute(self, request: dict) -> dict:
         actor = self._acquire()
+        served = False
         try:
             ref = actor.handle.execute.remote(request)
             try:
-                return ray.get(ref, timeout=self._hang_bound_s(actor, request["timeout_s"]))
+                result = ray.get(ref, timeout=self._hang_bound_s(actor, request["timeout_s"]))
+                served = True
+                return result
             except ray.exceptions.GetTimeoutError:
                 reason = "did not answer in time (hung)"
             except _ACTOR_LOST as e:
@@ -307,7 +321,7 @@ class RayBackend:
             self._count("requests_retried")
             raise WorkerCrashed(f"sandbox actor on {actor.hostname} lost: {reason}")
         finally:
-            self._release(actor)
+            self._release(actor, served)
 
     # ---------------------------------------------------------------- backend interface
     def default_workers(self) -> int:

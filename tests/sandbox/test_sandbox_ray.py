@@ -1,0 +1,178 @@
+"""The Ray sandbox fleet on a real local Ray cluster (2 CPUs): same verdicts as the local gVisor pool,
+bounded in-flight requests per actor, and no request lost when an actor is killed mid-batch."""
+import importlib
+import json
+import os
+import shutil
+import sys
+import time
+
+import pytest
+
+import sandbox
+from sandbox import Executor
+
+ray = pytest.importorskip("ray", reason='the ray backend tests need Ray: pip install -e ".[ray]"')
+
+needs_runsc = pytest.mark.skipif(shutil.which("runsc") is None and not os.path.exists("/usr/bin/runsc"),
+                                 reason="runsc (gVisor) is not installed: apt-get install -y runsc")
+TIMEOUT_S, MEMORY_MB = 5.0, 256
+HE_TEST = """
+def check(candidate):
+    assert candidate(1, 2) == 3
+    assert candidate(0, 0) == 0
+    assert candidate(-1, 1) == 0
+"""
+
+
+def he(rid, solution, **kw):
+    return {"id": rid, "solution": solution, "test": {"kind": "humaneval", "test": HE_TEST, "entry_point": "add"},
+            **kw}
+
+
+# id -> (request, expected (status, error_type, error_line, tests_passed, tests_total))
+MIXED = {
+    "pass": (he("pass", "def add(a, b):\n    return a + b\n"), ("passed", None, None, 3, 3)),
+    "partial": (he("partial", "def add(a, b):\n    return 7 if a < 0 else a + b\n"),
+                ("failed", "AssertionError", None, 2, 3)),
+    "index": (he("index", "def add(a, b):\n    return [a][b]\n"), ("error", "IndexError", 2, 0, 3)),
+    "zerodiv_at_def": (he("zerodiv_at_def", "x = 1\ny = x // 0\ndef add(a, b):\n    return a + b\n"),
+                       ("error", "ZeroDivisionError", 2, 0, 3)),
+    "syntax": (he("syntax", "def add(a, b):\n    return a +\n"), ("syntax_error", "SyntaxError", 2, 0, 3)),
+    "exit": (he("exit", "import sys\ndef add(a, b):\n    sys.exit(0)\n"), ("error", "SystemExit", 3, 0, 3)),
+    "timeout": (he("timeout", "def add(a, b):\n    while True:\n        pass\n", timeout_s=1.0),
+                ("timeout", None, None, 0, 3)),
+    "traced": (he("traced", "def add(a, b):\n    s = a\n    s += b\n    return s\n", trace=True),
+               ("passed", None, None, 3, 3)),
+    "asserts": ({"id": "asserts", "solution": "def sq(x):\n    return x * x\n",
+                 "test": {"kind": "asserts", "asserts": ["assert sq(2) == 4", "assert sq(3) == 10"], "setup": ""}},
+                ("failed", "AssertionError", None, 1, 2)),
+    "stdio": ({"id": "stdio", "solution": "n = int(input())\nprint(n * 2)\n",
+               "test": {"kind": "stdio", "cases": [{"input": "2\n", "output": "4\n"},
+                                                   {"input": "5\n", "output": "10"}]}},
+              ("passed", None, None, 2, 2)),
+    "call_key": ({"id": "call_key", "solution": "def get(d, k):\n    return d[k]\n",
+                  "test": {"kind": "call", "fn_name": "get", "cases": [{"args": [{"a": 1}, "a"], "expected": 1},
+                                                                       {"args": [{}, "b"], "expected": 0}]}},
+                 ("error", "KeyError", 2, 1, 2)),
+}
+
+
+def verdict(r):
+    return (r.status, r.error_type, r.error_line, r.tests_passed, r.tests_total)
+
+
+def comparable(r):
+    d = r.to_dict()
+    d.pop("duration_s")
+    return d
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray for the module: 2 CPUs, and a custom resource marking this node as a sandbox host."""
+    from sandbox.ray_backend import SANDBOX_PKG_DIR
+    ray.init(num_cpus=2, include_dashboard=False, resources={"sandbox_host": 1}, log_to_driver=False,
+             runtime_env={"py_modules": [SANDBOX_PKG_DIR], "excludes": ["__pycache__", "*.pyc"]})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def fleet2(ray_cluster):
+    """Two actors with one gVisor sandbox each."""
+    from sandbox.ray_backend import RayBackend
+    fleet = RayBackend(memory_mb=MEMORY_MB, num_actors=2, workers_per_actor=1)
+    yield fleet
+    fleet.close()
+
+
+@needs_runsc
+def test_ray_verdicts_identical_to_local_gvisor(fleet2, gvisor_executor):
+    requests = [req for req, _ in MIXED.values()]
+    local = {r.id: r for r in gvisor_executor.run(requests)}
+    with Executor(backend=fleet2, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB) as ex:
+        streamed = list(ex.imap(requests))
+    assert sorted(r.id for r in streamed) == sorted(MIXED)
+    for r in streamed:
+        assert verdict(r) == MIXED[r.id][1], r.id
+        assert r.isolation == "gvisor"
+        assert comparable(r) == comparable(local[r.id]), r.id
+    traced = next(r for r in streamed if r.id == "traced")
+    assert traced.trace["coverage"] == {"2": 3, "3": 3, "4": 3}
+    assert all(a["served"] > 0 for a in fleet2.load()), fleet2.load()  # both actors got work
+
+
+@needs_runsc
+def test_ray_backpressure_bounds_in_flight_per_actor(ray_cluster):
+    from sandbox.ray_backend import RayBackend
+    fleet = RayBackend(memory_mb=MEMORY_MB, num_actors=2, workers_per_actor=1, max_in_flight_per_actor=2)
+    try:
+        assert fleet.default_workers() == 4
+        sleepy = [he(f"s{i}", "import time\ndef add(a, b):\n    time.sleep(0.1)\n    return a + b\n")
+                  for i in range(16)]
+        # 8 lanes for a fleet that admits 4 requests at once: the extra lanes must wait their turn.
+        with Executor(backend=fleet, workers=8, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB) as ex:
+            results = ex.run(sleepy)
+        assert [r.status for r in results] == ["passed"] * 16
+        load = fleet.load()
+        assert [a["peak_in_flight"] for a in load] == [2, 2], load
+        assert sum(a["served"] for a in load) == 16 and all(a["in_flight"] == 0 for a in load)
+    finally:
+        fleet.close()
+
+
+@needs_runsc
+def test_ray_killed_actor_mid_batch_loses_no_request(fleet2):
+    requests = [he(f"k{i}", "import time\ndef add(a, b):\n    time.sleep(0.15)\n    return a + b\n")
+                for i in range(24)]
+    victim = fleet2.actors[0]
+    done = []
+    with Executor(backend=fleet2, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB) as ex:
+        for r in ex.imap(requests):
+            done.append(r)
+            if len(done) == 3:
+                ray.kill(victim)  # its in-flight requests must be retried on the other actor
+        assert sorted(r.id for r in done) == sorted(r["id"] for r in requests)
+        assert {r.status for r in done} == {"passed"}, [r.to_dict() for r in done if r.status != "passed"]
+        assert fleet2.stats["actors_lost"] == 1 and fleet2.stats["requests_retried"] >= 1, fleet2.stats
+        # The lost actor is replaced, and the fleet keeps serving.
+        deadline = time.monotonic() + 120
+        while fleet2.stats["actors_replaced"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert fleet2.stats["actors_replaced"] == 1 and len(fleet2.actors) == 2
+        assert victim not in fleet2.actors
+        again = ex.run([MIXED["pass"][0], MIXED["index"][0]])
+        assert [verdict(r) for r in again] == [MIXED["pass"][1], MIXED["index"][1]]
+
+
+@needs_runsc
+def test_ray_one_actor_per_node_and_node_resource(ray_cluster, tmp_path):
+    from sandbox import cli
+    from sandbox.ray_backend import RayBackend
+    with pytest.raises(RuntimeError, match="'tpu_host'"):
+        RayBackend(node_resource="tpu_host")
+    # Default placement: one actor per node holding a sandbox per CPU; --workers is per actor.
+    inp, out = tmp_path / "req.jsonl", tmp_path / "res.jsonl"
+    inp.write_text("".join(json.dumps(MIXED[k][0]) + "\n" for k in ("pass", "syntax", "stdio")))
+    assert cli.main(["run", "--in", str(inp), "--out", str(out), "--backend", "ray", "--ray_node_resource",
+                     "sandbox_host", "--timeout_s", str(TIMEOUT_S), "--memory_mb", str(MEMORY_MB),
+                     "--no_progress"]) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(d["id"], d["status"], d["isolation"]) for d in lines] == [
+        ("pass", "passed", "gvisor"), ("syntax", "syntax_error", "gvisor"), ("stdio", "passed", "gvisor")]
+    fleet = RayBackend(memory_mb=MEMORY_MB, node_resource="sandbox_host")
+    try:
+        assert [(a["workers"], a["cap"]) for a in fleet.load()] == [(2, 4)]
+    finally:
+        fleet.close()
+
+
+def test_ray_backend_without_ray_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    monkeypatch.delitem(sys.modules, "sandbox.ray_backend", raising=False)
+    monkeypatch.delattr(sandbox, "ray_backend", raising=False)
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[ray\]"'):
+        importlib.import_module("sandbox.ray_backend")
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[ray\]"'):
+        Executor(backend="ray")

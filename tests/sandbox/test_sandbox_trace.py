@@ -1,0 +1,52 @@
+"""Execution traces: exact coverage, bounded events and reprs, exception frames, budget."""
+import json
+
+PROG = """def f(xs):
+    total = 0
+    for x in xs:
+        total += x
+    return total
+"""
+
+
+def req(rid, solution, asserts, **kw):
+    return {"id": rid, "solution": solution, "test": {"kind": "asserts", "asserts": asserts}, **kw}
+
+
+def test_trace_off_by_default(executor):
+    [r] = executor.run([req("off", PROG, ["assert f([1, 2]) == 3"])])
+    assert r.status == "passed" and r.trace is None
+
+
+def test_coverage_counts_are_exact(executor):
+    [r] = executor.run([req("cov", PROG, ["assert f([1, 2, 3]) == 6", "assert f([]) == 0"], trace=True)])
+    assert r.status == "passed"
+    # line 1 (def) runs at definition; loop header runs len+1 times per call
+    assert r.trace["coverage"] == {"1": 1, "2": 2, "3": 4 + 1, "4": 3, "5": 2}
+    ev = r.trace["events"]
+    assert ev[0] == {"line": 1, "fn": "<module>", "locals": {}}
+    assert {"line": 4, "fn": "f", "locals": {"xs": "[1, 2, 3]", "total": "0", "x": "1"}} in ev
+    assert r.trace["exception"] is None and r.trace["truncated"] is False
+    assert len(json.dumps(r.trace)) < 20000
+
+
+def test_exception_frames_inside_solution(executor):
+    sol = "def g(d, k):\n    return d[k]\n\ndef f(x):\n    d = {'a': 1}\n    return g(d, x)\n"
+    [r] = executor.run([req("exc", sol, ["assert f('b') == 1"], trace=True)])
+    assert (r.status, r.error_type, r.error_line) == ("error", "KeyError", 2)
+    exc = r.trace["exception"]
+    assert exc["type"] == "KeyError"
+    assert [(fr["fn"], fr["line"]) for fr in exc["frames"]] == [("f", 6), ("g", 2)]
+    assert exc["frames"][1]["locals"] == {"d": "{'a': 1}", "k": "'b'"}
+
+
+def test_trace_is_bounded_and_stops_after_budget(executor):
+    sol = "def f(n):\n    s = 'x' * 10000\n    i = 0\n    while i < n:\n        i += 1\n    return i\n"
+    [r] = executor.run([req("big", sol, ["assert f(300000) == 300000"], trace=True, timeout_s=20)])
+    assert r.status == "passed"
+    t = r.trace
+    assert t["truncated"] is True and t["events_total"] is None
+    assert len(t["events"]) == 200
+    assert sum(t["coverage"].values()) == 100_000          # the event budget, then tracing switched off
+    assert all(len(v) <= 120 for e in t["events"] for v in e["locals"].values())
+    assert len(json.dumps(t)) < 100_000
