@@ -99,6 +99,8 @@ def convert_rows(rows, convert: Callable, *, source: str, on_error: str = "raise
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     tasks, skipped, bad = [], 0, 0
+    if limit is not None and limit <= 0:
+        return tasks
     for where, row in rows:
         try:
             task = convert(row, where)

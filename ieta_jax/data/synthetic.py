@@ -43,11 +43,13 @@ SPLITS = ("train", "heldout")
 TIMEOUT_S = 2.0
 NUM_CASES = 5
 
-# Default relative frequency of each bug kind in the warm-start corpus. Infinite loops are rarer
-# because each one costs a full timeout in the sandbox.
+# Default relative frequency of each bug kind in the warm-start corpus. Runtime errors dominate (they
+# are what execution traces explain and what the error-frequency metrics track); wrong answers are
+# down-weighted because the families define many of them; infinite loops are rarer still because
+# each one costs a full timeout in the sandbox.
 DEFAULT_BUG_WEIGHTS = {"IndexError": 1.0, "TypeError": 1.0, "ValueError": 1.0,
-                       "ZeroDivisionError": 1.0, "KeyError": 1.0, "wrong_answer": 1.0,
-                       "infinite_loop": 0.3}
+                       "ZeroDivisionError": 1.0, "KeyError": 1.0, "wrong_answer": 0.5,
+                       "infinite_loop": 0.1}
 
 
 def expected_outcome(bug: str | None) -> tuple[str, str | None]:

@@ -17,6 +17,7 @@ def test_humaneval_from_package():
     assert t.prompt.startswith("from typing import List") and t.reference.startswith("    for idx")
     assert [x.task_id for x in data.load_tasks("openai/openai_humaneval", limit=3)] == \
         ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    assert data.load_tasks("humaneval", limit=0) == [] and data.load_tasks("synthetic", limit=0) == []
     with pytest.raises(ValueError, match="only the 'test' split"):
         data.load_tasks("humaneval", split="train")
 
