@@ -358,6 +358,14 @@ def main():
     os.dup2(devnull, 1)
     _set_subreaper()
     uid = os.environ.get("IETA_SANDBOX_CHILD_UID")
+    if uid:
+        # Children (unprivileged) may only write inside their own scratch dir: shared writable
+        # places would let one program leave state for the next.
+        for shared in ("/tmp", "/dev/shm", os.environ.get("IETA_SANDBOX_SCRATCH") or "/tmp"):
+            try:
+                os.chmod(shared, 0o711)
+            except OSError:
+                pass
     worker = Worker(scratch_root=os.environ.get("IETA_SANDBOX_SCRATCH") or None,
                     child_uid=int(uid) if uid else None,
                     isolation=os.environ.get("IETA_SANDBOX_ISOLATION", "process"),

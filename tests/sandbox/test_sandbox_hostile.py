@@ -105,6 +105,16 @@ def test_hostile_program_is_contained(gvisor_executor, name):
     assert good.status == "passed", good  # the pool is healthy afterwards
 
 
+def test_no_state_survives_into_the_next_program(gvisor_executor):
+    leave = ("import os\nfor p in ['/tmp/leak', '/dev/shm/leak', '../leak', os.path.expanduser('~/leak')]:\n"
+             "    try:\n        open(p, 'w').write('x')\n    except OSError:\n        pass\n" + WRONG)
+    look = ("import os\nfound = [p for p in ['/tmp/leak', '/dev/shm/leak', '../leak'] if os.path.exists(p)]\n"
+            "assert not found, found\nassert os.listdir('.') == []\n" + GOOD["solution"])
+    for _ in range(2):  # with 2 workers, at least one run follows a leaker in the same sandbox
+        results = gvisor_executor.run([_req("leak1", leave), _req("leak2", leave), _req("look1", look), _req("look2", look)])
+        assert [r.status for r in results[2:]] == ["passed", "passed"], [r.error_message for r in results]
+
+
 def test_host_is_invisible_and_untouched(gvisor_executor, tmp_path, monkeypatch):
     secret = "ieta-secret-" + os.urandom(8).hex()
     monkeypatch.setenv("IETA_TEST_SECRET", secret)
