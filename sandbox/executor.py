@@ -22,16 +22,19 @@ UNISOLATED_WARNING = ("sandbox backend 'process' runs untrusted programs UNISOLA
 _STOP = object()
 
 
-def make_backend(name: str, memory_mb: int):
+def make_backend(name: str, memory_mb: int, **options):
+    """Backend by name; `options` are backend-specific (only the ray backend takes any)."""
+    if name == "ray":
+        from .ray_backend import RayBackend  # issue 6; raises an ImportError with the install hint without ray
+        return RayBackend(memory_mb=memory_mb, **options)
+    if options:
+        raise ValueError(f"backend {name!r} takes no options, got {sorted(options)}")
     if name == "gvisor":
         from .gvisor import GVisorBackend
         return GVisorBackend(memory_mb=memory_mb)
     if name == "process":
         return ProcessBackend(memory_mb=memory_mb)
-    if name == "ray":
-        from . import ray_backend  # provided by the Ray integration (issue 6)
-        return ray_backend.RayBackend(memory_mb=memory_mb)
-    raise ValueError(f"unknown sandbox backend {name!r} (expected 'gvisor' or 'process')")
+    raise ValueError(f"unknown sandbox backend {name!r} (expected 'gvisor', 'process' or 'ray')")
 
 
 class Executor:
@@ -39,12 +42,18 @@ class Executor:
 
     def __init__(self, backend="gvisor", workers: int | None = None, timeout_s: float = 10.0,
                  memory_mb: int = 512, trace: bool = False, recycle_after: int = 2000,
-                 hang_slack_s: float = HANG_SLACK_S):
+                 hang_slack_s: float = HANG_SLACK_S, **backend_options):
         """recycle_after: requests a worker serves before it is replaced (bounds slow leaks).
-        hang_slack_s: seconds past a request's own timeout after which its worker counts as hung."""
+        hang_slack_s: seconds past a request's own timeout after which its worker counts as hung.
+        backend_options: passed to the named backend (e.g. ray_address for backend="ray")."""
         self.timeout_s, self.memory_mb, self.trace = timeout_s, memory_mb, trace
         self.hang_slack_s = hang_slack_s
-        self.backend = make_backend(backend, memory_mb) if isinstance(backend, str) else backend
+        if isinstance(backend, str):
+            self.backend = make_backend(backend, memory_mb, **backend_options)
+        elif backend_options:
+            raise ValueError(f"backend options {sorted(backend_options)} need a backend name, not an object")
+        else:
+            self.backend = backend
         if self.backend.isolation == "process":
             warnings.warn(UNISOLATED_WARNING, RuntimeWarning, stacklevel=2)
             print(f"WARNING: {UNISOLATED_WARNING}", file=sys.stderr)
