@@ -140,7 +140,7 @@ class RayBackend:
         self._replacing = 0
         self._max_timeout_s = 10.0
         self._closed = False
-        self._owns_ray = _init_ray(ray_address, ship_code)
+        self._owns_ray = init_ray(ray_address, ship_code)
         try:
             self._start_fleet(workers_per_actor, num_actors, node_resource)
         except BaseException:
@@ -351,14 +351,17 @@ class RayBackend:
             ray.shutdown()
 
 
-def _init_ray(address: str | None, ship_code: bool) -> bool:
-    """Connect to (or start) Ray; returns True when this call started it (so close() shuts it down)."""
+def init_ray(address: str | None = None, ship_code: bool = True, **ray_init_kwargs) -> bool:
+    """Connect to (or start) Ray for the sandbox fleet; returns True when this call initialized Ray.
+
+    ship_code sends this package to the cluster's workers in the job's runtime_env, so nodes need
+    Python, Ray and runsc but not this checkout. Extra kwargs go to ray.init (e.g. num_cpus).
+    """
     if ray.is_initialized():
         return False
-    kwargs = {"include_dashboard": False, "log_to_driver": True}
+    kwargs = {"include_dashboard": False, **ray_init_kwargs}
     if ship_code:
-        kwargs["runtime_env"] = {"py_modules": [SANDBOX_PKG_DIR],
-                                 "excludes": ["__pycache__", "*.pyc"]}
+        kwargs["runtime_env"] = {"py_modules": [SANDBOX_PKG_DIR], "excludes": ["__pycache__", "*.pyc"]}
     try:
         ray.init(address=address or None, **kwargs)
     except ConnectionError as e:
@@ -366,6 +369,44 @@ def _init_ray(address: str | None, ship_code: bool) -> bool:
                               "`ray start --head` (then use 'auto'), give its host:port or ray://host:10001, "
                               "or leave the address empty to start a local Ray") from None
     return True
+
+
+def bench_rows(requests: list[dict], measure, workers: int = 2) -> list[str]:
+    """`python -m sandbox.bench --backend ray`: executions/s of the local gVisor pool and of Ray fleets
+    of 1 and 2 local actors with the same total number of sandboxes, measured in the same run.
+
+    measure(executor, requests) -> executions/s (warm-up excluded; sandbox.bench.measure).
+    """
+    if workers < 2:
+        raise ValueError(f"--workers must be >= 2 for the ray benchmark (2 actors), got {workers}")
+    from .executor import Executor
+    load0 = os.getloadavg()[0]
+    owns = init_ray(num_cpus=workers, log_to_driver=False)
+    try:
+        t0 = time.perf_counter()
+        with Executor(backend="gvisor", workers=workers) as ex:
+            rows = [("local gVisor pool", "-", workers, ex.workers, measure(ex, requests), time.perf_counter() - t0)]
+        for actors in (1, 2):
+            t0 = time.perf_counter()
+            fleet = RayBackend(num_actors=actors, workers_per_actor=workers // actors)
+            with Executor(backend=fleet) as ex:
+                startup = time.perf_counter() - t0
+                rows.append((f"ray, {actors} local actor{'s' * (actors > 1)}", actors,
+                             actors * (workers // actors), ex.workers, measure(ex, requests), startup))
+    finally:
+        if owns:
+            ray.shutdown()
+    local = rows[0][4]
+    out = [f"workload: {len(requests)} programs (HumanEval canonical + buggy variants), cpus={os.cpu_count()}, "
+           f"loadavg at start={load0:.1f}",
+           f"{'runner':22} {'actors':>6} {'sandboxes':>9} {'in flight':>9} {'exec/s':>8} {'vs local':>9} "
+           f"{'overhead':>9} {'startup s':>9}"]
+    for name, actors, sandboxes, lanes, rate, startup in rows:
+        out.append(f"{name:22} {actors!s:>6} {sandboxes:>9} {lanes:>9} {rate:8.1f} {rate / local:8.2f}x "
+                   f"{local / rate - 1:+8.1%} {startup:9.1f}")
+    out.append("overhead = local exec/s / ray exec/s - 1 (time added per program by the Ray hop); "
+               f"loadavg at end={os.getloadavg()[0]:.1f}")
+    return out
 
 
 def _cause(e: BaseException) -> str:
@@ -380,4 +421,4 @@ def _kill_quietly(handle) -> None:
         pass
 
 
-__all__ = ["RayBackend", "SandboxHost"]
+__all__ = ["RayBackend", "SandboxHost", "bench_rows", "init_ray"]

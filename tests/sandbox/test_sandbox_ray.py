@@ -71,9 +71,8 @@ def comparable(r):
 @pytest.fixture(scope="module")
 def ray_cluster():
     """One local Ray for the module: 2 CPUs, and a custom resource marking this node as a sandbox host."""
-    from sandbox.ray_backend import SANDBOX_PKG_DIR
-    ray.init(num_cpus=2, include_dashboard=False, resources={"sandbox_host": 1}, log_to_driver=False,
-             runtime_env={"py_modules": [SANDBOX_PKG_DIR], "excludes": ["__pycache__", "*.pyc"]})
+    from sandbox.ray_backend import init_ray
+    assert init_ray(num_cpus=2, resources={"sandbox_host": 1}, log_to_driver=False)
     yield
     ray.shutdown()
 
