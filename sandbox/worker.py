@@ -11,7 +11,6 @@ Usage: python -I -S worker.py   (stdlib only; must not import the host-side pack
 """
 from __future__ import annotations
 
-import gc
 import json
 import os
 import secrets
@@ -371,9 +370,6 @@ def main():
                     isolation=os.environ.get("IETA_SANDBOX_ISOLATION", "process"),
                     control_fd=0)
     stdin = os.fdopen(0, "rb", buffering=0)
-    # Objects that exist now are never collected in a child: fewer copy-on-write page faults per fork.
-    gc.collect()
-    gc.freeze()
     proto.write((json.dumps({"ready": True, "pid": os.getpid()}) + "\n").encode())
     buf = b""
     while True:
