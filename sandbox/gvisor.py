@@ -27,6 +27,7 @@ from .backends import BOOT, PipeWorker, SANDBOX_DIR
 
 STATE_PARENT = "/run/ieta-sandbox"
 SANDBOX_PKG_MOUNT = "/opt/ieta_sandbox"
+BUNDLE_PREFIX = "ieta-gvisor-bundle-"
 CHILD_UID = 65534
 WORKER_CAPS = ["CAP_CHOWN", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER"]
 INSTALL_HINT = ("install gVisor with `apt-get install -y runsc` (Debian/Ubuntu) or see https://gvisor.dev/docs/user_guide/install/, "
@@ -74,7 +75,8 @@ def remove_state_dir(runsc: str, root: str) -> None:
 
 
 def clean_stale_state(runsc: str) -> list[str]:
-    """Remove state dirs of executors whose process is gone (crashed callers). Returns what was removed."""
+    """Remove runsc state dirs and bundles of executors whose process is gone (crashed callers).
+    Returns the state dirs removed."""
     removed = []
     try:
         entries = os.listdir(STATE_PARENT)
@@ -88,6 +90,15 @@ def clean_stale_state(runsc: str) -> list[str]:
         if pid != os.getpid() and not _pid_alive(pid):
             remove_state_dir(runsc, os.path.join(STATE_PARENT, name))
             removed.append(name)
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        if name.startswith(BUNDLE_PREFIX):
+            try:
+                pid = int(name[len(BUNDLE_PREFIX):].split("-", 1)[0])
+            except ValueError:
+                continue
+            if pid != os.getpid() and not _pid_alive(pid):
+                shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
     return removed
 
 
@@ -167,7 +178,7 @@ class GVisorBackend:
         clean_stale_state(self.runsc)
         self.root = os.path.join(STATE_PARENT, f"{os.getpid()}-{secrets.token_hex(4)}")
         os.makedirs(self.root, mode=0o700)
-        self.bundle = tempfile.mkdtemp(prefix="ieta-gvisor-bundle-")
+        self.bundle = tempfile.mkdtemp(prefix=f"{BUNDLE_PREFIX}{os.getpid()}-")
         # The container holds the worker plus one child limited to the request's memory_mb.
         build_bundle(self.bundle, memory_mb=max(1024, 2 * memory_mb + 256), scratch_mb=scratch_mb, pids=pids)
         self.platform = platform

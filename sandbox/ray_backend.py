@@ -243,7 +243,8 @@ class RayBackend:
             info = ray.get(new.handle.info.remote(), timeout=self.startup_timeout_s)
             new.node_id, new.hostname = info["node_id"], info["hostname"]
         except Exception as e:
-            log.error("could not replace the lost sandbox actor: %s", _cause(e))
+            if not self._closed:
+                log.error("could not replace the lost sandbox actor: %s", _cause(e))
             if new is not None:
                 _kill_quietly(new.handle)
             new = None
@@ -385,7 +386,8 @@ def bench_rows(requests: list[dict], measure, workers: int = 2) -> list[str]:
     try:
         t0 = time.perf_counter()
         with Executor(backend="gvisor", workers=workers) as ex:
-            rows = [("local gVisor pool", "-", workers, ex.workers, measure(ex, requests), time.perf_counter() - t0)]
+            startup = time.perf_counter() - t0
+            rows = [("local gVisor pool", "-", workers, ex.workers, measure(ex, requests), startup)]
         for actors in (1, 2):
             t0 = time.perf_counter()
             fleet = RayBackend(num_actors=actors, workers_per_actor=workers // actors)

@@ -97,11 +97,11 @@ def test_crashed_caller_leaves_nothing_and_stale_state_is_cleaned():
         from sandbox import Executor
         ex = Executor(backend="gvisor", workers=2)
         ex.run([{OK!r}])
-        print(ex.backend.root, flush=True)
+        print(ex.backend.root, ex.backend.bundle, flush=True)
         os.kill(os.getpid(), 9)   # no close(), no atexit
     """)
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    root = p.stdout.strip()
+    root, bundle = p.stdout.split()
     assert root.startswith("/run/ieta-sandbox/"), p.stderr
     deadline = time.monotonic() + 10
     while _host_processes(root) and time.monotonic() < deadline:
@@ -109,5 +109,5 @@ def test_crashed_caller_leaves_nothing_and_stale_state_is_cleaned():
     assert _host_processes(root) == []                  # sandboxes died with their caller
     assert os.path.isdir(root)                          # only runsc's state files remain ...
     with Executor(backend="gvisor", workers=1) as ex:   # ... and the next executor removes them
-        assert not os.path.exists(root)
+        assert not os.path.exists(root) and not os.path.exists(bundle)
         assert ex.run([OK])[0].status == "passed"

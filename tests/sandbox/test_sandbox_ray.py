@@ -70,11 +70,19 @@ def comparable(r):
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """One local Ray for the module: 2 CPUs, and a custom resource marking this node as a sandbox host."""
+    """A real two-node Ray cluster on this machine (1 CPU each); the head node carries a custom
+    resource marking it as a sandbox host, as the hosts of a TPU pod would."""
+    from ray.cluster_utils import Cluster
+
     from sandbox.ray_backend import init_ray
-    assert init_ray(num_cpus=2, resources={"sandbox_host": 1}, log_to_driver=False)
-    yield
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                            "resources": {"sandbox_host": 1}})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    assert init_ray(cluster.address, log_to_driver=False)
+    yield cluster
     ray.shutdown()
+    cluster.shutdown()
 
 
 @pytest.fixture
@@ -152,7 +160,14 @@ def test_ray_one_actor_per_node_and_node_resource(ray_cluster, tmp_path):
     from sandbox.ray_backend import RayBackend
     with pytest.raises(RuntimeError, match="'tpu_host'"):
         RayBackend(node_resource="tpu_host")
-    # Default placement: one actor per node holding a sandbox per CPU; --workers is per actor.
+    # Default placement: one actor per node, a sandbox per CPU it has.
+    fleet = RayBackend(memory_mb=MEMORY_MB)
+    try:
+        load = fleet.load()
+        assert len({a["node_id"] for a in load}) == 2 and [(a["workers"], a["cap"]) for a in load] == [(1, 2)] * 2
+    finally:
+        fleet.close()
+    # Only the nodes with the resource (the "pod hosts"): here the head node. Through the CLI.
     inp, out = tmp_path / "req.jsonl", tmp_path / "res.jsonl"
     inp.write_text("".join(json.dumps(MIXED[k][0]) + "\n" for k in ("pass", "syntax", "stdio")))
     assert cli.main(["run", "--in", str(inp), "--out", str(out), "--backend", "ray", "--ray_node_resource",
@@ -163,9 +178,32 @@ def test_ray_one_actor_per_node_and_node_resource(ray_cluster, tmp_path):
         ("pass", "passed", "gvisor"), ("syntax", "syntax_error", "gvisor"), ("stdio", "passed", "gvisor")]
     fleet = RayBackend(memory_mb=MEMORY_MB, node_resource="sandbox_host")
     try:
-        assert [(a["workers"], a["cap"]) for a in fleet.load()] == [(2, 4)]
+        [actor] = fleet.load()
+        head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("sandbox_host"))
+        assert actor["node_id"] == head
     finally:
         fleet.close()
+
+
+@needs_runsc
+def test_ray_node_lost_mid_batch_loses_no_request(ray_cluster):
+    """Last in the module: it removes the worker node. Its actor's in-flight requests finish on the head."""
+    from sandbox.ray_backend import RayBackend
+    worker_node = ray_cluster.list_all_nodes()[1]
+    fleet = RayBackend(memory_mb=MEMORY_MB)
+    requests = [he(f"n{i}", "import time\ndef add(a, b):\n    time.sleep(0.15)\n    return a + b\n")
+                for i in range(24)]
+    done = []
+    with Executor(backend=fleet, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB) as ex:
+        for r in ex.imap(requests):
+            done.append(r)
+            if len(done) == 3:
+                ray_cluster.remove_node(worker_node)
+        assert sorted(r.id for r in done) == sorted(r["id"] for r in requests)
+        assert {r.status for r in done} == {"passed"}, [r.to_dict() for r in done if r.status != "passed"]
+        assert fleet.stats["actors_lost"] == 1 and fleet.stats["requests_retried"] >= 1, fleet.stats
+        [survivor] = fleet.load()
+        assert survivor["node_id"] == ray_cluster.head_node.node_id
 
 
 def test_ray_backend_without_ray_says_how_to_install(monkeypatch):
