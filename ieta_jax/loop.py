@@ -482,7 +482,7 @@ class Experiment:
         c = self.config
         method_dir = os.path.join(self.workdir, method)
         iterations = [{"iteration": 0, **_metric_view(initial)}]
-        self._log_eval(method, 0, initial)
+        self._log_eval(method, 0, initial, os.path.join(self.workdir, "initial"))
         if method == "baseline":
             return {"iterations": iterations, "final": _metric_view(initial)}
         self.policy = None

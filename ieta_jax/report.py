@@ -75,12 +75,22 @@ def _plots(results: dict, out_dir: str) -> dict[str, str]:
         plt.close(fig)
         files[name] = path
 
+    last_iter = max(it["iteration"] for m in results["methods"].values() for it in m["iterations"])
+
+    def curve(ax, name, ys_of):
+        """One line per method; a method evaluated once (the baseline) is a dashed level across the x range."""
+        its = results["methods"][name]["iterations"]
+        xs, ys = [it["iteration"] for it in its], [ys_of(it) for it in its]
+        if len(its) == 1 and last_iter > 0:
+            ax.plot([xs[0], last_iter], [ys[0], ys[0]], linestyle="--", marker="o", markevery=[0], label=name)
+        else:
+            ax.plot(xs, ys, marker="o", label=name)
+
     # Pass rates per iteration.
     fig, axes = plt.subplots(1, len(ks), figsize=(4.5 * len(ks), 3.5), squeeze=False)
     for ax, k in zip(axes[0], ks):
         for name in methods:
-            its = results["methods"][name]["iterations"]
-            ax.plot([it["iteration"] for it in its], [it.get(f"pass@{k}") for it in its], marker="o", label=name)
+            curve(ax, name, lambda it: it.get(f"pass@{k}"))
         ax.set_title(f"held-out pass@{k}")
         ax.set_xlabel("iteration")
         ax.set_ylim(0, 1)
@@ -91,8 +101,7 @@ def _plots(results: dict, out_dir: str) -> dict[str, str]:
     # Execution rate per iteration.
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name in methods:
-        its = results["methods"][name]["iterations"]
-        ax.plot([it["iteration"] for it in its], [it["execution_rate"] for it in its], marker="o", label=name)
+        curve(ax, name, lambda it: it["execution_rate"])
     ax.set_title("held-out execution rate")
     ax.set_xlabel("iteration")
     ax.set_ylim(0, 1)
