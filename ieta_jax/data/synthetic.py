@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 BUG_KINDS = ("IndexError", "TypeError", "ValueError", "ZeroDivisionError", "KeyError",
              "wrong_answer", "infinite_loop")
 SPLITS = ("train", "heldout")
+PARAM_STYLES = ("argument", "literal")
+DEFAULT_PARAM_STYLE = "argument"
 # Seconds; the programs run in microseconds, so this only bounds what an infinite loop costs.
 TIMEOUT_S = 2.0
 NUM_CASES = 5
@@ -65,22 +67,32 @@ def expected_outcome(bug: str | None) -> tuple[str, str | None]:
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """A parameterised task family. `{P}` in `doc` and bodies is replaced by repr(param)."""
+    """A parameterised task family.
+
+    `{P}` in `doc` and the bodies stands for the parameter: its name `param_name` in the "argument"
+    style (the signature gets `param_name=<value>` as a default argument), or repr(value) in the
+    "literal" style.
+    """
 
     name: str
     category: str
     args: str
+    param_name: str
     doc: str
     params: tuple
     correct: tuple[str, ...]
     bugs: tuple[tuple[str, str], ...]
     cases: Callable[[random.Random, Any], list[tuple]]
 
-    def render(self, template: str, param: Any) -> str:
-        return template.replace("{P}", repr(param))
+    def render(self, template: str, param: Any, style: str = "argument") -> str:
+        return template.replace("{P}", self.param_name if style == "argument" else repr(param))
 
-    def prompt(self, param: Any) -> str:
-        return f'def {self.name}({self.args}):\n    """{self.render(self.doc, param)}"""\n'
+    def signature(self, param: Any, style: str = "argument") -> str:
+        extra = f", {self.param_name}={param!r}" if style == "argument" else ""
+        return f"def {self.name}({self.args}{extra}):\n"
+
+    def prompt(self, param: Any, style: str = "argument") -> str:
+        return self.signature(param, style) + f'    """{self.render(self.doc, param, style)}"""\n'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +123,9 @@ def _body(src: str) -> str:
     return textwrap.indent(textwrap.dedent(src).strip("\n"), "    ") + "\n"
 
 
-def _fam(name, category, args, doc, params, correct, bugs, cases) -> Family:
-    fam = Family(name=name, category=category, args=args, doc=doc, params=tuple(params),
+def _fam(name, category, args, param_name, doc, params, correct, bugs, cases) -> Family:
+    fam = Family(name=name, category=category, args=args, param_name=param_name, doc=doc,
+                 params=tuple(params),
                  correct=tuple(_body(c) for c in correct),
                  bugs=tuple((kind, _body(b)) for kind, b in bugs), cases=cases)
     for kind, _ in fam.bugs:
@@ -327,7 +340,7 @@ _PREFIXES = ("item", "id-", "No. ", "x", "row ", "#", "v", "step_", "page ", "us
 
 
 FAMILIES: tuple[Family, ...] = (
-    _fam("add_to_all", "lists", "xs", "Return a new list with {P} added to every element of xs.",
+    _fam("add_to_all", "lists", "xs", "k", "Return a new list with {P} added to every element of xs.",
          range(1, 31),
          ["return [x + {P} for x in xs]",
           """
@@ -340,7 +353,7 @@ FAMILIES: tuple[Family, ...] = (
           ("TypeError", "return xs + {P}"),
           ("wrong_answer", "return [x + {P} for x in xs[1:]]")],
          _cases_add),
-    _fam("scale_all", "lists", "xs", "Return a new list with every element of xs multiplied by {P}.",
+    _fam("scale_all", "lists", "xs", "k", "Return a new list with every element of xs multiplied by {P}.",
          range(2, 26),
          ["return [x * {P} for x in xs]",
           """
@@ -352,7 +365,7 @@ FAMILIES: tuple[Family, ...] = (
          [("wrong_answer", "return xs * {P}"),
           ("IndexError", "return [xs[i] * {P} for i in range(len(xs) + 1)]")],
          _cases_add),
-    _fam("element_at", "indexing", "xs",
+    _fam("element_at", "indexing", "xs", "i",
          "Return the element of xs at index {P}, or None if xs is too short.", range(0, 10),
          ["""
           if len(xs) > {P}:
@@ -372,7 +385,7 @@ FAMILIES: tuple[Family, ...] = (
           return None
           """)],
          _cases_element_at),
-    _fam("count_above", "lists", "xs", "Return how many elements of xs are greater than {P}.",
+    _fam("count_above", "lists", "xs", "limit", "Return how many elements of xs are greater than {P}.",
          range(-5, 21),
          ["return sum(1 for x in xs if x > {P})",
           """
@@ -394,7 +407,7 @@ FAMILIES: tuple[Family, ...] = (
           return count
           """)],
          _cases_count_above),
-    _fam("join_numbers", "strings", "xs",
+    _fam("join_numbers", "strings", "xs", "sep",
          "Return the numbers in xs converted to strings and joined by {P}.", _SEPS,
          ["return {P}.join(str(x) for x in xs)",
           "return {P}.join(map(str, xs))"],
@@ -406,7 +419,7 @@ FAMILIES: tuple[Family, ...] = (
           return result
           """)],
          _cases_join),
-    _fam("sum_fields", "parsing", "s",
+    _fam("sum_fields", "parsing", "s", "sep",
          "Return the sum of the integers in s, which are separated by {P}.", _FIELD_SEPS,
          ["return sum(int(part) for part in s.split({P}) if part)",
           """
@@ -419,7 +432,7 @@ FAMILIES: tuple[Family, ...] = (
          [("ValueError", "return sum(int(part) for part in s.split({P}))"),
           ("TypeError", "return sum(s.split({P}))")],
          _cases_sum_fields),
-    _fam("mean_above", "arithmetic", "xs",
+    _fam("mean_above", "arithmetic", "xs", "limit",
          "Return the mean of the elements of xs greater than {P}, rounded to 2 decimals, "
          "or 0.0 if there are none.", range(0, 16),
          ["""
@@ -439,7 +452,7 @@ FAMILIES: tuple[Family, ...] = (
           return round(sum(vals) / len(xs), 2)
           """)],
          _cases_mean_above),
-    _fam("count_char", "strings", "s", "Return how many times the character {P} occurs in s.",
+    _fam("count_char", "strings", "s", "ch", "Return how many times the character {P} occurs in s.",
          tuple(_LETTERS),
          ["return s.count({P})",
           "return sum(1 for c in s if c == {P})",
@@ -459,7 +472,7 @@ FAMILIES: tuple[Family, ...] = (
           """),
           ("wrong_answer", "return len(s.split({P}))")],
          _cases_count_char),
-    _fam("lookup", "dicts", "d, key", "Return d[key] if key is in d, otherwise {P}.",
+    _fam("lookup", "dicts", "d, key", "default", "Return d[key] if key is in d, otherwise {P}.",
          range(-1, 26),
          ["return d.get(key, {P})",
           """
@@ -470,7 +483,7 @@ FAMILIES: tuple[Family, ...] = (
          [("KeyError", "return d[key]"),
           ("wrong_answer", "return d.get(key)")],
          _cases_lookup),
-    _fam("word_counts", "dicts", "s",
+    _fam("word_counts", "dicts", "s", "sep",
          "Return a dict mapping each word of s, split on {P}, to the number of times it occurs.",
          _WORD_SEPS,
          ["""
@@ -501,7 +514,7 @@ FAMILIES: tuple[Family, ...] = (
           return counts
           """)],
          _cases_word_counts),
-    _fam("clamp_all", "lists", "xs", "Return xs with every element clamped to the range 0 to {P}.",
+    _fam("clamp_all", "lists", "xs", "hi", "Return xs with every element clamped to the range 0 to {P}.",
          range(3, 31),
          ["return [min(max(x, 0), {P}) for x in xs]",
           """
@@ -517,7 +530,7 @@ FAMILIES: tuple[Family, ...] = (
          [("wrong_answer", "return [min(x, {P}) for x in xs]"),
           ("TypeError", "return min(max(xs, 0), {P})")],
          _cases_clamp),
-    _fam("divide_into", "arithmetic", "xs",
+    _fam("divide_into", "arithmetic", "xs", "n",
          "Return {P} floor-divided by each element of xs, using 0 where the element is zero.",
          range(10, 61, 2),
          ["return [{P} // x if x != 0 else 0 for x in xs]",
@@ -533,7 +546,7 @@ FAMILIES: tuple[Family, ...] = (
          [("ZeroDivisionError", "return [{P} // x for x in xs]"),
           ("wrong_answer", "return [x // {P} if x != 0 else 0 for x in xs]")],
          _cases_divide_into),
-    _fam("digit_score", "arithmetic", "n",
+    _fam("digit_score", "arithmetic", "n", "k",
          "Return the sum of the decimal digits of n, ignoring its sign, multiplied by {P}.",
          range(1, 21),
          ["return sum(int(c) for c in str(abs(n))) * {P}",
@@ -555,7 +568,7 @@ FAMILIES: tuple[Family, ...] = (
           return total * {P}
           """)],
          _cases_digit_score),
-    _fam("word_at", "indexing", "s",
+    _fam("word_at", "indexing", "s", "i",
          "Return word number {P} (counting from 0) of the space-separated words in s, "
          "or '' if there is none.", range(0, 9),
          ["""
@@ -576,7 +589,7 @@ FAMILIES: tuple[Family, ...] = (
           return ''
           """)],
          _cases_word_at),
-    _fam("pad_left", "strings", "s", "Return s padded on the left with '*' to length {P}.",
+    _fam("pad_left", "strings", "s", "width", "Return s padded on the left with '*' to length {P}.",
          range(3, 21),
          ["return s.rjust({P}, '*')",
           "return '*' * ({P} - len(s)) + s",
@@ -593,13 +606,13 @@ FAMILIES: tuple[Family, ...] = (
           return s
           """)],
          _cases_pad_left),
-    _fam("make_label", "strings", "n", "Return the text {P} followed by the number n.", _PREFIXES,
+    _fam("make_label", "strings", "n", "prefix", "Return the string {P} followed by the number n.", _PREFIXES,
          ["return {P} + str(n)",
           "return '{}{}'.format({P}, n)"],
          [("TypeError", "return {P} + n"),
           ("wrong_answer", "return {P} + ' ' + str(n)")],
          _cases_label),
-    _fam("largest_multiple", "lists", "xs",
+    _fam("largest_multiple", "lists", "xs", "k",
          "Return the largest element of xs divisible by {P}, or None if there is none.",
          range(2, 16),
          ["""
@@ -622,7 +635,7 @@ FAMILIES: tuple[Family, ...] = (
           return best
           """)],
          _cases_multiples),
-    _fam("keep_multiples", "lists", "xs",
+    _fam("keep_multiples", "lists", "xs", "k",
          "Return the elements of xs that are divisible by {P}, in order.", range(2, 16),
          ["return [x for x in xs if x % {P} == 0]",
           """
@@ -642,7 +655,7 @@ FAMILIES: tuple[Family, ...] = (
           return result
           """)],
          _cases_multiples),
-    _fam("reverse_words", "strings", "s",
+    _fam("reverse_words", "strings", "s", "sep",
          "Return the words of s, which are separated by {P}, in reverse order joined by {P}.",
          _WORD_SEPS,
          ["return {P}.join(s.split({P})[::-1])",
@@ -650,7 +663,7 @@ FAMILIES: tuple[Family, ...] = (
          [("wrong_answer", "return s[::-1]"),
           ("TypeError", "return {P}.join(s.split({P}).reverse())")],
          _cases_reverse_words),
-    _fam("column_sum", "indexing", "rows",
+    _fam("column_sum", "indexing", "rows", "i",
          "Return the sum of the elements at index {P} of the rows, skipping rows that are too short.",
          range(0, 7),
          ["return sum(row[{P}] for row in rows if len(row) > {P})",
@@ -670,7 +683,7 @@ FAMILIES: tuple[Family, ...] = (
           return total
           """)],
          _cases_column_sum),
-    _fam("running_totals", "lists", "xs", "Return the running totals of xs, starting from {P}.",
+    _fam("running_totals", "lists", "xs", "start", "Return the running totals of xs, starting from {P}.",
          range(0, 21),
          ["""
           total = {P}
@@ -695,7 +708,7 @@ FAMILIES: tuple[Family, ...] = (
           return result
           """)],
          _cases_running),
-    _fam("gaps", "indexing", "xs",
+    _fam("gaps", "indexing", "xs", "k",
          "Return the differences xs[i + {P}] - xs[i] for every index i where both exist.",
          range(1, 7),
          ["return [xs[i + {P}] - xs[i] for i in range(len(xs) - {P})]",
@@ -703,7 +716,7 @@ FAMILIES: tuple[Family, ...] = (
          [("IndexError", "return [xs[i + {P}] - xs[i] for i in range(len(xs))]"),
           ("wrong_answer", "return [xs[i] - xs[i + {P}] for i in range(len(xs) - {P})]")],
          _cases_gaps),
-    _fam("keys_above", "dicts", "d", "Return the sorted keys of d whose values are greater than {P}.",
+    _fam("keys_above", "dicts", "d", "limit", "Return the sorted keys of d whose values are greater than {P}.",
          range(0, 21),
          ["return sorted(k for k, v in d.items() if v > {P})",
           """
@@ -716,7 +729,7 @@ FAMILIES: tuple[Family, ...] = (
          [("ValueError", "return sorted(k for k, v in d if v > {P})"),
           ("wrong_answer", "return sorted(v for k, v in d.items() if v > {P})")],
          _cases_keys_above),
-    _fam("parse_pairs", "parsing", "s",
+    _fam("parse_pairs", "parsing", "s", "sep",
          "Parse s, key=value items separated by {P}, into a dict with int values.", _PAIR_SEPS,
          ["""
           result = {}
@@ -742,7 +755,7 @@ FAMILIES: tuple[Family, ...] = (
           return result
           """)],
          _cases_parse_pairs),
-    _fam("shift_letters", "strings", "s",
+    _fam("shift_letters", "strings", "s", "k",
          "Return s with every lowercase letter shifted {P} places forward in the alphabet, "
          "wrapping around.", range(1, 26),
          ["return ''.join(chr((ord(c) - 97 + {P}) % 26 + 97) for c in s)",
@@ -756,7 +769,7 @@ FAMILIES: tuple[Family, ...] = (
           return ''.join(letters[letters.index(c) + {P}] for c in s)
           """)],
          _cases_shift),
-    _fam("sum_of_multiples", "arithmetic", "n",
+    _fam("sum_of_multiples", "arithmetic", "n", "k",
          "Return the sum of the first n positive multiples of {P}.", range(2, 21),
          ["return {P} * n * (n + 1) // 2",
           "return sum({P} * i for i in range(1, n + 1))"],
@@ -769,14 +782,14 @@ FAMILIES: tuple[Family, ...] = (
           return total
           """)],
          _cases_sum_multiples),
-    _fam("tail", "strings", "s", "Return the last {P} characters of s, or all of s if it is shorter.",
+    _fam("tail", "strings", "s", "k", "Return the last {P} characters of s, or all of s if it is shorter.",
          range(1, 11),
          ["return s[-{P}:]",
           "return s[len(s) - {P}:] if len(s) > {P} else s"],
          [("wrong_answer", "return s[{P}:]"),
           ("wrong_answer", "return s[-{P} + 1:]")],
          _cases_tail),
-    _fam("chunk", "lists", "xs",
+    _fam("chunk", "lists", "xs", "size",
          "Split xs into consecutive chunks of length {P}; the last chunk may be shorter.",
          range(2, 9),
          ["return [xs[i:i + {P}] for i in range(0, len(xs), {P})]",
@@ -797,7 +810,7 @@ FAMILIES: tuple[Family, ...] = (
           """),
           ("wrong_answer", "return [xs[i:i + {P}] for i in range(0, len(xs) - {P}, {P})]")],
          _cases_chunk),
-    _fam("share_of", "arithmetic", "xs",
+    _fam("share_of", "arithmetic", "xs", "value",
          "Return the fraction of elements of xs equal to {P}, rounded to 3 decimals, "
          "or 0.0 for an empty list.", range(0, 13),
          ["""
@@ -812,7 +825,7 @@ FAMILIES: tuple[Family, ...] = (
           return xs.count({P})
           """)],
          _cases_share),
-    _fam("long_words", "strings", "s",
+    _fam("long_words", "strings", "s", "k",
          "Return the space-separated words of s that have more than {P} characters.",
          range(1, 7),
          ["return [w for w in s.split() if len(w) > {P}]",
@@ -826,7 +839,7 @@ FAMILIES: tuple[Family, ...] = (
          [("TypeError", "return [w for w in s.split() if w > {P}]"),
           ("wrong_answer", "return [w for w in s.split() if len(w) >= {P}]")],
          _cases_long_words),
-    _fam("to_int", "parsing", "s",
+    _fam("to_int", "parsing", "s", "default",
          "Convert s to an int, returning {P} if s is not a valid integer.", range(-5, 21),
          ["""
           try:
@@ -837,7 +850,7 @@ FAMILIES: tuple[Family, ...] = (
          [("ValueError", "return int(s)"),
           ("wrong_answer", "return int(s) if s.isdigit() else {P}")],
          _cases_to_int),
-    _fam("find_first", "indexing", "xs",
+    _fam("find_first", "indexing", "xs", "value",
          "Return the index of the first element of xs equal to {P}, or -1 if there is none.",
          range(0, 25),
          ["""
@@ -872,15 +885,11 @@ FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
 
 
 # ----------------------------------------------------------------------------- building the suite
-def _run_body(family: Family, body: str, args: tuple) -> Any:
+def _run_body(family: Family, body: str, param: Any, style: str, args: tuple) -> Any:
     """Run a trusted (correct) body in-process to compute an expected value."""
     namespace: dict[str, Any] = {}
-    exec(_source(family, body), namespace)  # noqa: S102
+    exec(family.signature(param, style) + body, namespace)  # noqa: S102
     return namespace[family.name](*args)
-
-
-def _source(family: Family, body: str) -> str:
-    return f"def {family.name}({family.args}):\n" + body
 
 
 def _assert_line(name: str, args: tuple, expected: Any) -> str:
@@ -900,41 +909,50 @@ def _split_params(family: Family, seed: int, heldout_fraction: float) -> set[int
     return set(order[:n_heldout])
 
 
-def family_tasks(family: Family, seed: int = 0, heldout_fraction: float = 0.25) -> list[Task]:
+def family_tasks(family: Family, seed: int = 0, heldout_fraction: float = 0.25,
+                 param_style: str = DEFAULT_PARAM_STYLE) -> list[Task]:
     """All tasks of one family, in parameter order, with their split in metadata."""
+    if param_style not in PARAM_STYLES:
+        raise ValueError(f"param_style must be one of {PARAM_STYLES}, got {param_style!r}")
     heldout = _split_params(family, seed, heldout_fraction)
     tasks = []
     for i, param in enumerate(family.params):
-        correct = [family.render(b, param) for b in family.correct]
+        correct = [family.render(b, param, param_style) for b in family.correct]
         asserts = []
         for args in family.cases(_rng(seed, "cases", family.name, i), param):
-            expected = _run_body(family, correct[0], args)
+            expected = _run_body(family, correct[0], param, param_style, args)
             for other in correct[1:]:
-                got = _run_body(family, other, args)
+                got = _run_body(family, other, param, param_style, args)
                 if got != expected or type(got) is not type(expected):
                     raise AssertionError(f"synthetic family {family.name}({param!r}): correct "
                                          f"variants disagree on {args!r}: {expected!r} vs {got!r}")
             asserts.append(_assert_line(family.name, args, expected))
         tasks.append(Task(
             task_id=f"synthetic/{family.name}/{i}",
-            prompt=family.prompt(param),
+            prompt=family.prompt(param, param_style),
             test={"kind": "asserts", "asserts": asserts, "setup": ""},
             entry_point=family.name,
             reference=correct[0],
             metadata={"family": family.name, "category": family.category, "param": param,
-                      "split": "heldout" if i in heldout else "train", "timeout_s": TIMEOUT_S},
+                      "param_style": param_style, "split": "heldout" if i in heldout else "train",
+                      "timeout_s": TIMEOUT_S},
         ))
     return tasks
 
 
 def make_tasks(split: str | None = None, *, seed: int = 0, heldout_fraction: float = 0.25,
                tasks_per_family: int | None = None, families: Sequence[str] | None = None,
-               limit: int | None = None) -> list[Task]:
+               limit: int | None = None, param_style: str = DEFAULT_PARAM_STYLE) -> list[Task]:
     """The synthetic suite (deterministic in `seed`).
 
     Args:
       split: "train", "heldout" (alias "test"), or None for both.
       heldout_fraction: fraction of each family's parameter values held out.
+      param_style: "argument" (default): the parameter is a default argument of the signature and
+        the body refers to it by name, so a family's bodies are the same for every parameter value
+        and what a model learns on train tasks applies unchanged to held-out ones. "literal": the
+        value is written into the docstring and must be copied into the body (harder: the model
+        must learn to copy values it has not seen in that family).
       tasks_per_family: keep at most this many tasks of each family per split (the first ones).
       families: restrict to these family names.
       limit: at most this many tasks in total.
@@ -952,7 +970,7 @@ def make_tasks(split: str | None = None, *, seed: int = 0, heldout_fraction: flo
         raise ValueError(f"unknown synthetic families {unknown}; known: {sorted(FAMILY_BY_NAME)}")
     per_family = []
     for name in names:
-        tasks = family_tasks(FAMILY_BY_NAME[name], seed, heldout_fraction)
+        tasks = family_tasks(FAMILY_BY_NAME[name], seed, heldout_fraction, param_style)
         if split is not None:
             tasks = [t for t in tasks if t.metadata["split"] == split]
         if tasks_per_family is not None:
@@ -970,9 +988,9 @@ def _round_robin(groups: list[list[Task]]):
 def solutions(task: Task) -> list[Solution]:
     """Every correct and buggy body the family defines, rendered for this task's parameter."""
     family = FAMILY_BY_NAME[task.metadata["family"]]
-    param = task.metadata["param"]
-    return ([Solution(family.render(b, param), None) for b in family.correct]
-            + [Solution(family.render(b, param), kind) for kind, b in family.bugs])
+    param, style = task.metadata["param"], task.metadata.get("param_style", DEFAULT_PARAM_STYLE)
+    return ([Solution(family.render(b, param, style), None) for b in family.correct]
+            + [Solution(family.render(b, param, style), kind) for kind, b in family.bugs])
 
 
 def warm_start_corpus(tasks: Sequence[Task] | None = None, *, solutions_per_task: int = 4,

@@ -65,7 +65,8 @@ def test_limit_interleaves_families_and_knobs():
 def test_prompt_and_completion_shape(all_tasks):
     for t in all_tasks:
         header, doc, rest = t.prompt.split("\n", 2)
-        assert header == f"def {t.entry_point}({synthetic.FAMILY_BY_NAME[t.metadata['family']].args}):"
+        fam = synthetic.FAMILY_BY_NAME[t.metadata["family"]]
+        assert header == f"def {t.entry_point}({fam.args}, {fam.param_name}={t.metadata['param']!r}):"
         assert doc.startswith('    """') and doc.endswith('"""') and rest == ""
         assert t.test["kind"] == "asserts" and len(t.test["asserts"]) == synthetic.NUM_CASES
         program = data.build_program(t, t.reference)
@@ -160,42 +161,69 @@ class _Timeout(Exception):
     pass
 
 
-def _outcome_in_process(task, completion, limit_s=0.05):
-    """(status, error_type) by the sandbox's rule: every case runs; the first failure decides."""
-    import signal
+def _outcome_in_process(task, completion, max_lines=20_000):
+    """(status, error_type) by the sandbox's rule: every case runs; the first failure decides.
 
-    def alarm(*_):
-        raise _Timeout()
+    A case that executes more than `max_lines` line events counts as a timeout (deterministic,
+    unlike a wall-clock alarm on a busy machine; every finite variant needs a few hundred).
+    """
+    import sys
 
-    old = signal.signal(signal.SIGALRM, alarm)
-    try:
-        ns = {}
-        exec(task.prompt + completion, ns)
-        first = None
-        for line in task.test["asserts"]:
-            signal.setitimer(signal.ITIMER_REAL, limit_s)
-            try:
-                exec(line, ns)
-            except _Timeout:
-                return "timeout", None
-            except AssertionError:
-                first = first or ("failed", "AssertionError")
-            except Exception as e:
-                first = first or ("error", type(e).__name__)
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-        return first or ("passed", None)
-    finally:
-        signal.signal(signal.SIGALRM, old)
+    def run(line):
+        budget = [max_lines]
+
+        def tracer(frame, event, arg):
+            if event == "line":
+                budget[0] -= 1
+                if budget[0] < 0:
+                    raise _Timeout()
+            return tracer
+
+        sys.settrace(tracer)
+        try:
+            exec(line, ns)
+        finally:
+            sys.settrace(None)
+
+    ns = {}
+    exec(task.prompt + completion, ns)
+    first = None
+    for line in task.test["asserts"]:
+        try:
+            run(line)
+        except _Timeout:
+            return "timeout", None
+        except AssertionError:
+            first = first or ("failed", "AssertionError")
+        except Exception as e:
+            first = first or ("error", type(e).__name__)
+    return first or ("passed", None)
 
 
-def test_every_variant_of_every_task_behaves_as_labelled(all_tasks):
+@pytest.mark.parametrize("style", synthetic.PARAM_STYLES)
+def test_every_variant_of_every_task_behaves_as_labelled(style):
     # Exhaustive over all parameter instances (the sandbox test above covers a subset with real verdicts):
     # catches a bug that happens to pass for some parameter value, or a correct variant that fails.
     wrong = []
-    for t in all_tasks:
+    for t in synthetic.make_tasks(param_style=style):
         for sol in synthetic.solutions(t):
             got = _outcome_in_process(t, sol.completion)
             if got != synthetic.expected_outcome(sol.bug):
                 wrong.append((t.task_id, t.metadata["param"], sol.bug, got))
     assert not wrong, wrong[:10]
+
+
+def test_param_styles():
+    arg = synthetic.make_tasks(families=["element_at"], param_style="argument")
+    lit = synthetic.make_tasks(families=["element_at"], param_style="literal")
+    assert [t.test for t in arg] == [t.test for t in lit]          # same hidden tests either way
+    # argument style: one set of bodies per family, whatever the parameter -> what is learned transfers
+    assert len({tuple(s.completion for s in synthetic.solutions(t)) for t in arg}) == 1
+    assert arg[3].prompt.startswith("def element_at(xs, i=3):\n") and "at index i," in arg[3].prompt
+    # literal style: the value is in the docstring and must be copied into the body
+    assert lit[3].prompt.startswith("def element_at(xs):\n") and "at index 3," in lit[3].prompt
+    assert synthetic.solutions(lit[3])[0].completion == "    if len(xs) > 3:\n        return xs[3]\n    return None\n"
+    corpus = synthetic.warm_start_corpus([t for t in lit if t.metadata["split"] == "train"])
+    assert all(e.prompt.startswith("def element_at(xs):") for e in corpus)
+    with pytest.raises(ValueError, match="param_style"):
+        synthetic.make_tasks(param_style="mixed")
