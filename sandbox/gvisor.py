@@ -189,7 +189,9 @@ class GVisorBackend:
         self._closed = False
 
     def default_workers(self) -> int:
-        return os.cpu_count() or 1
+        # Two sandboxes per core: each spends part of every request waiting (fork/exit round trips
+        # through the ptrace platform, host I/O), which a second sandbox fills.
+        return 2 * (os.cpu_count() or 1)
 
     def _argv(self, cid: str) -> list[str]:
         argv = [self.runsc, "--root", self.root, "--network=none", f"--platform={self.platform}"] + (["--debug", "--debug-log=/tmp/rdbg/"] if os.environ.get("IETA_RUNSC_DEBUG") else [])
