@@ -42,6 +42,62 @@ _BaseException, _Exception = BaseException, Exception
 _JSON_ATOMS = (type(None), bool, int, float, str)
 MESSAGE_CAP = 500
 
+# Rigged-comparison guard: values returned to test code may not carry comparison/truth dunders
+# written in Python outside the trusted runtime (the classic "AlwaysEqual" reward hack).
+_RIGGABLE = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__len__", "__abs__",
+             "__sub__", "__rsub__", "__float__", "__round__", "__contains__")
+_TRUSTED_DIRS = tuple({os.path.realpath(p) + os.sep for p in (sys.base_prefix, sys.prefix, os.path.dirname(os.__file__))})
+_FunctionType = type(lambda: None)
+_PLAIN = (type(None), bool, int, float, str, bytes, complex, range)
+
+
+class _Rigged(_AssertionError):
+    pass
+
+
+def _trusted_function(f) -> bool:
+    """A Python-level dunder is trusted only if it is module code of the installed runtime."""
+    code = getattr(f, "__code__", None)
+    if code is None:
+        return True
+    fname = code.co_filename
+    if not (_isinstance(fname, _str) and fname.startswith(_TRUSTED_DIRS)):
+        return False
+    mod = sys.modules.get(f.__globals__.get("__name__")) if _isinstance(getattr(f, "__globals__", None), dict) else None
+    return mod is not None and getattr(mod, "__dict__", None) is f.__globals__ and getattr(mod, "__file__", None) == fname
+
+
+def _check_rigged(value, depth: int = 0, budget: list | None = None):
+    """Raise _Rigged if `value` (or an element, bounded) has an untrusted Python comparison dunder."""
+    budget = budget if budget is not None else [10_000]
+    budget[0] -= 1
+    t = _type(value)
+    if t in _PLAIN or budget[0] < 0 or depth > 20:
+        return
+    for cls in t.__mro__:
+        d = cls.__dict__
+        for name in _RIGGABLE:
+            f = d.get(name)
+            if _isinstance(f, _FunctionType) and not _trusted_function(f):
+                raise _Rigged(f"the solution returned a {t.__name__[:60]} whose {name} is defined by the program "
+                              "(rigged comparison)")
+    if t in (list, tuple, set, frozenset):
+        for v in value:
+            _check_rigged(v, depth + 1, budget)
+    elif t is dict:
+        for k, v in value.items():
+            _check_rigged(k, depth + 1, budget)
+            _check_rigged(v, depth + 1, budget)
+
+
+def _guarded(fn):
+    """Wrap a solution function handed to test code so its return values are checked."""
+    def guarded(*args, **kwargs):
+        result = fn(*args, **kwargs)
+        _check_rigged(result)
+        return result
+    return guarded
+
 
 def _encode(o) -> str:
     """Minimal JSON encoder built from C-level primitives the program cannot patch."""
@@ -104,14 +160,14 @@ def _describe(e: BaseException, *, test_code: bool = True) -> dict:
     """Classify an exception: a real AssertionError raised by test code is a failed test."""
     last = _innermost(e.__traceback__)
     in_test = last is not None and last.tb_frame.f_code.co_filename == TEST_FILENAME
-    if _isinstance(e, _AssertionError) and in_test and test_code:
+    if _isinstance(e, _Rigged) or (_isinstance(e, _AssertionError) and in_test and test_code):
         kind = "failed"
     elif _isinstance(e, _MemoryError):
         kind = "memory"
     else:
         kind = "error"
-    return {"type": _type(e).__name__[:100], "message": _safe_str(e), "line": _solution_line(e.__traceback__),
-            "kind": kind}
+    name = "AssertionError" if _isinstance(e, _Rigged) else _type(e).__name__[:100]
+    return {"type": name, "message": _safe_str(e), "line": _solution_line(e.__traceback__), "kind": kind}
 
 
 def _mismatch(message: str) -> dict:
@@ -366,6 +422,9 @@ def _run(req: dict, emit, output_limit: int) -> None:
 
     tns = dict(ns)
     tns["__builtins__"] = dict(clean_builtins)
+    for name, value in ns.items():  # test code sees guarded versions of the solution's functions
+        if _isinstance(value, _FunctionType):
+            tns[name] = _guarded(value)
 
     if kind == "humaneval":
         entry = test["entry_point"]
@@ -375,6 +434,8 @@ def _run(req: dict, emit, output_limit: int) -> None:
             finish()
             return
         candidate = ns[entry]
+        if callable(candidate):
+            candidate = _guarded(candidate)
         ok_setup = True
         try:
             exec(test_code, tns)

@@ -35,6 +35,13 @@ FOOLING = {
     "fork_and_exit_early": ("import os\n" + WRONG + "if os.fork():\n    os._exit(0)\n", {"error"}, "ProcessExit"),
     "fork_child_reports": ("import os\ndef add(a, b):\n    if os.fork() == 0:\n        return a + b\n"
                            "    os.wait()\n    return a - b\n", {"failed", "error"}, None),
+    "always_equal_object": ("class Eq:\n    def __eq__(self, other):\n        return True\n"
+                            "def add(a, b):\n    return Eq()\n", {"failed"}, "AssertionError"),
+    "always_equal_int_subclass": ("class Eq(int):\n    __eq__ = lambda self, other: True\n"
+                                  "def add(a, b):\n    return [Eq(0)][0]\n", {"failed"}, "AssertionError"),
+    "always_equal_forged_filename": ("ns = {}\nexec(compile('class Eq:\\n    def __eq__(s, o): return True\\n', "
+                                     "__import__('fractions').__file__, 'exec'), ns)\n"
+                                     "def add(a, b):\n    return ns['Eq']()\n", {"failed"}, "AssertionError"),
     "atexit_and_del": ("import atexit\natexit.register(lambda: print('passed'))\n" + WRONG, {"failed"}, "AssertionError"),
 }
 
