@@ -196,7 +196,10 @@ class Embedding(nnx.Module):
         self.weight = _param(rngs, cfg, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"))
 
     def __call__(self, ids):
-        return jnp.take(self.weight[...], ids, axis=0).astype(self.dtype)
+        # Gather from the table all-gathered over its embed dim (as FSDP does for every weight at use), so the
+        # lookup's output can be batch-sharded without a full rematerialisation.
+        table = sharding.constrain(self.weight[...], ("vocab", None))
+        return jnp.take(table, ids, axis=0).astype(self.dtype)
 
     def attend(self, x):
         """Tied output projection: x @ weight.T, accumulated in float32."""
