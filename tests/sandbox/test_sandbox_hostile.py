@@ -150,3 +150,12 @@ for pid in os.listdir('/proc'):
     # Writes in the sandbox land in its own tmpfs, never in the host's /tmp.
     [w] = gvisor_executor.run([_req("write", "open('/tmp/ieta_escape_probe', 'w').write('x')\n" + WRONG)])
     assert not os.path.exists("/tmp/ieta_escape_probe")
+
+
+def test_process_count_is_limited(gvisor_executor):
+    prog = ("import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            time.sleep(100)\n"
+            "            os._exit(0)\n        n += 1\nexcept OSError as e:\n    print(n, e.errno)\n" + GOOD["solution"])
+    r, good = gvisor_executor.run([_req("nproc", prog, timeout_s=5.0), GOOD])
+    count, errno = map(int, r.stdout.split())
+    assert count <= 32 and errno == 11  # EAGAIN from RLIMIT_NPROC
+    assert r.status == "passed" and good.status == "passed"  # sleeping children are killed after the run
