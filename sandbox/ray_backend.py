@@ -138,6 +138,7 @@ class RayBackend:
         self._turns: collections.deque = collections.deque()   # lanes waiting for capacity, in arrival order
         self._actors: list[_Actor] = []
         self._replacing = 0
+        self._pending: set[_Actor] = set()   # replacements still starting
         self._max_timeout_s = 10.0
         self._closed = False
         self._owns_ray = init_ray(ray_address, ship_code)
@@ -236,19 +237,24 @@ class RayBackend:
             threading.Thread(target=self._replace, args=(actor,), name="sandbox-ray-replace", daemon=True).start()
 
     def _replace(self, lost: _Actor) -> None:
-        new = None
+        new = started = None
         try:
             # Same node if it is still alive (soft affinity), anywhere with room otherwise.
-            new = self._create(lost.spec, soft=True)
+            new = started = self._create(lost.spec, soft=True)
+            with self._cond:
+                self._pending.add(new)  # close() kills it if it is still starting
+            if self._closed:
+                raise WorkerCrashed("closed")
             info = ray.get(new.handle.info.remote(), timeout=self.startup_timeout_s)
             new.node_id, new.hostname = info["node_id"], info["hostname"]
-        except Exception as e:
+        except BaseException as e:  # incl. the SystemExit ray.get raises when Ray shuts down under it
             if not self._closed:
                 log.error("could not replace the lost sandbox actor: %s", _cause(e))
             if new is not None:
                 _kill_quietly(new.handle)
             new = None
         with self._cond:
+            self._pending.discard(started)
             self._replacing -= 1
             if new is not None and not self._closed:
                 self._actors.append(new)
@@ -341,7 +347,10 @@ class RayBackend:
                 return
             self._closed = True
             actors, self._actors = list(self._actors), []
+            pending = list(self._pending)
             self._cond.notify_all()
+        for a in pending:
+            _kill_quietly(a.handle)
         # Let each actor delete its sandboxes, then end it (in parallel; a dead node does not block).
         refs = [a.handle.close.remote() for a in actors]
         if refs:
