@@ -174,6 +174,7 @@ class Trainer:
         self.writer = writer
         self._step_fn = None
         self._batch_shardings = None
+        self._resumable_fit = False  # the restored checkpoint may hold an unfinished fit() to continue
         self._peak = config.peak_flops if config.peak_flops is not None else device_peak_flops(self.mesh.devices.flat[0])
         if workdir is not None:
             self.checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
@@ -255,6 +256,7 @@ class Trainer:
             return
         _, self.state, self.meta = out
         self.history = list(self.meta.get("history", []))
+        self._resumable_fit = True
 
     def save(self, force: bool = False) -> None:
         if self.checkpointer is None:
@@ -291,7 +293,8 @@ class Trainer:
         """The step this fit started at: resumed from the checkpoint when it holds the same data set."""
         fp = self._fingerprint(arrays)
         fit = self.meta.get("fit")
-        if fit is not None and fit.get("fingerprint") == fp and fit.get("num_steps") == num_steps:
+        resumable, self._resumable_fit = self._resumable_fit, False  # only the first fit after a restore resumes
+        if resumable and fit is not None and fit.get("fingerprint") == fp and fit.get("num_steps") == num_steps:
             return int(fit["start_step"])
         self.meta["fit"] = {"fingerprint": fp, "start_step": self.step, "num_steps": num_steps}
         return self.step

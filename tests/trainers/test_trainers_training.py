@@ -203,3 +203,24 @@ def test_resume_after_kill_9_gives_same_final_metrics(tmp_path):
         for k in a:
             if not k.startswith("perf/"):
                 assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7), (a["step"], k)
+
+
+def test_bf16_compute_fp32_master_weights_mfu_and_repeated_fit():
+    cfg = CFG.replace(dtype="bfloat16", param_dtype="bfloat16")
+    pairs = _pairs(8)
+    trainer = DPOTrainer(models.CausalLM(cfg, rngs=nnx.Rngs(0)),
+                         DPOConfig(batch_size=8, max_length=12, beta=0.5, progress=False, peak_flops=1e12,
+                                   optim=_const_optim(5e-3)), mesh=sharding.make_mesh())
+    float_leaves = [x for x in jax.tree.leaves((trainer.state.params, trainer.state.opt_state))
+                    if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert all(x.dtype == jnp.float32 for x in float_leaves)
+    first = trainer.fit(pairs, 10)
+    assert first[-1]["rewards/accuracies"] == 1.0
+    # perf/mfu = step FLOPs (6 N x 2 x T per pair) / time / (peak x devices); tokens/s counts non-pad tokens.
+    tokens = trainer.count_tokens(trainer._prepare(pairs))
+    flops = 6.0 * trainer.num_params * 2 * 12 * 8
+    r = first[-1]
+    assert r["perf/mfu"] * 1e12 * jax.device_count() / r["perf/tokens_per_sec"] == pytest.approx(flops / tokens, rel=1e-4)
+    # Calling fit again in the same process trains further (it is not mistaken for a resume).
+    second = trainer.fit(pairs, 3)
+    assert [r["step"] for r in second] == [11, 12, 13] and trainer.step == 13
