@@ -17,12 +17,14 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
+from tqdm.auto import tqdm
 
 from ieta_jax import sharding
 from ieta_jax.models.config import ModelConfig
 from ieta_jax.models.llama import CausalLM, RewardModel
 
 log = logging.getLogger(__name__)
+PROGRESS_MIN_PARAMS = 100_000_000  # show a progress bar when loading/saving models at least this large
 
 SAFE_DTYPES = {
     "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
@@ -143,12 +145,13 @@ def load_config(path_or_hub_id: str, **overrides) -> ModelConfig:
 
 
 def from_pretrained(path_or_hub_id: str, dtype: str = "float32", mesh: Mesh | None = None, *,
-                    param_dtype: str | None = None, model_class: type = CausalLM, seed: int = 0):
+                    param_dtype: str | None = None, model_class: type = CausalLM, seed: int = 0,
+                    progress: bool | None = None):
     """Loads a HF Llama/Qwen2/Mistral checkpoint into a CausalLM (or RewardModel).
 
     dtype: compute dtype; param_dtype: storage dtype (default: dtype). With `mesh`, every parameter is placed in
     its LOGICAL_RULES sharding directly from the memory-mapped file; without, on the default device.
-    A RewardModel loaded from a causal-LM checkpoint gets a freshly initialised `score` head.
+    `progress` (default: only for models >= 100M parameters) shows a tqdm bar over tensors. A RewardModel loaded from a causal-LM checkpoint gets a freshly initialised `score` head.
     """
     directory = _resolve_dir(path_or_hub_id)
     cfg = load_config(directory, dtype=dtype, param_dtype=param_dtype or dtype)
@@ -162,7 +165,10 @@ def from_pretrained(path_or_hub_id: str, dtype: str = "float32", mesh: Mesh | No
     flat_abstract = dict(nnx.to_flat_state(abstract_state))
     values = {}
     missing = []
-    for path, hf_name, transposed in _hf_entries(abstract_state):
+    show = cfg.num_params() >= PROGRESS_MIN_PARAMS if progress is None else progress
+    entries = _hf_entries(abstract_state)
+    for path, hf_name, transposed in tqdm(entries, desc=f"loading {os.path.basename(directory.rstrip('/'))}",
+                                          unit="tensor", disable=not show or jax.process_index() != 0):
         expected = tuple(flat_abstract[path].get_value().shape)
         if hf_name not in weights:
             missing.append(hf_name)
@@ -195,7 +201,7 @@ def from_pretrained(path_or_hub_id: str, dtype: str = "float32", mesh: Mesh | No
 
 
 def save_pretrained(model, out_dir: str, *, tokenizer=None, dtype: str | None = None,
-                    max_shard_bytes: int = 2 * 1024 ** 3):
+                    max_shard_bytes: int = 2 * 1024 ** 3, progress: bool | None = None):
     """Writes config.json + safetensors (sharded with an index above `max_shard_bytes`) that transformers loads.
 
     Works for sharded and multi-process models: every process must call it (tensors are gathered one at a time);
@@ -229,6 +235,14 @@ def save_pretrained(model, out_dir: str, *, tokenizer=None, dtype: str | None = 
     shards.append(current)
 
     writer = jax.process_index() == 0
+    show = cfg.num_params() >= PROGRESS_MIN_PARAMS if progress is None else progress
+    bar = tqdm(total=len(specs), desc=f"saving {out_dir}", unit="tensor", disable=not show or not writer)
+    inner_produce = produce
+
+    def produce(name):  # noqa: F811 - wraps the gather with the progress bar
+        bar.update(1)
+        return inner_produce(name)
+
     if writer:
         os.makedirs(out_dir, exist_ok=True)
     weight_map = {}
@@ -240,6 +254,7 @@ def save_pretrained(model, out_dir: str, *, tokenizer=None, dtype: str | None = 
             for name, _, _ in shard_specs:
                 produce(name)
         weight_map.update({name: fname for name, _, _ in shard_specs})
+    bar.close()
     if not writer:
         return
     if len(shards) > 1:
