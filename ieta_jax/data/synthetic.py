@@ -2,11 +2,10 @@
 
 Why it exists: a tiny model trained for a few minutes on a CPU must sample both correct and buggy
 programs, so that execution feedback has something real to teach. Every family below is a small
-function whose behaviour depends on one parameter (a constant, an index, a separator, a default, ...)
-that the prompt's docstring states. A family yields one task per parameter value; the train /
-held-out split is by parameter value, so held-out tasks are unseen instances of the same families and
-what feedback teaches on the train tasks (for this family, write the guarded variant, not the
-off-by-one one) transfers to them.
+function whose behaviour depends on one parameter (a constant, an index, a separator, a default,
+...). A family yields one task per parameter value; the train / held-out split is by parameter
+value, so held-out tasks are unseen instances of the same families and what feedback teaches on the
+train tasks (for this family, write the guarded variant, not the off-by-one one) transfers to them.
 
 Each family carries
   * correct bodies (several variants, so the corpus is not a lookup table),
@@ -16,13 +15,22 @@ Each family carries
   * a test-case generator; expected values come from running the first correct body, and all
     correct bodies are checked to agree when the suite is built.
 
-Prompt  = `def name(args):\\n    \"\"\"<one line>\"\"\"\\n`, completion = the indented body.
-Hidden tests are sandbox `asserts` tests with several cases, so partial credit exists.
+Prompt = signature + one-line docstring, completion = the indented body. Two parameter styles:
+  "argument" (default)  def element_at(xs, i=3):
+                            \"\"\"Return the element of xs at index i, or None if xs is too short.\"\"\"
+                        the body uses `i`, so a family's bodies are the same for every parameter value.
+  "literal"             def element_at(xs):
+                            \"\"\"Return the element of xs at index 3, or None if xs is too short.\"\"\"
+                        the body must copy `3` from the docstring. A 0.5M-parameter model warm-started
+                        for 300 steps wrote the right body with the wrong constant (held-out pass@1
+                        0.010, train tasks 0.048), hence the default.
+Hidden tests are sandbox `asserts` tests with NUM_CASES cases, so partial credit exists.
 
-Sizes (defaults): 32 families, 593 tasks (448 train / 145 held-out with heldout_fraction=0.25),
-5 test cases per task; warm-start corpus 4 x 448 = 1792 examples, about half buggy. Prompts are
-<= 36 and completions <= 44 tokens with a 1k byte-level BPE trained on the corpus. Knobs: seed, heldout_fraction, tasks_per_family, families, and for the
-corpus solutions_per_task, bug_fraction, bug_weights.
+Sizes (defaults): 32 families, 593 tasks (448 train / 145 held-out with heldout_fraction=0.25);
+warm-start corpus 4 x 448 = 1792 examples, half of them buggy. Prompts are <= 40 and completions
+<= 44 tokens with a 1k byte-level BPE trained on the corpus. Knobs: seed, heldout_fraction,
+tasks_per_family, families, param_style; for the corpus solutions_per_task, bug_fraction,
+bug_weights.
 """
 from __future__ import annotations
 
