@@ -106,15 +106,19 @@ def split_model(model: nnx.Module, mesh: Mesh) -> tuple[nnx.GraphDef, Any, Any, 
     """``(graphdef, params, params_shardings, frozen, frozen_shardings)`` with arrays placed on ``mesh``.
 
     ``params`` are the trainable ``nnx.Param`` leaves in float32 (master
-    weights); ``frozen`` is every other variable (buffers), left as is.
+    weights); ``frozen`` is every other variable (buffers), left as is. Both
+    are fresh buffers, never aliases of the model's arrays.
     """
     graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
     p_sh = sharding.state_shardings(params, mesh)
     f_sh = sharding.state_shardings(frozen, mesh)
     params = optim.to_master(pure_values(params))
     frozen = pure_values(frozen)
-    params = jax.tree.map(lambda x, s: jax.device_put(x, s), params, p_sh)
-    frozen = jax.tree.map(lambda x, s: jax.device_put(x, s), frozen, f_sh)
+    # Own copies: the train step donates its state, which must never delete the caller's model arrays.
+    # (device_put may alias the source buffer on one of the devices, so the copy is an explicit jitted one).
+    copy = lambda tree, sh: jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=sh)(  # noqa: E731
+        jax.tree.map(jax.device_put, tree, sh))
+    params, frozen = copy(params, p_sh), copy(frozen, f_sh)
     return graphdef, params, p_sh, frozen, f_sh
 
 

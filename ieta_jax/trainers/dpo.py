@@ -76,14 +76,17 @@ class DPOTrainer(Trainer):
     name = "dpo"
 
     def __init__(self, model: nnx.Module, config: DPOConfig, *, ref_model: Optional[nnx.Module] = None, **kw):
-        super().__init__(model, config, **kw)
+        kw["mesh"] = kw.get("mesh") or sharding.make_mesh()
         self._ref_params = None
         self._ref_logps_fn = None
         if ref_model is not None:
-            _, self._ref_params, _, _, _ = split_model(ref_model, self.mesh)
+            _, self._ref_params, _, _, _ = split_model(ref_model, kw["mesh"])
+        elif config.online_reference:
+            # Taken before the base class restores a checkpoint, so a resumed run keeps the initial reference.
+            _, self._ref_params, _, _, _ = split_model(model, kw["mesh"])
+        super().__init__(model, config, **kw)
         if config.online_reference:
-            self.aux["ref"] = self._ref_params if self._ref_params is not None else jax.tree.map(
-                jnp.copy, self.state.params)
+            self.aux["ref"] = self._ref_params
             self.aux_shardings["ref"] = self.params_shardings
 
     @property

@@ -85,13 +85,11 @@ class RLTrainer(Trainer):
                  execution_reward: Optional[ExecutionReward] = None, ref_model: Optional[nnx.Module] = None, **kw):
         if reward_model is None and execution_reward is None:
             raise ValueError("RLTrainer needs a reward_model, an execution_reward, or both")
+        kw["mesh"] = kw.get("mesh") or sharding.make_mesh()
+        # The reference is taken before the base class restores a checkpoint: on resume it stays the initial policy.
+        _, self.ref_params, _, _, _ = split_model(ref_model if ref_model is not None else model, kw["mesh"])
         super().__init__(model, config, **kw)
         self.execution_reward = execution_reward
-        if ref_model is not None:
-            _, ref_params, _, _, _ = split_model(ref_model, self.mesh)
-        else:
-            ref_params = jax.tree.map(jnp.copy, self.state.params)
-        self.ref_params = ref_params
         self.reward_model = None
         if reward_model is not None:
             self._rm_graphdef, self._rm_params, _, self._rm_frozen, _ = split_model(reward_model, self.mesh)

@@ -224,3 +224,37 @@ def test_bf16_compute_fp32_master_weights_mfu_and_repeated_fit():
     # Calling fit again in the same process trains further (it is not mistaken for a resume).
     second = trainer.fit(pairs, 3)
     assert [r["step"] for r in second] == [11, 12, 13] and trainer.step == 13
+
+
+def test_rl_resume_after_crash_matches_uninterrupted_run(tmp_path):
+    config = RLConfig(batch_size=8, prompts_per_step=2, num_generations=4, max_prompt_length=4, max_new_tokens=4,
+                      beta=0.05, ppo_epochs=1, save_every=1, progress=False, optim=_const_optim(1e-2))
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12], [13]]
+
+    def reward(crash_on_call=None):
+        calls = []
+
+        def fn(idx, comps):
+            calls.append(1)
+            if len(calls) == crash_on_call:
+                raise RuntimeError("simulated crash")
+            return [sum(t == 3 for t in c) / len(c) + 0.1 * float(i) for i, c in zip(idx, comps)]
+        return fn
+
+    def make(workdir, fn):
+        return RLTrainer(models.CausalLM(CFG, rngs=nnx.Rngs(0)), config, execution_reward=fn,
+                         mesh=sharding.make_mesh(), workdir=workdir)
+
+    full = make(str(tmp_path / "full"), reward()).fit(prompts, 4)
+    crashing = make(str(tmp_path / "run"), reward(crash_on_call=3))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashing.fit(prompts, 4)
+    crashing.close()
+    resumed = make(str(tmp_path / "run"), reward())
+    assert resumed.step == 2  # two iterations (one update each) were checkpointed before the crash
+    rows = resumed.fit(prompts, 4)
+    resumed.close()
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for a, b in zip(full, rows):
+        for k in ("reward", "kl", "clip_ratio", "entropy", "train/loss", "train/grad_norm"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (a["step"], k)
