@@ -18,6 +18,16 @@ Executor's slots become *lanes*, each carrying one request at a time to an actor
   in-flight requests of a lost actor are not lost. A request that kills two actors in a row is
   reported as `sandbox_error`, like a request that kills two local sandboxes.
 
+Where the fleet runs:
+- TPU pod hosts' own CPUs: start Ray on every host, marking them and leaving cores for the JAX process,
+      host 0:  ray start --head --port=6379 --num-cpus=$(( $(nproc) - 8 )) --resources='{"sandbox_host": 1}'
+      others:  ray start --address=HOST0:6379 --num-cpus=$(( $(nproc) - 8 )) --resources='{"sandbox_host": 1}'
+  and build ONE fleet from one process (e.g. jax.process_index() == 0):
+      Executor(backend="ray", ray_address="auto", node_resource="sandbox_host")   # one actor per host
+- A separate CPU cluster: Executor(backend="ray", ray_address="ray://cpu-head:10001") (Ray Client, from any
+  machine) or "cpu-head:6379" from a machine that is a node of that cluster. Its nodes need Python, Ray and
+  runsc; this package is shipped to them (ship_code).
+
 Ray is an optional dependency (`pip install -e ".[ray]"`); the rest of `sandbox` never imports it.
 """
 from __future__ import annotations
@@ -368,6 +378,8 @@ def init_ray(address: str | None = None, ship_code: bool = True, **ray_init_kwar
     Python, Ray and runsc but not this checkout. Extra kwargs go to ray.init (e.g. num_cpus).
     """
     if ray.is_initialized():
+        if address:
+            log.info("Ray is already initialized in this process; ray_address=%r is not used", address)
         return False
     kwargs = {"include_dashboard": False, **ray_init_kwargs}
     if ship_code:
@@ -377,7 +389,9 @@ def init_ray(address: str | None = None, ship_code: bool = True, **ray_init_kwar
     except ConnectionError as e:
         raise ConnectionError(f"cannot reach a Ray cluster at ray_address={address!r}: {e}. Start one with "
                               "`ray start --head` (then use 'auto'), give its host:port or ray://host:10001, "
-                              "or leave the address empty to start a local Ray") from None
+                              "or leave the address empty to start a local Ray. A cluster that uses token "
+                              "authentication also needs RAY_AUTH_MODE=token "
+                              "and its token (~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
     return True
 
 
