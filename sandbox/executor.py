@@ -111,6 +111,14 @@ class Executor:
     # internals --------------------------------------------------------------
     @staticmethod
     def _shutdown(q, threads, backend):
+        # Requests not started yet are cancelled; running ones finish (bounded by their timeouts).
+        while True:
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                item[0].cancel()
         for _ in threads:
             q.put(_STOP)
         for t in threads:

@@ -111,3 +111,18 @@ def test_crashed_caller_leaves_nothing_and_stale_state_is_cleaned():
     with Executor(backend="gvisor", workers=1) as ex:   # ... and the next executor removes them
         assert not os.path.exists(root) and not os.path.exists(bundle)
         assert ex.run([OK])[0].status == "passed"
+
+
+def test_close_cancels_requests_not_started():
+    import concurrent.futures as cf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ex = Executor(backend="process", workers=1, timeout_s=5.0)
+    sleepy = dict(SLOW_OK, solution="import time\ntime.sleep(0.5)\ndef f(x):\n    return x + 1\n")
+    futs = [ex.submit(dict(sleepy, id=f"s{i}")) for i in range(6)]
+    time.sleep(0.2)
+    ex.close()
+    assert futs[0].result().status == "passed"              # the running one finished
+    assert all(f.cancelled() for f in futs[2:])
+    with pytest.raises(cf.CancelledError):
+        futs[-1].result()
