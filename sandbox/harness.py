@@ -20,6 +20,7 @@ import copy
 import io
 import json.encoder
 import os
+import signal
 import sys
 
 try:
@@ -323,6 +324,15 @@ def _run(req: dict, emit, output_limit: int) -> None:
             tracer.stop()
         emit({"t": "end", "passed": passed, "total": total,
               "trace": tracer.to_dict() if tracer is not None else None})
+
+    if tracer is not None:
+        # On timeout the worker sends SIGUSR1 before killing the child: report the trace so far (it
+        # shows where the program was looping). A program may replace the handler; it only loses its trace.
+        def dump_trace(signum, frame):
+            tracer.stop()
+            emit({"t": "trace", "trace": tracer.to_dict()})
+
+        signal.signal(signal.SIGUSR1, dump_trace)
 
     def failure(exc: dict, e: BaseException | None):
         if tracer is not None and e is not None:

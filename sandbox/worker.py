@@ -165,6 +165,14 @@ class Worker:
         self.control_fd = control_fd  # readable during a run only when the host went away (EOF)
         self.host_gone = False
 
+    def _collect_partial_trace(self, pid: int, res_r: int, buf: bytearray) -> None:
+        """Ask a timed-out child for its trace so far (SIGUSR1, harness handler), briefly."""
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except OSError:
+            return
+        _read_until(res_r, buf, _has_trace_record, PARTIAL_TRACE_WAIT_S)
+
     def run(self, req: dict) -> dict:
         t0 = time.monotonic()
         nonce = secrets.token_hex(16)
@@ -225,6 +233,8 @@ class Worker:
                 break
             if self.host_gone:
                 break
+        if timed_out and req.get("trace") and res_r in open_fds:
+            self._collect_partial_trace(pid, res_r, bufs[res_r])
         # Kill the child and everything it started, then collect what is left in the pipes.
         for kill in (os.killpg, os.kill):  # the child's process group first: one syscall for a fork bomb
             try:
@@ -258,6 +268,28 @@ class Worker:
         return result
 
 
+PARTIAL_TRACE_WAIT_S = 0.3  # how long a timed-out child gets to report its trace before SIGKILL
+
+
+def _has_trace_record(buf: bytearray) -> bool:
+    return b'"t":"trace"' in buf
+
+
+def _read_until(fd: int, buf: bytearray, done, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while not done(buf):
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            return
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return
+        buf += chunk
+
+
 def _records(data: bytes, nonce: str, pid: int):
     prefix = (nonce + " ").encode()
     for line in data.split(b"\n"):
@@ -288,6 +320,7 @@ def assemble(req: dict, data: bytes, nonce: str, pid: int, status, *, timed_out:
     end = None
     tampered = False
     harness_error = None
+    partial_trace = None
     for rec in _records(data, nonce, pid):
         t = rec.get("t")
         if end is not None:
@@ -310,6 +343,8 @@ def assemble(req: dict, data: bytes, nonce: str, pid: int, status, *, timed_out:
             end = rec
         elif t == "harness_error":
             harness_error = rec.get("message")
+        elif t == "trace" and partial_trace is None:
+            partial_trace = rec.get("trace")
     if not isinstance(total, int):
         total = len(req["test"].get("cases") or req["test"].get("asserts") or []) or 0
     out = {"id": req["id"], "status": None, "error_type": None, "error_message": None, "error_line": None,
@@ -319,8 +354,8 @@ def assemble(req: dict, data: bytes, nonce: str, pid: int, status, *, timed_out:
         out.update(status=st, error_type=etype, error_message=msg, error_line=line)
         return out
 
-    if end is not None and not tampered and req.get("trace"):
-        out["trace"] = end.get("trace")
+    if req.get("trace") and not tampered:
+        out["trace"] = end.get("trace") if end is not None else partial_trace
     if timed_out:
         return fail("timeout", "Timeout", f"wall-clock limit of {req['timeout_s']}s exceeded")
     if output_exceeded:

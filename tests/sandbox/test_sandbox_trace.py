@@ -50,3 +50,12 @@ def test_trace_is_bounded_and_stops_after_budget(executor):
     assert sum(t["coverage"].values()) == 100_000          # the event budget, then tracing switched off
     assert all(len(v) <= 120 for e in t["events"] for v in e["locals"].values())
     assert len(json.dumps(t)) < 100_000
+
+
+def test_timeout_still_reports_the_trace_so_far(executor):
+    sol = "def f(n):\n    i = 0\n    while i != n:\n        i += 2\n    return i\n"
+    [r] = executor.run([req("loop", sol, ["assert f(4) == 4", "assert f(3) == 3"], trace=True, timeout_s=1.5)])
+    assert (r.status, r.tests_passed) == ("timeout", 1)
+    cov = {int(k): v for k, v in r.trace["coverage"].items()}
+    assert cov[3] > 1000 and cov[4] > 1000       # the loop that never ends is visible
+    assert r.trace["truncated"] is True
