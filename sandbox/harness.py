@@ -9,8 +9,12 @@ SystemExit/KeyboardInterrupt, closing fds, forking, or printing fake markers can
 classes, the JSON string encoder) is captured at import time, before any program runs, and test
 code always executes against a clean copy of the builtins.
 
-Record stream (one line each, "<nonce> <json>"):
+Record stream (one line each, "<nonce> <json>", every record carries the writer's pid):
   plan {total}  -> syntax {exc} | load {exc} | case {i, ok, exc?} / step {exc}  ... -> end {passed, total, trace}
+  (+ trace {trace} when a traced run times out and the worker asks for the trace so far)
+
+Known limit: the harness shares the program's address space, so a program that deliberately walks
+the harness's frames or memory (sys._getframe, gc, ctypes) could recover the nonce and forge records.
 """
 from __future__ import annotations
 
