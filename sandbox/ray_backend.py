@@ -395,42 +395,55 @@ def init_ray(address: str | None = None, ship_code: bool = True, **ray_init_kwar
     return True
 
 
-def bench_rows(requests: list[dict], measure, workers: int = 2) -> list[str]:
+def bench_rows(requests: list[dict], measure, workers: int = 2, rounds: int = 3) -> list[str]:
     """`python -m sandbox.bench --backend ray`: executions/s of the local gVisor pool and of Ray fleets
     of 1 and 2 local actors with the same total number of sandboxes, measured in the same run.
 
-    measure(executor, requests) -> executions/s (warm-up excluded; sandbox.bench.measure).
+    The three runners are started once and measured in interleaved rounds (local, 1 actor, 2 actors,
+    local, ...), so a noisy neighbour slows all of them alike; the table gives the median and the best
+    round. measure(executor, requests) -> executions/s (warm-up excluded; sandbox.bench.measure).
     """
     if workers < 2:
         raise ValueError(f"--workers must be >= 2 for the ray benchmark (2 actors), got {workers}")
+    import contextlib
+    import statistics
+
     from .executor import Executor
     load0 = os.getloadavg()[0]
-    owns = init_ray(num_cpus=workers, log_to_driver=False)
+    # Logical CPUs for both fleets at once (Ray CPUs are a placement budget, not a core pinning).
+    owns = init_ray(num_cpus=2 * workers, log_to_driver=False)
+    runners = []   # (name, actors, sandboxes, executor, startup seconds)
     try:
-        t0 = time.perf_counter()
-        with Executor(backend="gvisor", workers=workers) as ex:
-            startup = time.perf_counter() - t0
-            rows = [("local gVisor pool", "-", workers, ex.workers, measure(ex, requests), startup)]
-        for actors in (1, 2):
+        with contextlib.ExitStack() as stack:
             t0 = time.perf_counter()
-            fleet = RayBackend(num_actors=actors, workers_per_actor=workers // actors)
-            with Executor(backend=fleet) as ex:
-                startup = time.perf_counter() - t0
-                rows.append((f"ray, {actors} local actor{'s' * (actors > 1)}", actors,
-                             actors * (workers // actors), ex.workers, measure(ex, requests), startup))
+            ex = stack.enter_context(Executor(backend="gvisor", workers=workers))
+            runners.append(("local gVisor pool", "-", workers, ex, time.perf_counter() - t0))
+            for actors in (1, 2):
+                t0 = time.perf_counter()
+                fleet = RayBackend(num_actors=actors, workers_per_actor=workers // actors)
+                ex = stack.enter_context(Executor(backend=fleet))
+                runners.append((f"ray, {actors} local actor{'s' * (actors > 1)}", actors,
+                                actors * (workers // actors), ex, time.perf_counter() - t0))
+            rates = {name: [] for name, *_ in runners}
+            for _ in range(rounds):
+                for name, _, _, ex, _ in runners:
+                    rates[name].append(measure(ex, requests))
     finally:
         if owns:
             ray.shutdown()
-    local = rows[0][4]
-    out = [f"workload: {len(requests)} programs (HumanEval canonical + buggy variants), cpus={os.cpu_count()}, "
-           f"loadavg at start={load0:.1f}",
-           f"{'runner':22} {'actors':>6} {'sandboxes':>9} {'in flight':>9} {'exec/s':>8} {'vs local':>9} "
-           f"{'overhead':>9} {'startup s':>9}"]
-    for name, actors, sandboxes, lanes, rate, startup in rows:
-        out.append(f"{name:22} {actors!s:>6} {sandboxes:>9} {lanes:>9} {rate:8.1f} {rate / local:8.2f}x "
-                   f"{local / rate - 1:+8.1%} {startup:9.1f}")
-    out.append("overhead = local exec/s / ray exec/s - 1 (time added per program by the Ray hop); "
-               f"loadavg at end={os.getloadavg()[0]:.1f}")
+    local = statistics.median(rates[runners[0][0]])
+    out = [f"workload: {len(requests)} programs (HumanEval canonical + buggy variants), {rounds} interleaved rounds, "
+           f"cpus={os.cpu_count()}, loadavg at start={load0:.1f}",
+           f"{'runner':22} {'actors':>6} {'sandboxes':>9} {'in flight':>9} {'exec/s med':>10} {'best':>7} "
+           f"{'vs local':>9} {'overhead':>9} {'startup s':>9}"]
+    for name, actors, sandboxes, ex, startup in runners:
+        med = statistics.median(rates[name])
+        out.append(f"{name:22} {actors!s:>6} {sandboxes:>9} {ex.workers:>9} {med:10.1f} {max(rates[name]):7.1f} "
+                   f"{med / local:8.2f}x {local / med - 1:+8.1%} {startup:9.1f}")
+    out.append("vs local / overhead: median exec/s against the local pool's (overhead = local/ray - 1, the time "
+               f"the Ray hop adds per program); per round: "
+               + "; ".join(f"{n}: {', '.join(f'{r:.1f}' for r in rs)}" for n, rs in rates.items()))
+    out.append(f"loadavg at end={os.getloadavg()[0]:.1f}")
     return out
 
 
