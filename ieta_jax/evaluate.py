@@ -81,8 +81,11 @@ def check_samples(tasks_by_id: dict[str, data.Task], samples: Sequence[dict], ks
 
 def evaluate_samples(tasks: Sequence[data.Task], samples: Sequence[dict], ks: Sequence[int],
                      executor: Any, *, trace: bool = False, timeout_s: float | None = None,
-                     progress: bool = True) -> dict[str, Any]:
-    """Run every sample through `executor` (a sandbox.Executor) and compute the metrics dict."""
+                     progress: bool = True, chat: bool = False) -> dict[str, Any]:
+    """Run every sample through `executor` (a sandbox.Executor) and compute the metrics dict.
+
+    chat=True treats each completion as a chat answer: its first fenced code block is the code.
+    """
     tasks_by_id = {t.task_id: t for t in tasks}
     check_samples(tasks_by_id, samples, ks)
     completion_ids = collections.Counter()
@@ -91,7 +94,10 @@ def evaluate_samples(tasks: Sequence[data.Task], samples: Sequence[dict], ks: Se
         task = tasks_by_id[s["task_id"]]
         cid = completion_ids[task.task_id]
         completion_ids[task.task_id] += 1
-        requests.append(data.to_request(task, s["completion"], f"{task.task_id}#{cid}", trace=trace,
+        completion = s["completion"]
+        if chat:
+            completion = data.completion_from_sample(completion, task, chat=True)
+        requests.append(data.to_request(task, completion, f"{task.task_id}#{cid}", trace=trace,
                                         timeout_s=timeout_s))
         keys.append((task.task_id, cid))
     results: list[Any] = [None] * len(requests)
@@ -138,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="per-program wall-clock limit (default: the task's, else 10 s)")
     parser.add_argument("--memory_mb", type=int, default=512, help="per-program memory limit")
     parser.add_argument("--trace", action="store_true", help="capture execution traces")
+    parser.add_argument("--chat", action="store_true",
+                        help="completions are chat answers: run the first fenced code block of each")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
@@ -156,9 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with Executor(backend=args.backend, workers=args.workers, memory_mb=args.memory_mb,
                   **({"timeout_s": args.timeout_s} if args.timeout_s is not None else {})) as executor:
         metrics = evaluate_samples(tasks, samples, ks, executor, trace=args.trace,
-                                   timeout_s=args.timeout_s, progress=not args.no_progress)
+                                   timeout_s=args.timeout_s, progress=not args.no_progress, chat=args.chat)
     metrics["config"] = {"dataset": args.dataset, "split": args.split, "samples": args.samples,
-                         "k": ks, "backend": args.backend, "timeout_s": args.timeout_s,
+                         "k": ks, "backend": args.backend, "timeout_s": args.timeout_s, "chat": args.chat,
                          "memory_mb": args.memory_mb}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -94,3 +94,12 @@ def test_parse_ks():
     for bad in ("", "0", "a,b", "-1"):
         with pytest.raises(evaluate.SamplesError):
             evaluate.parse_ks(bad)
+
+
+def test_chat_answers_are_extracted(executor):
+    tasks = data.load_tasks("humaneval", limit=2)
+    samples = [{"task_id": t.task_id, "completion": f"Here:\n```python\n{t.reference}```\nDone."} for t in tasks]
+    m = evaluate.evaluate_samples(tasks, samples, [1], executor, progress=False, chat=True)
+    assert m["pass_at_k"]["pass@1"] == 1.0
+    m = evaluate.evaluate_samples(tasks, samples, [1], executor, progress=False)      # taken literally: prose
+    assert m["pass_at_k"]["pass@1"] == 0.0 and m["error_types"] == {"syntax_error": 1.0}
