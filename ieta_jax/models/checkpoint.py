@@ -151,7 +151,9 @@ def from_pretrained(path_or_hub_id: str, dtype: str = "float32", mesh: Mesh | No
 
     dtype: compute dtype; param_dtype: storage dtype (default: dtype). With `mesh`, every parameter is placed in
     its LOGICAL_RULES sharding directly from the memory-mapped file; without, on the default device.
-    `progress` (default: only for models >= 100M parameters) shows a tqdm bar over tensors. A RewardModel loaded from a causal-LM checkpoint gets a freshly initialised `score` head.
+    `progress` (default: only for models >= 100M parameters) shows a tqdm bar over tensors.
+    A RewardModel loaded from a causal-LM checkpoint gets a freshly initialised `score` head (normal, std
+    initializer_range, PRNG seed `seed`).
     """
     directory = _resolve_dir(path_or_hub_id)
     cfg = load_config(directory, dtype=dtype, param_dtype=param_dtype or dtype)
@@ -161,6 +163,9 @@ def from_pretrained(path_or_hub_id: str, dtype: str = "float32", mesh: Mesh | No
     graphdef, abstract_state = nnx.split(abstract)
     if mesh is not None:
         shardings = dict(nnx.to_flat_state(sharding.state_shardings(abstract_state, mesh)))
+    else:
+        local = SingleDeviceSharding(jax.local_devices()[0])
+        shardings = {path: local for path, _ in nnx.to_flat_state(abstract_state)}
     target_dtype = np.dtype(cfg.param_dtype)
     flat_abstract = dict(nnx.to_flat_state(abstract_state))
     values = {}
@@ -179,15 +184,15 @@ def from_pretrained(path_or_hub_id: str, dtype: str = "float32", mesh: Mesh | No
                              f"{expected[::-1] if transposed else expected}")
         view = weights[hf_name][hf_name]
         view = view.T if transposed else view
-        target = shardings[path] if mesh is not None else SingleDeviceSharding(jax.devices()[0])
+        target = shardings[path]
         values[path] = jax.make_array_from_callback(
             expected, target, lambda idx, v=view: np.asarray(v[idx], dtype=target_dtype))
     if missing:
         if model_class is RewardModel and missing == ["score.weight"]:
             log.warning("%s has no score.weight: initialising the reward head randomly", directory)
-            fresh = model_class(cfg, rngs=nnx.Rngs(seed)).score.kernel[...]
-            target = shardings[("score", "kernel")] if mesh is not None else SingleDeviceSharding(jax.devices()[0])
-            values[("score", "kernel")] = sharding._put_global(np.asarray(fresh), target)
+            fresh = cfg.initializer_range * jax.random.normal(jax.random.key(seed), (cfg.hidden_size, 1))
+            values[("score", "kernel")] = sharding._put_global(np.asarray(fresh, target_dtype),
+                                                               shardings[("score", "kernel")])
         else:
             raise ValueError(f"{directory}: checkpoint lacks tensors {missing[:8]}"
                              f"{' ...' if len(missing) > 8 else ''} required by model_type={cfg.model_type!r}")
