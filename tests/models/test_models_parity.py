@@ -100,7 +100,8 @@ def test_reward_model_from_causal_lm_checkpoint(hf_checkpoints):
     """The backbone comes from the LM checkpoint; the missing score head is initialised (not an error)."""
     lm = models.from_pretrained(hf_checkpoints["llama"])
     rm = models.from_pretrained(hf_checkpoints["llama"], model_class=models.RewardModel)
-    np.testing.assert_array_equal(rm.model.layers[1].mlp.down_proj.kernel[...], lm.model.layers[1].mlp.down_proj.kernel[...])
+    np.testing.assert_array_equal(rm.model.layers[1].mlp.down_proj.kernel[...],
+                                  lm.model.layers[1].mlp.down_proj.kernel[...])
     ids, mask, _ = padded_batch(seed=8, left=True)
     rewards = np.asarray(rm(ids, mask))
     assert rewards.shape == (3,) and np.all(np.isfinite(rewards)) and np.ptp(rewards) > 0
