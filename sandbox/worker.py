@@ -241,13 +241,13 @@ class Worker:
                 kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        kill_descendants()
         if status is None:
             try:
                 _, status, ru = os.wait4(pid, 0)
                 cpu_s = ru.ru_utime + ru.ru_stime
             except ChildProcessError:
                 status = None
+        kill_descendants()
         for fd in bufs:
             if fd in open_fds:
                 os.set_blocking(fd, False)
