@@ -85,6 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.dpo.loss_type = "sigmoid"  # sigmoid | ipo | hinge | robust
     c.dpo.label_smoothing = 0.0
     c.dpo.max_pairs_per_task = 8
+    c.dpo.sft_weight = 0.0        # + weight x NLL of the chosen completion (RPO); 0 = plain DPO
 
     # RLAIF: reward model on the pairs, then group-relative RL against it.
     c.rlaif = ml_collections.ConfigDict()
@@ -197,6 +198,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _require(c.dpo.loss_type in LOSS_TYPES, "dpo.loss_type", f"must be one of {LOSS_TYPES}", c.dpo.loss_type)
     _require(0.0 <= c.dpo.label_smoothing < 0.5, "dpo.label_smoothing", "must be in [0, 0.5)",
              c.dpo.label_smoothing)
+    _require(c.dpo.sft_weight >= 0.0, "dpo.sft_weight", "must be >= 0", c.dpo.sft_weight)
     _require(isinstance(c.dpo.max_pairs_per_task, int) and c.dpo.max_pairs_per_task >= 1,
              "dpo.max_pairs_per_task", "must be an integer >= 1", c.dpo.max_pairs_per_task)
 

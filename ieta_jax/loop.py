@@ -139,6 +139,8 @@ class Experiment:
 
         c = self.config
         base.check_devices(c, jax.device_count())
+        if c.method in ("dpo", "all"):
+            self._dpo_extra()  # fail now, not after the warm start
         self.mesh = sharding.make_mesh(data=c.mesh.data, fsdp=c.mesh.fsdp, tensor=c.mesh.tensor)
         log.info("devices: %d x %s, mesh %s", jax.device_count(), jax.devices()[0].platform, dict(self.mesh.shape))
         self._check_config_file()
@@ -393,7 +395,8 @@ class Experiment:
         cfg = DPOConfig(batch_size=c.batch_size, max_length=self._max_length(), pad_token_id=self.pad_id,
                         optim=self._optim(c.learning_rate, c.train_steps * c.num_iterations), seed=c.seed,
                         save_every=max(10, c.train_steps // 2), keep_checkpoints=c.checkpoint_keep,
-                        beta=c.dpo.beta, loss_type=c.dpo.loss_type, label_smoothing=c.dpo.label_smoothing)
+                        beta=c.dpo.beta, loss_type=c.dpo.loss_type, label_smoothing=c.dpo.label_smoothing,
+                        **self._dpo_extra())
         trainer = DPOTrainer(self._load_policy(), cfg, mesh=self.mesh, workdir=os.path.join(method_dir, "policy"),
                              writer=self._writer("dpo"))
         rows = trainer.fit(pairs, c.train_steps) if pairs else []
@@ -401,6 +404,19 @@ class Experiment:
         trainer.close()
         return {"loss": [r["train/loss"] for r in rows],
                 "accuracy": [r.get("rewards/accuracies") for r in rows]}
+
+    def _dpo_extra(self) -> dict:
+        """Optional DPO settings that only newer trainers have (checked, so a config never silently drops one)."""
+        import dataclasses as dc
+
+        from ieta_jax.trainers import DPOConfig
+
+        fields = {f.name for f in dc.fields(DPOConfig)}
+        if self.config.dpo.sft_weight > 0:
+            if "sft_weight" not in fields:
+                raise ValueError("config.dpo.sft_weight > 0 needs a DPOConfig with an sft_weight field")
+            return {"sft_weight": self.config.dpo.sft_weight}
+        return {}
 
     def _save_policy(self, it_dir: str) -> None:
         """The trained policy of this iteration as a HF checkpoint (loadable by transformers), written atomically."""

@@ -14,16 +14,21 @@ EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 
 
-def train_tokenizer(texts: Iterable[str], out_dir: str, *, vocab_size: int = 1024, min_frequency: int = 2):
+def train_tokenizer(texts: Iterable[str], out_dir: str, *, vocab_size: int = 1024, min_frequency: int = 2,
+                    individual_digits: bool = True):
     """Train byte-level BPE on ``texts`` and save it to ``out_dir``; returns the HF tokenizer.
 
     Byte-level means every string round-trips exactly (indentation and newlines included), which
-    matters for Python; the 256 byte symbols are always in the vocabulary.
+    matters for Python; the 256 byte symbols are always in the vocabulary. ``individual_digits``
+    splits numbers into digits (as Llama and Qwen do), so a number never seen in training is still
+    made of familiar tokens and a small model can copy it from a docstring into code digit by digit.
     """
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                         if individual_digits else byte_level)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -21,6 +21,8 @@ def test_trained_tokenizer_loads_with_autotokenizer_and_round_trips(tmp_path):
     assert tok.decode(tok(odd)["input_ids"]) == odd
     # Merges learned from code: an indented `return` is far fewer tokens than its bytes.
     assert len(tok("        return result\n")["input_ids"]) <= 6
+    # Numbers are split into digits, so unseen numbers are made of familiar tokens.
+    assert tok.tokenize("x + 1234") == ["x", "Ġ+", "Ġ", "1", "2", "3", "4"]
     # No BOS/EOS is added implicitly: prompts end exactly where the text ends.
     ids = tok("def f(x):\n")["input_ids"]
     assert tok.eos_token_id not in ids
