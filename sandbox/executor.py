@@ -6,6 +6,7 @@ crashes or hangs is retried once on a fresh worker, then reported as `sandbox_er
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import queue
 import sys
 import threading
@@ -74,7 +75,8 @@ class Executor:
         for t in self._threads:
             t.start()
         # Runs on close(), on garbage collection, or at interpreter exit (finalize's atexit hook).
-        self._finalizer = weakref.finalize(self, Executor._shutdown, self._queue, self._threads, self.backend)
+        self._finalizer = weakref.finalize(self, Executor._shutdown, self._queue, self._threads, self.backend,
+                                           os.getpid())
 
     # public API -------------------------------------------------------------
     def submit(self, request: dict) -> cf.Future:
@@ -110,7 +112,9 @@ class Executor:
 
     # internals --------------------------------------------------------------
     @staticmethod
-    def _shutdown(q, threads, backend):
+    def _shutdown(q, threads, backend, owner_pid):
+        if os.getpid() != owner_pid:
+            return  # a forked copy of the caller must not tear down the parent's sandboxes
         # Requests not started yet are cancelled; running ones finish (bounded by their timeouts).
         while True:
             try:

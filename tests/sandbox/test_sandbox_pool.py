@@ -126,3 +126,15 @@ def test_close_cancels_requests_not_started():
     assert all(f.cancelled() for f in futs[2:])
     with pytest.raises(cf.CancelledError):
         futs[-1].result()
+
+
+def test_forked_copy_of_the_caller_does_not_tear_down_the_pool():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with Executor(backend="process", workers=1) as ex:
+            pid = os.fork()
+            if pid == 0:
+                ex.close()   # e.g. atexit in a forked helper process
+                os._exit(0)
+            os.waitpid(pid, 0)
+            assert ex.run([OK])[0].status == "passed"
