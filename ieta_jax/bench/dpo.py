@@ -15,6 +15,8 @@ hidden x seq) x tokens / step time / peak, where the device's bf16 peak is known
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import tempfile
 import time
@@ -27,6 +29,12 @@ from ieta_jax import models, optim, sharding
 from ieta_jax.bench.model import PRESETS
 from ieta_jax.trainers import DPOConfig, DPOTrainer, PreferencePair
 from ieta_jax.trainers.base import device_peak_flops
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads (a load-independent measure of work)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def make_pairs(vocab: int, n: int, prompt_len: int, completion_len: int, eos: int, seed: int = 0):
@@ -130,21 +138,29 @@ def main(argv=None):
         steps["trl"], _, torch_v = build_trl(cfg, pairs, args)
     # Interleave the two so both see the same machine load; the first `warmup` rounds are not timed.
     times = {k: [] for k in steps}
+    cpu = {k: [] for k in steps}
     for i in range(args.warmup + args.steps):
         for k, fn in steps.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu_seconds()
             fn()
             if i >= args.warmup:
                 times[k].append(time.perf_counter() - t0)
+                cpu[k].append(_cpu_seconds() - c0)
     ours = statistics.median(times["ours"])
-    rows = [("ieta_jax DPOTrainer (JAX)", ours)]
+    rows = [("ieta_jax DPOTrainer (JAX)", ours, statistics.median(cpu["ours"]))]
     if "trl" in steps:
-        rows.append((f"TRL {trl.__version__} DPOTrainer (torch {torch_v}, CPU)", statistics.median(times["trl"])))
-    print(f"\n| implementation | step time (s) | tokens/s |\n|---|---|---|")
-    for name, s in rows:
-        print(f"| {name} | {s:.4f} | {tokens / s:,.0f} |")
+        rows.append((f"TRL {trl.__version__} DPOTrainer (torch {torch_v}, CPU)", statistics.median(times["trl"]),
+                     statistics.median(cpu["trl"])))
+    print(f"\n| implementation | step time (s) | tokens/s | CPU-seconds/step (all threads) |\n|---|---|---|---|")
+    for name, s, c in rows:
+        print(f"| {name} | {s:.4f} | {tokens / s:,.0f} | {c:.3f} |")
     if len(rows) == 2:
-        print(f"\nratio ours / TRL tokens/s: {rows[1][1] / ours:.2f}x (target >= 1.5x)")
+        print(f"\nratio ours / TRL tokens/s: {rows[1][1] / ours:.2f}x (target >= 1.5x); "
+              f"CPU-time ratio TRL / ours: {rows[1][2] / rows[0][2]:.2f}x")
+    load = os.getloadavg()[0]
+    if load > os.cpu_count():
+        print(f"warning: load average {load:.1f} on {os.cpu_count()} CPUs during the run; wall-clock figures are "
+              f"distorted by other processes (the interleaving spreads it over both sides)")
     peak = device_peak_flops(dev)
     if peak:
         mfu = step_flops(cfg, args.batch, seq) / ours / (peak * jax.device_count())
