@@ -5,9 +5,10 @@ so a request runs exactly as it would locally and gets the same verdict. The dri
 `RayBackend` plugs into `Executor` through the object-backend interface of backends.py: the
 Executor's slots become *lanes*, each carrying one request at a time to an actor.
 
-- Placement: one actor per alive node (sized to the node's CPUs), or `num_actors` actors of
-  `workers_per_actor` sandboxes each; `node_resource` restricts the fleet to nodes that declare that
-  custom resource (e.g. the hosts of a TPU pod started with `ray start --resources='{"sandbox_host": 1}'`).
+- Placement: one actor per alive node (reserving the node's CPUs), or `num_actors` actors of
+  `cpus_per_actor` CPUs each, spread. An actor runs as many sandboxes per reserved CPU as the local
+  backend runs per core (or `workers_per_actor`). `node_resource` restricts the fleet to nodes that
+  declare that custom resource (e.g. the hosts of a TPU pod started with `ray start --resources='{"sandbox_host": 1}'`).
 - Load balancing with backpressure: a lane sends its request to the least loaded live actor that has
   fewer than `max_in_flight_per_actor` requests outstanding (default twice its sandboxes, so its pool
   never idles while results travel back), and otherwise waits its turn (first come, first served).
@@ -60,11 +61,14 @@ _ACTOR_LOST = tuple(getattr(ray.exceptions, n) for n in
 class SandboxHost:
     """Ray actor: a local sandbox Executor on one node. Requests arrive already normalized."""
 
-    def __init__(self, backend: str, workers: int, memory_mb: int):
+    def __init__(self, backend: str, workers: int | None, cpus: int, memory_mb: int):
         import socket
 
-        from .executor import Executor
-        self._executor = Executor(backend=backend, workers=workers, memory_mb=memory_mb)
+        from .executor import Executor, make_backend
+        local = make_backend(backend, memory_mb)
+        if workers is None:  # the local backend's sandboxes-per-core ratio, applied to the CPUs reserved
+            workers = max(1, round(cpus * local.default_workers() / (os.cpu_count() or 1)))
+        self._executor = Executor(backend=local, workers=workers, memory_mb=memory_mb)
         self._info = {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
                       "pid": os.getpid(), "workers": workers, "isolation": self._executor.backend.isolation}
 
@@ -85,8 +89,8 @@ _RemoteSandboxHost = ray.remote(max_restarts=0)(SandboxHost)
 class _Actor:
     handle: object
     spec: dict                   # options this actor was created with (for its replacement)
-    workers: int
-    cap: int                     # most requests in flight at once
+    workers: int = 0             # sandboxes (known once the actor is up)
+    cap: int = 0                 # most requests in flight at once
     node_id: str = ""
     hostname: str = ""
     in_flight: int = 0
@@ -118,24 +122,27 @@ class RayBackend:
         does); "auto" joins the cluster running on this node; "host:port" joins that cluster's GCS
         from one of its nodes; "ray://host:10001" connects through Ray Client from outside it.
         If Ray is already initialized in this process it is reused as is.
-      workers_per_actor: sandboxes per actor (= CPUs it reserves). Default: the node's CPUs in
-        one-actor-per-node mode, 1 with `num_actors`.
       num_actors: None = one actor per alive node with CPUs; an int = that many actors, spread.
+      cpus_per_actor: Ray CPUs each actor reserves. Default: all of its node's in one-actor-per-node
+        mode, 1 with `num_actors`.
+      workers_per_actor: sandboxes per actor. Default: the local backend's per-core default
+        (gVisor: 2) x cpus_per_actor.
       node_resource: only nodes declaring this custom resource host actors.
-      max_in_flight_per_actor: backpressure bound (default 2 x workers_per_actor).
+      max_in_flight_per_actor: backpressure bound (default 2 x the actor's sandboxes).
       inner_backend: the local backend inside each actor ("gvisor", or "process" - unisolated).
       ship_code: send this package to the actors with the job's runtime_env (so cluster nodes need
         Python, Ray and runsc but not this checkout).
       startup_timeout_s: how long actors may take to start (placement + first sandbox).
     """
 
-    def __init__(self, memory_mb: int = 512, ray_address: str | None = None, workers_per_actor: int | None = None,
-                 num_actors: int | None = None, node_resource: str | None = None,
+    def __init__(self, memory_mb: int = 512, ray_address: str | None = None, num_actors: int | None = None,
+                 cpus_per_actor: int | None = None, workers_per_actor: int | None = None, node_resource: str | None = None,
                  max_in_flight_per_actor: int | None = None, inner_backend: str = "gvisor",
                  ship_code: bool = True, startup_timeout_s: float = 300.0):
         if inner_backend not in ("gvisor", "process"):
             raise ValueError(f"inner_backend must be 'gvisor' or 'process', got {inner_backend!r}")
         for name, v in (("workers_per_actor", workers_per_actor), ("num_actors", num_actors),
+                        ("cpus_per_actor", cpus_per_actor),
                         ("max_in_flight_per_actor", max_in_flight_per_actor)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be an int >= 1 or None, got {v!r}")
@@ -153,13 +160,13 @@ class RayBackend:
         self._closed = False
         self._owns_ray = init_ray(ray_address, ship_code)
         try:
-            self._start_fleet(workers_per_actor, num_actors, node_resource)
+            self._start_fleet(num_actors, cpus_per_actor, workers_per_actor, node_resource)
         except BaseException:
             self.close()
             raise
 
     # ---------------------------------------------------------------- fleet
-    def _start_fleet(self, workers_per_actor, num_actors, node_resource) -> None:
+    def _start_fleet(self, num_actors, cpus_per_actor, workers_per_actor, node_resource) -> None:
         nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1
                  and (node_resource is None or n["Resources"].get(node_resource, 0) > 0)]
         if not nodes:
@@ -169,11 +176,11 @@ class RayBackend:
         specs = []
         if num_actors is None:
             for n in nodes:
-                w = workers_per_actor or int(n["Resources"]["CPU"])
-                specs.append({"num_cpus": w, "node_id": n["NodeID"], "node_resource": node_resource})
+                specs.append({"num_cpus": cpus_per_actor or int(n["Resources"]["CPU"]), "workers": workers_per_actor,
+                              "node_id": n["NodeID"], "node_resource": node_resource})
         else:
-            w = workers_per_actor or 1
-            specs = [{"num_cpus": w, "node_id": None, "node_resource": node_resource} for _ in range(num_actors)]
+            specs = [{"num_cpus": cpus_per_actor or 1, "workers": workers_per_actor, "node_id": None,
+                      "node_resource": node_resource} for _ in range(num_actors)]
         actors = [self._create(spec, soft=False) for spec in specs]
         refs = [a.handle.info.remote() for a in actors]
         ready, pending = ray.wait(refs, num_returns=len(refs), timeout=self.startup_timeout_s)
@@ -182,7 +189,7 @@ class RayBackend:
                 ray.kill(a.handle)
             raise RuntimeError(f"{len(pending)} of {len(refs)} sandbox actors did not start within "
                                f"{self.startup_timeout_s:.0f}s (not enough free CPUs on the chosen nodes? "
-                               f"specs: {[s['num_cpus'] for s in specs]} CPUs each)")
+                               f"CPUs asked per actor: {[s['num_cpus'] for s in specs]})")
         for a, ref in zip(actors, refs):
             try:
                 info = ray.get(ref)
@@ -190,24 +197,28 @@ class RayBackend:
                 for b in actors:
                     ray.kill(b.handle)
                 raise RuntimeError(f"a sandbox actor failed to start: {_cause(e)}") from None
-            a.node_id, a.hostname = info["node_id"], info["hostname"]
+            self._set_info(a, info)
         with self._cond:
             self._actors.extend(actors)
         log.info("sandbox fleet: %d actors on %d nodes, %d sandboxes", len(actors),
                  len({a.node_id for a in actors}), sum(a.workers for a in actors))
 
     def _create(self, spec: dict, soft: bool) -> _Actor:
-        cap = self.max_in_flight_per_actor or 2 * spec["num_cpus"]
-        opts = {"num_cpus": spec["num_cpus"], "max_concurrency": cap + 16}
+        opts = {"num_cpus": spec["num_cpus"], "max_concurrency": max(1000, (self.max_in_flight_per_actor or 0) + 16)}
         if spec["node_resource"]:
             opts["resources"] = {spec["node_resource"]: 0.001}
         if spec["node_id"]:
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(spec["node_id"], soft=soft)
         else:
             opts["scheduling_strategy"] = "SPREAD"
-        handle = _RemoteSandboxHost.options(**opts).remote(self.inner_backend, spec["num_cpus"], self.memory_mb)
+        handle = _RemoteSandboxHost.options(**opts).remote(self.inner_backend, spec["workers"], spec["num_cpus"],
+                                                           self.memory_mb)
         self._count("actors_started")
-        return _Actor(handle=handle, spec=spec, workers=spec["num_cpus"], cap=cap)
+        return _Actor(handle=handle, spec=spec)
+
+    def _set_info(self, actor: _Actor, info: dict) -> None:
+        actor.node_id, actor.hostname, actor.workers = info["node_id"], info["hostname"], info["workers"]
+        actor.cap = self.max_in_flight_per_actor or 2 * actor.workers
 
     def _count(self, key: str) -> None:
         with self._cond:
@@ -256,7 +267,7 @@ class RayBackend:
             if self._closed:
                 raise WorkerCrashed("closed")
             info = ray.get(new.handle.info.remote(), timeout=self.startup_timeout_s)
-            new.node_id, new.hostname = info["node_id"], info["hostname"]
+            self._set_info(new, info)
         except BaseException as e:  # incl. the SystemExit ray.get raises when Ray shuts down under it
             if not self._closed:
                 log.error("could not replace the lost sandbox actor: %s", _cause(e))
@@ -410,8 +421,8 @@ def bench_rows(requests: list[dict], measure, workers: int = 2, rounds: int = 3)
 
     from .executor import Executor
     load0 = os.getloadavg()[0]
-    # Logical CPUs for both fleets at once (Ray CPUs are a placement budget, not a core pinning).
-    owns = init_ray(num_cpus=2 * workers, log_to_driver=False)
+    # Enough logical CPUs for both fleets at once (Ray CPUs are a placement budget, not a core pinning).
+    owns = init_ray(num_cpus=3, log_to_driver=False)
     runners = []   # (name, actors, sandboxes, executor, startup seconds)
     try:
         with contextlib.ExitStack() as stack:
@@ -420,7 +431,7 @@ def bench_rows(requests: list[dict], measure, workers: int = 2, rounds: int = 3)
             runners.append(("local gVisor pool", "-", workers, ex, time.perf_counter() - t0))
             for actors in (1, 2):
                 t0 = time.perf_counter()
-                fleet = RayBackend(num_actors=actors, workers_per_actor=workers // actors)
+                fleet = RayBackend(num_actors=actors, cpus_per_actor=1, workers_per_actor=workers // actors)
                 ex = stack.enter_context(Executor(backend=fleet))
                 runners.append((f"ray, {actors} local actor{'s' * (actors > 1)}", actors,
                                 actors * (workers // actors), ex, time.perf_counter() - t0))

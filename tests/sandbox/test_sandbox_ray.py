@@ -160,23 +160,26 @@ def test_ray_one_actor_per_node_and_node_resource(ray_cluster, tmp_path):
     from sandbox.ray_backend import RayBackend
     with pytest.raises(RuntimeError, match="'tpu_host'"):
         RayBackend(node_resource="tpu_host")
-    # Default placement: one actor per node, a sandbox per CPU it has.
+    # Default placement: one actor per node, with as many sandboxes per CPU as the local gVisor pool.
+    from sandbox.gvisor import GVisorBackend
+    per_cpu = GVisorBackend.default_workers(None) // (os.cpu_count() or 1)
     fleet = RayBackend(memory_mb=MEMORY_MB)
     try:
         load = fleet.load()
-        assert len({a["node_id"] for a in load}) == 2 and [(a["workers"], a["cap"]) for a in load] == [(1, 2)] * 2
+        assert len({a["node_id"] for a in load}) == 2
+        assert [(a["workers"], a["cap"]) for a in load] == [(per_cpu, 2 * per_cpu)] * 2, load
     finally:
         fleet.close()
     # Only the nodes with the resource (the "pod hosts"): here the head node. Through the CLI.
     inp, out = tmp_path / "req.jsonl", tmp_path / "res.jsonl"
     inp.write_text("".join(json.dumps(MIXED[k][0]) + "\n" for k in ("pass", "syntax", "stdio")))
     assert cli.main(["run", "--in", str(inp), "--out", str(out), "--backend", "ray", "--ray_node_resource",
-                     "sandbox_host", "--timeout_s", str(TIMEOUT_S), "--memory_mb", str(MEMORY_MB),
-                     "--no_progress"]) == 0
+                     "sandbox_host", "--workers", "1", "--timeout_s", str(TIMEOUT_S),
+                     "--memory_mb", str(MEMORY_MB), "--no_progress"]) == 0
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [(d["id"], d["status"], d["isolation"]) for d in lines] == [
         ("pass", "passed", "gvisor"), ("syntax", "syntax_error", "gvisor"), ("stdio", "passed", "gvisor")]
-    fleet = RayBackend(memory_mb=MEMORY_MB, node_resource="sandbox_host")
+    fleet = RayBackend(memory_mb=MEMORY_MB, node_resource="sandbox_host", workers_per_actor=1)
     try:
         [actor] = fleet.load()
         head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("sandbox_host"))
