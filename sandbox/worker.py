@@ -23,16 +23,16 @@ import time
 
 try:
     from . import harness
-except ImportError:
+    from .schema import OUTPUT_CAP_CHARS, OUTPUT_LIMIT_BYTES
+except ImportError:  # loaded flat inside the sandbox
     import harness
+    from schema import OUTPUT_CAP_CHARS, OUTPUT_LIMIT_BYTES
 
 try:
     import resource
 except ImportError:  # pragma: no cover - non-Unix
     resource = None
 
-OUTPUT_CAP_CHARS = 4096          # mirrors schema.OUTPUT_CAP_CHARS
-OUTPUT_LIMIT_BYTES = 1 << 20      # mirrors schema.OUTPUT_LIMIT_BYTES
 SCRATCH_FILE_LIMIT = 16 << 20     # RLIMIT_FSIZE: largest file a program may write
 CHILD_NPROC = 32                  # RLIMIT_NPROC for the unprivileged child uid
 EXIT_GRACE_S = 0.2                # after the child exits, how long stray holders of its pipes may keep them open
