@@ -248,23 +248,6 @@ def _norm_output(s: str) -> list:
     return lines
 
 
-class _OutputLimit(_BaseException):
-    pass
-
-
-class _CappedBytes(io.BytesIO):
-    def __init__(self, limit: int):
-        super().__init__()
-        self.limit = limit
-        self.overflow = False
-
-    def write(self, b):
-        if self.tell() + _len(b) > self.limit:
-            self.overflow = True
-            raise _OutputLimit("output limit exceeded")
-        return super().write(b)
-
-
 def run(request: dict, fd: int, nonce: str, output_limit: int) -> None:
     """Entry point in the child; never returns."""
     rep = _Reporter(fd, nonce)
@@ -343,15 +326,25 @@ def _run(req: dict, emit, output_limit: int) -> None:
             tracer.record_exception(e)
         return exc
 
-    # 3a. stdio: the whole program runs once per case with its own stdin/stdout
+    # 3a. stdio: the whole program runs once per case. fds 0 and 1 themselves are pointed at per-case
+    # files in the scratch dir, so input(), sys.stdin(.buffer), open(0), print, sys.stdout.buffer and
+    # os.write(1, ...) all see the case's stdin and land in the captured output.
     if kind == "stdio":
         real_in, real_out = sys.stdin, sys.stdout
+        scratch = os.getcwd()
+        saved_out, saved_in = os.dup(1), os.dup(0)
         for i, case in enumerate(test["cases"]):
             builtins.__dict__.clear()
             builtins.__dict__.update(clean_builtins)
-            out = _CappedBytes(output_limit)
-            sys.stdin = io.TextIOWrapper(io.BytesIO(case["input"].encode()), encoding="utf-8")
-            wrapper = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+            in_path, out_path = os.path.join(scratch, f".stdin-{i}"), os.path.join(scratch, f".stdout-{i}")
+            with open(in_path, "wb") as f:
+                f.write(case["input"].encode())
+            for path, target, flags in ((in_path, 0, os.O_RDONLY), (out_path, 1, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+                fd = os.open(path, flags, 0o600)
+                os.dup2(fd, target)
+                os.close(fd)
+            sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
+            wrapper = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8")
             sys.stdout = wrapper
             exc = None
             ns = {"__name__": "__main__", "__builtins__": builtins}
@@ -366,23 +359,34 @@ def _run(req: dict, emit, output_limit: int) -> None:
             except _SystemExit as e:
                 if e.code not in (None, 0):
                     exc = failure(_describe(e, test_code=False), e)
-            except _OutputLimit as e:
-                exc = failure({"type": "OutputLimitExceeded", "message": f"case {i}: more than {output_limit} bytes",
-                               "line": _solution_line(e.__traceback__), "kind": "error"}, None)
             except _BaseException as e:
                 exc = failure(_describe(e, test_code=False), e)
             finally:
                 try:
                     wrapper.flush()
-                    wrapper.detach()  # keep `out` open: a collected wrapper would close it
                 except _BaseException:
                     pass
+                os.dup2(saved_out, 1)
+                os.dup2(saved_in, 0)
                 sys.stdin, sys.stdout = real_in, real_out
-            if exc is None and out.overflow:
+            try:
+                with open(out_path, "rb") as f:
+                    raw = f.read(output_limit + 1)
+                os.unlink(out_path)
+                os.unlink(in_path)
+            except OSError as e:  # the program removed or replaced its own output file
+                raw = b""
+                exc = exc or {"type": _type(e).__name__, "message": f"case {i}: output lost: {_safe_str(e)}",
+                              "line": None, "kind": "error"}
+            try:
+                _write(1, raw[:4096])  # the captured case output also shows up in Result.stdout
+            except OSError:
+                pass
+            if _len(raw) > output_limit:  # also when the write then failed (EFBIG under RLIMIT_FSIZE)
                 exc = {"type": "OutputLimitExceeded", "message": f"case {i}: more than {output_limit} bytes",
                        "line": None, "kind": "error"}
             if exc is None:
-                got = out.getvalue().decode("utf-8", "replace")
+                got = raw.decode("utf-8", "replace")
                 if _norm_output(got) == _norm_output(case["output"]):
                     passed += 1
                     emit({"t": "case", "i": i, "ok": True})

@@ -154,3 +154,21 @@ def test_results_in_request_order_and_imap(executor):
 def test_invalid_requests_are_rejected_with_the_field(process_executor, bad, match):
     with pytest.raises(RequestError, match=match):
         process_executor.submit(bad)
+
+
+def test_stdio_every_input_and_output_path(executor):
+    # open(0) is a fresh file object on fd 0 that buffers the whole input, so mixing it with sys.stdin
+    # is undefined in CPython too; run each reader on its own instead
+    readers = {
+        "open0": "print(sum(map(int, open(0).read().split())))\n",
+        "buffer": "import sys\nprint(sum(map(int, sys.stdin.buffer.read().split())))\n",
+        "input": "print(int(input()) + int(input()) + int(input()))\n",
+        "oswrite": "import os, sys\nos.write(1, str(sum(map(int, sys.stdin.read().split()))).encode())\n",
+    }
+    cases = [{"input": "1\n2\n3\n", "output": "6\n"}, {"input": "4\n5\n6", "output": "15"}]
+    reqs = [{"id": k, "solution": v, "test": {"kind": "stdio", "cases": cases}} for k, v in readers.items()]
+    for r in executor.run(reqs):
+        assert (r.id, r.status, r.tests_passed) == (r.id, "passed", 2), (r.error_type, r.error_message)
+    [r] = executor.run([{"id": "flood", "solution": "while True:\n    print('z' * 10000)\n", "timeout_s": 5,
+                         "test": {"kind": "stdio", "cases": [{"input": "", "output": ""}]}}])
+    assert (r.status, r.error_type) == ("error", "OutputLimitExceeded"), r.error_message
