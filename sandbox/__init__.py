@@ -11,6 +11,7 @@ Requests and results follow the JSONL schema of `python -m sandbox run` (see sch
 from .schema import (OUTPUT_CAP_CHARS, STATUSES, TEST_KINDS, RequestError, Result, parse_request)
 from .backends import ProcessBackend, WorkerCrashed
 from .executor import Executor, make_backend
+from .gvisor import GVisorUnavailable
 
 __all__ = ["Executor", "Result", "RequestError", "parse_request", "STATUSES", "TEST_KINDS",
-           "OUTPUT_CAP_CHARS", "ProcessBackend", "WorkerCrashed", "make_backend"]
+           "OUTPUT_CAP_CHARS", "ProcessBackend", "WorkerCrashed", "make_backend", "GVisorUnavailable"]
