@@ -23,98 +23,98 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
     # What to run.
-    c.method = "all"            # baseline | dpo | rlaif | all (the three from one starting policy)
+    c.method = "all"            # baseline / dpo / rlaif / all (the three from one starting policy)
     c.num_iterations = 2        # feedback iterations per method
-    c.seed = 0
+    c.seed = 0                  # seeds the model init, data order, sampling and the synthetic suite
     c.debug = False             # verbose logging, per-sample programs in the log
 
     # Tasks.
-    c.dataset = "synthetic"     # synthetic | humaneval | mbpp | apps | a local JSONL/parquet path
+    c.dataset = "synthetic"     # held-out tasks: synthetic / humaneval / mbpp / apps / a local JSONL or parquet file
     c.train_dataset = ""        # dataset of the feedback (train) tasks; "" = the same as `dataset`
     c.train_split = "train"     # split sampled for feedback
     c.eval_split = "test"       # held-out split for evaluation
     c.num_train_tasks = 0       # 0 = every task of the split
     c.num_eval_tasks = 0        # 0 = every task of the split
-    c.prompt_format = "completion"  # completion | chat (the tokenizer's chat template)
+    c.prompt_format = "completion"  # completion / chat (the tokenizer's chat template, fenced-code extraction)
 
     # Policy model: "tiny" (embedded, trained here) or a HF checkpoint dir / hub id.
-    c.model = "tiny"
+    c.model = "tiny"            # "tiny" (embedded, trained here) or a HF checkpoint dir / hub id in the local cache
     c.dtype = "float32"         # compute dtype
     c.param_dtype = "float32"   # master weights and optimizer state
     c.max_prompt_len = 256      # prompts are left-truncated to this many tokens
-    c.max_new_tokens = 128
+    c.max_new_tokens = 128      # generation length limit per completion
 
     # The embedded tiny model (used when model == "tiny").
     c.tiny = ml_collections.ConfigDict()
     c.tiny.vocab_size = 1024    # BPE vocabulary trained on the synthetic corpus
-    c.tiny.hidden_size = 128
-    c.tiny.intermediate_size = 384
-    c.tiny.num_layers = 2
-    c.tiny.num_heads = 4
-    c.tiny.num_kv_heads = 2
-    c.tiny.max_position_embeddings = 512
+    c.tiny.hidden_size = 128    # tiny Llama width
+    c.tiny.intermediate_size = 384  # SwiGLU hidden size
+    c.tiny.num_layers = 2       # decoder layers
+    c.tiny.num_heads = 4        # attention heads
+    c.tiny.num_kv_heads = 2     # key/value heads (grouped-query attention)
+    c.tiny.max_position_embeddings = 512  # must cover max_prompt_len + max_new_tokens
     c.tiny.solutions_per_task = 4  # warm-start corpus: solutions per synthetic train task
     c.tiny.bug_fraction = 0.5   # fraction of corpus solutions that carry realistic bugs
-    c.tiny.warm_start_steps = 400
-    c.tiny.warm_start_lr = 3e-3
-    c.tiny.warm_start_batch_size = 32
+    c.tiny.warm_start_steps = 400  # SFT steps of the warm start (once per workdir)
+    c.tiny.warm_start_lr = 3e-3    # SFT peak learning rate (warmup, cosine decay)
+    c.tiny.warm_start_batch_size = 32  # SFT examples per step
 
     # Sampling for feedback (train tasks) and evaluation (held-out tasks).
     c.num_samples = 8           # completions per train task per iteration (the group size G for RL)
     c.eval_num_samples = 10     # completions per held-out task; must be >= max(pass_at_k)
-    c.pass_at_k = (1, 10)
-    c.temperature = 0.8
-    c.top_p = 0.95
-    c.top_k = 0
-    c.eval_temperature = 0.8
+    c.pass_at_k = (1, 10)       # k values of the unbiased pass@k estimator
+    c.temperature = 0.8         # sampling temperature for feedback (and RL rollouts)
+    c.top_p = 0.95              # nucleus sampling (1 = off)
+    c.top_k = 0                 # top-k sampling (0 = off)
+    c.eval_temperature = 0.8    # sampling temperature for held-out evaluation
     c.sample_batch_size = 64    # sequences per generate() call; each batch goes to the sandbox at once
 
     # Optimisation shared by the trainers.
-    c.batch_size = 16
-    c.learning_rate = 1e-4
+    c.batch_size = 16           # pairs per DPO / reward-model step; completions per RL update
+    c.learning_rate = 1e-4      # policy learning rate (DPO and RL)
     c.train_steps = 50          # policy steps per iteration (DPO steps, or RL steps for RLAIF)
-    c.warmup_steps = 0
-    c.lr_schedule = "constant"  # cosine | linear | constant
-    c.weight_decay = 0.0
-    c.max_grad_norm = 1.0
-    c.grad_accum_steps = 1
+    c.warmup_steps = 0          # linear warmup steps of the policy optimizer
+    c.lr_schedule = "constant"  # cosine / linear / constant (decay over all iterations)
+    c.weight_decay = 0.0        # AdamW weight decay
+    c.max_grad_norm = 1.0       # global-norm gradient clipping
+    c.grad_accum_steps = 1      # micro-batches per optimizer update
 
     # DPO.
     c.dpo = ml_collections.ConfigDict()
-    c.dpo.beta = 0.1
-    c.dpo.loss_type = "sigmoid"  # sigmoid | ipo | hinge | robust
-    c.dpo.label_smoothing = 0.0
-    c.dpo.max_pairs_per_task = 8
+    c.dpo.beta = 0.1            # DPO temperature (strength of the KL anchor to the reference)
+    c.dpo.loss_type = "sigmoid"  # sigmoid / ipo / hinge / robust
+    c.dpo.label_smoothing = 0.0  # conservative DPO / robust DPO noise rate
+    c.dpo.max_pairs_per_task = 8  # preference pairs kept per task per iteration (DPO and reward model)
     c.dpo.sft_weight = 0.0        # + weight x NLL of the chosen completion (RPO); 0 = plain DPO
 
     # RLAIF: reward model on the pairs, then group-relative RL against it.
     c.rlaif = ml_collections.ConfigDict()
-    c.rlaif.reward_steps = 50
-    c.rlaif.reward_learning_rate = 1e-4
+    c.rlaif.reward_steps = 50   # reward-model steps per iteration
+    c.rlaif.reward_learning_rate = 1e-4  # reward-model learning rate
     c.rlaif.kl_beta = 0.05        # KL-to-reference coefficient (k3)
-    c.rlaif.clip_eps = 0.2
-    c.rlaif.inner_epochs = 1
+    c.rlaif.clip_eps = 0.2      # PPO ratio clip
+    c.rlaif.inner_epochs = 1    # PPO epochs over each rollout
     c.rlaif.scale_rewards = True  # divide advantages by the group std
     c.rlaif.execution_reward_weight = 0.0  # add feedback.execution_reward x weight to the RM score
-    c.rlaif.prompts_per_step = 4
+    c.rlaif.prompts_per_step = 4  # train tasks per RL step (x num_samples completions each)
 
     # Sandbox fleet.
     c.sandbox = ml_collections.ConfigDict()
-    c.sandbox.backend = "gvisor"  # gvisor | process (unisolated, warns) | ray
+    c.sandbox.backend = "gvisor"  # gvisor / process (unisolated, warns) / ray
     c.sandbox.workers = 0         # 0 = one per CPU core
     c.sandbox.ray_address = ""    # for backend=ray: "auto" or host:port; "" starts a local Ray
     c.trace = True                # capture execution traces (stored with pairs and sample programs)
     c.timeout_s = 5.0             # maximum execution time per program
-    c.memory_mb = 512
+    c.memory_mb = 512           # memory limit per program
 
     # Device mesh (-1 = the rest of the devices).
     c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1
-    c.mesh.fsdp = 1
-    c.mesh.tensor = 1
+    c.mesh.data = -1            # data-parallel axis size
+    c.mesh.fsdp = 1             # fully-sharded data-parallel axis size
+    c.mesh.tensor = 1           # tensor-parallel axis size
 
     # Output.
-    c.checkpoint_keep = 2
+    c.checkpoint_keep = 2       # Orbax checkpoints kept per trainer
     c.num_text_samples = 4        # sample programs (with traces) written to TensorBoard per evaluation
     return c
 
