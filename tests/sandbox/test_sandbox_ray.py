@@ -155,6 +155,25 @@ def test_ray_killed_actor_mid_batch_loses_no_request(fleet2):
 
 
 @needs_runsc
+def test_ray_hung_actors_are_replaced_and_a_poison_request_is_a_sandbox_error(fleet2, monkeypatch):
+    # An actor that does not answer within the hang bound counts as lost; a request that loses two actors
+    # in a row is reported as sandbox_error (as one that kills two local sandboxes), and the fleet recovers.
+    monkeypatch.setattr(fleet2, "_hang_bound_s", lambda actor, timeout_s: 0.5)
+    slow = he("slow", "import time\ndef add(a, b):\n    time.sleep(2)\n    return a + b\n")
+    with Executor(backend=fleet2, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB) as ex:
+        [r] = ex.run([slow])
+        assert r.status == "sandbox_error" and "hung" in r.error_message, r.to_dict()
+        assert (fleet2.stats["actors_lost"], fleet2.stats["requests_retried"]) == (2, 2), fleet2.stats
+        monkeypatch.undo()
+        deadline = time.monotonic() + 120
+        while fleet2.stats["actors_replaced"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(fleet2.actors) == 2
+        again = ex.run([MIXED["pass"][0], MIXED["index"][0]])
+        assert [verdict(r) for r in again] == [MIXED["pass"][1], MIXED["index"][1]]
+
+
+@needs_runsc
 def test_ray_one_actor_per_node_and_node_resource(ray_cluster, tmp_path):
     from sandbox import cli
     from sandbox.ray_backend import RayBackend
