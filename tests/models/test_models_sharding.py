@@ -76,3 +76,21 @@ def test_two_processes_match_single_process(single_device_reference, tmp_path):
     for name, ref in ref_grads.items():
         np.testing.assert_allclose(result[name], ref, rtol=1e-4, atol=2e-6, err_msg=name)
     np.testing.assert_array_equal(result["tokens"], ref_tokens)
+
+
+def test_create_sharded_initialises_in_place_with_same_values():
+    from flax import nnx
+
+    from ieta_jax import models
+
+    cfg = models.ModelConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                             num_key_value_heads=2)
+    mesh = sharding.make_mesh(data=1, fsdp=4, tensor=2)
+    sharded = sharding.create_sharded(lambda: models.CausalLM(cfg, rngs=nnx.Rngs(3)), mesh)
+    plain = models.CausalLM(cfg, rngs=nnx.Rngs(3))
+    embed = sharded.model.embed_tokens.weight[...]
+    assert embed.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
+    assert embed.addressable_shards[0].data.shape == (64, 16)
+    for (path, a), (_, b) in zip(nnx.to_flat_state(nnx.state(sharded)), nnx.to_flat_state(nnx.state(plain))):
+        np.testing.assert_allclose(np.asarray(a.get_value()), np.asarray(b.get_value()), rtol=1e-6,
+                                   err_msg=str(path))
