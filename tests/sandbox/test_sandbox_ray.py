@@ -96,7 +96,8 @@ def fleet2(ray_cluster):
 
 @needs_runsc
 def test_ray_verdicts_identical_to_local_gvisor(fleet2, gvisor_executor):
-    requests = [req for req, _ in MIXED.values()]
+    # Limits set per request, so both executors run under the same ones whatever their defaults.
+    requests = [{"timeout_s": TIMEOUT_S, "memory_mb": MEMORY_MB, **req} for req, _ in MIXED.values()]
     local = {r.id: r for r in gvisor_executor.run(requests)}
     with Executor(backend=fleet2, timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB) as ex:
         streamed = list(ex.imap(requests))
