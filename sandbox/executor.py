@@ -148,9 +148,11 @@ class Executor:
                             worker, served = self.backend.start_worker(slot), 0
                         result = Result.from_dict(worker.execute(req, req["timeout_s"] + self.hang_slack_s))
                         served += 1
+                        if result.status == "sandbox_error":  # the worker itself failed: treat it as poisoned
+                            raise WorkerCrashed(f"worker error: {result.error_message}")
                         break
                     except Exception as e:  # WorkerCrashed, or the runtime failed to start a sandbox
-                        error = e
+                        error, result = e, None
                         if worker is not None:
                             _close_quietly(worker)
                             worker = None

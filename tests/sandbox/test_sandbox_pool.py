@@ -138,3 +138,21 @@ def test_forked_copy_of_the_caller_does_not_tear_down_the_pool():
                 os._exit(0)
             os.waitpid(pid, 0)
             assert ex.run([OK])[0].status == "passed"
+
+
+def test_poisoned_worker_is_replaced():
+    # A worker whose scratch root vanished reports an internal error: the slot replaces it and retries.
+    from sandbox import ProcessBackend
+
+    class Healing(ProcessBackend):  # a fresh worker gets a fresh scratch root
+        def start_worker(self, slot):
+            os.makedirs(self._scratch, exist_ok=True)
+            return super().start_worker(slot)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with Executor(backend=Healing(), workers=1) as ex:
+            assert ex.run([OK])[0].status == "passed"
+            os.rmdir(ex.backend._scratch)          # poison: mkdtemp in the running worker now fails
+            r = ex.run([dict(OK, id="after")])[0]
+            assert r.status == "passed", (r.status, r.error_message)
