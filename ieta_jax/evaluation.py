@@ -109,6 +109,8 @@ def summarize(results_by_task: Mapping[str, Sequence[Any]], ks: Sequence[int] = 
     if not results_by_task:
         raise ValueError("summarize: no tasks")
     ks = sorted(set(int(k) for k in ks))
+    if not ks or ks[0] < 1:
+        raise ValueError(f"summarize: ks must be positive integers, got {ks}")
     short = {tid: len(rs) for tid, rs in results_by_task.items() if len(rs) < max(ks)}
     if short:
         names = ", ".join(f"{t} ({n})" for t, n in list(short.items())[:5])

@@ -87,3 +87,5 @@ def test_summarize_averages_tasks_and_refuses_large_k():
     assert m["error_frequencies"]["IndexError"] == pytest.approx(3 / 6)
     with pytest.raises(ValueError, match="pass@4 needs at least 4 samples"):
         evaluation.summarize(by_task, ks=(1, 4))
+    with pytest.raises(ValueError, match="ks must be positive"):
+        evaluation.summarize(by_task, ks=())
