@@ -13,11 +13,11 @@ Executor's slots become *lanes*, each carrying one request at a time to an actor
   fewer than `max_in_flight_per_actor` requests outstanding (default twice its sandboxes, so its pool
   never idles while results travel back), and otherwise waits its turn (first come, first served).
 - Streaming: the Executor's futures complete as each actor call returns.
-- Failures: a call that fails because its actor or node died (or hangs past a generous bound) marks the
-  actor dead, starts a replacement (on the same node if it is still there, else wherever Ray finds
-  room) and raises WorkerCrashed; the Executor then retries the request once on another live actor, so
-  in-flight requests of a lost actor are not lost. A request that kills two actors in a row is
-  reported as `sandbox_error`, like a request that kills two local sandboxes.
+- Failures: an actor whose call fails because it or its node died, or that hangs past a generous
+  bound, is marked dead and replaced (on the same node if it is still there, else wherever Ray finds
+  room). The in-flight requests of a dead actor move to other live actors (up to MAX_ACTOR_DEATHS
+  times each), so none is lost. A hang counts against the request instead (WorkerCrashed: the
+  Executor retries it once, then reports `sandbox_error`, as for a request that hangs two local sandboxes).
 
 Where the fleet runs:
 - TPU pod hosts' own CPUs: start Ray on every host, marking them and leaving cores for the JAX process,
@@ -51,6 +51,8 @@ except ImportError as _e:  # pragma: no cover - exercised by a test that hides r
 from .backends import HANG_SLACK_S, STARTUP_TIMEOUT_S, WorkerCrashed
 
 log = logging.getLogger(__name__)
+# Actors that may die under one request (each time it moves to another) before the Executor's own retry.
+MAX_ACTOR_DEATHS = 3
 SANDBOX_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 # Ray errors that mean the actor (or its node) is gone or unreachable.
 _ACTOR_LOST = tuple(getattr(ray.exceptions, n) for n in
@@ -330,26 +332,33 @@ class RayBackend:
         return 2 * rounds * (self._max_timeout_s + HANG_SLACK_S) + STARTUP_TIMEOUT_S
 
     def _execute(self, request: dict) -> dict:
-        actor = self._acquire()
-        served = False
-        try:
-            ref = actor.handle.execute.remote(request)
+        """Run one request on the fleet. An actor that dies under it (killed, node lost) is an
+        infrastructure failure: the request moves to another live actor, up to MAX_ACTOR_DEATHS times.
+        A hang or an error raised by the actor counts against the request: WorkerCrashed, so the
+        Executor retries it once and then reports sandbox_error."""
+        for _ in range(MAX_ACTOR_DEATHS):
+            actor = self._acquire()
+            served = False
             try:
-                result = ray.get(ref, timeout=self._hang_bound_s(actor, request["timeout_s"]))
-                served = True
-                return result
-            except ray.exceptions.GetTimeoutError:
-                reason = "did not answer in time (hung)"
-            except _ACTOR_LOST as e:
-                reason = _cause(e)
-            except ray.exceptions.RayTaskError as e:  # the actor is alive; its method raised
-                self._count("requests_retried")
-                raise WorkerCrashed(f"sandbox actor on {actor.hostname} raised: {_cause(e)}") from None
-            self._mark_lost(actor, reason)
-            self._count("requests_retried")
-            raise WorkerCrashed(f"sandbox actor on {actor.hostname} lost: {reason}")
-        finally:
-            self._release(actor, served)
+                ref = actor.handle.execute.remote(request)
+                try:
+                    result = ray.get(ref, timeout=self._hang_bound_s(actor, request["timeout_s"]))
+                    served = True
+                    return result
+                except ray.exceptions.GetTimeoutError:
+                    self._mark_lost(actor, "did not answer in time (hung)")
+                    self._count("requests_retried")
+                    raise WorkerCrashed(f"sandbox actor on {actor.hostname} did not answer in time (hung)") from None
+                except _ACTOR_LOST as e:
+                    self._mark_lost(actor, _cause(e))
+                    self._count("requests_retried")
+                    death = _cause(e)
+                except ray.exceptions.RayTaskError as e:  # the actor is alive; its method raised
+                    self._count("requests_retried")
+                    raise WorkerCrashed(f"sandbox actor on {actor.hostname} raised: {_cause(e)}") from None
+            finally:
+                self._release(actor, served)
+        raise WorkerCrashed(f"{MAX_ACTOR_DEATHS} sandbox actors died under this request (last: {death})")
 
     # ---------------------------------------------------------------- backend interface
     def default_workers(self) -> int:

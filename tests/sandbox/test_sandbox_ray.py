@@ -153,6 +153,12 @@ def test_ray_killed_actor_mid_batch_loses_no_request(fleet2):
         assert victim not in fleet2.actors
         again = ex.run([MIXED["pass"][0], MIXED["index"][0]])
         assert [verdict(r) for r in again] == [MIXED["pass"][1], MIXED["index"][1]]
+        # Every actor dies at once: a request meeting one dead actor after another still runs, on a replacement.
+        for actor in fleet2.actors:
+            ray.kill(actor)
+        [r] = ex.run([MIXED["pass"][0]])
+        assert verdict(r) == MIXED["pass"][1], r.to_dict()
+        assert fleet2.stats["actors_lost"] == 3, fleet2.stats
 
 
 @needs_runsc
