@@ -248,7 +248,7 @@ class Trainer:
     def train_step(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """One optimizer update on a host batch (global arrays); returns device metrics (async)."""
         step_fn = self._compiled_step(host_batch)
-        batch = {k: jax.device_put(np.asarray(v), self._batch_shardings[k]) for k, v in host_batch.items()}
+        batch = sharding.shard_batch(host_batch, self.mesh)  # global host arrays -> batch-sharded (multi-host safe)
         with jax.set_mesh(self.mesh):
             self.state, metrics = step_fn(self.state, self.aux, batch)
         return metrics
