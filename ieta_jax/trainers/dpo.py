@@ -32,6 +32,9 @@ class DPOConfig(TrainerConfig):
     label_smoothing: float = 0.0
     online_reference: bool = False
     ref_batch_size: Optional[int] = None  # pairs per reference forward pass (default: batch_size)
+    # Weight of an added next-token NLL on the chosen completions (RPO, Pang et al. 2024; TRL's rpo_alpha):
+    # keeps the likelihood of preferred programs from falling while the margin grows. Logged as nll_loss.
+    sft_weight: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -41,6 +44,8 @@ class DPOConfig(TrainerConfig):
             raise ValueError(f"DPOConfig.beta must be > 0, got {self.beta}")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"DPOConfig.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.sft_weight < 0:
+            raise ValueError(f"DPOConfig.sft_weight must be >= 0, got {self.sft_weight}")
 
 
 def pad_pairs(pairs: Sequence[PreferencePair], max_length: int, pad_token_id: int) -> dict[str, np.ndarray]:
@@ -98,12 +103,12 @@ class DPOTrainer(Trainer):
 
     # ------------------------------------------------------------------ log-probs
     def _policy_logps(self, params, aux, ids, attn, loss_mask):
+        """Sequence log-probs (per-token averaged for IPO), mean logit, summed log-probs and token counts."""
         logits = self.merge(params, aux)(ids, attention_mask=attn)
-        logp, n_tok, logit_sum, _ = sequence_logps(logits, ids, loss_mask)
+        logp_sum, n_tok, logit_sum, _ = sequence_logps(logits, ids, loss_mask)
         n_tok = jnp.maximum(n_tok, 1.0)
-        if self.per_token:
-            logp = logp / n_tok
-        return logp, logit_sum / n_tok
+        logp = logp_sum / n_tok if self.per_token else logp_sum
+        return logp, logit_sum / n_tok, logp_sum, n_tok
 
     def reference_logps(self, arrays: dict[str, np.ndarray], params: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Reference (chosen, rejected) log-probs of every pair, in batches of ``ref_batch_size``."""
@@ -112,7 +117,7 @@ class DPOTrainer(Trainer):
         if self._ref_logps_fn is None:
             def fn(params, aux, batch):
                 ids, attn, lm = concat_pair_batch(batch)
-                logp, _ = self._policy_logps(params, aux, ids, attn, lm)
+                logp = self._policy_logps(params, aux, ids, attn, lm)[0]
                 return jnp.split(logp, 2)
 
             self._ref_logps_fn = jax.jit(fn)
@@ -149,17 +154,23 @@ class DPOTrainer(Trainer):
 
     def loss_fn(self, params, aux, batch, rng):
         ids, attn, lm = concat_pair_batch(batch)
-        logp, mean_logit = self._policy_logps(params, aux, ids, attn, lm)
+        logp, mean_logit, logp_sum, n_tok = self._policy_logps(params, aux, ids, attn, lm)
         pc, pr = jnp.split(logp, 2)
         lc, lr = jnp.split(mean_logit, 2)
         if self.config.online_reference:
-            ref, _ = self._policy_logps(jax.lax.stop_gradient(aux["ref"]), aux, ids, attn, lm)
+            ref = self._policy_logps(jax.lax.stop_gradient(aux["ref"]), aux, ids, attn, lm)[0]
             rc, rr = jnp.split(ref, 2)
         else:
             rc, rr = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
-        return losses.dpo_loss(pc, pr, rc, rr, beta=self.config.beta, loss_type=self.config.loss_type,
-                               label_smoothing=self.config.label_smoothing,
-                               policy_chosen_logits_mean=lc, policy_rejected_logits_mean=lr)
+        loss, metrics = losses.dpo_loss(pc, pr, rc, rr, beta=self.config.beta, loss_type=self.config.loss_type,
+                                        label_smoothing=self.config.label_smoothing,
+                                        policy_chosen_logits_mean=lc, policy_rejected_logits_mean=lr)
+        if self.config.sft_weight:
+            chosen_sum, chosen_tok = jnp.split(logp_sum, 2)[0], jnp.split(n_tok, 2)[0]
+            nll = -chosen_sum.sum() / chosen_tok.sum()  # token-mean NLL of the chosen completions
+            loss = loss + self.config.sft_weight * nll
+            metrics["nll_loss"] = nll
+        return loss, metrics
 
     def _finalize_batch(self, batch):
         batch.pop("margin", None)

@@ -258,3 +258,13 @@ def test_rl_resume_after_crash_matches_uninterrupted_run(tmp_path):
     for a, b in zip(full, rows):
         for k in ("reward", "kl", "clip_ratio", "entropy", "train/loss", "train/grad_norm"):
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (a["step"], k)
+
+
+def test_dpo_sft_weight_adds_token_mean_nll_of_chosen():
+    pairs = _pairs(4)  # every chosen completion has 5 tokens
+    trainer = DPOTrainer(models.CausalLM(CFG, rngs=nnx.Rngs(0)),
+                         DPOConfig(batch_size=4, max_length=12, beta=0.5, sft_weight=0.7, progress=False,
+                                   optim=_const_optim(1e-3)), mesh=sharding.make_mesh())
+    row = trainer.fit(pairs, 1)[0]
+    assert row["nll_loss"] == pytest.approx(-row["logps/chosen"] / 5, rel=1e-5)
+    assert row["train/loss"] == pytest.approx(np.log(2) + 0.7 * row["nll_loss"], rel=1e-5)
