@@ -47,4 +47,6 @@ class SFTTrainer(Trainer):
         mask = batch["loss_mask"][:, 1:]
         loss = losses.masked_mean_cross_entropy(logits[:, :-1], batch["input_ids"][:, 1:], mask,
                                                 normalizer=batch["normalizer"][0])
-        return loss, {"train/num_tokens": mask.sum().astype(jax.numpy.float32)}
+        # Metrics are averaged over accumulated micro-batches; scaling by their number makes this the batch total.
+        n_tok = mask.sum().astype(jax.numpy.float32) * self.config.optim.grad_accum_steps
+        return loss, {"train/num_tokens": n_tok}
