@@ -21,7 +21,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from ieta_jax import losses, sharding
-from ieta_jax.trainers.base import Trainer, TrainerConfig, pure_values, sequence_logps, split_model
+from ieta_jax.trainers.base import Trainer, TrainerConfig, sequence_logps, split_model
 from ieta_jax.trainers.batching import PreferencePair, pad_sequences
 
 
