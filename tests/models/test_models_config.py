@@ -72,3 +72,13 @@ def test_checkpoint_errors_name_the_problem(hf_checkpoints, tmp_path):
     (gpt / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt2"}))
     with pytest.raises(ValueError, match="unsupported model_type 'gpt2'"):
         models.from_pretrained(str(gpt))
+
+
+def test_num_params_equals_transformers_count(hf_checkpoints):
+    """The parameter count behind the benchmark's 6*N*T FLOPs equals transformers' own count."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    for name in ("llama", "qwen2", "llama3_tied", "mistral"):
+        hf = AutoModelForCausalLM.from_pretrained(hf_checkpoints[name], dtype=torch.float32)
+        assert models.load_config(hf_checkpoints[name]).num_params() == hf.num_parameters(), name
