@@ -115,8 +115,12 @@ def _plots(results: dict, out_dir: str) -> dict[str, str]:
     for ax, name in zip(axes[0], methods):
         its = results["methods"][name]["iterations"]
         for key in keys:
-            ax.plot([it["iteration"] for it in its], [it.get("error_frequencies", {}).get(key, 0.0) for it in its],
-                    marker="o", label=key)
+            xs = [it["iteration"] for it in its]
+            ys = [it.get("error_frequencies", {}).get(key, 0.0) for it in its]
+            if len(its) == 1 and last_iter > 0:  # evaluated once (the baseline): a level across the x range
+                ax.plot([xs[0], last_iter], [ys[0], ys[0]], linestyle="--", marker="o", markevery=[0], label=key)
+            else:
+                ax.plot(xs, ys, marker="o", label=key)
         ax.set_title(f"{name}: error frequencies")
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
