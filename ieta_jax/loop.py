@@ -265,7 +265,7 @@ class Experiment:
         rows = read_jsonl(path)
         meta = read_json(path + ".time.json")
         if rows is not None and meta is not None:
-            log.info("%s: resumed %d samples from %s", desc, len(rows), path)
+            log.info("%s: %d samples already in %s, reused (finished earlier or shared)", desc, len(rows), path)
             return SampleSet(rows, meta)
         ss = self.sample_and_execute(model, tasks, n, temperature=temperature, seed=seed, desc=desc)
         write_jsonl(path, ss.rows)
@@ -400,6 +400,8 @@ class Experiment:
         trainer = DPOTrainer(self._load_policy(), cfg, mesh=self.mesh, workdir=os.path.join(method_dir, "policy"),
                              writer=self._writer("dpo"))
         rows = trainer.fit(pairs, c.train_steps) if pairs else []
+        if pairs and len(rows) != c.train_steps:
+            raise RuntimeError(f"DPO fit returned {len(rows)} rows, expected {c.train_steps}")
         self.policy = trainer.model
         trainer.close()
         return {"loss": [r["train/loss"] for r in rows],
@@ -445,7 +447,7 @@ class Experiment:
         return models.from_pretrained(os.path.join(method_dir, f"iter_{k}", "policy"), dtype=self.config.dtype,
                                       mesh=self.mesh, param_dtype=self.config.param_dtype)
 
-    def _train_rlaif(self, method_dir: str, pairs: list) -> dict:
+    def _train_rlaif(self, method_dir: str, pairs: list, iteration: int) -> dict:
         from ieta_jax import models
         from ieta_jax.trainers import RewardConfig, RewardTrainer, RLConfig, RLTrainer
 
@@ -458,10 +460,17 @@ class Experiment:
                                    workdir=os.path.join(method_dir, "reward_model"),
                                    writer=self._writer("rlaif_reward_model"))
         rm_rows = rm_trainer.fit(pairs, r.reward_steps) if pairs else []
+        if pairs and len(rm_rows) != r.reward_steps:
+            raise RuntimeError(f"reward-model fit returned {len(rm_rows)} rows, expected {r.reward_steps}")
         out = {"reward_model_loss": [x["train/loss"] for x in rm_rows],
                "reward_model_accuracy": [x.get("accuracy") for x in rm_rows]}
         rl_trainer = self._rl_trainer(method_dir, reward_model=rm_trainer.model)
-        rows = rl_trainer.fit([self.prompt_ids[t.task_id] for t in self.train_tasks], c.train_steps)
+        # The prompts in an iteration-specific order: a new fit each iteration (the trainer treats a repeated
+        # fit on identical data as one to resume), and the same order again when this iteration is resumed.
+        order = np.random.default_rng(_seed(c.seed, "rl_prompts", iteration)).permutation(len(self.train_tasks))
+        rows = rl_trainer.fit([self.prompt_ids[self.train_tasks[i].task_id] for i in order], c.train_steps)
+        if len(rows) != c.train_steps:
+            raise RuntimeError(f"RL fit of iteration {iteration} returned {len(rows)} rows, expected {c.train_steps}")
         self.policy = rl_trainer.model
         rl_trainer.close()
         rm_trainer.close()
@@ -530,7 +539,7 @@ class Experiment:
                 t0 = time.perf_counter()
                 log.info("%s iter %d: training on %d pairs from %d tasks", method, k, len(pairs),
                          len({p.task_id for p in records}))
-                train = self._train_dpo(method_dir, pairs) if method == "dpo" else self._train_rlaif(method_dir, pairs)
+                train = self._train_dpo(method_dir, pairs) if method == "dpo" else self._train_rlaif(method_dir, pairs, k)
                 train["seconds"] = time.perf_counter() - t0
                 train["num_pairs"] = len(pairs)
                 self._save_policy(it_dir)

@@ -34,7 +34,7 @@ def test_resume_after_kill_9(tiny_run, tmp_path):
     # Finished stages were not redone ...
     assert os.path.getmtime(os.path.join(workdir, "initial", "eval.json")) == eval_mtime
     with open(os.path.join(workdir, "log.txt")) as f:
-        assert "resumed" in f.read()
+        assert "samples already in" in f.read()
     # ... and the interrupted run ends where the uninterrupted one did (same samples, training and evaluation).
     with open(os.path.join(workdir, "results.json")) as f:
         resumed = json.load(f)["methods"]["dpo"]
