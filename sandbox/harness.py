@@ -18,14 +18,19 @@ the harness's frames or memory (sys._getframe, gc, ctypes) could recover the non
 """
 from __future__ import annotations
 
+import _imp
+import _signal
+import _thread
 import ast
 import builtins
 import copy
+import gc
 import io
 import json.encoder
 import os
 import signal
 import sys
+import types
 
 try:
     from . import tracer as _tracer
@@ -40,6 +45,7 @@ _BUILTINS = dict(builtins.__dict__)
 _write = os.write
 _getpid = os.getpid
 _exit = os._exit
+_settrace = sys.settrace
 _enc_str = json.encoder.c_encode_basestring or json.encoder.py_encode_basestring
 _isinstance, _type, _len, _str, _int, _float = isinstance, type, len, str, int, float
 _AssertionError, _MemoryError, _SystemExit = AssertionError, MemoryError, SystemExit
@@ -104,6 +110,217 @@ def _guarded(fn):
     return guarded
 
 
+# --- the introspection guard ------------------------------------------------------------------
+# Installed (sys.addaudithook, irremovable) just before the program's code first runs. It refuses
+# every CPython route from the program to the harness's frames or raw memory: the nonce and the
+# record writer live only in harness frames and closures, and those are reachable only through
+# frames (sys._getframe, tracebacks' tb_frame, generators' gi_frame, trace/profile functions,
+# signal handlers' frame argument), the gc, ctypes or /proc/<pid>/mem. The hook, the privilege flag
+# and the original functions it guards are held in closures of the hook itself, which no Python
+# object the program can reach refers to; module globals hold nothing secret.
+
+class SandboxViolation(Exception):
+    """The program tried to reach the harness's frames or memory (refused by the audit hook).
+
+    The concrete refusals also derive from the exception type stdlib callers already expect for
+    "not available", so code that merely probes (namedtuple, typing, enum and logging call
+    sys._getframe; asyncio and logging probe gi_frame/cr_frame with hasattr) keeps working.
+    """
+
+
+class FrameAccessRefused(SandboxViolation, ValueError):
+    """sys._getframe refused (ValueError is what it raises when no such frame exists)."""
+
+
+class FrameAttributeRefused(SandboxViolation, AttributeError):
+    """tb_frame / gi_frame / cr_frame / ag_frame refused."""
+
+
+class PathRefused(SandboxViolation, PermissionError):
+    """open()/chdir of /proc paths (memory, fds of the harness) refused."""
+
+
+_FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
+_REFUSED_EVENTS = frozenset({
+    "sys._current_frames", "sys._current_exceptions", "sys.settrace", "sys.setprofile", "sys.addaudithook",
+    "gc.get_objects", "gc.get_referrers", "gc.get_referents", "os.symlink", "os.fchdir",
+})
+# Never (re)loaded by the program: re-creating these would hand out unguarded originals.
+_NO_IMPORT = frozenset({"_signal", "signal", "gc", "_imp", "_ctypes", "ctypes", "_testcapi", "_testinternalcapi",
+                        "_testbuffer", "_testmultiphase", "_testsinglephase", "_xxsubinterpreters", "_xxtestfuzz"})
+_STD_PATHS = frozenset({"/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/fd/0", "/dev/fd/1", "/dev/fd/2",
+                        "/proc/self/fd/0", "/proc/self/fd/1", "/proc/self/fd/2"})
+_audit = sys.audit
+
+
+# Closure-free stand-ins the program may call freely: the real work happens in the hook.
+def _guarded_signal(signalnum, handler):
+    box = []
+    _audit("sandbox.signal", signalnum, handler, box)
+    return box[0]
+
+
+def _guarded_getsignal(signalnum):
+    box = []
+    _audit("sandbox.getsignal", signalnum, box)
+    return box[0]
+
+
+def _guarded_create_builtin(spec):
+    box = []
+    _audit("sandbox.create_builtin", spec, box)
+    return box[0]
+
+
+def _refused_set_debug(flags):
+    raise SandboxViolation("gc.set_debug is not available to sandboxed programs")
+
+
+def _dump_trace_handler(signum, frame):
+    _audit("sandbox.dump_trace")
+
+
+def _frameless(handler):
+    """A program's signal handler gets frame=None: the interrupted frame would lead to the harness."""
+    return lambda signum, frame: handler(signum, None)
+
+
+def _install_guard(record_fd: int, emit, tracer):
+    """Install the audit hook; returns (privileged, tb_entries) for harness-only use.
+
+    privileged(fn, *args) runs fn with the guard lifted for the calling thread only: fn must never
+    run program code. tb_entries(exc) lists (frame, lineno) of the exception's traceback.
+    """
+    get_ident, audit_type, str_, bytes_, int_, tuple_, list_ = _thread.get_ident, _type, _str, bytes, _int, tuple, list
+    readlink, getcwd, fspath = os.readlink, os.getcwd, os.fspath
+    tb_type, exc_tb = types.TracebackType, _BaseException.__traceback__.__get__
+    orig_signal, orig_getsignal, orig_create_builtin = _signal.signal, _signal.getsignal, _imp.create_builtin
+    module_spec = type(sys.__spec__) if sys.__spec__ is not None else None
+    SIG_DFL, SIG_IGN, frameless = _signal.SIG_DFL, _signal.SIG_IGN, _frameless
+    settrace, t_to_dict = sys.settrace, (tracer.to_dict if tracer is not None else None)
+    state = [None]  # ident of the harness thread while it holds the privilege
+    user_handler = {}  # frameless wrapper -> the program's own handler
+
+    def refuse(what, cls=SandboxViolation):
+        raise cls(f"sandbox: {what} is not available to sandboxed programs")
+
+    def resolve(path: str) -> str:
+        if not path.startswith("/"):
+            path = getcwd() + "/" + path
+        parts, todo, hops = [], path.split("/"), 0
+        while todo:
+            comp = todo.pop(0)
+            if comp in ("", "."):
+                continue
+            if comp == "..":
+                if parts:
+                    parts.pop()
+                continue
+            cur = "/" + "/".join(parts + [comp])
+            try:
+                link = readlink(cur)
+            except (OSError, ValueError):
+                parts.append(comp)
+                continue
+            hops += 1
+            if hops > 40:
+                refuse("a symlink loop", PathRefused)
+            if link.startswith("/"):
+                parts = []
+            todo = link.split("/") + todo
+        return "/" + "/".join(parts)
+
+    def check_path(path, what):
+        if audit_type(path) is int_:
+            if path == record_fd:
+                refuse(f"{what} of the harness's record pipe", PathRefused)
+            return
+        if audit_type(path) not in (str_, bytes_):
+            path = fspath(path)
+        if audit_type(path) is bytes_:
+            path = path.decode("utf-8", "surrogateescape")
+        if path in _STD_PATHS:
+            return
+        if not path.startswith("/"):
+            # A relative path may be taken from a directory fd (dir_fd=) rather than the cwd that
+            # resolve() assumes: walking up or into a "proc" directory is refused outright.
+            for comp in path.split("/"):
+                if comp == ".." or comp == "proc":
+                    refuse(f"{what} of the relative path {path!r}", PathRefused)
+        real = resolve(path)
+        if real == "/proc" or real.startswith("/proc/"):
+            refuse(f"{what} of {path!r} (/proc)", PathRefused)
+
+    def hook(event, args):
+        holder = state[0]
+        if holder is not None and holder == get_ident():
+            return
+        if event == "object.__getattr__":
+            if args[1] in _FRAME_ATTRS:
+                refuse(f"the {args[1]} attribute", FrameAttributeRefused)
+            return
+        if event == "sys._getframe":
+            raise FrameAccessRefused("sandbox: sys._getframe is not available to sandboxed programs")
+        if event in _REFUSED_EVENTS or event.startswith("ctypes."):
+            refuse(event)
+        if event == "open":
+            check_path(args[0], "open")
+        elif event == "os.chdir":
+            check_path(args[0], "chdir")
+        elif event == "import":
+            name = args[0]
+            if audit_type(name) is str_ and name.partition(".")[0] in _NO_IMPORT:
+                refuse(f"importing {name}")
+        elif event == "sandbox.signal":
+            signalnum, handler, box = args
+            safe = handler if handler in (SIG_DFL, SIG_IGN) or not callable(handler) else frameless(handler)
+            prev = orig_signal(signalnum, safe)
+            if safe is not handler:
+                user_handler[safe] = handler
+            box.append(user_handler.get(prev, prev))
+        elif event == "sandbox.getsignal":
+            signalnum, box = args
+            prev = orig_getsignal(signalnum)
+            box.append(user_handler.get(prev, prev))
+        elif event == "sandbox.create_builtin":
+            spec, box = args
+            name = spec.name
+            if audit_type(name) is not str_ or name in _NO_IMPORT or module_spec is None:
+                refuse(f"creating the builtin module {name!r}")
+            box.append(orig_create_builtin(module_spec(name, None, origin="built-in")))
+        elif event == "sandbox.dump_trace" and t_to_dict is not None:
+            state[0] = get_ident()
+            try:
+                settrace(None)
+            finally:
+                state[0] = None
+            emit({"t": "trace", "trace": t_to_dict()})
+
+    def privileged(fn, *args):
+        state[0] = get_ident()
+        try:
+            return fn(*args)
+        finally:
+            state[0] = None
+
+    def tb_entries(exc) -> list:
+        tb = exc_tb(exc)
+        out = []
+        state[0] = get_ident()
+        try:
+            while tb is not None and audit_type(tb) is tb_type:
+                out.append((tb.tb_frame, tb.tb_lineno))
+                tb = tb.tb_next
+        finally:
+            state[0] = None
+        return out
+
+    sys.addaudithook(hook)
+    _signal.signal, _signal.getsignal, _imp.create_builtin = _guarded_signal, _guarded_getsignal, _guarded_create_builtin
+    gc.set_debug = _refused_set_debug  # DEBUG_SAVEALL would hand dead harness frames to gc.garbage
+    return privileged, tb_entries
+
+
 def _encode(o) -> str:
     """Minimal JSON encoder built from C-level primitives the program cannot patch."""
     t = _type(o)
@@ -146,25 +363,18 @@ def _safe_str(e: BaseException) -> str:
     return s[:MESSAGE_CAP]
 
 
-def _innermost(tb):
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb
-
-
-def _solution_line(tb):
+def _solution_line(entries):
     line = None
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == SOLUTION_FILENAME:
-            line = tb.tb_lineno
-        tb = tb.tb_next
+    for frame, lineno in entries:
+        if frame.f_code.co_filename == SOLUTION_FILENAME:
+            line = lineno
     return line
 
 
-def _describe(e: BaseException, *, test_code: bool = True) -> dict:
-    """Classify an exception: a real AssertionError raised by test code is a failed test."""
-    last = _innermost(e.__traceback__)
-    in_test = last is not None and last.tb_frame.f_code.co_filename == TEST_FILENAME
+def _describe(e: BaseException, entries: list, *, test_code: bool = True) -> dict:
+    """Classify an exception (entries: its traceback's (frame, lineno), innermost last): a real
+    AssertionError raised by test code is a failed test."""
+    in_test = _len(entries) > 0 and entries[-1][0].f_code.co_filename == TEST_FILENAME
     if _isinstance(e, _Rigged) or (_isinstance(e, _AssertionError) and in_test and test_code):
         kind = "failed"
     elif _isinstance(e, _MemoryError):
@@ -172,7 +382,7 @@ def _describe(e: BaseException, *, test_code: bool = True) -> dict:
     else:
         kind = "error"
     name = "AssertionError" if _isinstance(e, _Rigged) else _type(e).__name__[:100]
-    return {"type": name, "message": _safe_str(e), "line": _solution_line(e.__traceback__), "kind": kind}
+    return {"type": name, "message": _safe_str(e), "line": _solution_line(entries), "kind": kind}
 
 
 def _mismatch(message: str) -> dict:
@@ -250,11 +460,11 @@ def _norm_output(s: str) -> list:
 
 def run(request: dict, fd: int, nonce: str, output_limit: int) -> None:
     """Entry point in the child; never returns."""
-    rep = _Reporter(fd, nonce)
+    emit = _Reporter(fd, nonce).emit
     del nonce
     streams = (sys.stdout, sys.stderr)
     try:
-        _run(request, rep.emit, output_limit)
+        _run(request, emit, fd, output_limit)
         for s in streams:
             try:
                 s.flush()
@@ -262,13 +472,13 @@ def run(request: dict, fd: int, nonce: str, output_limit: int) -> None:
                 pass
     except _BaseException as e:  # harness failure: no end record, so the verdict is never passed
         try:
-            rep.emit({"t": "harness_error", "message": _type(e).__name__ + ": " + _safe_str(e)})
+            emit({"t": "harness_error", "message": _type(e).__name__ + ": " + _safe_str(e)})
         except _BaseException:
             pass
     _exit(0)
 
 
-def _run(req: dict, emit, output_limit: int) -> None:
+def _run(req: dict, emit, fd: int, output_limit: int) -> None:
     test = req["test"]
     kind = test["kind"]
     tracer = _tracer.Tracer() if req.get("trace") else None
@@ -308,23 +518,31 @@ def _run(req: dict, emit, output_limit: int) -> None:
 
     def finish():
         if tracer is not None:
-            tracer.stop()
+            tracing(False)
         emit({"t": "end", "passed": passed, "total": total,
               "trace": tracer.to_dict() if tracer is not None else None})
 
     if tracer is not None:
         # On timeout the worker sends SIGUSR1 before killing the child: report the trace so far (it
         # shows where the program was looping). A program may replace the handler; it only loses its trace.
-        def dump_trace(signum, frame):
-            tracer.stop()
-            emit({"t": "trace", "trace": tracer.to_dict()})
+        signal.signal(signal.SIGUSR1, _dump_trace_handler)  # the guard's hook does the dump
 
-        signal.signal(signal.SIGUSR1, dump_trace)
+    # From here on the program's code runs: lift nothing for it (see _install_guard).
+    privileged, tb_entries = _install_guard(fd, emit, tracer)
+    if tracer is not None:
+        trace_on = tracer._global  # bound now: the program may patch the class later
 
-    def failure(exc: dict, e: BaseException | None):
-        if tracer is not None and e is not None:
-            tracer.record_exception(e)
-        return exc
+        def tracing(on: bool):
+            if on and not tracer.truncated:
+                privileged(_settrace, trace_on)
+            elif not on:
+                privileged(_settrace, None)
+
+    def failure(e: BaseException, test_code: bool = True) -> dict:
+        entries = tb_entries(e)
+        if tracer is not None:
+            tracer.record_exception(e, frames=entries)
+        return _describe(e, entries, test_code=test_code)
 
     # 3a. stdio: the whole program runs once per case. fds 0 and 1 themselves are pointed at per-case
     # files in the scratch dir, so input(), sys.stdin(.buffer), open(0), print, sys.stdout.buffer and
@@ -350,17 +568,17 @@ def _run(req: dict, emit, output_limit: int) -> None:
             ns = {"__name__": "__main__", "__builtins__": builtins}
             try:
                 if tracer is not None:
-                    tracer.start()
+                    tracing(True)
                 try:
                     exec(code, ns)
                 finally:
                     if tracer is not None:
-                        tracer.stop()
+                        tracing(False)
             except _SystemExit as e:
                 if e.code not in (None, 0):
-                    exc = failure(_describe(e, test_code=False), e)
+                    exc = failure(e, test_code=False)
             except _BaseException as e:
-                exc = failure(_describe(e, test_code=False), e)
+                exc = failure(e, test_code=False)
             finally:
                 try:
                     wrapper.flush()
@@ -400,14 +618,14 @@ def _run(req: dict, emit, output_limit: int) -> None:
     ns = {"__name__": "__solution__", "__builtins__": builtins}
     try:
         if tracer is not None:
-            tracer.start()
+            tracing(True)
         try:
             exec(code, ns)
         finally:
             if tracer is not None:
-                tracer.stop()
+                tracing(False)
     except _BaseException as e:
-        emit({"t": "load", "exc": failure(_describe(e, test_code=False), e)})
+        emit({"t": "load", "exc": failure(e, test_code=False)})
         finish()
         return
     builtins.__dict__.clear()
@@ -417,14 +635,14 @@ def _run(req: dict, emit, output_limit: int) -> None:
         nonlocal passed
         try:
             if tracer is not None:
-                tracer.start()
+                tracing(True)
             try:
                 fn()
             finally:
                 if tracer is not None:
-                    tracer.stop()
+                    tracing(False)
         except _BaseException as e:
-            exc = failure(_describe(e), e)
+            exc = failure(e)
             if exc["kind"] == "failed" and not exc["message"] and label:
                 exc["message"] = label[:MESSAGE_CAP]
             emit({"t": "case", "i": i, "ok": False, "exc": exc})
@@ -436,7 +654,7 @@ def _run(req: dict, emit, output_limit: int) -> None:
         try:
             fn()
         except _BaseException as e:
-            emit({"t": "step", "exc": failure(_describe(e), e)})
+            emit({"t": "step", "exc": failure(e)})
 
     tns = dict(ns)
     tns["__builtins__"] = dict(clean_builtins)
@@ -458,7 +676,7 @@ def _run(req: dict, emit, output_limit: int) -> None:
         try:
             exec(test_code, tns)
         except _BaseException as e:
-            emit({"t": "step", "exc": failure(_describe(e), e)})
+            emit({"t": "step", "exc": failure(e)})
             ok_setup = False
         if ok_setup:
             if steps is None:
@@ -488,7 +706,7 @@ def _run(req: dict, emit, output_limit: int) -> None:
             try:
                 fn = getattr(ns["Solution"](), name, None)
             except _BaseException as e:
-                emit({"t": "load", "exc": failure(_describe(e, test_code=False), e)})
+                emit({"t": "load", "exc": failure(e, test_code=False)})
                 finish()
                 return
         if not callable(fn):
@@ -509,20 +727,20 @@ def _run(req: dict, emit, output_limit: int) -> None:
             # Mismatches are raised by harness code: classify them as failed tests explicitly.
             try:
                 if tracer is not None:
-                    tracer.start()
+                    tracing(True)
                 try:
                     one()
                 finally:
                     if tracer is not None:
-                        tracer.stop()
+                        tracing(False)
             except _AssertionError as e:
-                last = _innermost(e.__traceback__)
-                if last is not None and last.tb_frame.f_code is one.__code__:
+                entries = tb_entries(e)
+                if entries and entries[-1][0].f_code is one.__code__:
                     emit({"t": "case", "i": i, "ok": False, "exc": _mismatch(_safe_str(e))})
                 else:
-                    emit({"t": "case", "i": i, "ok": False, "exc": failure(_describe(e, test_code=False), e)})
+                    emit({"t": "case", "i": i, "ok": False, "exc": failure(e, test_code=False)})
             except _BaseException as e:
-                emit({"t": "case", "i": i, "ok": False, "exc": failure(_describe(e, test_code=False), e)})
+                emit({"t": "case", "i": i, "ok": False, "exc": failure(e, test_code=False)})
             else:
                 passed += 1
                 emit({"t": "case", "i": i, "ok": True})

@@ -67,8 +67,7 @@ class Tracer:
             return self._local
         self.n_events += 1
         if self.n_events > self.max_events:
-            self.truncated = True
-            sys.settrace(None)
+            self.truncated = True  # _global now returns None: no sys.settrace from inside the program's run
             frame.f_trace = None
             return None
         line = frame.f_lineno
@@ -86,18 +85,25 @@ class Tracer:
         sys.settrace(None)
 
     # results ------------------------------------------------------------------
-    def record_exception(self, exc: BaseException):
-        """Keep the first exception with its frames inside the solution (innermost last)."""
+    def record_exception(self, exc: BaseException, frames: list | None = None):
+        """Keep the first exception with its frames inside the solution (innermost last).
+
+        `frames`: the traceback's (frame, lineno) pairs, when the caller already walked it (the
+        harness does, because its guard refuses tb_frame to everyone else).
+        """
         if self.exception is not None:
             return
-        frames = []
-        tb = exc.__traceback__
-        while tb is not None:
-            f = tb.tb_frame
+        if frames is None:
+            frames, tb = [], exc.__traceback__
+            while tb is not None:
+                frames.append((tb.tb_frame, tb.tb_lineno))
+                tb = tb.tb_next
+        kept = []
+        for f, lineno in frames:
             if f.f_code.co_filename == SOLUTION_FILENAME:
-                frames.append({"line": tb.tb_lineno, "fn": f.f_code.co_name,
-                               "locals": bounded_locals(f.f_locals, self.max_locals)})
-            tb = tb.tb_next
+                kept.append({"line": lineno, "fn": f.f_code.co_name,
+                             "locals": bounded_locals(f.f_locals, self.max_locals)})
+        frames = kept
         self.exception = {"type": type(exc).__name__, "message": _message(exc),
                           "frames": frames[-20:]}
 
