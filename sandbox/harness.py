@@ -153,36 +153,53 @@ _STD_PATHS = frozenset({"/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/fd/0",
 _audit = sys.audit
 
 
-# Closure-free stand-ins the program may call freely: the real work happens in the hook.
-def _guarded_signal(signalnum, handler):
+# Stand-ins the program may call freely. They hold no secret (the real work happens in the hook),
+# and they are defined in their own namespace so that their __globals__ do not lead to this module.
+_STANDINS_SRC = """
+def signal(signalnum, handler):
     box = []
-    _audit("sandbox.signal", signalnum, handler, box)
+    audit("sandbox.signal", signalnum, handler, box)
     return box[0]
 
-
-def _guarded_getsignal(signalnum):
+def getsignal(signalnum):
     box = []
-    _audit("sandbox.getsignal", signalnum, box)
+    audit("sandbox.getsignal", signalnum, box)
     return box[0]
 
-
-def _guarded_create_builtin(spec):
+def create_builtin(spec):
     box = []
-    _audit("sandbox.create_builtin", spec, box)
+    audit("sandbox.create_builtin", spec, box)
     return box[0]
 
+def set_debug(flags):
+    raise SandboxViolation("sandbox: gc.set_debug is not available to sandboxed programs")
 
-def _refused_set_debug(flags):
-    raise SandboxViolation("gc.set_debug is not available to sandboxed programs")
+def gettrace():
+    return None
 
+def dump_trace_handler(signum, frame):
+    audit("sandbox.dump_trace")
 
-def _dump_trace_handler(signum, frame):
-    _audit("sandbox.dump_trace")
-
-
-def _frameless(handler):
-    """A program's signal handler gets frame=None: the interrupted frame would lead to the harness."""
+def frameless(handler):
     return lambda signum, frame: handler(signum, None)
+"""
+_STANDINS = {"audit": sys.audit, "SandboxViolation": SandboxViolation}
+exec(compile(_STANDINS_SRC, "<sandbox-guard>", "exec"), _STANDINS)
+_dump_trace_handler = _STANDINS["dump_trace_handler"]
+# Tracer code captured before any program runs (the program can patch the Tracer class later).
+_TRACER_LOCAL, _TRACER_RECORD, _TRACER_TO_DICT = _tracer.Tracer._local, _tracer.Tracer.record_exception, _tracer.Tracer.to_dict
+
+
+def _unlink_module():
+    """Drop every module-dict/sys.modules entry naming this module, so that the program cannot
+    reach (and patch) the harness's globals; running harness code keeps its own reference."""
+    me = sys.modules.get(__name__)
+    if me is None:
+        return
+    for ref in gc.get_referrers(me):
+        if _type(ref) is dict:
+            for k in [k for k, v in ref.items() if v is me]:
+                del ref[k]
 
 
 def _install_guard(record_fd: int, emit, tracer):
@@ -196,8 +213,8 @@ def _install_guard(record_fd: int, emit, tracer):
     tb_type, exc_tb = types.TracebackType, _BaseException.__traceback__.__get__
     orig_signal, orig_getsignal, orig_create_builtin = _signal.signal, _signal.getsignal, _imp.create_builtin
     module_spec = type(sys.__spec__) if sys.__spec__ is not None else None
-    SIG_DFL, SIG_IGN, frameless = _signal.SIG_DFL, _signal.SIG_IGN, _frameless
-    settrace, t_to_dict = sys.settrace, (tracer.to_dict if tracer is not None else None)
+    SIG_DFL, SIG_IGN, frameless = _signal.SIG_DFL, _signal.SIG_IGN, _STANDINS["frameless"]
+    settrace = sys.settrace
     state = [None]  # ident of the harness thread while it holds the privilege
     user_handler = {}  # frameless wrapper -> the program's own handler
 
@@ -288,13 +305,13 @@ def _install_guard(record_fd: int, emit, tracer):
             if audit_type(name) is not str_ or name in _NO_IMPORT or module_spec is None:
                 refuse(f"creating the builtin module {name!r}")
             box.append(orig_create_builtin(module_spec(name, None, origin="built-in")))
-        elif event == "sandbox.dump_trace" and t_to_dict is not None:
+        elif event == "sandbox.dump_trace" and tracer is not None:
             state[0] = get_ident()
             try:
                 settrace(None)
             finally:
                 state[0] = None
-            emit({"t": "trace", "trace": t_to_dict()})
+            emit({"t": "trace", "trace": _TRACER_TO_DICT(tracer)})
 
     def privileged(fn, *args):
         state[0] = get_ident()
@@ -315,9 +332,12 @@ def _install_guard(record_fd: int, emit, tracer):
             state[0] = None
         return out
 
+    _unlink_module()
     sys.addaudithook(hook)
-    _signal.signal, _signal.getsignal, _imp.create_builtin = _guarded_signal, _guarded_getsignal, _guarded_create_builtin
-    gc.set_debug = _refused_set_debug  # DEBUG_SAVEALL would hand dead harness frames to gc.garbage
+    _signal.signal, _signal.getsignal = _STANDINS["signal"], _STANDINS["getsignal"]
+    _imp.create_builtin = _STANDINS["create_builtin"]
+    gc.set_debug = _STANDINS["set_debug"]  # DEBUG_SAVEALL would hand dead harness frames to gc.garbage
+    sys.gettrace = _STANDINS["gettrace"]  # the harness's trace function must stay out of reach
     return privileged, tb_entries
 
 
@@ -341,18 +361,19 @@ def _encode(o) -> str:
     return _enc_str(_str.__str__(_float.__repr__(o)) if t is _float else "<unencodable>")
 
 
-class _Reporter:
-    def __init__(self, fd: int, nonce: str):
-        prefix = (nonce + " ").encode()
+def _make_emit(fd: int, nonce: str):
+    """The record writer: the nonce lives only in its closure (a function, not a class, so that
+    object.__subclasses__() cannot lead to it or to this module's globals)."""
+    prefix, write, getpid, encode = (nonce + " ").encode(), _write, _getpid, _encode
 
-        def emit(record: dict):
-            record["pid"] = _getpid()  # a forked copy of the harness reports a pid the worker rejects
-            data = prefix + (_encode(record) + "\n").encode("utf-8", "replace")
-            while data:
-                n = _write(fd, data)
-                data = data[n:]
+    def emit(record: dict):
+        record["pid"] = getpid()  # a forked copy of the harness reports a pid the worker rejects
+        data = prefix + (encode(record) + "\n").encode("utf-8", "replace")
+        while data:
+            n = write(fd, data)
+            data = data[n:]
 
-        self.emit = emit
+    return emit
 
 
 def _safe_str(e: BaseException) -> str:
@@ -460,7 +481,7 @@ def _norm_output(s: str) -> list:
 
 def run(request: dict, fd: int, nonce: str, output_limit: int) -> None:
     """Entry point in the child; never returns."""
-    emit = _Reporter(fd, nonce).emit
+    emit = _make_emit(fd, nonce)
     del nonce
     streams = (sys.stdout, sys.stderr)
     try:
@@ -520,7 +541,7 @@ def _run(req: dict, emit, fd: int, output_limit: int) -> None:
         if tracer is not None:
             tracing(False)
         emit({"t": "end", "passed": passed, "total": total,
-              "trace": tracer.to_dict() if tracer is not None else None})
+              "trace": _TRACER_TO_DICT(tracer) if tracer is not None else None})
 
     if tracer is not None:
         # On timeout the worker sends SIGUSR1 before killing the child: report the trace so far (it
@@ -530,7 +551,17 @@ def _run(req: dict, emit, fd: int, output_limit: int) -> None:
     # From here on the program's code runs: lift nothing for it (see _install_guard).
     privileged, tb_entries = _install_guard(fd, emit, tracer)
     if tracer is not None:
-        trace_on = tracer._global  # bound now: the program may patch the class later
+        solution_file = SOLUTION_FILENAME
+
+        # The trace functions are harness closures: only solution frames ever reach tracer code
+        # (which the program can patch), and sys.gettrace() no longer hands them out.
+        def trace_local(frame, event, arg):
+            return trace_local if _TRACER_LOCAL(tracer, frame, event, arg) is not None else None
+
+        def trace_on(frame, event, arg):
+            if tracer.truncated or frame.f_code.co_filename != solution_file:
+                return None
+            return trace_local
 
         def tracing(on: bool):
             if on and not tracer.truncated:
@@ -541,7 +572,7 @@ def _run(req: dict, emit, fd: int, output_limit: int) -> None:
     def failure(e: BaseException, test_code: bool = True) -> dict:
         entries = tb_entries(e)
         if tracer is not None:
-            tracer.record_exception(e, frames=entries)
+            _TRACER_RECORD(tracer, e, frames=[(f, n) for f, n in entries if f.f_code.co_filename == SOLUTION_FILENAME])
         return _describe(e, entries, test_code=test_code)
 
     # 3a. stdio: the whole program runs once per case. fds 0 and 1 themselves are pointed at per-case

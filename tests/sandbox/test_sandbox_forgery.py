@@ -119,6 +119,39 @@ ATTACKS = {
                                        "def add(a, b):\n    raise ValueError\n"),
     "harness_module_globals": ("def add(a, b):\n    for name, mod in list(sys.modules.items()):\n"
                                "        for v in list(vars(mod).values()):\n            loot(v)\n    return a - b\n"),
+    # Patch the harness's globals so the AlwaysEqual guard lets a rigged value through, or so its own
+    # (correctly keyed) writer reports every case as ok.
+    "patch_harness_module": ("class Eq:\n    def __eq__(self, o):\n        return True\n"
+                             "def add(a, b):\n    return Eq()\n"
+                             "for name in ('harness', 'sandbox.harness'):\n    h = sys.modules.get(name)\n"
+                             "    if h is not None:\n        h._RIGGABLE = ()\n"),
+    "harness_globals_via_worker": ("def add(a, b):\n    for mod in list(sys.modules.values()):\n"
+                                   "        h = getattr(mod, 'harness', None)\n        if h is not None:\n"
+                                   "            for v in list(vars(h).values()):\n                loot(v)\n"
+                                   "            h._check_rigged = lambda *a: None\n    return Eq()\n"
+                                   "class Eq:\n    def __eq__(self, o):\n        return True\n"),
+    "harness_globals_via_signal_wrapper": ("import _signal\ng = _signal.getsignal.__globals__\n"
+                                           "if '_RIGGABLE' in g:\n    g['_RIGGABLE'] = ()\n"
+                                           "class Eq:\n    def __eq__(self, o):\n        return True\n"
+                                           "def add(a, b):\n    return Eq()\n"),
+    "harness_globals_via_subclasses": ("def walk(c, seen):\n    for s in type.__subclasses__(c):\n"
+                                       "        if s not in seen:\n            seen.add(s)\n            walk(s, seen)\n"
+                                       "seen = set()\nwalk(object, seen)\nclass Eq:\n    def __eq__(self, o):\n        return True\n"
+                                       "for c in seen:\n    for v in list(vars(c).values()):\n"
+                                       "        g = getattr(v, '__globals__', None)\n"
+                                       "        if isinstance(g, dict) and '_RIGGABLE' in g:\n            g['_RIGGABLE'] = ()\n"
+                                       "            g['_make_emit'] = None\n        loot(v)\n"
+                                       "def add(a, b):\n    return Eq()\n"),
+    "patch_tracer_class": ("for name in ('tracer', 'sandbox.tracer'):\n    T = sys.modules.get(name)\n"
+                           "    if T is not None:\n"
+                           "        T.Tracer._local = lambda self, frame, ev, arg: loot_frames(frame)\n"
+                           "        T.Tracer.record_exception = lambda self, e, frames=None: [loot_frames(f) for f, _ in frames or ()]\n"
+                           "        T.SOLUTION_FILENAME = 'nothing'\n"
+                           "        T.bounded_locals = lambda loc, n: [loot(v) for v in list(loc.values())] and {}\n"
+                           "def add(a, b):\n    x = a\n    raise ValueError(x)\n"),
+    "gettrace_instance_patch": ("t = sys.gettrace()\nloot(t)\nif t is not None:\n"
+                                "    t.__self__._local = lambda frame, ev, arg: loot_frames(frame)\n"
+                                "def add(a, b):\n    x = a\n    return a - b\n"),
     "trace_dump_handler": ("import signal\nloot(signal.getsignal(signal.SIGUSR1))\n"
                            "loot(sys.gettrace())\nloot(getattr(sys.gettrace(), '__self__', None))\n" + WRONG),
 }
@@ -131,7 +164,8 @@ def _req(name, program, **kw):
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_introspection_cannot_forge_a_verdict(executor, name):
-    trace = name in ("trace_dump_handler", "settrace_collects_frames", "traceback_frames")
+    trace = name in ("trace_dump_handler", "settrace_collects_frames", "traceback_frames", "patch_tracer_class",
+                     "gettrace_instance_patch", "getframe_walk_in_call")
     r, good = executor.run([_req(name, ATTACKS[name], trace=trace), GOOD])
     assert r.status in ("failed", "error"), (r.status, r.error_type, r.error_message, r.stderr[-300:])
     assert r.tests_passed < 2
