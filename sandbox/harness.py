@@ -13,8 +13,33 @@ Record stream (one line each, "<nonce> <json>", every record carries the writer'
   plan {total}  -> syntax {exc} | load {exc} | case {i, ok, exc?} / step {exc}  ... -> end {passed, total, trace}
   (+ trace {trace} when a traced run times out and the worker asks for the trace so far)
 
-Known limit: the harness shares the program's address space, so a program that deliberately walks
-the harness's frames or memory (sys._getframe, gc, ctypes) could recover the nonce and forge records.
+Introspection guard (see _install_guard): the harness shares the program's address space, so just
+before the program's code first runs it installs an irremovable audit hook (sys.addaudithook) and
+takes itself out of the program's reach. Enforced from then on, for the program and its threads:
+  * refused: sys._getframe (FrameAccessRefused, also a ValueError so namedtuple/typing/enum/logging
+    keep working), reading tb_frame/gi_frame/cr_frame/ag_frame (FrameAttributeRefused, also an
+    AttributeError so hasattr probes keep working), sys._current_frames/_current_exceptions,
+    sys.settrace/setprofile (also threading.settrace), gc.get_objects/get_referrers/get_referents,
+    gc.set_debug (no DEBUG_SAVEALL), every ctypes.* event and importing ctypes/_ctypes/_test*/
+    _xxsubinterpreters, (re)importing or re-creating _signal/gc/_imp, sys.addaudithook (a later hook
+    would see the harness's privileged events), os.symlink, os.fchdir;
+  * open()/os.open/chdir of anything under /proc after resolving symlinks (/proc/self/mem,
+    /proc/<pid>/mem, /proc/self/fd/N, /dev/fd/../mem; /dev/std* and fds 0-2 stay allowed), relative
+    paths through ".." or "proc" (they could be taken from a directory fd), and open() of the
+    record pipe's fd;
+  * signal handlers installed by the program get frame=None; signal.getsignal never returns a
+    harness handler with secrets, and sys.gettrace() returns None;
+  * the harness module is removed from sys.modules and every module dict, the stand-ins the
+    program can reach live in their own namespace, and the record writer is a closure (no class),
+    so neither sys.modules nor object.__subclasses__() lead to the harness's globals;
+  * tracer code (patchable by the program) only ever sees solution frames.
+The hook is lifted only for the harness's own thread, only around code that runs no program code
+(reading its tracebacks, switching its tracer). What stays possible: a program that already has
+native code in the process (a C extension it can import that reads memory, other than ctypes and
+the _test* modules refused here; none in the stdlib), CPython bugs that hand out frames without an
+audit event, and writing garbage to the record pipe (the worker then reports tampering: never
+passed). Honest programs that format tracebacks themselves (traceback.print_exc, inspect.stack)
+now get a refusal: the sandbox's own error_line/trace fields replace them.
 """
 from __future__ import annotations
 
