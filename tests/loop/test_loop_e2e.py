@@ -45,8 +45,8 @@ def test_results_match_the_raw_samples(tiny_run):
     assert set(results["methods"]) == set(METHODS)
     initial_rows = _jsonl(os.path.join(tiny_run, "initial", "eval_samples.jsonl"))
     assert len(initial_rows) == 12 * 4
-    stage = {"baseline": os.path.join(tiny_run, "initial"), "dpo": os.path.join(tiny_run, "dpo", "iter_1"),
-             "rlaif": os.path.join(tiny_run, "rlaif", "iter_1")}
+    stage = {"baseline": os.path.join(tiny_run, "initial"), "dpo": os.path.join(tiny_run, "dpo", "iter_2"),
+             "rlaif": os.path.join(tiny_run, "rlaif", "iter_2")}
     for method in METHODS:
         m = results["methods"][method]
         rows = _jsonl(os.path.join(stage[method], "eval_samples.jsonl"))
@@ -61,11 +61,18 @@ def test_results_match_the_raw_samples(tiny_run):
         # Iteration 0 of every method is the shared starting policy.
         assert m["iterations"][0]["pass@1"] == results["methods"]["baseline"]["final"]["pass@1"]
     for method in ("dpo", "rlaif"):
-        it1 = results["methods"][method]["iterations"][1]
-        assert it1["iteration"] == 1
-        assert len(it1["train"]["loss"]) == 3 and all(np.isfinite(it1["train"]["loss"]))
-        assert set(it1["time_s"]) >= {"sampling", "execution", "training", "evaluation"}
-    assert len(results["methods"]["rlaif"]["iterations"][1]["train"]["reward_model_loss"]) == 3
+        its = results["methods"][method]["iterations"]
+        assert [it["iteration"] for it in its] == [0, 1, 2]
+        for it in its[1:]:
+            assert set(it["time_s"]) >= {"sampling", "execution", "training", "evaluation"}
+            # DPO and the reward model train 3 steps when the iteration produced pairs (none without).
+            steps = 3 if it["num_pairs"] else 0
+            key = "loss" if method == "dpo" else "reward_model_loss"
+            assert len(it["train"][key]) == steps and all(np.isfinite(it["train"][key]))
+    # RL runs every iteration, each its own 3 steps (not a replay of the previous iteration's fit).
+    rl = [it["train"]["loss"] for it in results["methods"]["rlaif"]["iterations"][1:]]
+    assert [len(x) for x in rl] == [3, 3] and rl[0] != rl[1]
+    assert results["methods"]["dpo"]["iterations"][1]["num_pairs"] > 0
     # Every executed program is the task prompt followed by the sampled completion.
     from ieta_jax import data
 
@@ -102,7 +109,7 @@ def test_report_tables_and_plots_come_from_results(tiny_run):
         # pass@10/@100 need 10/100 samples per task: the run drew 4, so they are n/a, never invented.
         assert f"| {method} | {final['pass@1']:.3f} | n/a | n/a | {final['execution_rate']:.3f} |" in md
         assert f"## Errors: {method}" in md
-    dpo = results["methods"]["dpo"]
+    dpo = results["methods"]["dpo"]  # noqa: F841
     a = dpo["iterations"][0]["error_frequencies"]["Other"]
     b = dpo["final"]["error_frequencies"]["Other"]
     assert f"| Other | {a:.3f} | {b:.3f} | {a - b:+.3f}" in md

@@ -71,8 +71,9 @@ def test_scalars_read_back_over_http(tiny_run, tensorboard_url):
         assert got[0] == pytest.approx(results["methods"][method]["iterations"][0]["error_frequencies"]["Other"])
     # Training curves under the trainers' metric names, one point per optimizer step.
     dpo_loss = _scalars(tensorboard_url, "tensorboard/dpo", "train/loss")
-    assert [round(v, 5) for _, v in dpo_loss] == [round(v, 5) for v in
-                                                  results["methods"]["dpo"]["iterations"][1]["train"]["loss"]]
+    want = [v for it in results["methods"]["dpo"]["iterations"][1:] for v in it["train"]["loss"]]
+    assert [step for step, _ in dpo_loss] == list(range(1, len(want) + 1))
+    assert [round(v, 5) for _, v in dpo_loss] == [round(v, 5) for v in want]
     assert "rewards/accuracies" in tags["tensorboard/dpo"]
     assert {"reward", "kl"} <= set(tags["tensorboard/rlaif"])
     assert "accuracy" in tags["tensorboard/rlaif_reward_model"]

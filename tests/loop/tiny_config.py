@@ -4,7 +4,7 @@ from configs import smoke
 
 def get_config():
     c = smoke.get_config()
-    c.num_iterations = 1
+    c.num_iterations = 2
     c.num_train_tasks = 24
     c.num_eval_tasks = 12
     c.num_samples = 4
