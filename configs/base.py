@@ -101,8 +101,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Sandbox fleet.
     c.sandbox = ml_collections.ConfigDict()
     c.sandbox.backend = "gvisor"  # gvisor / process (unisolated, warns) / ray
-    c.sandbox.workers = 0         # 0 = one per CPU core
+    c.sandbox.workers = 0         # sandboxes (ray: per actor); 0 = the backend default
     c.sandbox.ray_address = ""    # for backend=ray: "auto" or host:port; "" starts a local Ray
+    c.sandbox.ray_node_resource = ""  # for backend=ray: only nodes with this custom resource host sandboxes
     c.trace = True                # capture execution traces (stored with pairs and sample programs)
     c.timeout_s = 5.0             # maximum execution time per program
     c.memory_mb = 512           # memory limit per program

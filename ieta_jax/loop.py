@@ -581,8 +581,8 @@ class Experiment:
         t0 = time.perf_counter()
         self._setup()
         methods = list(METHODS) if c.method == "all" else [c.method]
-        with Executor(backend=c.sandbox.backend, workers=c.sandbox.workers or None, timeout_s=c.timeout_s,
-                      memory_mb=c.memory_mb, trace=c.trace, **_ray_kwargs(c)) as ex:
+        with Executor(backend=c.sandbox.backend, timeout_s=c.timeout_s, memory_mb=c.memory_mb, trace=c.trace,
+                      **_executor_kwargs(c)) as ex:
             self.executor = ex
             initial = self.evaluate(self._load_policy(), os.path.join(self.workdir, "initial"), "initial")
             log.info("starting policy: %s", _fmt_metrics(initial))
@@ -613,8 +613,16 @@ class Experiment:
         return meta
 
 
-def _ray_kwargs(c) -> dict:
-    return {"ray_address": c.sandbox.ray_address} if c.sandbox.backend == "ray" and c.sandbox.ray_address else {}
+def _executor_kwargs(c) -> dict:
+    """Executor sizing: local pools take `workers`; on Ray it is the sandboxes per actor (one actor per node)."""
+    if c.sandbox.backend != "ray":
+        return {"workers": c.sandbox.workers or None}
+    kwargs = {"workers": None, "workers_per_actor": c.sandbox.workers or None}
+    if c.sandbox.ray_address:
+        kwargs["ray_address"] = c.sandbox.ray_address
+    if c.sandbox.ray_node_resource:
+        kwargs["node_resource"] = c.sandbox.ray_node_resource
+    return kwargs
 
 
 def _metric_view(m: dict) -> dict:
