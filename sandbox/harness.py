@@ -32,7 +32,9 @@ takes itself out of the program's reach. Enforced from then on, for the program 
   * the harness module is removed from sys.modules and every module dict, the stand-ins the
     program can reach live in their own namespace, and the record writer is a closure (no class),
     so neither sys.modules nor object.__subclasses__() lead to the harness's globals;
-  * tracer code (patchable by the program) only ever sees solution frames.
+  * tracer code (patchable by the program) only ever sees solution frames;
+  * harness functions resolve builtins through a private copy, so patching the builtins module
+    mid-run (from a test call or a thread) changes nothing the harness uses.
 The hook is lifted only for the harness's own thread, only around code that runs no program code
 (reading its tracebacks, switching its tracer). What stays possible: a program that already has
 native code in the process (a C extension it can import that reads memory, other than ctypes and
@@ -67,6 +69,9 @@ TEST_FILENAME = "<test>"
 
 # Captured before any untrusted code runs.
 _BUILTINS = dict(builtins.__dict__)
+# Harness functions resolve builtins (exec, getattr, callable, ...) through a private copy: a
+# program that patches the builtins module mid-run (from a test call or a thread) cannot reach them.
+__builtins__ = dict(_BUILTINS)
 _write = os.write
 _getpid = os.getpid
 _exit = os._exit

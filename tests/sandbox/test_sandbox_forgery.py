@@ -152,6 +152,14 @@ ATTACKS = {
     "gettrace_instance_patch": ("t = sys.gettrace()\nloot(t)\nif t is not None:\n"
                                 "    t.__self__._local = lambda frame, ev, arg: loot_frames(frame)\n"
                                 "def add(a, b):\n    x = a\n    return a - b\n"),
+    # Patch the builtins the harness itself uses, after it restored them (from a test call / a thread).
+    "patch_builtins_getattr_in_call": ("class Eq:\n    def __eq__(self, o):\n        return True\n"
+                                       "def add(a, b):\n    import builtins\n    builtins.getattr = lambda *a: None\n"
+                                       "    builtins.callable = lambda *a: False\n    return Eq()\n"),
+    "thread_patches_exec": ("import threading, time, builtins\ndef later():\n    time.sleep(0.05)\n"
+                            "    builtins.exec = lambda *a, **k: None\n"
+                            "threading.Thread(target=later, daemon=True).start()\n"
+                            "def add(a, b):\n    time.sleep(0.1)\n    return a - b\n"),
     "trace_dump_handler": ("import signal\nloot(signal.getsignal(signal.SIGUSR1))\n"
                            "loot(sys.gettrace())\nloot(getattr(sys.gettrace(), '__self__', None))\n" + WRONG),
 }
@@ -168,7 +176,7 @@ def test_introspection_cannot_forge_a_verdict(executor, name):
                      "gettrace_instance_patch", "getframe_walk_in_call")
     r, good = executor.run([_req(name, ATTACKS[name], trace=trace), GOOD])
     assert r.status in ("failed", "error"), (r.status, r.error_type, r.error_message, r.stderr[-300:])
-    assert r.tests_passed < 2
+    assert r.tests_passed == 0 if name in ("thread_patches_exec",) else r.tests_passed < 2
     assert good.status == "passed" and good.tests_passed == 2, good
 
 
