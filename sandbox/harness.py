@@ -36,7 +36,8 @@ takes itself out of the program's reach. Enforced from then on, for the program 
   * harness functions resolve builtins through a private copy, so patching the builtins module
     mid-run (from a test call or a thread) changes nothing the harness uses.
 The hook is lifted only for the harness's own thread, only around code that runs no program code
-(reading its tracebacks, switching its tracer). What stays possible: a program that already has
+(reading its tracebacks, switching its tracer), with the cyclic gc off (no program finalizer runs
+there) and program signal handlers dropping the privilege while they run. What stays possible: a program that already has
 native code in the process (a C extension it can import that reads memory, other than ctypes and
 the _test* modules refused here; none in the stdlib), CPython bugs that hand out frames without an
 audit event, and writing garbage to the record pipe (the worker then reports tampering: never
@@ -209,9 +210,6 @@ def gettrace():
 
 def dump_trace_handler(signum, frame):
     audit("sandbox.dump_trace")
-
-def frameless(handler):
-    return lambda signum, frame: handler(signum, None)
 """
 _STANDINS = {"audit": sys.audit, "SandboxViolation": SandboxViolation}
 exec(compile(_STANDINS_SRC, "<sandbox-guard>", "exec"), _STANDINS)
@@ -243,7 +241,8 @@ def _install_guard(record_fd: int, emit, tracer):
     tb_type, exc_tb = types.TracebackType, _BaseException.__traceback__.__get__
     orig_signal, orig_getsignal, orig_create_builtin = _signal.signal, _signal.getsignal, _imp.create_builtin
     module_spec = type(sys.__spec__) if sys.__spec__ is not None else None
-    SIG_DFL, SIG_IGN, frameless = _signal.SIG_DFL, _signal.SIG_IGN, _STANDINS["frameless"]
+    SIG_DFL, SIG_IGN, callable_ = _signal.SIG_DFL, _signal.SIG_IGN, callable
+    gc_enabled, gc_disable, gc_enable = gc.isenabled, gc.disable, gc.enable
     settrace = sys.settrace
     state = [None]  # ident of the harness thread while it holds the privilege
     user_handler = {}  # frameless wrapper -> the program's own handler
@@ -298,6 +297,18 @@ def _install_guard(record_fd: int, emit, tracer):
         if real == "/proc" or real.startswith("/proc/"):
             refuse(f"{what} of {path!r} (/proc)", PathRefused)
 
+    def frameless(handler):
+        """The program's signal handler: frame=None (the interrupted frame leads to the harness), and
+        never privileged, even when the signal lands inside one of the harness's privileged windows."""
+        def on_signal(signum, frame):
+            held = state[0]
+            state[0] = None
+            try:
+                return handler(signum, None)
+            finally:
+                state[0] = held
+        return on_signal
+
     def hook(event, args):
         holder = state[0]
         if holder is not None and holder == get_ident():
@@ -320,7 +331,7 @@ def _install_guard(record_fd: int, emit, tracer):
                 refuse(f"importing {name}")
         elif event == "sandbox.signal":
             signalnum, handler, box = args
-            safe = handler if handler in (SIG_DFL, SIG_IGN) or not callable(handler) else frameless(handler)
+            safe = handler if handler in (SIG_DFL, SIG_IGN) or not callable_(handler) else frameless(handler)
             prev = orig_signal(signalnum, safe)
             if safe is not handler:
                 user_handler[safe] = handler
@@ -336,23 +347,32 @@ def _install_guard(record_fd: int, emit, tracer):
                 refuse(f"creating the builtin module {name!r}")
             box.append(orig_create_builtin(module_spec(name, None, origin="built-in")))
         elif event == "sandbox.dump_trace" and tracer is not None:
+            held = state[0]
             state[0] = get_ident()
             try:
                 settrace(None)
             finally:
-                state[0] = None
+                state[0] = held
             emit({"t": "trace", "trace": _TRACER_TO_DICT(tracer)})
 
+    # Privileged windows: the cyclic gc is off inside them, so no finalizer or gc callback of the
+    # program runs there (signal handlers drop the privilege themselves, see frameless).
     def privileged(fn, *args):
+        was_enabled = gc_enabled()
+        gc_disable()
         state[0] = get_ident()
         try:
             return fn(*args)
         finally:
             state[0] = None
+            if was_enabled:
+                gc_enable()
 
     def tb_entries(exc) -> list:
         tb = exc_tb(exc)
         out = []
+        was_enabled = gc_enabled()
+        gc_disable()
         state[0] = get_ident()
         try:
             while tb is not None and audit_type(tb) is tb_type:
@@ -360,6 +380,8 @@ def _install_guard(record_fd: int, emit, tracer):
                 tb = tb.tb_next
         finally:
             state[0] = None
+            if was_enabled:
+                gc_enable()
         return out
 
     _unlink_module()

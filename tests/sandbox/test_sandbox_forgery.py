@@ -160,6 +160,15 @@ ATTACKS = {
                             "    builtins.exec = lambda *a, **k: None\n"
                             "threading.Thread(target=later, daemon=True).start()\n"
                             "def add(a, b):\n    time.sleep(0.1)\n    return a - b\n"),
+    # Try to run inside one of the harness's own privileged windows (reading its tracebacks).
+    "signal_storm_during_harness": ("import signal\ndef h(signum, frame):\n    try:\n"
+                                    "        loot_frames(sys._getframe())\n    except Exception:\n        pass\n"
+                                    "signal.signal(signal.SIGALRM, h)\nsignal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)\n"
+                                    "def add(a, b):\n    raise ValueError(a)\n"),
+    "finalizer_storm_during_harness": ("class C:\n    def __init__(self):\n        self.me = self\n"
+                                       "    def __del__(self):\n        try:\n            loot_frames(sys._getframe())\n"
+                                       "        except Exception:\n            pass\n"
+                                       "def add(a, b):\n    for _ in range(2000):\n        C()\n    raise ValueError(a)\n"),
     "trace_dump_handler": ("import signal\nloot(signal.getsignal(signal.SIGUSR1))\n"
                            "loot(sys.gettrace())\nloot(getattr(sys.gettrace(), '__self__', None))\n" + WRONG),
 }
