@@ -176,7 +176,10 @@ class GVisorBackend:
         self.runsc = find_runsc()
         os.makedirs(STATE_PARENT, mode=0o700, exist_ok=True)
         clean_stale_state(self.runsc)
-        self.root = os.path.join(STATE_PARENT, f"{os.getpid()}-{secrets.token_hex(4)}")
+        # Container ids must be unique machine-wide, not just per --root: runsc names each sandbox's control
+        # socket after its id, so two pools of one process (or a pid reused) would collide.
+        self.name = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.root = os.path.join(STATE_PARENT, self.name)
         os.makedirs(self.root, mode=0o700)
         self.bundle = tempfile.mkdtemp(prefix=f"{BUNDLE_PREFIX}{os.getpid()}-")
         # The container holds the worker plus one child limited to the request's memory_mb.
@@ -200,7 +203,7 @@ class GVisorBackend:
         return argv + ["run", "--bundle", self.bundle, cid]
 
     def _start(self, slot: int) -> PipeWorker:
-        cid = f"ieta-{os.getpid()}-{slot}-{next(self._ids)}"
+        cid = f"ieta-{self.name}-{slot}-{next(self._ids)}"
         with self._lock:
             if self._closed:
                 raise RuntimeError("backend is closed")

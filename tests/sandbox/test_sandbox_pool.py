@@ -156,3 +156,22 @@ def test_poisoned_worker_is_replaced():
             os.rmdir(ex.backend._scratch)          # poison: mkdtemp in the running worker now fails
             r = ex.run([dict(OK, id="after")])[0]
             assert r.status == "passed", (r.status, r.error_message)
+
+
+@needs_runsc
+def test_pools_alive_together_in_one_process_get_distinct_containers():
+    # runsc names each sandbox's control socket after the container id, machine-wide: two pools of one
+    # caller (a long-lived fleet plus a short-lived one) must never reuse each other's ids.
+    with Executor(backend="gvisor", workers=2, timeout_s=5.0) as a, \
+            Executor(backend="gvisor", workers=2, timeout_s=5.0) as b:
+        assert [r.status for r in a.run([OK, OK])] == ["passed", "passed"]
+        assert [r.status for r in b.run([OK, OK])] == ["passed", "passed"]
+        ids_a, ids_b = set(_containers(a.backend.root)), set(_containers(b.backend.root))
+        assert len(ids_a) == 2 and len(ids_b) == 2
+        assert not ids_a & ids_b
+        assert _started_on_first_try(ids_a) and _started_on_first_try(ids_b)
+
+
+def _started_on_first_try(ids):
+    # Each slot's container started on its first attempt (no fallback start under a new id).
+    return sorted(cid.rsplit("-", 1)[1] for cid in ids) == ["0", "1"]
