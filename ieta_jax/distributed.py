@@ -7,6 +7,7 @@ every helper here is a plain call: no barrier, no broadcast, no extra cost.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Callable, TypeVar
 
@@ -83,4 +84,6 @@ def _json_default(x):
         return float(x)
     if isinstance(x, np.ndarray):
         return x.tolist()
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return dataclasses.asdict(x)
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")

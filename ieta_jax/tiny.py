@@ -96,6 +96,7 @@ def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh) -> 
     models.save_pretrained(model, tmp_dir, tokenizer=tokenizer)
     trainer.close()
     writer.close()
+    distributed.barrier("tiny_model_written")  # every process is done with tiny_build before process 0 removes it
     if jax.process_index() == 0:
         summary = {"corpus_examples": len(corpus), "buggy_examples": n_bug, "train_tasks": len(train_tasks),
                    "steps": t.warm_start_steps, "max_length": max_len, "vocab_size": cfg.vocab_size,
