@@ -23,6 +23,13 @@ Every stage writes its output atomically under the workdir (``<method>/iter_<k>/
 and restarted with the same command skips finished stages and resumes the trainers from their last
 checkpoint. Outputs: TensorBoard events (``<workdir>/tensorboard/<run>``), ``results.json``,
 ``report.md`` with PNG plots.
+
+Multi-host (``launch.main --distributed``): every process builds the same global mesh and runs every
+jitted computation (sampling, warm start, DPO / reward model / RL) on the same inputs. Process 0 alone
+trains the tokenizer, runs the sandbox executor and writes the workdir; sandbox verdicts, execution
+rewards and the resume state it reads are broadcast (``ieta_jax.distributed.on_primary``), so pairs,
+rewards and metrics are identical on every process. The workdir must be a filesystem all hosts see
+(Orbax checkpoints and the saved policies are read back by every process).
 """
 from __future__ import annotations
 

@@ -30,28 +30,45 @@ def _load(workdir):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """(single-process workdir, two-process workdir, [process 0 output, process 1 output])."""
+    """(single-process workdir, two-process workdir, [process 0 output, process 1 output]).
+
+    The reference and the two-process job run at the same time: each often waits (compiling, barriers, sandboxes),
+    so together they finish sooner on 2 cores than one after the other.
+    """
     root = tmp_path_factory.mktemp("multihost")
     single, multi = str(root / "single"), str(root / "multi")
-    proc = subprocess.run(main_cmd(single, *OVERRIDES), cwd=REPO, env=run_env(), capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    logs = _run([(main_cmd(single, *OVERRIDES), run_env())] + _two_processes(multi), str(root / "first"))
+    return single, multi, logs[1:]
+
+
+def _two_processes(workdir):
+    """The CLI as processes 0 and 1 of a jax.distributed job with 1 CPU device each: [(command, env)] * 2."""
     env = {**run_env(), "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     port = _free_port()
-    procs = [subprocess.Popen(main_cmd(multi, *OVERRIDES, "--distributed", f"--coordinator_address=127.0.0.1:{port}",
-                                       "--num_processes=2", f"--process_id={i}"),
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
-    logs = []
+    return [(main_cmd(workdir, *OVERRIDES, "--distributed", f"--coordinator_address=127.0.0.1:{port}",
+                      "--num_processes=2", f"--process_id={i}"), env) for i in range(2)]
+
+
+def _run(commands, log_prefix):
+    """Runs the commands concurrently (output to files: a full pipe must not stall one process of the job)."""
+    procs, paths = [], []
     try:
+        for i, (cmd, env) in enumerate(commands):
+            paths.append(f"{log_prefix}.{i}.log")
+            with open(paths[-1], "w") as out:
+                procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
         for p in procs:
-            logs.append(p.communicate(timeout=600)[0])
+            p.wait(timeout=600)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+    logs = []
+    for path in paths:
+        with open(path) as f:
+            logs.append(f.read())
     assert all(p.returncode == 0 for p in procs), "\n---\n".join(log[-4000:] for log in logs)
-    return single, multi, logs
+    return logs
 
 
 def test_two_processes_give_the_single_process_results(runs):
@@ -95,3 +112,16 @@ def test_only_process_zero_runs_sandboxes_and_writes(runs):
     assert os.path.exists(os.path.join(multi, "log.txt")) and os.path.exists(os.path.join(multi, "report.md"))
     leftovers = [os.path.join(d, n) for d, _, names in os.walk(multi) for n in names if ".tmp" in n]
     assert not leftovers, leftovers
+
+
+def test_two_processes_resume_a_finished_run_without_redoing_it(runs):
+    """Restarted, both processes take the same resume decisions (process 0 reads the state, broadcasts it)."""
+    _, multi, _ = runs
+    before = _load(multi)
+    marker = os.path.join(multi, "dpo", "iter_1", "iteration.json")
+    mtime = os.path.getmtime(marker)
+    logs = _run(_two_processes(multi), multi + ".resume")
+    for log in logs:  # nothing sampled, executed or trained again, on either process
+        assert "training on" not in log and "samples; sampling" not in log, log[-3000:]
+    assert os.path.getmtime(marker) == mtime
+    assert _load(multi)["methods"] == before["methods"]
