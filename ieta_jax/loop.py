@@ -23,9 +23,17 @@ Every stage writes its output atomically under the workdir (``<method>/iter_<k>/
 and restarted with the same command skips finished stages and resumes the trainers from their last
 checkpoint. Outputs: TensorBoard events (``<workdir>/tensorboard/<run>``), ``results.json``,
 ``report.md`` with PNG plots.
+
+Multi-host (``launch.main --distributed``): every process builds the same global mesh and runs every
+jitted computation (sampling, warm start, DPO / reward model / RL) on the same inputs. Process 0 alone
+trains the tokenizer, runs the sandbox executor and writes the workdir; sandbox verdicts, execution
+rewards and the resume state it reads are broadcast (``ieta_jax.distributed.on_primary``), so pairs,
+rewards and metrics are identical on every process. The workdir must be a filesystem all hosts see
+(Orbax checkpoints and the saved policies are read back by every process).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -43,7 +51,11 @@ METHODS = ("baseline", "dpo", "rlaif")
 
 # ----------------------------------------------------------------------------- small utilities
 def write_json(path: str, obj: Any) -> None:
-    """Atomic: a reader (or a restarted run) sees the old file or the new one, never half of one."""
+    """Atomic: a reader (or a restarted run) sees the old file or the new one, never half of one.
+
+    Only process 0 writes (a no-op on the others of a multi-process run)."""
+    if not _is_primary():
+        return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w") as f:
@@ -61,6 +73,9 @@ def read_json(path: str) -> Any | None:
 
 
 def write_jsonl(path: str, rows: Sequence[dict]) -> None:
+    """Atomic, process 0 only (see write_json)."""
+    if not _is_primary():
+        return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w") as f:
@@ -76,6 +91,12 @@ def read_jsonl(path: str) -> list[dict] | None:
         return None
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def _is_primary() -> bool:
+    import jax
+
+    return jax.process_index() == 0
 
 
 def _json_default(x):
@@ -126,7 +147,8 @@ class Experiment:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
         self.config = config
         self.workdir = os.path.abspath(workdir)
-        os.makedirs(self.workdir, exist_ok=True)
+        if _is_primary():
+            os.makedirs(self.workdir, exist_ok=True)
         self.executor = None
         self.writers: dict[str, Any] = {}
 
@@ -176,9 +198,11 @@ class Experiment:
 
     def _check_config_file(self) -> None:
         """Record the config; a restart with a different one is refused (it would mix two experiments)."""
+        from ieta_jax import distributed
+
         path = os.path.join(self.workdir, "config.json")
         current = json.loads(self.config.to_json())
-        previous = read_json(path)
+        previous = distributed.on_primary(lambda: read_json(path))
         if previous is not None:
             changed = {k for k in set(current) | set(previous) if current.get(k) != previous.get(k)}
             changed -= {"debug"}
@@ -202,6 +226,13 @@ class Experiment:
             self.writers[run] = MetricWriter(os.path.join(self.workdir, "tensorboard", run))
         return self.writers[run]
 
+    @staticmethod
+    def _read_shared(path: str) -> Any | None:
+        """A state file as process 0 sees it, on every process: resume decisions are the same everywhere."""
+        from ieta_jax import distributed
+
+        return distributed.on_primary(lambda: read_json(path))
+
     def _load_policy(self, model_class=None):
         from ieta_jax import models
 
@@ -215,16 +246,17 @@ class Experiment:
         import jax
         from tqdm.auto import tqdm
 
-        from ieta_jax import sampling
+        from ieta_jax import distributed, sampling
         from ieta_jax.data import completions as comp_lib, task as task_lib
 
         c = self.config
         chat = c.prompt_format == "chat"
+        primary = distributed.is_primary()
         per_batch = max(1, c.sample_batch_size // n)  # prompts per generate() call
         futures, meta = [], []
         t_sample = 0.0
         t_start = time.perf_counter()
-        bar = tqdm(total=len(tasks) * n, desc=desc, unit="sample", leave=False)
+        bar = tqdm(total=len(tasks) * n, desc=desc, unit="sample", leave=False, disable=not primary)
         for b, start in enumerate(range(0, len(tasks), per_batch)):
             chunk = tasks[start:start + per_batch]
             prompts = [self.prompt_ids[t.task_id] for t in chunk]
@@ -243,16 +275,15 @@ class Experiment:
                     timeout = min(c.timeout_s, float(t.metadata.get("timeout_s", c.timeout_s)))
                     req = task_lib.to_request(t, completion, rid, trace=c.trace, timeout_s=timeout,
                                               memory_mb=c.memory_mb)
-                    futures.append(self.executor.submit(req))
+                    if primary:  # process 0 runs the programs; the others get the verdicts below
+                        futures.append(self.executor.submit(req))
                     meta.append({"task_id": t.task_id, "sample": j, "completion": completion,
                                  "program": req["solution"], "eos": bool(out.lengths[i * n + j] < c.max_new_tokens
                                                                         or texts[i * n + j] != raw)})
             bar.update(len(chunk) * n)
         t_wait = time.perf_counter()
-        rows = []
-        for m, fut in zip(meta, futures):
-            res = fut.result()
-            rows.append({**m, "result": res.to_dict()})
+        results = distributed.on_primary(lambda: [fut.result().to_dict() for fut in futures])
+        rows = [{**m, "result": res} for m, res in zip(meta, results)]
         bar.close()
         now = time.perf_counter()
         busy = sum(r["result"]["duration_s"] or 0.0 for r in rows)
@@ -262,8 +293,9 @@ class Experiment:
         return SampleSet(rows, times)
 
     def _samples_stage(self, path: str, model, tasks, n, *, temperature, seed, desc) -> SampleSet:
-        rows = read_jsonl(path)
-        meta = read_json(path + ".time.json")
+        from ieta_jax import distributed
+
+        rows, meta = distributed.on_primary(lambda: (read_jsonl(path), read_json(path + ".time.json")))
         if rows is not None and meta is not None:
             log.info("%s: %d samples already in %s, reused (finished earlier or shared)", desc, len(rows), path)
             return SampleSet(rows, meta)
@@ -278,7 +310,7 @@ class Experiment:
         from ieta_jax import evaluation
 
         path = os.path.join(stage_dir, "eval.json")
-        cached = read_json(path)
+        cached = self._read_shared(path)
         if cached is not None:
             return cached
         c = self.config
@@ -302,7 +334,7 @@ class Experiment:
         for k, v in metrics["error_frequencies"].items():
             scalars[f"eval/error_frequency/{k}"] = v
         w.write_scalars(step, scalars)
-        if stage_dir is not None:
+        if stage_dir is not None and _is_primary():  # the writer is a no-op on the other processes
             rows = read_jsonl(os.path.join(stage_dir, "eval_samples.jsonl")) or []
             w.write_text(step, self._sample_texts(rows))
         w.flush()
@@ -363,7 +395,12 @@ class Experiment:
 
         c = self.config
 
+        from ieta_jax import distributed
+
         def reward(prompt_indices: np.ndarray, completions: list[list[int]]) -> list[float]:
+            return distributed.on_primary(lambda: run(prompt_indices, completions))
+
+        def run(prompt_indices, completions) -> list[float]:
             futures = []
             for k, (pi, ids) in enumerate(zip(prompt_indices, completions)):
                 t = tasks[int(pi)]
@@ -372,7 +409,7 @@ class Experiment:
                 timeout = min(c.timeout_s, float(t.metadata.get("timeout_s", c.timeout_s)))
                 futures.append(self.executor.submit(task_lib.to_request(t, completion, f"rl#{k}", timeout_s=timeout,
                                                                         memory_mb=c.memory_mb)))
-            return [feedback.execution_reward(f.result()) for f in futures]
+            return [float(feedback.execution_reward(f.result())) for f in futures]
 
         return reward
 
@@ -426,7 +463,7 @@ class Experiment:
 
         import jax
 
-        from ieta_jax import models
+        from ieta_jax import distributed, models
 
         out = os.path.join(it_dir, "policy")
         tmp = out + ".tmp"
@@ -437,6 +474,7 @@ class Experiment:
             if os.path.exists(out):
                 shutil.rmtree(out)
             os.replace(tmp, out)
+        distributed.barrier(f"save_policy:{out}")  # no process loads it before it is in place
 
     def _policy_after(self, method_dir: str, k: int):
         """The policy after iteration ``k`` (``k = 0``: the starting policy)."""
@@ -513,7 +551,7 @@ class Experiment:
         self.policy = None
         for k in range(1, c.num_iterations + 1):
             it_dir = os.path.join(method_dir, f"iter_{k}")
-            done = read_json(os.path.join(it_dir, "iteration.json"))
+            done = self._read_shared(os.path.join(it_dir, "iteration.json"))
             if done is not None:
                 iterations.append(done)
                 self.policy = None
@@ -534,7 +572,7 @@ class Experiment:
             pairs, records = self._pairs(ss)
             write_jsonl(os.path.join(it_dir, "pairs.jsonl"), [p.to_dict() for p in records])
             train_path = os.path.join(it_dir, "train.json")
-            train = read_json(train_path)
+            train = self._read_shared(train_path)
             if train is None:
                 t0 = time.perf_counter()
                 log.info("%s iter %d: training on %d pairs from %d tasks", method, k, len(pairs),
@@ -573,16 +611,25 @@ class Experiment:
 
     # ------------------------------------------------------------------ everything
     def run(self) -> dict:
+        import jax
+
         from sandbox import Executor
 
-        from ieta_jax import report
+        from ieta_jax import distributed, report
 
         c = self.config
         t0 = time.perf_counter()
         self._setup()
         methods = list(METHODS) if c.method == "all" else [c.method]
-        with Executor(backend=c.sandbox.backend, timeout_s=c.timeout_s, memory_mb=c.memory_mb, trace=c.trace,
-                      **_executor_kwargs(c)) as ex:
+        if distributed.is_primary():
+            executor = Executor(backend=c.sandbox.backend, timeout_s=c.timeout_s, memory_mb=c.memory_mb,
+                                trace=c.trace, **_executor_kwargs(c))
+            log.info("sandbox executor (%s) started on process 0 of %d", c.sandbox.backend, jax.process_count())
+        else:
+            executor = contextlib.nullcontext()
+            log.info("process %d: no sandbox executor here (process 0 runs the programs and broadcasts verdicts)",
+                     jax.process_index())
+        with executor as ex:
             self.executor = ex
             initial = self.evaluate(self._load_policy(), os.path.join(self.workdir, "initial"), "initial")
             log.info("starting policy: %s", _fmt_metrics(initial))
@@ -593,17 +640,19 @@ class Experiment:
         self.executor = None
         results["meta"]["seconds"] = time.perf_counter() - t0
         write_json(os.path.join(self.workdir, "results.json"), results)
-        path = report.write_report(results, self.workdir)
         for w in self.writers.values():
             w.close()
-        log.info("results: %s; report: %s (%.0fs this invocation)", os.path.join(self.workdir, "results.json"), path,
-                 time.perf_counter() - t0)
-        print(report.summary_table(results))
+        if distributed.is_primary():
+            path = report.write_report(results, self.workdir)
+            log.info("results: %s; report: %s (%.0fs this invocation)", os.path.join(self.workdir, "results.json"),
+                     path, time.perf_counter() - t0)
+            print(report.summary_table(results))
+        distributed.barrier("experiment_done")  # every process returns once the workdir is complete
         return results
 
     def _meta(self) -> dict:
         c = self.config
-        ws = read_json(os.path.join(self.model_dir, "warm_start.json")) if c.model == "tiny" else None
+        ws = self._read_shared(os.path.join(self.model_dir, "warm_start.json")) if c.model == "tiny" else None
         meta = {"dataset": c.dataset, "model": c.model, "num_iterations": c.num_iterations,
                 "num_train_tasks": len(self.train_tasks), "num_eval_tasks": len(self.eval_tasks),
                 "num_samples": c.num_samples, "eval_num_samples": c.eval_num_samples,
@@ -649,12 +698,12 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _setup_logging(workdir: str, debug: bool) -> None:
-    os.makedirs(workdir, exist_ok=True)
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     path = os.path.join(workdir, "log.txt")
-    if not any(isinstance(h, logging.FileHandler) and h.baseFilename == os.path.abspath(path) for h in root.handlers):
+    if _is_primary() and not any(isinstance(h, logging.FileHandler) and h.baseFilename == os.path.abspath(path) for h in root.handlers):
+        os.makedirs(workdir, exist_ok=True)
         fh = logging.FileHandler(path)
         fh.setFormatter(fmt)
         root.addHandler(fh)

@@ -38,10 +38,14 @@ def tiny_model_config(config: ml_collections.ConfigDict, tokenizer):
 
 def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh) -> str:
     """Return ``<workdir>/tiny_model``, building it first if it is not there (resumable)."""
-    out_dir = os.path.join(workdir, TINY_DIR)
-    if os.path.exists(os.path.join(out_dir, "warm_start.json")):
-        return out_dir
     import jax
+
+    from ieta_jax import distributed
+
+    out_dir = os.path.join(workdir, TINY_DIR)
+    # Decided by process 0 for all: every process takes the same path (the warm start is collective).
+    if distributed.on_primary(lambda: os.path.exists(os.path.join(out_dir, "warm_start.json"))):
+        return out_dir
     from flax import nnx
 
     from ieta_jax import models, sharding
@@ -63,7 +67,11 @@ def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh) -> 
 
     build_dir = os.path.join(workdir, "tiny_build")
     tok_dir = os.path.join(build_dir, "tokenizer")
-    tokenizer = train_tokenizer([ex.text for ex in corpus], tok_dir, vocab_size=t.vocab_size)
+    if distributed.is_primary():
+        tokenizer = train_tokenizer([ex.text for ex in corpus], tok_dir, vocab_size=t.vocab_size)
+    if distributed.is_multiprocess():  # process 0 trained it; every process loads the same saved files
+        distributed.barrier("tiny_tokenizer_saved")
+        tokenizer = models.load_tokenizer(tok_dir)
     eos = tokenizer.eos_token_id
     examples = [PromptCompletion(tokenizer(ex.prompt)["input_ids"], tokenizer(ex.completion)["input_ids"] + [eos])
                 for ex in corpus]
@@ -88,6 +96,7 @@ def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh) -> 
     models.save_pretrained(model, tmp_dir, tokenizer=tokenizer)
     trainer.close()
     writer.close()
+    distributed.barrier("tiny_model_written")  # every process is done with tiny_build before process 0 removes it
     if jax.process_index() == 0:
         summary = {"corpus_examples": len(corpus), "buggy_examples": n_bug, "train_tasks": len(train_tasks),
                    "steps": t.warm_start_steps, "max_length": max_len, "vocab_size": cfg.vocab_size,
@@ -102,4 +111,5 @@ def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh) -> 
         shutil.rmtree(build_dir, ignore_errors=True)
         log.info("tiny model: %d params, warm start loss %.4f, %.0fs -> %s", cfg.num_params(),
                  summary["final_loss"] or float("nan"), summary["seconds"], out_dir)
+    distributed.barrier("tiny_model_saved")  # no process loads the model before process 0 has put it in place
     return out_dir

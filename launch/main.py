@@ -39,6 +39,8 @@ def main(argv):
     if _DISTRIBUTED.value:
         import jax
 
+        # CPU processes (local tests, CPU clusters) need a cross-process collectives backend; TPU/GPU ignore this.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                    process_id=_PROCESS_ID.value)
         logging.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),

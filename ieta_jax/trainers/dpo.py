@@ -131,8 +131,8 @@ class DPOTrainer(Trainer):
             with jax.set_mesh(self.mesh):
                 c, r = self._ref_logps_fn(params, self.aux, batch)
             take = min(bs, n - start)
-            chosen.append(np.asarray(jax.device_get(c))[:take])
-            rejected.append(np.asarray(jax.device_get(r))[:take])
+            chosen.append(sharding.gather_to_host(c)[:take])
+            rejected.append(sharding.gather_to_host(r)[:take])
         return np.concatenate(chosen), np.concatenate(rejected)
 
     # ------------------------------------------------------------------ data and loss

@@ -65,5 +65,5 @@ def score_arrays(trainer: Trainer, params, input_ids: np.ndarray, attention_mask
         b = sharding.shard_batch({"ids": input_ids[idx], "mask": attention_mask[idx]}, trainer.mesh)
         with jax.set_mesh(trainer.mesh):
             r = fn(params, trainer.aux, b["ids"], b["mask"])
-        out.append(np.asarray(jax.device_get(r))[: min(batch_size, n - start)])
+        out.append(sharding.gather_to_host(r)[: min(batch_size, n - start)])
     return np.concatenate(out).astype(np.float32)

@@ -125,7 +125,7 @@ class RLTrainer(Trainer):
         for start in range(0, n, bs):
             b = sharding.shard_batch({k: v[start:start + bs] for k, v in arrays.items()}, self.mesh)
             with jax.set_mesh(self.mesh):
-                out.append(np.asarray(jax.device_get(fn(b))))
+                out.append(sharding.gather_to_host(fn(b)))
         return np.concatenate(out)
 
     # ------------------------------------------------------------------ rollout
