@@ -23,6 +23,7 @@ import sys
 from typing import Any, Sequence
 
 from ieta_jax import data, evaluation
+from ieta_jax.data import rows
 
 
 class SamplesError(ValueError):
@@ -34,20 +35,14 @@ def read_samples(path: str) -> list[dict[str, Any]]:
     if not os.path.exists(path):
         raise SamplesError(f"samples file not found: {path}")
     samples = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SamplesError(f"{path}:{lineno}: invalid JSON: {e}") from None
-            if not isinstance(row, dict):
-                raise SamplesError(f"{path}:{lineno}: expected a JSON object")
+    try:
+        for where, row in rows.read_rows(path):
             for key in ("task_id", "completion"):
                 if not isinstance(row.get(key), str):
-                    raise SamplesError(f"{path}:{lineno}: field {key!r} must be a string")
+                    raise SamplesError(f"{where}: field {key!r} must be a string")
             samples.append(row)
+    except rows.RowError as e:
+        raise SamplesError(str(e)) from None
     if not samples:
         raise SamplesError(f"{path}: no samples")
     return samples
