@@ -621,6 +621,16 @@ def _run(req: dict, emit, fd: int, output_limit: int) -> None:
             elif not on:
                 privileged(_settrace, None)
 
+    def traced(fn):
+        """Runs fn with line tracing on when a trace was asked for, and always off again after."""
+        if tracer is None:
+            return fn()
+        tracing(True)
+        try:
+            return fn()
+        finally:
+            tracing(False)
+
     def failure(e: BaseException, test_code: bool = True) -> dict:
         entries = tb_entries(e)
         if tracer is not None:
@@ -650,13 +660,7 @@ def _run(req: dict, emit, fd: int, output_limit: int) -> None:
             exc = None
             ns = {"__name__": "__main__", "__builtins__": builtins}
             try:
-                if tracer is not None:
-                    tracing(True)
-                try:
-                    exec(code, ns)
-                finally:
-                    if tracer is not None:
-                        tracing(False)
+                traced(lambda: exec(code, ns))
             except _SystemExit as e:
                 if e.code not in (None, 0):
                     exc = failure(e, test_code=False)
@@ -700,13 +704,7 @@ def _run(req: dict, emit, fd: int, output_limit: int) -> None:
     # 3b. other kinds: define the solution once
     ns = {"__name__": "__solution__", "__builtins__": builtins}
     try:
-        if tracer is not None:
-            tracing(True)
-        try:
-            exec(code, ns)
-        finally:
-            if tracer is not None:
-                tracing(False)
+        traced(lambda: exec(code, ns))
     except _BaseException as e:
         emit({"t": "load", "exc": failure(e, test_code=False)})
         finish()
@@ -717,13 +715,7 @@ def _run(req: dict, emit, fd: int, output_limit: int) -> None:
     def run_case(i, fn, label=""):
         nonlocal passed
         try:
-            if tracer is not None:
-                tracing(True)
-            try:
-                fn()
-            finally:
-                if tracer is not None:
-                    tracing(False)
+            traced(fn)
         except _BaseException as e:
             exc = failure(e)
             if exc["kind"] == "failed" and not exc["message"] and label:
@@ -809,13 +801,7 @@ def _run(req: dict, emit, fd: int, output_limit: int) -> None:
                         f"case {i}: expected {_tracer.bounded_repr(case['expected'])}, got {_tracer.bounded_repr(value)}")
             # Mismatches are raised by harness code: classify them as failed tests explicitly.
             try:
-                if tracer is not None:
-                    tracing(True)
-                try:
-                    one()
-                finally:
-                    if tracer is not None:
-                        tracing(False)
+                traced(one)
             except _AssertionError as e:
                 entries = tb_entries(e)
                 if entries and entries[-1][0].f_code is one.__code__:
