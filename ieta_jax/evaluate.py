@@ -19,7 +19,10 @@ import argparse
 import collections
 import json
 import os
+import socket
 import sys
+import tempfile
+import urllib.parse
 from typing import Any, Sequence
 
 from ieta_jax import data, evaluation
@@ -123,6 +126,74 @@ def evaluate_samples(tasks: Sequence[data.Task], samples: Sequence[dict], ks: Se
     return metrics
 
 
+OFFLINE_DATASETS = ("synthetic", "humaneval")  # built in: never touch the hub
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face hub endpoint (HF_ENDPOINT) accepts a TCP connection within `timeout_s`."""
+    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def use_offline_hub_if_unreachable(dataset: str) -> bool:
+    """Without network, switch `datasets` to its local cache before it is imported.
+
+    Otherwise a hub dataset that is not cached costs ~30 s of retries before the error; in offline mode
+    it fails at once (and a cached one still loads). Returns whether it switched.
+    """
+    if os.path.exists(dataset) or dataset in OFFLINE_DATASETS or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    if hub_reachable():
+        return False
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    return True
+
+
+def check_out_path(path: str) -> None:
+    """Refuse an --out that cannot be written, before any sample runs."""
+    if os.path.isdir(path):
+        raise SamplesError(f"--out {path} is a directory; pass a file path such as {os.path.join(path, 'metrics.json')}")
+    parent = os.path.dirname(os.path.abspath(path))
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise SamplesError(f"--out {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK):
+        raise SamplesError(f"--out {path}: {existing} is not writable")
+
+
+def check_limits(workers: int | None, timeout_s: float | None, memory_mb: int) -> None:
+    """The sandbox's own bounds, checked before a pool starts."""
+    from sandbox.schema import MAX_MEMORY_MB, MAX_TIMEOUT_S
+
+    if workers is not None and workers < 1:
+        raise SamplesError(f"--workers must be >= 1, got {workers} (omit it for the default)")
+    if timeout_s is not None and not 0 < timeout_s <= MAX_TIMEOUT_S:
+        raise SamplesError(f"--timeout_s must be in (0, {MAX_TIMEOUT_S:g}], got {timeout_s:g}")
+    if not 32 <= memory_mb <= MAX_MEMORY_MB:
+        raise SamplesError(f"--memory_mb must be in [32, {MAX_MEMORY_MB}], got {memory_mb}")
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Write `obj` as JSON to a temp file beside `path`, then rename: never a half-written file."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ieta_jax.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,11 +217,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         ks = parse_ks(args.k)
+        check_limits(args.workers, args.timeout_s, args.memory_mb)
+        check_out_path(args.out)
         samples = read_samples(args.samples)
-        tasks = data.load_tasks(args.dataset, split=args.split)
+        offline = use_offline_hub_if_unreachable(args.dataset)
+        try:
+            tasks = data.load_tasks(args.dataset, split=args.split)
+        except RuntimeError as e:
+            raise RuntimeError(f"the Hugging Face hub is unreachable and {args.dataset!r} is not in the local "
+                               f"cache: {e}" if offline else str(e)) from None
         check_samples({t.task_id: t for t in tasks}, samples, ks)
-    except (SamplesError, data.RowError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (SamplesError, data.RowError, ValueError, RuntimeError, OSError) as e:
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the cause
         return 2
     present = {s["task_id"] for s in samples}
     tasks = [t for t in tasks if t.task_id in present]
@@ -163,9 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics["config"] = {"dataset": args.dataset, "split": args.split, "samples": args.samples,
                          "k": ks, "backend": args.backend, "timeout_s": args.timeout_s, "chat": args.chat,
                          "memory_mb": args.memory_mb}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(metrics, f, indent=2)
+    write_json_atomic(args.out, metrics)
     summary = {**metrics["pass_at_k"], "execution_rate": round(metrics["execution_rate"], 4)}
     print(f"{metrics['num_samples']} samples over {metrics['num_tasks']} tasks: "
           + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))

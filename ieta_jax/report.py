@@ -10,12 +10,88 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shutil
+import sys
+import tempfile
 from typing import Any
 
 SUMMARY_KS = (1, 10, 100)
 ERROR_ORDER = ("IndexError", "TypeError", "ValueError", "ZeroDivisionError", "Other")
 METHOD_ORDER = ("baseline", "dpo", "rlaif")
+
+
+class ReportError(ValueError):
+    """results.json that cannot be reported as given; the message names the file and the field."""
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_metrics(where: str, m: Any) -> None:
+    if not isinstance(m, dict):
+        raise ReportError(f"{where} must be an object, got {type(m).__name__}")
+    if not _number(m.get("execution_rate")):
+        raise ReportError(f"{where}.execution_rate is missing or not a number")
+    for k, v in m.items():
+        if k.startswith("pass@") and v is not None and not _number(v):
+            raise ReportError(f"{where}.{k} must be a number or null, got {v!r}")
+    errors = m.get("error_frequencies", {})
+    if not isinstance(errors, dict) or not all(_number(v) for v in errors.values()):
+        raise ReportError(f"{where}.error_frequencies must map error types to numbers")
+    train = m.get("train", {})
+    if not isinstance(train, dict) or not all(isinstance(v, list) and all(map(_number, v)) for v in train.values()):
+        raise ReportError(f"{where}.train must map series names to lists of numbers")
+    times = m.get("time_s") or {}
+    if not isinstance(times, dict) or not all(_number(v) for v in times.values()):
+        raise ReportError(f"{where}.time_s must map stages to seconds")
+
+
+def validate_results(results: Any, source: str = "results") -> dict:
+    """Check every field the report reads, so a bad file is refused before anything is written."""
+    if not isinstance(results, dict):
+        raise ReportError(f"{source}: expected a JSON object, got {type(results).__name__}")
+    methods = results.get("methods")
+    if not isinstance(methods, dict) or not methods:
+        raise ReportError(f"{source}: no methods to report (field 'methods' is missing or empty; "
+                          "is the run still at its first evaluation?)")
+    if not isinstance(results.get("meta", {}), dict):
+        raise ReportError(f"{source}: field 'meta' must be an object")
+    for name, m in methods.items():
+        where = f"{source}: methods.{name}"
+        if not isinstance(m, dict) or not isinstance(m.get("iterations"), list) or not m["iterations"]:
+            raise ReportError(f"{where}.iterations is missing or empty")
+        for i, it in enumerate(m["iterations"]):
+            _check_metrics(f"{where}.iterations[{i}]", it)
+            if isinstance(it.get("iteration"), bool) or not isinstance(it.get("iteration"), int):
+                raise ReportError(f"{where}.iterations[{i}].iteration is missing or not an integer")
+        if "final" not in m:
+            raise ReportError(f"{where}.final is missing (the method has not finished)")
+        _check_metrics(f"{where}.final", m["final"])
+    return results
+
+
+def load_results(path: str) -> dict:
+    """results.json, validated; ReportError (one line) for a missing, unreadable, corrupt or partial file."""
+    if not os.path.exists(path):
+        raise ReportError(f"results file not found: {path}")
+    if os.path.isdir(path):
+        raise ReportError(f"{path} is a directory; pass the results.json inside it")
+    try:
+        with open(path) as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReportError(f"cannot read {path}: {e}") from None
+    if not text.strip():
+        raise ReportError(f"{path} is empty")
+    try:
+        results = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+                          "was the run interrupted while writing it?") from None
+    return validate_results(results, path)
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -160,16 +236,35 @@ def _plots(results: dict, out_dir: str) -> dict[str, str]:
 
 
 def write_report(results: dict | str, out_dir: str | None = None) -> str:
-    """Write ``report.md`` and its PNGs into ``out_dir`` (default: beside results.json); returns its path."""
+    """Write ``report.md`` and its PNGs into ``out_dir`` (default: beside results.json); returns its path.
+
+    The results are validated first and every file is rendered into a temporary directory beside the
+    outputs, then renamed into place: a bad results file or a failure while rendering leaves the
+    existing report and plots untouched.
+    """
     if isinstance(results, str):
         out_dir = out_dir or os.path.dirname(os.path.abspath(results))
-        with open(results) as f:
-            results = json.load(f)
+        results = load_results(results)
+    else:
+        validate_results(results)
     if out_dir is None:
         raise ValueError("out_dir is required when results is a dict")
-    if not results.get("methods"):
-        raise ValueError("results has no methods to report")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ReportError(f"--out_dir {out_dir} is not a directory")
     os.makedirs(out_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=out_dir, prefix=".report.")
+    try:
+        path = _render(results, staging)
+        for name in sorted(os.listdir(staging)):  # report.md last: it links the plots
+            if name != "report.md":
+                os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+        os.replace(path, os.path.join(out_dir, "report.md"))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return os.path.join(out_dir, "report.md")
+
+
+def _render(results: dict, out_dir: str) -> str:
     plots = _plots(results, out_dir)
     meta: dict[str, Any] = results.get("meta", {})
     parts = ["# IETA experiment report", ""]
@@ -199,20 +294,23 @@ def write_report(results: dict | str, out_dir: str | None = None) -> str:
         if name in plots:
             parts += [f"![{name[:-4].replace('_', ' ')}]({name})", ""]
     path = os.path.join(out_dir, "report.md")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with open(path, "w") as f:
         f.write("\n".join(parts))
-    os.replace(tmp, path)
     return path
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ieta_jax.report", description=__doc__.splitlines()[0])
     p.add_argument("--results", required=True, help="path to results.json")
     p.add_argument("--out_dir", default=None, help="where report.md and PNGs go (default: beside results.json)")
     args = p.parse_args(argv)
-    print(write_report(args.results, args.out_dir))
+    try:
+        print(write_report(args.results, args.out_dir))
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -103,3 +104,72 @@ def test_chat_answers_are_extracted(executor):
     assert m["pass_at_k"]["pass@1"] == 1.0
     m = evaluate.evaluate_samples(tasks, samples, [1], executor, progress=False)      # taken literally: prose
     assert m["pass_at_k"]["pass@1"] == 0.0 and m["error_types"] == {"syntax_error": 1.0}
+
+
+def _run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "ieta_jax.evaluate", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def _one_line_error(proc, *fragments):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--workers", "0"], "--workers must be >= 1, got 0"),
+    (["--timeout_s", "-1"], "--timeout_s must be in (0, 600], got -1"),
+    (["--memory_mb", "0"], "--memory_mb must be in [32, 16384], got 0"),
+])
+def test_cli_refuses_bad_limits_before_the_pool_starts(tmp_path, flags, message):
+    samples = _write(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "    return True\n"}])
+    out = tmp_path / "m.json"
+    out.write_text("previous metrics")
+    proc = _run_cli("--dataset", "humaneval", "--samples", samples, "--k", "1", "--out", str(out), *flags)
+    _one_line_error(proc, message)
+    assert out.read_text() == "previous metrics"
+
+
+def test_cli_refuses_an_out_directory_before_any_sample_runs(tmp_path):
+    samples = _write(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "    return True\n"}])
+    out_dir = tmp_path / "results"
+    out_dir.mkdir()
+    # --workers 1 with the gVisor backend would take seconds to start; the refusal comes first, so no
+    # "executing" progress and no sandbox output appear.
+    proc = _run_cli("--dataset", "humaneval", "--samples", samples, "--k", "1", "--out", str(out_dir),
+                    "--backend", BACKEND, "--workers", "1")
+    _one_line_error(proc, f"--out {out_dir} is a directory", "metrics.json")
+    assert proc.stdout == "" and list(out_dir.iterdir()) == []
+
+
+def test_cli_fails_fast_on_a_hub_dataset_without_network(tmp_path):
+    samples = _write(tmp_path / "s.jsonl", [{"task_id": "mbpp/11", "completion": "x"}])
+    out = tmp_path / "m.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))            # a port nothing listens on: connections are refused at once
+    port = closed.getsockname()[1]
+    closed.close()
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(tmp_path / "hf_home"))   # empty cache
+    proc = _run_cli("--dataset", "mbpp", "--samples", samples, "--k", "1", "--out", str(out), env=env)
+    _one_line_error(proc, "hub is unreachable", "'mbpp' is not in the local cache",
+                    "pass a local JSONL/JSON/parquet file")
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_cli_writes_metrics_atomically(tmp_path, monkeypatch):
+    """A failure while writing leaves the previous metrics file whole and no temporary file behind."""
+    out = tmp_path / "m.json"
+    out.write_text('{"previous": true}')
+
+    class Unserializable:
+        pass
+
+    with pytest.raises(TypeError):
+        evaluate.write_json_atomic(str(out), {"pass_at_k": Unserializable()})
+    assert out.read_text() == '{"previous": true}' and os.listdir(tmp_path) == ["m.json"]
+    evaluate.write_json_atomic(str(out), {"pass_at_k": {"pass@1": 0.5}})
+    assert json.loads(out.read_text()) == {"pass_at_k": {"pass@1": 0.5}}

@@ -1,0 +1,112 @@
+"""`python -m ieta_jax.report`: its tables hold the numbers of results.json; bad results files are refused whole."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+PNG = b"\x89PNG\r\n\x1a\n"
+PLOTS = ("pass_rates.png", "execution_rates.png", "error_frequencies.png", "training_loss.png",
+         "method_comparison.png")
+
+
+def _iteration(k, p1, p10, exec_rate, errors, loss=None):
+    it = {"iteration": k, "pass@1": p1, "pass@10": p10, "execution_rate": exec_rate, "error_frequencies": errors}
+    if loss is not None:
+        it["train"] = {"loss": loss}
+        it["time_s"] = {"sampling": 1.25 * k, "execution": 0.5, "training": 2.0, "evaluation": 0.75}
+    return it
+
+
+def _results():
+    base = _iteration(0, 0.25, 0.5, 0.375, {"IndexError": 0.25, "TypeError": 0.125, "Other": 0.25})
+    dpo = [base, _iteration(1, 0.3125, 0.625, 0.5, {"IndexError": 0.125, "TypeError": 0.125, "Other": 0.25},
+                            loss=[0.69, 0.6]),
+           _iteration(2, 0.4375, 0.75, 0.625, {"IndexError": 0.0625, "TypeError": 0.0625, "Other": 0.25},
+                      loss=[0.55, 0.5])]
+    view = lambda it: {k: v for k, v in it.items() if k not in ("iteration", "train", "time_s")}  # noqa: E731
+    return {"meta": {"dataset": "synthetic", "model": "tiny", "num_iterations": 2},
+            "methods": {"dpo": {"iterations": dpo, "final": view(dpo[-1])},
+                        "baseline": {"iterations": [base], "final": view(base)}}}
+
+
+def _table(md, header):
+    """The rows (lists of cells) of the markdown table whose header line starts with `header`."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def _report(*args):
+    return subprocess.run([sys.executable, "-m", "ieta_jax.report", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_report_cli_tables_hold_the_numbers_of_results_json(tmp_path):
+    results = _results()
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    proc = _report("--results", str(path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == str(tmp_path / "report.md")
+    md = (tmp_path / "report.md").read_text()
+    # Summary: methods in baseline, dpo order; pass@100 was not measured (n/a, never invented).
+    assert _table(md, "| Method | Pass@1") == [["baseline", "0.250", "0.500", "n/a", "0.375"],
+                                               ["dpo", "0.438", "0.750", "n/a", "0.625"]]
+    # Errors of dpo: initial = iteration 0, final = the last; reduction and relative change.
+    errors = _table(md.split("## Errors: dpo")[1], "| Error Type")
+    assert errors == [["IndexError", "0.250", "0.062", "+0.188 (+75%)"],
+                      ["TypeError", "0.125", "0.062", "+0.062 (+50%)"],
+                      ["Other", "0.250", "0.250", "+0.000 (+0%)"],
+                      ["**All errors**", "0.625", "0.375", "+0.250"]]
+    assert _table(md, "| Method | Iteration | Sampling") == [["dpo", "1", "1.2", "0.5", "2.0", "0.8"],
+                                                             ["dpo", "2", "2.5", "0.5", "2.0", "0.8"]]
+    for name in PLOTS:
+        assert (tmp_path / name).read_bytes()[:8] == PNG and f"]({name})" in md
+    assert sorted(os.listdir(tmp_path)) == sorted(["results.json", "report.md", *PLOTS])  # no temp files left
+
+
+def _partial_no_final():
+    r = _results()
+    del r["methods"]["dpo"]["final"]
+    return json.dumps(r)
+
+
+def _partial_bad_rate():
+    r = _results()
+    r["methods"]["dpo"]["iterations"][1]["execution_rate"] = None
+    return json.dumps(r)
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "results file not found"),
+    ("", "is empty"),
+    ('{"meta": {}, "methods": {"dpo": {"iterations": [', "is not valid JSON"),
+    ('{"meta": {}, "methods": {}}', "no methods to report"),
+    ("[1, 2]", "expected a JSON object, got list"),
+    (_partial_no_final(), "methods.dpo.final is missing (the method has not finished)"),
+    (_partial_bad_rate(), "methods.dpo.iterations[1].execution_rate is missing or not a number"),
+])
+def test_report_cli_refuses_bad_results_and_overwrites_nothing(tmp_path, content, message):
+    path = tmp_path / "results.json"
+    if content is not None:
+        path.write_text(content)
+    before = {"report.md": b"previous report", "pass_rates.png": b"previous plot"}
+    for name, data in before.items():
+        (tmp_path / name).write_bytes(data)
+    proc = _report("--results", str(path))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path)) == sorted(["report.md", "pass_rates.png"]
+                                                  + (["results.json"] if content is not None else []))
+    for name, data in before.items():
+        assert (tmp_path / name).read_bytes() == data
