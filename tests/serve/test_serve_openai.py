@@ -1,0 +1,156 @@
+"""The OpenAI server over a tiny checkpoint, queried with the official `openai` client."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import openai
+import pytest
+
+from ieta_jax import sampling
+from ieta_jax.data import synthetic
+
+from conftest import MODEL_NAME
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+PROMPTS = [t.prompt for t in synthetic.make_tasks("heldout", seed=0)[:3]]
+
+
+def _client(server):
+    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=300)
+
+
+def _greedy(tiny_policy, prompt_ids, max_tokens):
+    model, tok = tiny_policy
+    out = sampling.generate(model, [prompt_ids], max_new_tokens=max_tokens, temperature=0.0,
+                            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return sampling.decode_text(tok, out)[0], out
+
+
+def test_greedy_completion_equals_the_in_process_sampler(server, tiny_policy):
+    _, tok = tiny_policy
+    ids = tok(PROMPTS[0])["input_ids"]
+    expected, out = _greedy(tiny_policy, ids, 20)
+    r = _client(server).completions.create(model=MODEL_NAME, prompt=PROMPTS[0], max_tokens=20, temperature=0,
+                                           logprobs=1)
+    [choice] = r.choices
+    assert choice.text == expected and expected
+    n = int(out.lengths[0])
+    assert r.usage.prompt_tokens == len(ids) and r.usage.completion_tokens == n
+    assert choice.finish_reason == ("stop" if n < 20 else "length")
+    np.testing.assert_allclose(choice.logprobs.token_logprobs, out.logprobs[0, :n], rtol=1e-5, atol=1e-5)
+    assert "".join(choice.logprobs.tokens) == expected
+    assert choice.logprobs.text_offset[0] == 0
+
+
+def test_chat_uses_the_tokenizer_template(server, tiny_policy):
+    _, tok = tiny_policy
+    messages = [{"role": "system", "content": "Write Python."}, {"role": "user", "content": PROMPTS[1]}]
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text.endswith("<|assistant|>\n")
+    expected, _ = _greedy(tiny_policy, tok(text)["input_ids"], 12)
+    r = _client(server).chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=12,
+                                                temperature=0)
+    assert r.choices[0].message.content == expected and r.choices[0].message.role == "assistant"
+
+
+def test_stop_sequences_cut_the_text(server, tiny_policy):
+    _, tok = tiny_policy
+    full, _ = _greedy(tiny_policy, tok(PROMPTS[0])["input_ids"], 20)
+    stop = full[6:9]
+    r = _client(server).completions.create(model=MODEL_NAME, prompt=PROMPTS[0], max_tokens=20, temperature=0,
+                                           stop=[stop, "\x00never"])
+    assert r.choices[0].text == full[:full.find(stop)] and r.choices[0].finish_reason == "stop"
+
+
+def test_n_samples_per_prompt_and_seeds(server):
+    client = _client(server)
+    kw = dict(model=MODEL_NAME, prompt=PROMPTS[:2], max_tokens=8, temperature=1.0, top_p=0.9, n=3, seed=7,
+              logprobs=1)
+    r = client.completions.create(**kw)
+    assert [c.index for c in r.choices] == list(range(6))
+    texts = [c.text for c in r.choices]
+    assert len(set(texts[:3])) > 1            # three different samples of the first prompt
+    assert [c.text for c in client.completions.create(**kw).choices] == texts   # a seed reproduces them
+    assert r.usage.completion_tokens == sum(len(c.logprobs.tokens) + (c.finish_reason == "stop") for c in r.choices)
+
+
+def test_streaming_gives_the_same_text(server):
+    client = _client(server)
+    plain = client.completions.create(model=MODEL_NAME, prompt=PROMPTS[2], max_tokens=16, temperature=0)
+    chunks = list(client.completions.create(model=MODEL_NAME, prompt=PROMPTS[2], max_tokens=16, temperature=0,
+                                            stream=True, stream_options={"include_usage": True}))
+    assert len(chunks) > 3
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == plain.choices[0].text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == plain.choices[0].finish_reason
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    messages = [{"role": "user", "content": PROMPTS[2]}]
+    chat = client.chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=10, temperature=0)
+    stream = client.chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=10, temperature=0,
+                                            stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream) == chat.choices[0].message.content
+
+
+def test_concurrent_requests_share_one_sampler_call(server, tiny_policy):
+    engine = server.api.engine
+    client = _client(server)
+    solo = [client.completions.create(model=MODEL_NAME, prompt=p, max_tokens=10, temperature=0).choices[0].text
+            for p in PROMPTS[:2]]
+    calls = engine.sampler_calls
+    results = [None] * 4
+    with engine.paused():
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, client.completions.create(
+            model=MODEL_NAME, prompt=PROMPTS[i % 2], max_tokens=10, temperature=0))) for i in range(4)]
+        for t in threads:
+            t.start()
+        while engine.pending_rows() < 4:     # every request is queued before the engine may take a batch
+            time.sleep(0.01)
+    for t in threads:
+        t.join(timeout=300)
+    assert engine.sampler_calls == calls + 1 and engine.batch_rows[-1] == 4
+    assert [r.choices[0].text for r in results] == [solo[i % 2] for i in range(4)]
+
+
+def test_bad_requests_get_openai_errors(server):
+    client = _client(server)
+    with pytest.raises(openai.NotFoundError) as e:
+        client.completions.create(model="gpt-nope", prompt="x", max_tokens=1)
+    assert "gpt-nope" in str(e.value) and e.value.body["code"] == "model_not_found"
+    for kw, param in ((dict(temperature=5), "temperature"), (dict(n=0), "n"), (dict(logprobs=3), "logprobs"),
+                      (dict(max_tokens=10_000), "max_tokens"), (dict(presence_penalty=1.0), "presence_penalty")):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.completions.create(model=MODEL_NAME, **{"prompt": "def f():", "max_tokens": 2, **kw})
+        assert e.value.body["param"] == param and e.value.body["type"] == "invalid_request_error", kw
+    req = urllib.request.Request(server.url + "/completions", data=b"{not json", method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=60)
+    assert e.value.code == 400 and set(json.loads(e.value.read())["error"]) == {"message", "type", "param", "code"}
+    assert [m.id for m in client.models.list().data] == [MODEL_NAME]
+
+
+def test_cli_serves_a_checkpoint_dir(tiny_checkpoint, tiny_policy, tmp_path):
+    bad = subprocess.run([sys.executable, "-m", "ieta_jax.serve", "--model", str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        f"error: --model {tmp_path} is not a checkpoint directory (no config.json)"]
+    proc = subprocess.Popen([sys.executable, "-m", "ieta_jax.serve", "--model", tiny_checkpoint, "--port", "0"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "XLA_FLAGS": ""})
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith(f"serving {MODEL_NAME} at http://127.0.0.1:"), line
+        client = openai.OpenAI(base_url=line.split(" at ")[1].strip(), api_key="unused", max_retries=0, timeout=300)
+        _, tok = tiny_policy
+        expected, _ = _greedy(tiny_policy, tok(PROMPTS[0])["input_ids"], 8)
+        r = client.completions.create(model=MODEL_NAME, prompt=PROMPTS[0], max_tokens=8, temperature=0)
+        assert r.choices[0].text == expected
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
