@@ -214,6 +214,7 @@ def _make_policy(args, ks: Sequence[int]):
 
     if not args.model_name:
         raise SamplesError("--policy needs --model_name (the endpoint's model id)")
+    api.parse_endpoint(args.policy, args.model_name)  # a malformed URI is named first
     if args.n < max(ks):
         raise SamplesError(f"--n {args.n} samples per task cannot estimate pass@{max(ks)}; raise --n or lower --k")
     if args.max_tokens < 1 or args.max_concurrency < 1 or (args.limit is not None and args.limit < 1):
