@@ -20,7 +20,7 @@ def tiny_checkpoint(tmp_path_factory):
     tok = train_tokenizer([t.prompt for t in tasks], str(root / "tok"), vocab_size=320)
     tok.chat_template = CHAT_TEMPLATE
     cfg = models.ModelConfig(vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                              tie_word_embeddings=True, model_type="llama", eos_token_id=tok.eos_token_id,
                              pad_token_id=tok.pad_token_id)
     model = models.CausalLM(cfg, rngs=nnx.Rngs(0))
