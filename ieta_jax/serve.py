@@ -10,7 +10,8 @@ change the distribution in ways this sampler does not implement (echo, best_of >
 logit_bias) are refused with a 400 rather than ignored.
 
 Every request waits in one queue; the engine thread takes everything queued, groups it by sampling settings
-(temperature, top_p, seed) and runs each group as one `sampling.generate` call, so concurrent clients share a
+(temperature and top_p; all greedy requests form one group; a request with a seed samples alone, so its samples
+depend only on the request) and runs each group as one `sampling.generate` call, so concurrent clients share a
 batch. Batch rows and generation length are rounded up (powers of two, multiples of 16) so a handful of compiled
 programs serve all requests. The sampler decodes in one compiled loop, so a streamed response is the SSE form of
 the finished generation: its chunks arrive when the batch ends, token by token.
@@ -146,14 +147,22 @@ class Engine:
                     self._waiting -= rows
             groups: dict[tuple, list[_Job]] = {}
             for job in jobs:
-                groups.setdefault((job.temperature, job.top_p, job.seed), []).append(job)
-            for (temperature, top_p, seed), group in groups.items():
+                groups.setdefault(self._group_key(job), []).append(job)
+            for (temperature, top_p, seed, _), group in groups.items():
                 try:
                     self._run(group, temperature, top_p, seed)
                 except Exception as e:  # a failed call fails its requests, never the server
                     for job in group:
                         if not job.future.done():
                             job.future.set_exception(e)
+
+    @staticmethod
+    def _group_key(job: _Job) -> tuple:
+        """Jobs with equal keys share a sampler call. Greedy ignores top_p and seed, so all greedy jobs batch
+        together; a seeded sampling job runs alone, so its samples depend only on the request."""
+        if job.temperature == 0:
+            return 0.0, 1.0, None, None
+        return job.temperature, job.top_p, job.seed, None if job.seed is None else id(job)
 
     def _run(self, jobs: list[_Job], temperature: float, top_p: float, seed: int | None) -> None:
         from ieta_jax import sampling
@@ -292,6 +301,7 @@ class API:
 
     def __init__(self, engine: Engine, model_name: str):
         self.engine, self.model_name, self.created = engine, model_name, int(time.time())
+        self._tok_lock = threading.Lock()  # one fast tokenizer, many handler threads
 
     def models(self) -> dict:
         return {"object": "list", "data": [{"id": self.model_name, "object": "model", "created": self.created,
@@ -306,7 +316,8 @@ class API:
                                param="model", status=404, code="model_not_found")
 
     def _encode(self, text: str) -> list[int]:
-        ids = self.engine.tokenizer(text)["input_ids"]
+        with self._tok_lock:
+            ids = self.engine.tokenizer(text)["input_ids"]
         if not ids:
             raise RequestError("the prompt is empty after tokenization", param="prompt")
         return ids
@@ -330,7 +341,8 @@ class API:
         future = self.engine.submit(prompts, n=s.n, temperature=s.temperature, top_p=s.top_p,
                                     max_tokens=s.max_tokens, seed=s.seed)
         rows = future.result()
-        choices = [make_choice(self.engine.tokenizer, row, s.stop) for row in rows]
+        with self._tok_lock:
+            choices = [make_choice(self.engine.tokenizer, row, s.stop) for row in rows]
         usage = {"prompt_tokens": sum(len(p) for p in prompts),
                  "completion_tokens": sum(c.completion_tokens for c in choices)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -393,8 +405,9 @@ class API:
         top = _field(body, "top_logprobs", int, 0, lambda v: v == 0,
                      "0 (this server reports the sampled token's log-probability only)")
         del top
-        text = tok.apply_chat_template([{"role": m["role"], "content": m["content"]} for m in messages],
-                                       tokenize=False, add_generation_prompt=True)
+        with self._tok_lock:
+            text = tok.apply_chat_template([{"role": m["role"], "content": m["content"]} for m in messages],
+                                           tokenize=False, add_generation_prompt=True)
         prompt = self._encode(text)
         s = parse_sampling(body, max_tokens_default=None)
         if s.max_tokens is None:

@@ -100,13 +100,14 @@ def test_streaming_gives_the_same_text(server):
 def test_concurrent_requests_share_one_sampler_call(server, tiny_policy):
     engine = server.api.engine
     client = _client(server)
-    solo = [client.completions.create(model=MODEL_NAME, prompt=p, max_tokens=10, temperature=0).choices[0].text
-            for p in PROMPTS[:2]]
+    solo = [client.completions.create(model=MODEL_NAME, prompt=PROMPTS[i % 2], max_tokens=10 - i, temperature=0)
+            for i in range(4)]
     calls = engine.sampler_calls
     results = [None] * 4
     with engine.paused():
         threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, client.completions.create(
-            model=MODEL_NAME, prompt=PROMPTS[i % 2], max_tokens=10, temperature=0))) for i in range(4)]
+            model=MODEL_NAME, prompt=PROMPTS[i % 2], max_tokens=10 - i, temperature=0, seed=i,
+            top_p=1.0 - 0.1 * i))) for i in range(4)]   # greedy: seed and top_p do not split the batch
         for t in threads:
             t.start()
         while engine.pending_rows() < 4:     # every request is queued before the engine may take a batch
@@ -114,7 +115,8 @@ def test_concurrent_requests_share_one_sampler_call(server, tiny_policy):
     for t in threads:
         t.join(timeout=300)
     assert engine.sampler_calls == calls + 1 and engine.batch_rows[-1] == 4
-    assert [r.choices[0].text for r in results] == [solo[i % 2] for i in range(4)]
+    assert [r.choices[0].text for r in results] == [r.choices[0].text for r in solo]
+    assert [r.usage.completion_tokens for r in results] == [r.usage.completion_tokens for r in solo]
 
 
 def test_bad_requests_get_openai_errors(server):
