@@ -44,6 +44,9 @@ def _check_metrics(where: str, m: Any) -> None:
     train = m.get("train", {})
     if not isinstance(train, dict) or not all(isinstance(v, list) and all(map(_number, v)) for v in train.values()):
         raise ReportError(f"{where}.train must map series names to lists of numbers")
+    judge = m.get("judge") or {}
+    if not isinstance(judge, dict) or not all(v is None or _number(v) for v in judge.values()):
+        raise ReportError(f"{where}.judge must map counts to numbers")
     times = m.get("time_s") or {}
     if not isinstance(times, dict) or not all(_number(v) for v in times.values()):
         raise ReportError(f"{where}.time_s must map stages to seconds")
@@ -57,8 +60,13 @@ def validate_results(results: Any, source: str = "results") -> dict:
     if not isinstance(methods, dict) or not methods:
         raise ReportError(f"{source}: no methods to report (field 'methods' is missing or empty; "
                           "is the run still at its first evaluation?)")
-    if not isinstance(results.get("meta", {}), dict):
+    meta = results.get("meta", {})
+    if not isinstance(meta, dict):
         raise ReportError(f"{source}: field 'meta' must be an object")
+    usage = meta.get("api_usage") or {}
+    if not isinstance(usage, dict) or not all(isinstance(u, dict) and all(_number(v) for v in u.values())
+                                              for u in usage.values()):
+        raise ReportError(f"{source}: meta.api_usage must map roles to objects of counts")
     for name, m in methods.items():
         where = f"{source}: methods.{name}"
         if not isinstance(m, dict) or not isinstance(m.get("iterations"), list) or not m["iterations"]:
@@ -132,6 +140,39 @@ def error_table(results: dict, method: str) -> str:
     total_a, total_b = sum(initial.values()), sum(final.values())
     lines.append(f"| **All errors** | {total_a:.3f} | {total_b:.3f} | {total_a - total_b:+.3f} |")
     return "\n".join(lines)
+
+
+def judge_section(results: dict) -> list[str]:
+    """Per iteration with AI-judge feedback (an iteration's "judge" entry, `api.judge.summarize`): who decided
+    the pairs, and the judge's agreement with execution where execution decides."""
+    rows = []
+    for name in _methods(results):
+        for it in results["methods"][name]["iterations"]:
+            j = it.get("judge")
+            if j:
+                agreement = "n/a" if j.get("judge_agreement") is None else (
+                    f"{j['judge_agreement']:.3f} ({j.get('judge_agreement_pairs', 0)} pairs)")
+                rows.append(f"| {name} | {it['iteration']} | {j.get('num_pairs', 0)} | "
+                            f"{j.get('decided_by_execution', 0)} | {j.get('decided_by_judge', 0)} | "
+                            f"{j.get('ties_broken_by_judge', 0)} | {j.get('judge_unparsed', 0)} | {agreement} |")
+    if not rows:
+        return []
+    return ["## AI judge", "", "Compared program pairs per iteration; agreement is the judge's with execution on "
+            "the pairs execution decides.", "", "| Method | Iteration | Pairs | By execution | By judge | "
+            "Ties broken by judge | Unparsed answers | Agreement |", "|---|---|---|---|---|---|---|---|"] + rows + [""]
+
+
+def api_usage_section(results: dict) -> list[str]:
+    """Token usage of API models (results meta "api_usage": {role: ieta_jax.api.Usage dict})."""
+    usage = results.get("meta", {}).get("api_usage") or {}
+    if not usage:
+        return []
+    lines = ["## API usage", "", "| Role | Requests sent | Cache hits | Retries | Prompt tokens | Completion tokens |",
+             "|---|---|---|---|---|---|"]
+    for role, u in sorted(usage.items()):
+        lines.append(f"| {role} | {u.get('requests', 0)} | {u.get('cache_hits', 0)} | {u.get('retries', 0)} | "
+                     f"{u.get('prompt_tokens', 0)} | {u.get('completion_tokens', 0)} |")
+    return lines + [""]
 
 
 def _plots(results: dict, out_dir: str) -> dict[str, str]:
@@ -288,6 +329,7 @@ def _render(results: dict, out_dir: str) -> str:
         parts += ["## Time per iteration (s)", "", "Iteration 1 of every method samples the shared starting policy "
                   "once; that sampling and execution time is listed under each method.", "", "| Method | Iteration | Sampling | Execution (not overlapped) | "
                   "Training | Evaluation |", "|---|---|---|---|---|---|"] + time_rows + [""]
+    parts += judge_section(results) + api_usage_section(results)
     parts += ["## Plots", ""]
     for name in ("pass_rates.png", "execution_rates.png", "error_frequencies.png", "training_loss.png",
                  "method_comparison.png"):

@@ -74,6 +74,35 @@ def test_report_cli_tables_hold_the_numbers_of_results_json(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted(["results.json", "report.md", *PLOTS])  # no temp files left
 
 
+def test_report_cli_judge_and_api_usage_tables(tmp_path):
+    results = _results()
+    results["methods"]["dpo"]["iterations"][1]["judge"] = {
+        "num_pairs": 12, "decided_by_execution": 7, "decided_by_judge": 4, "ties_broken_by_judge": 4,
+        "judge_asked": 12, "judge_unparsed": 1, "judge_agreement": 0.75, "judge_agreement_pairs": 4}
+    results["methods"]["dpo"]["iterations"][2]["judge"] = {
+        "num_pairs": 3, "decided_by_execution": 0, "decided_by_judge": 3, "ties_broken_by_judge": 3,
+        "judge_asked": 3, "judge_unparsed": 0, "judge_agreement": None, "judge_agreement_pairs": 0}
+    results["meta"]["api_usage"] = {"judge": {"requests": 15, "cache_hits": 2, "retries": 1, "prompt_tokens": 9000,
+                                              "completion_tokens": 300}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    proc = _report("--results", str(path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (tmp_path / "report.md").read_text()
+    assert _table(md, "| Method | Iteration | Pairs") == [["dpo", "1", "12", "7", "4", "4", "1", "0.750 (4 pairs)"],
+                                                         ["dpo", "2", "3", "0", "3", "3", "0", "n/a"]]
+    assert _table(md, "| Role | Requests sent") == [["judge", "15", "2", "1", "9000", "300"]]
+    assert "## AI judge" not in _report_of(tmp_path, _results())
+
+
+def _report_of(tmp_path, results):
+    out = tmp_path / "plain"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps(results))
+    assert _report("--results", str(out / "results.json")).returncode == 0
+    return (out / "report.md").read_text()
+
+
 def _partial_no_final():
     r = _results()
     del r["methods"]["dpo"]["final"]
@@ -86,6 +115,12 @@ def _partial_bad_rate():
     return json.dumps(r)
 
 
+def _bad_judge():
+    r = _results()
+    r["methods"]["dpo"]["iterations"][1]["judge"] = {"num_pairs": "twelve"}
+    return json.dumps(r)
+
+
 @pytest.mark.parametrize("content,message", [
     (None, "results file not found"),
     ("", "is empty"),
@@ -94,6 +129,7 @@ def _partial_bad_rate():
     ("[1, 2]", "expected a JSON object, got list"),
     (_partial_no_final(), "methods.dpo.final is missing (the method has not finished)"),
     (_partial_bad_rate(), "methods.dpo.iterations[1].execution_rate is missing or not a number"),
+    (_bad_judge(), "methods.dpo.iterations[1].judge must map counts to numbers"),
 ])
 def test_report_cli_refuses_bad_results_and_overwrites_nothing(tmp_path, content, message):
     path = tmp_path / "results.json"
