@@ -116,3 +116,25 @@ def test_anthropic_policy_through_the_official_client(tmp_path, monkeypatch):
     assert policy.completion_for(out[0][0], tasks[0]).startswith("\n# Complete the following")
     assert (policy.usage.requests, policy.usage.prompt_tokens, policy.usage.completion_tokens) == (4, 44, 28)
     assert policy.usage.cache_hits == 4
+
+
+def test_concurrency_is_bounded():
+    import threading
+    import time
+
+    lock, state = threading.Lock(), {"now": 0, "peak": 0}
+
+    def respond(path, body, headers):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        return 200, completion_body(body["prompt"]), {}
+
+    with StubServer(respond) as stub:
+        client, _ = _client(stub.port, max_concurrency=2)
+        out = client.map("completions", [{**REQUEST, "prompt": f"p{i}"} for i in range(8)])
+    assert [o["choices"][0]["text"] for o in out] == [f"p{i}" for i in range(8)]   # in request order
+    assert len(stub.requests) == 8 and 1 <= state["peak"] <= 2
