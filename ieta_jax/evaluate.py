@@ -208,9 +208,19 @@ def write_jsonl_atomic(path: str, rows: Sequence[dict]) -> None:
     _write_atomic(path, lambda f: f.writelines(json.dumps(r) + "\n" for r in rows))
 
 
+POLICY_DEFAULTS = {"n": 1, "temperature": 0.0, "top_p": 1.0, "max_tokens": 512, "seed": 0, "max_concurrency": 8}
+POLICY_FLAGS = ("model_name", "api_mode", *POLICY_DEFAULTS, "limit", "cache_dir", "save_samples")
+
+
 def _make_policy(args, ks: Sequence[int]):
-    """The API policy of --policy, with its flags checked before anything is sent."""
+    """The API policy of --policy, with its flags checked before anything is sent (and defaults filled in)."""
     from ieta_jax import api
+
+    for name, default in POLICY_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if args.chat:
+        raise SamplesError("--chat applies to --samples; with --policy use --api_mode chat")
 
     if not args.model_name:
         raise SamplesError("--policy needs --model_name (the endpoint's model id)")
@@ -247,17 +257,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     source.add_argument("--samples", help="JSONL of {task_id, completion} lines")
     source.add_argument("--policy", help="openai://host[:port]/path or anthropic://... (see ieta_jax.api)")
     api_flags = parser.add_argument_group("with --policy")
-    api_flags.add_argument("--model_name", default="", help="the endpoint's model name")
+    api_flags.add_argument("--model_name", default=None, help="the endpoint's model name")
     api_flags.add_argument("--api_mode", default=None, choices=("completions", "chat"),
                            help="completions (default for openai://) or chat (always for anthropic://)")
-    api_flags.add_argument("--n", type=int, default=1, help="samples per task")
-    api_flags.add_argument("--temperature", type=float, default=0.0)
-    api_flags.add_argument("--top_p", type=float, default=1.0)
-    api_flags.add_argument("--max_tokens", type=int, default=512, help="generation limit per sample")
-    api_flags.add_argument("--seed", type=int, default=0, help="sent as the request seed (OpenAI)")
+    api_flags.add_argument("--n", type=int, default=None, help="samples per task (default 1)")
+    api_flags.add_argument("--temperature", type=float, default=None, help="default 0 (greedy)")
+    api_flags.add_argument("--top_p", type=float, default=None, help="default 1")
+    api_flags.add_argument("--max_tokens", type=int, default=None, help="generation limit per sample (default 512)")
+    api_flags.add_argument("--seed", type=int, default=None, help="sent as the request seed (OpenAI; default 0)")
     api_flags.add_argument("--limit", type=int, default=None, help="only the first N tasks of the split")
     api_flags.add_argument("--cache_dir", default=None, help="response cache (default: <dir of --out>/api_cache)")
-    api_flags.add_argument("--max_concurrency", type=int, default=8, help="requests in flight")
+    api_flags.add_argument("--max_concurrency", type=int, default=None, help="requests in flight (default 8)")
     api_flags.add_argument("--save_samples", default=None, help="also write the generated samples (JSONL)")
     parser.add_argument("--k", default="1,10,100", help="comma-separated k for pass@k (default 1,10,100)")
     parser.add_argument("--out", default="metrics.json", help="where to write metrics JSON")
@@ -281,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.policy:
             policy = _make_policy(args, ks)
         else:
+            given = [f"--{f}" for f in POLICY_FLAGS if getattr(args, f) is not None]
+            if given:
+                raise SamplesError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} only with --policy")
             samples = read_samples(args.samples)
         offline = use_offline_hub_if_unreachable(args.dataset)
         try:

@@ -57,7 +57,11 @@ def test_evaluate_policy_refuses_bad_flags_before_sending(server, tmp_path, caps
     calls = server.api.engine.sampler_calls
     for extra, message in ((["--policy", url], "--policy needs --model_name"),
                            (["--policy", url, "--model_name", MODEL_NAME, "--k", "1,10"], "--n 1 samples per task"),
-                           (["--policy", "ftp://x", "--model_name", "m"], "policy URI 'ftp://x' must look like")):
+                           (["--policy", "ftp://x", "--model_name", "m"], "policy URI 'ftp://x' must look like"),
+                           (["--policy", url, "--model_name", MODEL_NAME, "--k", "1", "--chat"],
+                            "--chat applies to --samples; with --policy use --api_mode chat"),
+                           (["--samples", "s.jsonl", "--n", "3", "--temperature", "0.5"],
+                            "--n, --temperature apply only with --policy")):
         assert evaluate.main(base + extra) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
