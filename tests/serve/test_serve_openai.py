@@ -47,6 +47,8 @@ def test_greedy_completion_equals_the_in_process_sampler(server, tiny_policy):
     np.testing.assert_allclose(choice.logprobs.token_logprobs, out.logprobs[0, :n], rtol=1e-5, atol=1e-5)
     assert "".join(choice.logprobs.tokens) == expected
     assert choice.logprobs.text_offset[0] == 0
+    by_ids = _client(server).completions.create(model=MODEL_NAME, prompt=ids, max_tokens=20, temperature=0)
+    assert by_ids.choices[0].text == expected       # a prompt given as token ids
 
 
 def test_chat_uses_the_tokenizer_template(server, tiny_policy):
@@ -56,8 +58,10 @@ def test_chat_uses_the_tokenizer_template(server, tiny_policy):
     assert text.endswith("<|assistant|>\n")
     expected, _ = _greedy(tiny_policy, tok(text)["input_ids"], 12)
     r = _client(server).chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=12,
-                                                temperature=0)
+                                                temperature=0, logprobs=True)
     assert r.choices[0].message.content == expected and r.choices[0].message.role == "assistant"
+    content = r.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == expected and all(t.logprob <= 0 for t in content)
 
 
 def test_stop_sequences_cut_the_text(server, tiny_policy):
