@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 MAX_N = 128
 LENGTH_BUCKET = 16
@@ -402,9 +402,8 @@ class API:
             raise RequestError(f"the model '{self.model_name}' has no chat template; use /v1/completions",
                                param="messages")
         logprobs = _field(body, "logprobs", bool, False, None, "true or false")
-        top = _field(body, "top_logprobs", int, 0, lambda v: v == 0,
-                     "0 (this server reports the sampled token's log-probability only)")
-        del top
+        _field(body, "top_logprobs", int, 0, lambda v: v == 0,
+               "0 (this server reports the sampled token's log-probability only)")  # validated, nothing more
         with self._tok_lock:
             text = tok.apply_chat_template([{"role": m["role"], "content": m["content"]} for m in messages],
                                            tokenize=False, add_generation_prompt=True)
