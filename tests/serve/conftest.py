@@ -1,10 +1,7 @@
 """A tiny random Llama + BPE tokenizer (with a chat template) saved with save_pretrained, and the project's
 OpenAI server over it on a free local port, shared by the serving, API-policy and judge tests."""
 import pytest
-
-CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
-MODEL_NAME = "tiny-serve"
+from serve_helpers import CHAT_TEMPLATE, MODEL_NAME
 
 
 @pytest.fixture(scope="session")

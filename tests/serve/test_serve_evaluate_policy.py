@@ -7,7 +7,7 @@ import pytest
 
 from ieta_jax import data, evaluate, sampling
 
-from conftest import MODEL_NAME
+from serve_helpers import MODEL_NAME
 
 BACKEND = os.environ.get("IETA_DATA_TEST_BACKEND", "gvisor")
 MAX_TOKENS = 24

@@ -8,7 +8,7 @@ import pytest
 from ieta_jax import api, data, feedback, sampling
 from ieta_jax.api import judge as judge_lib
 
-from conftest import MODEL_NAME
+from serve_helpers import MODEL_NAME
 from stub_server import StubServer
 
 

@@ -16,7 +16,7 @@ import pytest
 from ieta_jax import sampling
 from ieta_jax.data import synthetic
 
-from conftest import MODEL_NAME
+from serve_helpers import MODEL_NAME
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PROMPTS = [t.prompt for t in synthetic.make_tasks("heldout", seed=0)[:3]]
