@@ -12,7 +12,8 @@ Feedback modes (`rlaif.feedback`):
              outcome, same tests passed, e.g. two passing programs). With `audit=True` the judge is also asked
              about the pairs execution decided, to measure agreement (cached, so asked once).
 Every judgement is recorded (labels, reasons, raw answers, the execution label) and `summarize` reports the
-judge's agreement with execution on the pairs execution can decide.
+judge's agreement with execution on the pairs execution can decide. `Judge(swap=True)` asks each pair in both
+orders and keeps only verdicts that survive the swap (position bias decides nothing).
 """
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ class Judgement:
     raw: str | None              # the judge's raw answer
     execution_label: str         # "A", "B" or "tie" by feedback.compare
     execution_rule: str
+    raw_swapped: str | None = None  # with swap=True: the answer with the programs in the other order
 
     @property
     def agrees(self) -> bool | None:
@@ -120,9 +122,11 @@ class Judge:
     """An endpoint (see ieta_jax.api.client) asked to compare programs; greedy, cached, batched."""
 
     def __init__(self, uri: str, model_name: str, *, mode: str | None = "chat", max_tokens: int = 200,
-                 temperature: float = 0.0, cache_dir: str | None = None, **client_options):
+                 temperature: float = 0.0, swap: bool = False, cache_dir: str | None = None, **client_options):
+        """swap=True asks every pair in both orders and keeps a verdict only when the two agree (a judge that
+        prefers whichever program comes first decides nothing); it doubles the requests."""
         self.policy = APIPolicy(uri, model_name, mode=mode, cache_dir=cache_dir, **client_options)
-        self.max_tokens, self.temperature = max_tokens, temperature
+        self.max_tokens, self.temperature, self.swap = max_tokens, temperature, swap
 
     @property
     def usage(self):
@@ -145,17 +149,30 @@ class Judge:
             execution.append(({1: "A", -1: "B", 0: "tie"}[order], rule))
         ask = [i for i, (label, _) in enumerate(execution)
                if feedback_mode == "judge" or label == "tie" or audit]
-        answers = dict(zip(ask, self.ask([judge_prompt(task, programs[pairs[i][0]], results[pairs[i][0]],
-                                                       programs[pairs[i][1]], results[pairs[i][1]]) for i in ask])))
+        def prompt(x, y):
+            return judge_prompt(task, programs[x], results[x], programs[y], results[y])
+
+        prompts = [prompt(*pairs[i]) for i in ask]
+        if self.swap:
+            prompts += [prompt(*pairs[i][::-1]) for i in ask]
+        replies = self.ask(prompts)
+        answers = dict(zip(ask, replies))
+        swapped = dict(zip(ask, replies[len(ask):]))
         out = []
         for i, ((a, b), (exec_label, rule)) in enumerate(zip(pairs, execution)):
             raw = answers.get(i)
             judge_label, reason = parse_verdict(raw) if raw is not None else (None, "")
+            if i in swapped:
+                other, _ = parse_verdict(swapped[i])
+                other = {"A": "B", "B": "A"}.get(other, other)
+                if other != judge_label:
+                    judge_label, reason = None, f"inconsistent when the programs are swapped ({reason})"
             if feedback_mode == "both" and exec_label != "tie":
                 label, source, reason = exec_label, "execution", rule if raw is None else reason
             else:
                 label, source = judge_label, "judge"
-            out.append(Judgement(task.task_id, a, b, label, source, judge_label, reason, raw, exec_label, rule))
+            out.append(Judgement(task.task_id, a, b, label, source, judge_label, reason, raw, exec_label, rule,
+                                 swapped.get(i)))
         return out
 
 
@@ -201,5 +218,7 @@ def summarize(judgements: Sequence[Judgement]) -> dict:
             "ties_broken_by_judge": sum(j.source == "judge" and j.execution_label == "tie" and j.label in ("A", "B")
                                         for j in judgements),
             "judge_asked": len(asked), "judge_unparsed": sum(j.judge_label is None for j in asked),
+            "judge_inconsistent": sum(j.raw_swapped is not None and j.judge_label is None
+                                      and parse_verdict(j.raw)[0] is not None for j in asked),
             "judge_agreement": sum(scored) / len(scored) if scored else None,
             "judge_agreement_pairs": len(scored)}

@@ -90,6 +90,29 @@ def test_judge_and_both_modes_with_a_scripted_judge(tmp_path):
         feedback.build_pairs(task, programs, results)
 
 
+def test_swap_keeps_only_verdicts_that_survive_the_order(tmp_path):
+    task, programs, results = _samples()
+
+    def prefers_the_loop(body):                 # a consistent judge: the program with the explicit loop (out.append) wins
+        text = body["messages"][-1]["content"]
+        a = text[text.index("Program A:"):text.index("Program B:")]
+        b = text[text.index("Program B:"):]
+        return "Better: A" if "out.append" in a else "Better: B" if "out.append" in b else "tie"
+
+    with StubServer(_chat_reply(prefers_the_loop)) as stub:
+        judge = api.judge.Judge(f"openai://127.0.0.1:{stub.port}/v1", "judge-m", swap=True)
+        js = judge.compare(task, programs, results, [(0, 1), (0, 2)], feedback_mode="judge")
+        assert len(stub.requests) == 4
+    assert [j.judge_label for j in js] == ["B", "tie"] and all(j.raw_swapped for j in js)
+
+    with StubServer(_chat_reply(lambda body: "Better: A")) as stub:        # always the first one shown
+        judge = api.judge.Judge(f"openai://127.0.0.1:{stub.port}/v1", "judge-m", swap=True)
+        js = judge.compare(task, programs, results, [(0, 1), (0, 2)], feedback_mode="judge")
+    assert [j.label for j in js] == [None, None] and "inconsistent" in js[0].reason
+    s = judge_lib.summarize(js)
+    assert s["judge_inconsistent"] == 2 and s["decided_by_judge"] == 0
+
+
 def test_judge_against_the_project_server(server, tiny_policy):
     model, tok = tiny_policy
     task, programs, results = _samples()
