@@ -41,8 +41,9 @@ def _check_metrics(where: str, m: Any) -> None:
     errors = m.get("error_frequencies", {})
     if not isinstance(errors, dict) or not all(_number(v) for v in errors.values()):
         raise ReportError(f"{where}.error_frequencies must map error types to numbers")
-    train = m.get("train", {})
-    if not isinstance(train, dict) or not all(isinstance(v, list) and all(map(_number, v)) for v in train.values()):
+    train = m.get("train", {})  # losses may be nan/inf (a diverged run still gets its report)
+    if not isinstance(train, dict) or not all(isinstance(v, list) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) for v in train.values()):
         raise ReportError(f"{where}.train must map series names to lists of numbers")
     judge = m.get("judge") or {}
     if not isinstance(judge, dict) or not all(v is None or _number(v) for v in judge.values()):

@@ -146,3 +146,11 @@ def test_report_cli_refuses_bad_results_and_overwrites_nothing(tmp_path, content
                                                   + (["results.json"] if content is not None else []))
     for name, data in before.items():
         assert (tmp_path / name).read_bytes() == data
+
+
+def test_a_diverged_loss_does_not_block_the_report():
+    from ieta_jax import report
+
+    results = _results()
+    results["methods"]["dpo"]["iterations"][2]["train"]["loss"] = [0.5, float("nan")]
+    assert report.validate_results(json.loads(json.dumps(results))) is not None
