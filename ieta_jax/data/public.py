@@ -207,11 +207,12 @@ def docstring_examples(prompt: str, entry_point: str, exclude: tuple[str, ...] =
 
 # ----------------------------------------------------------------------------- APPS statements
 def _block(lines: list[str]) -> str:
+    """The text of an example block: from its first non-blank line to the next blank one (what
+    follows a blank line is the statement's explanation)."""
     while lines and not lines[0].strip():
         lines = lines[1:]
-    while lines and not lines[-1].strip():
-        lines = lines[:-1]
-    return "\n".join(line.rstrip() for line in lines) + "\n" if lines else ""
+    end = next((k for k, line in enumerate(lines) if not line.strip()), len(lines))
+    return "".join(line.rstrip() + "\n" for line in lines[:end])
 
 
 def _input_output_blocks(lines: list[str]) -> list[tuple[str, str]]:

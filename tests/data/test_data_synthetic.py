@@ -1,6 +1,7 @@
 """The synthetic suite: structure, determinism, split, corpus, and real sandbox verdicts."""
 import ast
 import collections
+import dataclasses
 
 import pytest
 
@@ -167,16 +168,18 @@ def _one_train_one_heldout_per_family():
 
 def test_references_pass_and_bugs_fail_as_labelled_in_the_sandbox(executor):
     tasks = _one_train_one_heldout_per_family()
-    assert len(tasks) == 2 * len(synthetic.FAMILIES)
+    assert len(tasks) == 2 * len(synthetic.FAMILIES) - len(synthetic.HELDOUT_FAMILIES)   # one split each
     requests, expected = [], {}
     for t in tasks:
         for j, sol in enumerate(synthetic.solutions(t)):
             rid = f"{t.task_id}#{j}"
             requests.append(data.to_request(t, sol.completion, rid, timeout_s=1.0))
             expected[rid] = (sol.bug, synthetic.expected_outcome(sol.bug))
-    for t in synthetic.make_tasks():          # and the reference of every task
+    for t in synthetic.make_tasks():          # and the reference of every task, on hidden and public tests
         requests.append(data.to_request(t, t.reference, f"{t.task_id}#ref"))
         expected[f"{t.task_id}#ref"] = (None, ("passed", None))
+        requests.append(data.to_request(t, t.reference, f"{t.task_id}#public", public=True))
+        expected[f"{t.task_id}#public"] = (None, ("passed", None))
     results = executor.run(requests)
     wrong = []
     seen_kinds = set()
@@ -186,7 +189,9 @@ def test_references_pass_and_bugs_fail_as_labelled_in_the_sandbox(executor):
         if got != (status, error_type):
             wrong.append((r.id, bug, r.status, r.error_type, r.error_message))
         seen_kinds.add(bug)
-        if bug is None:
+        if r.id.endswith("#public"):
+            assert r.tests_passed == r.tests_total in (1, 2)
+        elif bug is None:
             assert r.tests_passed == r.tests_total == synthetic.NUM_CASES
         elif bug != "infinite_loop":
             assert r.tests_passed < r.tests_total == synthetic.NUM_CASES
@@ -250,6 +255,23 @@ def test_every_variant_of_every_task_behaves_as_labelled(style):
             if got != synthetic.expected_outcome(sol.bug):
                 wrong.append((t.task_id, t.metadata["param"], sol.bug, got))
     assert not wrong, wrong[:10]
+
+
+def test_public_examples_pass_with_every_correct_variant_and_expose_the_bugs():
+    # In-process over every task (the sandbox test above runs the references): the docstring examples
+    # are right, and they expose every buggy variant but pad_left's infinite loop (as documented).
+    exposed, unexposed = 0, set()
+    for t in synthetic.make_tasks():
+        public = dataclasses.replace(t, test=t.public_test)
+        for sol in synthetic.solutions(t):
+            got = _outcome_in_process(public, sol.completion)
+            if sol.bug is None:
+                assert got == ("passed", None), (t.task_id, sol.completion)
+            elif got[0] != "passed":
+                exposed += 1
+            else:
+                unexposed.add((t.metadata["family"], sol.bug))
+    assert exposed == 1271 and unexposed == {("pad_left", "infinite_loop")}
 
 
 def test_param_styles():
