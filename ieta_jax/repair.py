@@ -31,6 +31,7 @@ previous program as the assistant's answer, and the feedback in a user turn.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import re
 import unicodedata
@@ -89,13 +90,20 @@ def _escape_char(ch: str) -> str:
     return f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}" if cp < 0x10000 else f"\\U{cp:08x}"
 
 
+def _break(match: re.Match) -> str:
+    marker = match.group(0)
+    if marker[0] in "`~":  # a fence of any length: no three fence characters stay adjacent
+        return "\\".join(marker[i:i + 2] for i in range(0, len(marker), 2))
+    return marker[0] + "\\" + marker[1:]
+
+
 def neutralize_markers(text: str, markers: Sequence[str] = ()) -> str:
     """`text` with every chat-template/special-token marker and code fence broken by a backslash
     after its first character, so no tokenizer reads it as a special token or delimiter."""
     extra = [m for m in markers if m]
     for _ in range(8):  # breaking one marker cannot create another, but stay bounded regardless
         before = text
-        text = _MARKERS.sub(lambda m: m.group(0)[0] + "\\" + m.group(0)[1:], text)
+        text = _MARKERS.sub(_break, text)
         for m in extra:
             text = text.replace(m, m[0] + "\\" + m[1:])
         if text == before:
@@ -144,6 +152,14 @@ def _actual(message: str | None) -> str | None:
         return m.group(1)
     head, sep, tail = message.partition(", got ")
     return tail if sep and head.startswith("case ") else None
+
+
+def _unquote(text: str) -> str:
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+    return value if isinstance(value, str) else text
 
 
 def _hottest_line(trace: dict) -> int | None:
@@ -220,6 +236,8 @@ def render_feedback(result: Any, program: str, public_test: dict | None,
         if expected is not None:
             lines.append("Expected: " + esc(expected))
         actual = _actual(message) if status == "failed" else None
+        if actual is not None and public_test.get("kind") == "stdio":
+            actual = _unquote(actual)  # the sandbox quotes stdio output; Expected shows it bare
         if actual is not None:
             lines.append("Got: " + esc(actual))
 
