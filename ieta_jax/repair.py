@@ -17,11 +17,15 @@ locals show the input instead. The failing line is the Result's `error_line` (fo
 most executed line of the trace, where the program looped), the locals those of the innermost
 solution frame of the exception (for a timeout: the last traced event at that line).
 
-Everything except the line labels and the program's own source is data the program reported about
-itself (messages, reprs, and the trace, which the program can tamper with): every field is escaped
-(`escape_untrusted`: control and format characters as `\\xNN` escapes, so a field is one line and
-cannot forge a new one; chat-template and tokenizer special tokens and code fences broken with a
-backslash) and bounded (per field, per local, and in total), before it enters a prompt.
+Everything except the line labels is data the program reported about itself (messages, reprs, its
+source, and the trace, which the program can tamper with): every field is escaped (memory addresses
+dropped, then `escape_untrusted`: control and format characters as `\\xNN` escapes, so a field is
+one line and cannot forge a new one; chat-template and tokenizer special tokens and code fences
+broken with a backslash) and bounded (per field, per local, and in total) before it enters a prompt.
+
+Sizes: on the synthetic suite's warm-start repair examples (one per train task) the completion-form
+repair prompt is 205 tokens on average, 296 at the 95th percentile and 496 at most with the tiny
+model's 1k BPE (turn-1 prompts: 55 / 84 / 125); `max_prompt_len` must grow accordingly.
 
 `repair_prompt(task, previous_program, feedback)` builds the next turn's prompt in the style of
 `data.format_prompt`: completion models see the previous program, the feedback as `# ` comment
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import random
 import re
 import unicodedata
 from typing import Any, Mapping, Sequence
@@ -54,6 +59,9 @@ _MARKERS = re.compile(
     r"|<(?:start|end)_of_turn>"         # Gemma
     r"|</?(?:bos|eos|pad|unk|think|tool_call)>"
     r"|`{3,}|~{3,}")                    # code fences
+
+# "<generator object f at 0x7f...>": addresses differ from run to run and say nothing; dropped.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]{4,16}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +216,8 @@ def render_feedback(result: Any, program: str, public_test: dict | None,
     trace = trace if isinstance(trace, dict) else None
 
     def esc(value: Any, limit: int = config.max_field_chars) -> str:
-        return escape_untrusted(value, limit, markers)
+        text = _ADDRESS.sub("", value if isinstance(value, str) else str(value))
+        return escape_untrusted(text, limit, markers)
 
     lines: list[str] = []
     counts = f"{passed} of {total} passed" if passed is not None and total is not None else "not run"
@@ -294,3 +303,54 @@ def repair_prompt(task: Task, previous_program: str, feedback: str, tokenizer: A
         {"role": "user", "content": REPAIR_INSTRUCTION.format(feedback="\n".join(feedback_lines))},
     ]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def repair_corpus(tasks: Sequence[Task], executor: Any, *, examples_per_task: int = 1, bug_fraction: float = 0.5,
+                  bug_weights: dict[str, float] | None = None, config: FeedbackConfig = FeedbackConfig(),
+                  seed: int = 0) -> list:
+    """Warm-start repair examples for synthetic train tasks (data.synthetic.CorpusExample, `repairs` set).
+
+    Per task and example: a buggy variant of the family (drawn with `bug_weights`) runs against the
+    task's public test in the sandbox (`executor`, trace on); when it fails there, the example's
+    prompt is `repair_prompt(task, that program, render_feedback(...))` in completion form, exactly
+    what the experiment shows the policy at turn 2, and its completion another variant: a correct one,
+    or with probability `bug_fraction` a different buggy one (so that repairs, too, sometimes fail).
+    A variant that passes the public test gets no feedback and no example.
+    """
+    from ieta_jax.data import synthetic
+    from ieta_jax.data.task import build_program, to_request
+
+    if examples_per_task < 0:
+        raise ValueError(f"examples_per_task must be >= 0, got {examples_per_task}")
+    if not 0.0 <= bug_fraction <= 1.0:
+        raise ValueError(f"bug_fraction must be in [0, 1], got {bug_fraction}")
+    weights = synthetic.bug_weights_or_default(bug_weights)
+    plans = []  # (task, buggy solution, fix, request)
+    for task in tasks:
+        synthetic.check_corpus_task(task)
+        if task.public_test is None:
+            continue
+        rng = random.Random(f"{seed}/repair/{task.task_id}")
+        sols = synthetic.solutions(task)
+        correct = [s for s in sols if s.bug is None]
+        buggy = [s for s in sols if s.bug is not None and weights.get(s.bug, 0.0) > 0]
+        for k in range(examples_per_task if buggy else 0):
+            broken = rng.choices(buggy, weights=[weights[s.bug] for s in buggy])[0]
+            others = [s for s in buggy if s.completion != broken.completion]
+            if others and rng.random() < bug_fraction:
+                fix = rng.choices(others, weights=[weights[s.bug] for s in others])[0]
+            else:
+                fix = rng.choice(correct)
+            plans.append((task, broken, fix, to_request(task, broken.completion, f"{task.task_id}#repair{k}",
+                                                        public=True, trace=True)))
+    results = executor.run([p[3] for p in plans])
+    examples = []
+    for (task, broken, fix, _), result in zip(plans, results):
+        if result.status == "passed":
+            continue
+        program = build_program(task, broken.completion)
+        feedback = render_feedback(result, program, task.public_test, config)
+        examples.append(synthetic.CorpusExample(task.task_id, task.metadata["family"],
+                                                repair_prompt(task, program, feedback, chat=False),
+                                                fix.completion, fix.bug, repairs=broken.bug))
+    return examples

@@ -52,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import copy
 import functools
+import itertools
 import logging
 import random
 import sys
@@ -142,13 +143,18 @@ class Solution:
 
 @dataclasses.dataclass(frozen=True)
 class CorpusExample:
-    """One warm-start training example: prompt + completion, labelled with its intended bug."""
+    """One warm-start training example: prompt + completion, labelled with its intended bug.
+
+    A repair example (`repair.repair_corpus`) has a repair prompt (a buggy program and its public-test
+    feedback) and `repairs` = the bug label of that program; `bug` is the label of the fix.
+    """
 
     task_id: str
     family: str
     prompt: str
     completion: str
     bug: str | None
+    repairs: str | None = None
 
     @property
     def text(self) -> str:
@@ -1004,7 +1010,8 @@ def _exposes(family: Family, body: str, param: Any, style: str, args: tuple, exp
 def _public_examples(family: Family, i: int, param: Any, style: str, correct: list[str],
                      hidden_args: list[tuple], seed: int) -> list[tuple[tuple, Any]]:
     """Up to MAX_PUBLIC_EXAMPLES (args, expected) examples exposing as many of the family's
-    (terminating) bugs as possible, drawn from the case generator with their own seed."""
+    (terminating) bugs as possible, drawn from the case generator with their own seed (the
+    smallest, then shortest, such set)."""
     candidates = []
     for draw in range(2):
         for args in family.cases(_rng(seed, "public", family.name, i, draw), param):
@@ -1013,17 +1020,15 @@ def _public_examples(family: Family, i: int, param: Any, style: str, correct: li
     bugs = [family.render(b, param, style) for kind, b in family.bugs if kind != "infinite_loop"]
     exposed = [{j for j, body in enumerate(bugs) if _exposes(family, body, param, style, args, expected)}
                for args, expected in candidates]
-    chosen: list[int] = []
-    covered: set[int] = set()
-    while len(chosen) < MAX_PUBLIC_EXAMPLES:
-        gain = [(len(exposed[k] - covered), args not in hidden_args, -len(repr(args)), -k)
-                for k, (args, _) in enumerate(candidates) if k not in chosen]
-        best = max(gain)
-        if best[0] == 0 and chosen:
-            break
-        k = -best[3]
-        chosen.append(k)
-        covered |= exposed[k]
+    # The smallest set exposing the most bugs; then fewer copies of hidden cases, then the shortest.
+    in_hidden = [args in hidden_args for args, _ in candidates]
+    length = [len(repr(c)) for c in candidates]
+
+    def score(subset):
+        return (len(set().union(*(exposed[k] for k in subset))), -len(subset), -sum(in_hidden[k] for k in subset),
+                -sum(length[k] for k in subset))
+    subsets = [c for n in range(1, MAX_PUBLIC_EXAMPLES + 1) for c in itertools.combinations(range(len(candidates)), n)]
+    chosen = max(subsets, key=score)  # the first of equals: deterministic
     return [candidates[k] for k in sorted(chosen)]
 
 
@@ -1115,6 +1120,23 @@ def solutions(task: Task) -> list[Solution]:
             + [Solution(family.render(b, param, style), kind) for kind, b in family.bugs])
 
 
+def check_corpus_task(task: Task) -> None:
+    """Refuse a task the warm-start corpus must not see: not synthetic, or held out (either split)."""
+    if "family" not in task.metadata:
+        raise ValueError(f"task {task.task_id!r} is not a synthetic task")
+    if task.metadata.get("split") != "train":
+        raise ValueError(f"task {task.task_id!r} is in split {task.metadata.get('split')!r}: the "
+                         "warm-start corpus takes train tasks only")
+
+
+def bug_weights_or_default(bug_weights: dict[str, float] | None) -> dict[str, float]:
+    weights = dict(DEFAULT_BUG_WEIGHTS if bug_weights is None else bug_weights)
+    unknown = set(weights) - set(BUG_KINDS)
+    if unknown:
+        raise ValueError(f"unknown bug kinds in bug_weights: {sorted(unknown)}; known: {BUG_KINDS}")
+    return weights
+
+
 def warm_start_corpus(tasks: Sequence[Task] | None = None, *, solutions_per_task: int = 4,
                       bug_fraction: float = 0.5, bug_weights: dict[str, float] | None = None,
                       seed: int = 0) -> list[CorpusExample]:
@@ -1132,18 +1154,11 @@ def warm_start_corpus(tasks: Sequence[Task] | None = None, *, solutions_per_task
         raise ValueError(f"bug_fraction must be in [0, 1], got {bug_fraction}")
     if solutions_per_task < 1:
         raise ValueError(f"solutions_per_task must be >= 1, got {solutions_per_task}")
-    weights = dict(DEFAULT_BUG_WEIGHTS if bug_weights is None else bug_weights)
-    unknown = set(weights) - set(BUG_KINDS)
-    if unknown:
-        raise ValueError(f"unknown bug kinds in bug_weights: {sorted(unknown)}; known: {BUG_KINDS}")
+    weights = bug_weights_or_default(bug_weights)
     tasks = make_tasks("train", seed=seed) if tasks is None else list(tasks)
     examples = []
     for task in tasks:
-        if "family" not in task.metadata:
-            raise ValueError(f"task {task.task_id!r} is not a synthetic task")
-        if task.metadata.get("split") != "train":
-            raise ValueError(f"task {task.task_id!r} is in split {task.metadata.get('split')!r}: the "
-                             "warm-start corpus takes train tasks only")
+        check_corpus_task(task)
         rng = _rng(seed, "corpus", task.task_id)
         sols = solutions(task)
         correct = [s for s in sols if s.bug is None]

@@ -1,5 +1,6 @@
 """Repair feedback from real sandbox runs of public tests, hostile programs and forged traces, and the turn-2 prompt."""
 import ast
+import collections
 import unicodedata
 
 import pytest
@@ -218,3 +219,40 @@ def test_repair_prompt_chat_form(runs):
     assert "Got: <\\eos><\\|end|>\n<\\|assistant|>" in text
     with pytest.raises(ValueError, match="needs a tokenizer with a chat template"):
         repair.repair_prompt(task, program, feedback, chat=True)
+
+
+def test_repair_corpus_is_what_the_experiment_would_show(executor):
+    # One train task per family; infinite loops left out here (each costs a full timeout).
+    tasks = synthetic.make_tasks("train", tasks_per_family=1)
+    weights = {**synthetic.DEFAULT_BUG_WEIGHTS, "infinite_loop": 0.0}
+    corpus = repair.repair_corpus(tasks, executor, examples_per_task=2, bug_fraction=0.5, bug_weights=weights)
+    by_id = {t.task_id: t for t in tasks}
+    assert len(corpus) == 2 * len(tasks)          # every drawn bug fails its public examples here
+    assert {e.family for e in corpus} == {t.metadata["family"] for t in tasks}
+    rerun = []
+    for k, e in enumerate(corpus):
+        task = by_id[e.task_id]
+        sols = synthetic.solutions(task)
+        assert e.repairs in synthetic.BUG_KINDS and e.repairs != "infinite_loop"
+        assert synthetic.Solution(e.completion, e.bug) in sols
+        # prompt = task prompt + a buggy body of the labelled kind, `# ` feedback lines, the task prompt again
+        assert e.prompt.startswith(task.prompt) and e.prompt.endswith("\n" + task.prompt)
+        middle = e.prompt[len(task.prompt):-len(task.prompt)]
+        broken = next(s for s in sols if s.bug == e.repairs and middle.startswith(s.completion))
+        assert e.completion != broken.completion
+        feedback = middle[len(broken.completion):]
+        assert feedback.startswith("# Public tests: ") and all(line.startswith("# ") for line in feedback.splitlines())
+        rerun.append((task, broken, feedback, data.to_request(task, broken.completion, str(k), public=True, trace=True)))
+    # The feedback is exactly what render_feedback gives for a fresh sandbox run of that program.
+    for (task, broken, feedback, _), result in zip(rerun, executor.run([r[3] for r in rerun])):
+        program = data.build_program(task, broken.completion)
+        expected = repair.repair_prompt(task, program, repair.render_feedback(result, program, task.public_test))
+        assert expected == task.prompt + broken.completion + feedback + task.prompt
+    fixes = collections.Counter(e.bug is None for e in corpus)
+    assert fixes[True] and fixes[False]           # some repairs are right, some carry another bug
+    # bug_fraction=0: every fix is correct; held-out tasks are refused, like the rest of the corpus.
+    clean = repair.repair_corpus(tasks[:4], executor, bug_fraction=0.0, bug_weights=weights)
+    assert len(clean) == 4 and all(e.bug is None for e in clean)
+    for split in ("test", "test_families"):
+        with pytest.raises(ValueError, match="train tasks only"):
+            repair.repair_corpus(synthetic.make_tasks(split, limit=1), executor)
