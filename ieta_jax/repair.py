@@ -23,15 +23,10 @@ dropped, then `escape_untrusted`: control and format characters as `\\xNN` escap
 one line and cannot forge a new one; chat-template and tokenizer special tokens and code fences
 broken with a backslash) and bounded (per field, per local, and in total) before it enters a prompt.
 
-Sizes: on the synthetic suite's warm-start repair examples (one per train task) the completion-form
-repair prompt is 205 tokens on average, 296 at the 95th percentile and 496 at most with the tiny
-model's 1k BPE (turn-1 prompts: 55 / 84 / 125); `max_prompt_len` must grow accordingly.
-
-`repair_prompt(task, previous_program, feedback)` builds the next turn's prompt in the style of
-`data.format_prompt`: completion models see the previous program, the feedback as `# ` comment
-lines, then the task prompt again, so the completion that follows is in the turn-1 form and
-`data.build_program(task, completion)` gives the repaired program; chat models see the task, the
-previous program as the assistant's answer, and the feedback in a user turn.
+Sizes, with the tiny model's 1k BPE: the synthetic suite's repair prompts (completion form, one
+warm-start repair example per train task) are 203 tokens on average, 289 at the 95th percentile,
+496 at most (17% over 256, 0.3% over 384); turn-1 prompts, which now carry docstring examples, 55 /
+80 / 125 (23% over 64). `max_prompt_len` and the tiny model's positions must grow to fit.
 """
 from __future__ import annotations
 

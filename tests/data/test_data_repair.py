@@ -256,3 +256,13 @@ def test_repair_corpus_is_what_the_experiment_would_show(executor):
     for split in ("test", "test_families"):
         with pytest.raises(ValueError, match="train tasks only"):
             repair.repair_corpus(synthetic.make_tasks(split, limit=1), executor)
+
+
+def test_tiny_warm_start_takes_the_repair_examples(executor):
+    from ieta_jax import tiny
+    tasks = synthetic.make_tasks("train", tasks_per_family=1, families=["element_at", "lookup"])
+    got = tiny._repair_examples(tasks, executor, 1, 0.5, 0)      # one process: built here, as is
+    assert got == repair.repair_corpus(tasks, executor, examples_per_task=1, bug_fraction=0.5, seed=0)
+    assert len(got) == 2 and all(e.repairs for e in got)
+    with pytest.raises(ValueError, match="needs the sandbox executor"):
+        tiny._repair_examples(tasks, None, 1, 0.5, 0)
