@@ -37,9 +37,9 @@ import re
 import unicodedata
 from typing import Any, Mapping, Sequence
 
-from ieta_jax.data import public
+from ieta_jax.data import public, synthetic
 from ieta_jax.data.completions import CHAT_INSTRUCTION, has_chat_template
-from ieta_jax.data.task import Task
+from ieta_jax.data.task import Task, build_program, to_request
 
 FIELDS = ("outcome", "error", "line", "test", "locals")
 REPAIR_INSTRUCTION = ("Running the program on the public tests gave this feedback:\n\n{feedback}\n\n"
@@ -302,8 +302,8 @@ def repair_prompt(task: Task, previous_program: str, feedback: str, tokenizer: A
 
 def repair_corpus(tasks: Sequence[Task], executor: Any, *, examples_per_task: int = 1, bug_fraction: float = 0.5,
                   bug_weights: dict[str, float] | None = None, config: FeedbackConfig = FeedbackConfig(),
-                  seed: int = 0) -> list:
-    """Warm-start repair examples for synthetic train tasks (data.synthetic.CorpusExample, `repairs` set).
+                  seed: int = 0) -> list[synthetic.CorpusExample]:
+    """Warm-start repair examples for synthetic train tasks (CorpusExamples with `repairs` set).
 
     Per task and example: a buggy variant of the family (drawn with `bug_weights`) runs against the
     task's public test in the sandbox (`executor`, trace on); when it fails there, the example's
@@ -312,9 +312,6 @@ def repair_corpus(tasks: Sequence[Task], executor: Any, *, examples_per_task: in
     or with probability `bug_fraction` a different buggy one (so that repairs, too, sometimes fail).
     A variant that passes the public test gets no feedback and no example.
     """
-    from ieta_jax.data import synthetic
-    from ieta_jax.data.task import build_program, to_request
-
     if examples_per_task < 0:
         raise ValueError(f"examples_per_task must be >= 0, got {examples_per_task}")
     if not 0.0 <= bug_fraction <= 1.0:

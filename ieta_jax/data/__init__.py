@@ -58,8 +58,9 @@ def load_tasks(name: str | os.PathLike, split: str | None = None, limit: int | N
     file (JSONL/JSON/parquet) in HumanEval, MBPP, APPS or saved-task format.
 
     Extra keyword arguments go to the loader: synthetic.make_tasks (seed, heldout_fraction,
-    tasks_per_family, families, heldout_families, param_style), humaneval.load (source), mbpp.load (config; "mbpp_sanitized" sets
-    config="sanitized"), apps.load (difficulty, hub_id); all file/hub loaders take on_error.
+    tasks_per_family, families, heldout_families, param_style), humaneval.load (source), mbpp.load
+    (config; "mbpp_sanitized" sets config="sanitized"), apps.load (difficulty, hub_id); all file/hub
+    loaders take on_error.
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")

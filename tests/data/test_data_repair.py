@@ -44,7 +44,8 @@ def runs(executor, element_at, apps_tasks):
         "syntax_error": (element_at, "    return xs[i\n"),
         "timeout": (element_at, "    n = 0\n    while True:\n        n += 1\n"),
         "stdio": (apps_tasks["apps/5001"], "n = int(input())\nprint(sum(map(int, input().split())) + 1)\n"),
-        "call": (apps_tasks["apps/5003"], "class Solution:\n    def sumLargest(self, nums, k):\n        return max(nums)\n"),
+        "call": (apps_tasks["apps/5003"],
+                 "class Solution:\n    def sumLargest(self, nums, k):\n        return max(nums)\n"),
         "humaneval": (he0, "    return True\n"),
         "hostile_raise": (element_at, HOSTILE_RAISE),
         "hostile_repr": (element_at, HOSTILE_REPR),
@@ -242,7 +243,8 @@ def test_repair_corpus_is_what_the_experiment_would_show(executor):
         assert e.completion != broken.completion
         feedback = middle[len(broken.completion):]
         assert feedback.startswith("# Public tests: ") and all(line.startswith("# ") for line in feedback.splitlines())
-        rerun.append((task, broken, feedback, data.to_request(task, broken.completion, str(k), public=True, trace=True)))
+        request = data.to_request(task, broken.completion, str(k), public=True, trace=True)
+        rerun.append((task, broken, feedback, request))
     # The feedback is exactly what render_feedback gives for a fresh sandbox run of that program.
     for (task, broken, feedback, _), result in zip(rerun, executor.run([r[3] for r in rerun])):
         program = data.build_program(task, broken.completion)
