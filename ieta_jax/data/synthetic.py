@@ -21,16 +21,20 @@ Each family carries
 Prompt = signature + docstring (one line, then up to MAX_PUBLIC_EXAMPLES `>>>` examples), completion
 = the indented body. The examples are the task's public test (repair feedback comes from them); the
 NUM_CASES hidden asserts are drawn separately from the same generator and decide every score. The
-examples are drawn from that generator too, with their own seed, and chosen greedily to expose the
-family's known bugs, as a careful docstring author would (infinite-loop bugs are not run at build
-time; they loop on most inputs anyway); a bug no draw exposes stays unexposed. An example may
-coincide with a hidden case where the input domain is tiny (an empty list).
+examples are drawn from that generator too, with their own seed: the set of at most
+MAX_PUBLIC_EXAMPLES draws that exposes the most of the family's known bugs, then repeats the fewest
+hidden cases, then is the smallest and shortest, as a careful docstring author would choose them
+(infinite-loop bugs are not run at build time); a bug no draw exposes stays unexposed. 118 of the 711
+examples repeat a hidden case where no other input exposes the bug: empty inputs (115) and one
+fixed-shape long_words case.
 
 Two parameter styles:
   "argument" (default)  def element_at(xs, i=3):
                             \"\"\"Return the element of xs at index i, or None if xs is too short.
-                            >>> element_at([35, 8, 41])
+                            >>> element_at([46, 39, 32])
                             None
+                            >>> element_at([19, 35, 5, 10])
+                            10
                             \"\"\"
                         the body uses `i`, so a family's bodies are the same for every parameter value.
   "literal"             def element_at(xs):
@@ -49,8 +53,8 @@ heldout_families, param_style; for the corpus solutions_per_task, bug_fraction, 
 """
 from __future__ import annotations
 
-import dataclasses
 import copy
+import dataclasses
 import functools
 import itertools
 import logging
@@ -1010,8 +1014,7 @@ def _exposes(family: Family, body: str, param: Any, style: str, args: tuple, exp
 def _public_examples(family: Family, i: int, param: Any, style: str, correct: list[str],
                      hidden_args: list[tuple], seed: int) -> list[tuple[tuple, Any]]:
     """Up to MAX_PUBLIC_EXAMPLES (args, expected) examples exposing as many of the family's
-    (terminating) bugs as possible, drawn from the case generator with their own seed (the
-    smallest, then shortest, such set)."""
+    (terminating) bugs as possible, drawn from the case generator with their own seed."""
     candidates = []
     for draw in range(2):
         for args in family.cases(_rng(seed, "public", family.name, i, draw), param):
@@ -1020,12 +1023,12 @@ def _public_examples(family: Family, i: int, param: Any, style: str, correct: li
     bugs = [family.render(b, param, style) for kind, b in family.bugs if kind != "infinite_loop"]
     exposed = [{j for j, body in enumerate(bugs) if _exposes(family, body, param, style, args, expected)}
                for args, expected in candidates]
-    # The smallest set exposing the most bugs; then fewer copies of hidden cases, then the shortest.
+    # The set exposing the most bugs; then fewer copies of hidden cases; then the smallest, shortest.
     in_hidden = [args in hidden_args for args, _ in candidates]
     length = [len(repr(c)) for c in candidates]
 
     def score(subset):
-        return (len(set().union(*(exposed[k] for k in subset))), -len(subset), -sum(in_hidden[k] for k in subset),
+        return (len(set().union(*(exposed[k] for k in subset))), -sum(in_hidden[k] for k in subset), -len(subset),
                 -sum(length[k] for k in subset))
     subsets = [c for n in range(1, MAX_PUBLIC_EXAMPLES + 1) for c in itertools.combinations(range(len(candidates)), n)]
     chosen = max(subsets, key=score)  # the first of equals: deterministic

@@ -260,9 +260,15 @@ def test_every_variant_of_every_task_behaves_as_labelled(style):
 def test_public_examples_pass_with_every_correct_variant_and_expose_the_bugs():
     # In-process over every task (the sandbox test above runs the references): the docstring examples
     # are right, and they expose every buggy variant but pad_left's infinite loop (as documented).
-    exposed, unexposed = 0, set()
+    exposed, unexposed, repeats, examples = 0, set(), collections.Counter(), 0
     for t in synthetic.make_tasks():
         public = dataclasses.replace(t, test=t.public_test)
+        hidden_calls = {a.split(" == ")[0][len("assert "):] for a in t.test["asserts"]}
+        for i in range(data.public.num_cases(t.public_test)):
+            call = data.public.describe_case(t.public_test, i)[0]
+            examples += 1
+            if call in hidden_calls:
+                repeats[call.endswith("('')") or call.endswith("([])")] += 1
         for sol in synthetic.solutions(t):
             got = _outcome_in_process(public, sol.completion)
             if sol.bug is None:
@@ -272,6 +278,8 @@ def test_public_examples_pass_with_every_correct_variant_and_expose_the_bugs():
             else:
                 unexposed.add((t.metadata["family"], sol.bug))
     assert exposed == 1271 and unexposed == {("pad_left", "infinite_loop")}
+    # Examples repeat a hidden case only where nothing else exposes the bug: empty inputs, mostly.
+    assert (examples, repeats[True], repeats[False]) == (711, 115, 3)
 
 
 def test_param_styles():
