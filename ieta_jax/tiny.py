@@ -6,6 +6,10 @@ same ``models.from_pretrained`` / ``AutoTokenizer`` path as a real checkpoint. T
 plain next-token SFT on prompt + completion (+ EOS) from ``data.synthetic.warm_start_corpus``, a
 corpus in which ``bug_fraction`` of the solutions carry realistic bugs: the resulting policy samples
 both correct and buggy programs, which is what execution feedback needs to have something to teach.
+With ``tiny.repair_examples_per_task`` > 0 the corpus also holds repair examples
+(``repair.repair_corpus``: a buggy program and its rendered public-test feedback -> a fix), so the
+starting policy can repair sometimes; building them runs programs, so process 0 needs the sandbox
+``executor`` and hands the examples to the other processes.
 """
 from __future__ import annotations
 
@@ -36,8 +40,11 @@ def tiny_model_config(config: ml_collections.ConfigDict, tokenizer):
         dtype=config.dtype, param_dtype=config.param_dtype)
 
 
-def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh) -> str:
-    """Return ``<workdir>/tiny_model``, building it first if it is not there (resumable)."""
+def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh, executor=None) -> str:
+    """Return ``<workdir>/tiny_model``, building it first if it is not there (resumable).
+
+    executor: the sandbox executor (process 0 only), needed when the corpus has repair examples.
+    """
     import jax
 
     from ieta_jax import distributed
@@ -61,9 +68,13 @@ def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh) -> 
     train_tasks = synthetic.make_tasks("train", seed=config.seed)
     corpus = synthetic.warm_start_corpus(train_tasks, solutions_per_task=t.solutions_per_task,
                                          bug_fraction=t.bug_fraction, seed=config.seed)
+    n_repair_per_task = int(t.get("repair_examples_per_task", 0))  # declared by the experiment's config
+    if n_repair_per_task > 0:
+        corpus += _repair_examples(train_tasks, executor, n_repair_per_task, t.bug_fraction, config.seed)
     n_bug = sum(ex.bug is not None for ex in corpus)
-    log.info("tiny model: warm-start corpus of %d examples (%d buggy) from %d train tasks", len(corpus), n_bug,
-             len(train_tasks))
+    n_repair = sum(ex.repairs is not None for ex in corpus)
+    log.info("tiny model: warm-start corpus of %d examples (%d buggy, %d repairs) from %d train tasks", len(corpus),
+             n_bug, n_repair, len(train_tasks))
 
     build_dir = os.path.join(workdir, "tiny_build")
     tok_dir = os.path.join(build_dir, "tokenizer")
@@ -98,7 +109,8 @@ def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh) -> 
     writer.close()
     distributed.barrier("tiny_model_written")  # every process is done with tiny_build before process 0 removes it
     if jax.process_index() == 0:
-        summary = {"corpus_examples": len(corpus), "buggy_examples": n_bug, "train_tasks": len(train_tasks),
+        summary = {"corpus_examples": len(corpus), "buggy_examples": n_bug, "repair_examples": n_repair,
+                   "train_tasks": len(train_tasks),
                    "steps": t.warm_start_steps, "max_length": max_len, "vocab_size": cfg.vocab_size,
                    "num_params": cfg.num_params(), "seconds": time.perf_counter() - t0,
                    "final_loss": history[-1]["train/loss"] if history else None,
@@ -113,3 +125,21 @@ def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh) -> 
                  summary["final_loss"] or float("nan"), summary["seconds"], out_dir)
     distributed.barrier("tiny_model_saved")  # no process loads the model before process 0 has put it in place
     return out_dir
+
+
+def _repair_examples(train_tasks, executor, per_task: int, bug_fraction: float, seed: int) -> list:
+    """Repair examples built on process 0 (they need the sandbox), the same list on every process."""
+    import dataclasses
+
+    from ieta_jax import distributed, repair
+    from ieta_jax.data import synthetic
+
+    def build():
+        if executor is None:
+            raise ValueError("tiny.repair_examples_per_task > 0 needs the sandbox executor to build the repair "
+                             "examples of the warm-start corpus (ensure_tiny_model(..., executor=...))")
+        examples = repair.repair_corpus(train_tasks, executor, examples_per_task=per_task,
+                                        bug_fraction=bug_fraction, seed=seed)
+        return [dataclasses.asdict(ex) for ex in examples]
+
+    return [synthetic.CorpusExample(**row) for row in distributed.on_primary(build)]

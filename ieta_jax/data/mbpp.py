@@ -9,7 +9,8 @@ the task description and the first test inside a docstring; the model writes the
     \"\"\"
 
 The hidden test is every assert of `test_list` (`asserts` kind, setup = `test_setup_code` for
-`full`, the `test_imports` for `sanitized`). Windows line endings in the release are normalised.
+`full`, the `test_imports` for `sanitized`); the public test is the one shown in the prompt (the
+first), with the same setup. Windows line endings in the release are normalised.
 Splits follow the release's task-id ranges: prompt 1-10, test 11-510, validation 511-600,
 train 601-974.
 """
@@ -19,6 +20,7 @@ import os
 import re
 from typing import Any
 
+from ieta_jax.data import public
 from ieta_jax.data.rows import RowError, convert_rows, hub_rows, read_rows, require
 from ieta_jax.data.task import Task
 
@@ -83,7 +85,8 @@ def task_from_row(row: dict[str, Any], where: str) -> Task:
                 test={"kind": "asserts", "asserts": tests, "setup": setup},
                 entry_point=entry_point, reference=code, stop=STOP_SEQUENCES,
                 metadata={"dataset": "mbpp", "config": config, "mbpp_task_id": task_id,
-                          "split": split_of(task_id)})
+                          "split": split_of(task_id)},
+                public_test=public.asserts_test(tests[:1], setup))
 
 
 def split_of(task_id: int) -> str | None:

@@ -3,9 +3,12 @@
 Why it exists: a tiny model trained for a few minutes on a CPU must sample both correct and buggy
 programs, so that execution feedback has something real to teach. Every family below is a small
 function whose behaviour depends on one parameter (a constant, an index, a separator, a default,
-...). A family yields one task per parameter value; the train / held-out split is by parameter
-value, so held-out tasks are unseen instances of the same families and what feedback teaches on the
-train tasks (for this family, write the guarded variant, not the off-by-one one) transfers to them.
+...). A family yields one task per parameter value. Two held-out splits:
+  * "heldout" (alias "test"): unseen parameter values of the training families (interpolation:
+    what feedback teaches on the train tasks, for this family write the guarded variant, not the
+    off-by-one one, transfers to them);
+  * "heldout_families" (alias "test_families"): every task of HELDOUT_FAMILIES, one family per
+    category, never seen in training or in the warm-start corpus (generalisation).
 
 Each family carries
   * correct bodies (several variants, so the corpus is not a lookup table),
@@ -15,43 +18,69 @@ Each family carries
   * a test-case generator; expected values come from running the first correct body, and all
     correct bodies are checked to agree when the suite is built.
 
-Prompt = signature + one-line docstring, completion = the indented body. Two parameter styles:
+Prompt = signature + docstring (one line, then up to MAX_PUBLIC_EXAMPLES `>>>` examples), completion
+= the indented body. The examples are the task's public test (repair feedback comes from them); the
+NUM_CASES hidden asserts are drawn separately from the same generator and decide every score. The
+examples are drawn from that generator too, with their own seed: the set of at most
+MAX_PUBLIC_EXAMPLES draws that exposes the most of the family's known bugs, then repeats the fewest
+hidden cases, then is the smallest and shortest, as a careful docstring author would choose them
+(infinite-loop bugs are not run at build time); a bug no draw exposes stays unexposed. 118 of the 711
+examples repeat a hidden case where no other input exposes the bug: empty inputs (115) and one
+fixed-shape long_words case.
+
+Two parameter styles:
   "argument" (default)  def element_at(xs, i=3):
-                            \"\"\"Return the element of xs at index i, or None if xs is too short.\"\"\"
+                            \"\"\"Return the element of xs at index i, or None if xs is too short.
+                            >>> element_at([46, 39, 32])
+                            None
+                            >>> element_at([19, 35, 5, 10])
+                            10
+                            \"\"\"
                         the body uses `i`, so a family's bodies are the same for every parameter value.
   "literal"             def element_at(xs):
-                            \"\"\"Return the element of xs at index 3, or None if xs is too short.\"\"\"
+                            \"\"\"Return the element of xs at index 3, or None if xs is too short.
+                            ...
                         the body must copy `3` from the docstring. A 0.5M-parameter model warm-started
                         for 300 steps wrote the right body with the wrong constant (held-out pass@1
                         0.010, train tasks 0.048), hence the default.
 Hidden tests are sandbox `asserts` tests with NUM_CASES cases, so partial credit exists.
 
-Sizes (defaults): 32 families, 593 tasks (448 train / 145 held-out with heldout_fraction=0.25);
-warm-start corpus 4 x 448 = 1792 examples, half of them buggy. Prompts are <= 40 and completions
-<= 44 tokens with a 1k byte-level BPE trained on the corpus. Knobs: seed, heldout_fraction,
-tasks_per_family, families, param_style; for the corpus solutions_per_task, bug_fraction,
-bug_weights.
+Sizes (defaults): 32 families, 593 tasks: 26 training families give 367 train and 119 held-out
+tasks (heldout_fraction=0.25), the 6 HELDOUT_FAMILIES 107 tasks; warm-start corpus 4 x 367 = 1468
+examples, half of them buggy. The public examples expose 1271 of the 1289 buggy variants of all
+tasks (all but pad_left's infinite loop). Knobs: seed, heldout_fraction, tasks_per_family, families,
+heldout_families, param_style; for the corpus solutions_per_task, bug_fraction, bug_weights.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
+import itertools
 import logging
 import random
+import sys
 import textwrap
 from typing import Any, Callable, Sequence
 
+from ieta_jax.data import public
 from ieta_jax.data.task import Task
 
 log = logging.getLogger(__name__)
 
 BUG_KINDS = ("IndexError", "TypeError", "ValueError", "ZeroDivisionError", "KeyError",
              "wrong_answer", "infinite_loop")
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "heldout", "heldout_families")
+SPLIT_ALIASES = {"test": "heldout", "test_families": "heldout_families"}
 PARAM_STYLES = ("argument", "literal")
 DEFAULT_PARAM_STYLE = "argument"
 # Seconds; the programs run in microseconds, so this only bounds what an infinite loop costs.
 TIMEOUT_S = 2.0
 NUM_CASES = 5
+MAX_PUBLIC_EXAMPLES = 2
+# Whole families held out of training (split "heldout_families"): one per category, each with a
+# training family that uses the same idioms (scale_all ~ add_to_all, word_at ~ element_at, ...).
+HELDOUT_FAMILIES = ("scale_all", "word_at", "make_label", "keys_above", "share_of", "sum_fields")
 
 # Default relative frequency of each bug kind in the warm-start corpus. Runtime errors dominate (they
 # are what execution traces explain and what the error-frequency metrics track); wrong answers are
@@ -99,8 +128,13 @@ class Family:
         extra = f", {self.param_name}={param!r}" if style == "argument" else ""
         return f"def {self.name}({self.args}{extra}):\n"
 
-    def prompt(self, param: Any, style: str = "argument") -> str:
-        return self.signature(param, style) + f'    """{self.render(self.doc, param, style)}"""\n'
+    def prompt(self, param: Any, style: str = "argument", examples: Sequence[tuple[tuple, Any]] = ()) -> str:
+        """Signature and docstring; `examples` ((args, expected) pairs) become `>>>` lines."""
+        doc = self.render(self.doc, param, style)
+        if not examples:
+            return self.signature(param, style) + f'    """{doc}"""\n'
+        lines = "".join(f"    >>> {_call(self.name, args)}\n    {expected!r}\n" for args, expected in examples)
+        return self.signature(param, style) + f'    """{doc}\n{lines}    """\n'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,13 +147,18 @@ class Solution:
 
 @dataclasses.dataclass(frozen=True)
 class CorpusExample:
-    """One warm-start training example: prompt + completion, labelled with its intended bug."""
+    """One warm-start training example: prompt + completion, labelled with its intended bug.
+
+    A repair example (`repair.repair_corpus`) has a repair prompt (a buggy program and its public-test
+    feedback) and `repairs` = the bug label of that program; `bug` is the label of the fix.
+    """
 
     task_id: str
     family: str
     prompt: str
     completion: str
     bug: str | None
+    repairs: str | None = None
 
     @property
     def text(self) -> str:
@@ -893,15 +932,24 @@ FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
 
 
 # ----------------------------------------------------------------------------- building the suite
-def _run_body(family: Family, body: str, param: Any, style: str, args: tuple) -> Any:
-    """Run a trusted (correct) body in-process to compute an expected value."""
+@functools.lru_cache(maxsize=None)
+def _function(source: str, name: str) -> Callable:
     namespace: dict[str, Any] = {}
-    exec(family.signature(param, style) + body, namespace)  # noqa: S102
-    return namespace[family.name](*args)
+    exec(source, namespace)  # noqa: S102 - the suite's own bodies
+    return namespace[name]
+
+
+def _run_body(family: Family, body: str, param: Any, style: str, args: tuple) -> Any:
+    """Run one of the family's own bodies in-process (correct ones compute expected values)."""
+    return _function(family.signature(param, style) + body, family.name)(*args)
+
+
+def _call(name: str, args: tuple) -> str:
+    return f"{name}({', '.join(repr(a) for a in args)})"
 
 
 def _assert_line(name: str, args: tuple, expected: Any) -> str:
-    return f"assert {name}({', '.join(repr(a) for a in args)}) == {expected!r}"
+    return f"assert {_call(name, args)} == {expected!r}"
 
 
 def _rng(seed: int, *keys: Any) -> random.Random:
@@ -917,45 +965,116 @@ def _split_params(family: Family, seed: int, heldout_fraction: float) -> set[int
     return set(order[:n_heldout])
 
 
+def _expected(family: Family, correct: list[str], param: Any, style: str, args: tuple) -> Any:
+    """The value every correct body returns on `args` (they must agree)."""
+    expected = _run_body(family, correct[0], param, style, args)
+    for other in correct[1:]:
+        got = _run_body(family, other, param, style, args)
+        if got != expected or type(got) is not type(expected):
+            raise AssertionError(f"synthetic family {family.name}({param!r}): correct "
+                                 f"variants disagree on {args!r}: {expected!r} vs {got!r}")
+    return expected
+
+
+class _Budget(Exception):
+    pass
+
+
+def _exposes(family: Family, body: str, param: Any, style: str, args: tuple, expected: Any,
+             max_lines: int = 5000) -> bool:
+    """Whether a (buggy, family-defined) body fails on `args`: raises, answers wrongly, or runs
+    more than `max_lines` line events (a safety net for `while` bodies: infinite-loop bugs are
+    never passed here)."""
+    if "while" not in body:  # no unbounded loop: run at full speed
+        try:
+            got = _run_body(family, body, param, style, copy.deepcopy(args))
+        except Exception:  # noqa: BLE001 - any failure exposes the bug
+            return True
+        return bool(got != expected)  # the public asserts compare with ==
+    lines = [0]
+
+    def tracer(frame, event, arg):
+        if event == "line":
+            lines[0] += 1
+            if lines[0] > max_lines:
+                raise _Budget()
+        return tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        got = _run_body(family, body, param, style, copy.deepcopy(args))
+    except Exception:  # noqa: BLE001 - any failure exposes the bug (_Budget included)
+        return True
+    finally:
+        sys.settrace(previous)
+    return bool(got != expected)
+
+
+def _public_examples(family: Family, i: int, param: Any, style: str, correct: list[str],
+                     hidden_args: list[tuple], seed: int) -> list[tuple[tuple, Any]]:
+    """Up to MAX_PUBLIC_EXAMPLES (args, expected) examples exposing as many of the family's
+    (terminating) bugs as possible, drawn from the case generator with their own seed."""
+    candidates = []
+    for draw in range(2):
+        for args in family.cases(_rng(seed, "public", family.name, i, draw), param):
+            if all(args != c for c, _ in candidates):
+                candidates.append((args, _expected(family, correct, param, style, args)))
+    bugs = [family.render(b, param, style) for kind, b in family.bugs if kind != "infinite_loop"]
+    exposed = [{j for j, body in enumerate(bugs) if _exposes(family, body, param, style, args, expected)}
+               for args, expected in candidates]
+    # The set exposing the most bugs; then fewer copies of hidden cases; then the smallest, shortest.
+    in_hidden = [args in hidden_args for args, _ in candidates]
+    length = [len(repr(c)) for c in candidates]
+
+    def score(subset):
+        return (len(set().union(*(exposed[k] for k in subset))), -sum(in_hidden[k] for k in subset), -len(subset),
+                -sum(length[k] for k in subset))
+    subsets = [c for n in range(1, MAX_PUBLIC_EXAMPLES + 1) for c in itertools.combinations(range(len(candidates)), n)]
+    chosen = max(subsets, key=score)  # the first of equals: deterministic
+    return [candidates[k] for k in sorted(chosen)]
+
+
 def family_tasks(family: Family, seed: int = 0, heldout_fraction: float = 0.25,
-                 param_style: str = DEFAULT_PARAM_STYLE) -> list[Task]:
-    """All tasks of one family, in parameter order, with their split in metadata."""
+                 param_style: str = DEFAULT_PARAM_STYLE, heldout_family: bool = False) -> list[Task]:
+    """All tasks of one family, in parameter order, with their split in metadata (every task is in
+    "heldout_families" when `heldout_family`)."""
     if param_style not in PARAM_STYLES:
         raise ValueError(f"param_style must be one of {PARAM_STYLES}, got {param_style!r}")
     heldout = _split_params(family, seed, heldout_fraction)
     tasks = []
     for i, param in enumerate(family.params):
         correct = [family.render(b, param, param_style) for b in family.correct]
-        asserts = []
-        for args in family.cases(_rng(seed, "cases", family.name, i), param):
-            expected = _run_body(family, correct[0], param, param_style, args)
-            for other in correct[1:]:
-                got = _run_body(family, other, param, param_style, args)
-                if got != expected or type(got) is not type(expected):
-                    raise AssertionError(f"synthetic family {family.name}({param!r}): correct "
-                                         f"variants disagree on {args!r}: {expected!r} vs {got!r}")
-            asserts.append(_assert_line(family.name, args, expected))
+        hidden_args = list(family.cases(_rng(seed, "cases", family.name, i), param))
+        asserts = [_assert_line(family.name, args, _expected(family, correct, param, param_style, args))
+                   for args in hidden_args]
+        examples = _public_examples(family, i, param, param_style, correct, hidden_args, seed)
+        split = "heldout_families" if heldout_family else "heldout" if i in heldout else "train"
         tasks.append(Task(
             task_id=f"synthetic/{family.name}/{i}",
-            prompt=family.prompt(param, param_style),
+            prompt=family.prompt(param, param_style, examples),
             test={"kind": "asserts", "asserts": asserts, "setup": ""},
             entry_point=family.name,
             reference=correct[0],
             metadata={"family": family.name, "category": family.category, "param": param,
-                      "param_style": param_style, "split": "heldout" if i in heldout else "train",
-                      "timeout_s": TIMEOUT_S},
+                      "param_style": param_style, "split": split, "timeout_s": TIMEOUT_S},
+            public_test=public.examples_test([(_call(family.name, args), repr(expected))
+                                              for args, expected in examples]),
         ))
     return tasks
 
 
 def make_tasks(split: str | None = None, *, seed: int = 0, heldout_fraction: float = 0.25,
                tasks_per_family: int | None = None, families: Sequence[str] | None = None,
-               limit: int | None = None, param_style: str = DEFAULT_PARAM_STYLE) -> list[Task]:
+               limit: int | None = None, param_style: str = DEFAULT_PARAM_STYLE,
+               heldout_families: Sequence[str] = HELDOUT_FAMILIES) -> list[Task]:
     """The synthetic suite (deterministic in `seed`).
 
     Args:
-      split: "train", "heldout" (alias "test"), or None for both.
-      heldout_fraction: fraction of each family's parameter values held out.
+      split: "train", "heldout" (alias "test": unseen parameter values of the training families),
+        "heldout_families" (alias "test_families": every task of `heldout_families`), or None for all.
+      heldout_fraction: fraction of each training family's parameter values held out.
+      heldout_families: families kept out of training entirely (default HELDOUT_FAMILIES; () for none).
       param_style: "argument" (default): the parameter is a default argument of the signature and
         the body refers to it by name, so a family's bodies are the same for every parameter value
         and what a model learns on train tasks applies unchanged to held-out ones. "literal": the
@@ -966,19 +1085,22 @@ def make_tasks(split: str | None = None, *, seed: int = 0, heldout_fraction: flo
       limit: at most this many tasks in total.
     Tasks are interleaved round-robin across families, so any prefix covers every family.
     """
-    if split == "test":
-        split = "heldout"
+    split = SPLIT_ALIASES.get(split, split)
     if split not in (None, *SPLITS):
-        raise ValueError(f"synthetic split must be one of {SPLITS} (or 'test', or None), got {split!r}")
+        raise ValueError(f"synthetic split must be one of {SPLITS} (or {', '.join(SPLIT_ALIASES)}, or None), "
+                         f"got {split!r}")
     if not 0.0 < heldout_fraction < 1.0:
         raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
     names = list(families) if families is not None else [f.name for f in FAMILIES]
-    unknown = [n for n in names if n not in FAMILY_BY_NAME]
+    unknown = [n for n in [*names, *heldout_families] if n not in FAMILY_BY_NAME]
     if unknown:
         raise ValueError(f"unknown synthetic families {unknown}; known: {sorted(FAMILY_BY_NAME)}")
     per_family = []
     for name in names:
-        tasks = family_tasks(FAMILY_BY_NAME[name], seed, heldout_fraction, param_style)
+        held = name in heldout_families
+        if split is not None and held != (split == "heldout_families"):
+            continue
+        tasks = family_tasks(FAMILY_BY_NAME[name], seed, heldout_fraction, param_style, held)
         if split is not None:
             tasks = [t for t in tasks if t.metadata["split"] == split]
         if tasks_per_family is not None:
@@ -1001,14 +1123,31 @@ def solutions(task: Task) -> list[Solution]:
             + [Solution(family.render(b, param, style), kind) for kind, b in family.bugs])
 
 
+def check_corpus_task(task: Task) -> None:
+    """Refuse a task the warm-start corpus must not see: not synthetic, or held out (either split)."""
+    if "family" not in task.metadata:
+        raise ValueError(f"task {task.task_id!r} is not a synthetic task")
+    if task.metadata.get("split") != "train":
+        raise ValueError(f"task {task.task_id!r} is in split {task.metadata.get('split')!r}: the "
+                         "warm-start corpus takes train tasks only")
+
+
+def bug_weights_or_default(bug_weights: dict[str, float] | None) -> dict[str, float]:
+    weights = dict(DEFAULT_BUG_WEIGHTS if bug_weights is None else bug_weights)
+    unknown = set(weights) - set(BUG_KINDS)
+    if unknown:
+        raise ValueError(f"unknown bug kinds in bug_weights: {sorted(unknown)}; known: {BUG_KINDS}")
+    return weights
+
+
 def warm_start_corpus(tasks: Sequence[Task] | None = None, *, solutions_per_task: int = 4,
                       bug_fraction: float = 0.5, bug_weights: dict[str, float] | None = None,
                       seed: int = 0) -> list[CorpusExample]:
     """Supervised warm-start examples for the train tasks: correct variants plus realistic bugs.
 
     Args:
-      tasks: synthetic tasks to write solutions for (default: the train split). Held-out tasks
-        should not be passed: the corpus must not leak them.
+      tasks: synthetic train tasks to write solutions for (default: the train split); a held-out
+        task (either held-out split) is refused: the corpus must not leak them.
       solutions_per_task: examples per task.
       bug_fraction: expected fraction of buggy examples (per task, stochastically rounded).
       bug_weights: relative frequency per bug kind (default DEFAULT_BUG_WEIGHTS); a kind with
@@ -1018,15 +1157,11 @@ def warm_start_corpus(tasks: Sequence[Task] | None = None, *, solutions_per_task
         raise ValueError(f"bug_fraction must be in [0, 1], got {bug_fraction}")
     if solutions_per_task < 1:
         raise ValueError(f"solutions_per_task must be >= 1, got {solutions_per_task}")
-    weights = dict(DEFAULT_BUG_WEIGHTS if bug_weights is None else bug_weights)
-    unknown = set(weights) - set(BUG_KINDS)
-    if unknown:
-        raise ValueError(f"unknown bug kinds in bug_weights: {sorted(unknown)}; known: {BUG_KINDS}")
+    weights = bug_weights_or_default(bug_weights)
     tasks = make_tasks("train", seed=seed) if tasks is None else list(tasks)
     examples = []
     for task in tasks:
-        if "family" not in task.metadata:
-            raise ValueError(f"task {task.task_id!r} is not a synthetic task")
+        check_corpus_task(task)
         rng = _rng(seed, "corpus", task.task_id)
         sols = solutions(task)
         correct = [s for s in sols if s.bug is None]

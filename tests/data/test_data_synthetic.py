@@ -1,6 +1,7 @@
 """The synthetic suite: structure, determinism, split, corpus, and real sandbox verdicts."""
 import ast
 import collections
+import dataclasses
 
 import pytest
 
@@ -34,25 +35,55 @@ def test_deterministic_by_seed(all_tasks):
 def test_split_is_by_parameter_value_and_every_family_is_in_both(all_tasks):
     train = synthetic.make_tasks("train")
     heldout = synthetic.make_tasks("heldout")
+    families = synthetic.make_tasks("heldout_families")
     assert [t.task_id for t in synthetic.make_tasks("test")] == [t.task_id for t in heldout]
-    assert len(train) + len(heldout) == len(all_tasks)
+    assert [t.task_id for t in synthetic.make_tasks("test_families")] == [t.task_id for t in families]
+    assert len(train) + len(heldout) + len(families) == len(all_tasks)
     assert not {t.task_id for t in train} & {t.task_id for t in heldout}
     by_family = collections.defaultdict(lambda: collections.defaultdict(set))
     for t in all_tasks:
         by_family[t.metadata["family"]][t.metadata["split"]].add(repr(t.metadata["param"]))
     assert len(by_family) == len(synthetic.FAMILIES)
     for fam, splits in by_family.items():
-        assert splits["train"] and splits["heldout"], fam
+        if fam in synthetic.HELDOUT_FAMILIES:
+            assert set(splits) == {"heldout_families"}, fam
+            continue
+        assert set(splits) == {"train", "heldout"}, fam
         assert not splits["train"] & splits["heldout"], fam       # held-out parameter values are unseen
-        # The held-out prompt differs from every train prompt of its family.
+    # The held-out prompt differs from every train prompt of its family.
     train_prompts = {t.prompt for t in train}
     assert not any(t.prompt in train_prompts for t in heldout)
-    assert (len(all_tasks), len(train), len(heldout)) == (593, 448, 145)   # the sizes documented in the module
+    # The sizes documented in the module.
+    assert (len(all_tasks), len(train), len(heldout), len(families)) == (593, 367, 119, 107)
+
+
+def test_heldout_families_never_reach_training_or_the_corpus():
+    held = set(synthetic.HELDOUT_FAMILIES)
+    assert len(held) == 6 and {synthetic.FAMILY_BY_NAME[f].category for f in held} == \
+        {f.category for f in synthetic.FAMILIES}                          # one family per category
+    families = synthetic.make_tasks("test_families")
+    assert {t.metadata["family"] for t in families} == held
+    train = synthetic.make_tasks("train")
+    assert not {t.metadata["family"] for t in train} & held
+    assert not {t.metadata["family"] for t in synthetic.make_tasks("test")} & held
+    corpus = synthetic.warm_start_corpus(seed=0)                         # the default: the train split
+    assert corpus and not {e.family for e in corpus} & held
+    assert not any(f"def {name}(" in e.text for e in corpus for name in held)
+    with pytest.raises(ValueError, match="train tasks only"):
+        synthetic.warm_start_corpus(train[:3] + families[:1])
+    with pytest.raises(ValueError, match="train tasks only"):
+        synthetic.warm_start_corpus(synthetic.make_tasks("test", limit=1))
+    # Knob: no held-out families; the split then holds nothing and every family trains.
+    every = synthetic.make_tasks("train", heldout_families=())
+    assert {t.metadata["family"] for t in every} == set(synthetic.FAMILY_BY_NAME)
+    assert synthetic.make_tasks("test_families", heldout_families=()) == []
+    with pytest.raises(ValueError, match="unknown synthetic families"):
+        synthetic.make_tasks(heldout_families=["nope"])
 
 
 def test_limit_interleaves_families_and_knobs():
-    first = synthetic.make_tasks("train", limit=len(synthetic.FAMILIES))
-    assert len({t.metadata["family"] for t in first}) == len(synthetic.FAMILIES)
+    first = synthetic.make_tasks("train", limit=len(synthetic.FAMILIES) - len(synthetic.HELDOUT_FAMILIES))
+    assert len({t.metadata["family"] for t in first}) == len(synthetic.FAMILIES) - len(synthetic.HELDOUT_FAMILIES)
     two = synthetic.make_tasks("train", tasks_per_family=2, families=["gaps", "lookup"])
     assert [t.metadata["family"] for t in two] == ["gaps", "lookup", "gaps", "lookup"]
     assert len(data.load_tasks("synthetic", split="heldout", limit=5)) == 5
@@ -67,7 +98,16 @@ def test_prompt_and_completion_shape(all_tasks):
         header, doc, rest = t.prompt.split("\n", 2)
         fam = synthetic.FAMILY_BY_NAME[t.metadata["family"]]
         assert header == f"def {t.entry_point}({fam.args}, {fam.param_name}={t.metadata['param']!r}):"
-        assert doc.startswith('    """') and doc.endswith('"""') and rest == ""
+        assert doc == f'    """{fam.render(fam.doc, t.metadata["param"])}'
+        # Then 1 or 2 `>>>` examples (each a call and its value) and the closing quotes.
+        lines = rest.split("\n")
+        assert lines[-2:] == ['    """', ""] and len(lines) in (4, 6)
+        examples = list(zip(lines[0:-2:2], lines[1:-2:2]))
+        assert all(call.startswith(f"    >>> {t.entry_point}(") for call, _ in examples)
+        # The public test is exactly those examples, parsed back the way HumanEval's docstrings are.
+        parsed = data.public.docstring_examples(t.prompt, t.entry_point)
+        assert [(f"    >>> {c}", f"    {e}") for c, e in parsed] == examples
+        assert t.public_test == data.public.examples_test(parsed)
         assert t.test["kind"] == "asserts" and len(t.test["asserts"]) == synthetic.NUM_CASES
         program = data.build_program(t, t.reference)
         ast.parse(program)
@@ -128,16 +168,18 @@ def _one_train_one_heldout_per_family():
 
 def test_references_pass_and_bugs_fail_as_labelled_in_the_sandbox(executor):
     tasks = _one_train_one_heldout_per_family()
-    assert len(tasks) == 2 * len(synthetic.FAMILIES)
+    assert len(tasks) == 2 * len(synthetic.FAMILIES) - len(synthetic.HELDOUT_FAMILIES)   # one split each
     requests, expected = [], {}
     for t in tasks:
         for j, sol in enumerate(synthetic.solutions(t)):
             rid = f"{t.task_id}#{j}"
             requests.append(data.to_request(t, sol.completion, rid, timeout_s=1.0))
             expected[rid] = (sol.bug, synthetic.expected_outcome(sol.bug))
-    for t in synthetic.make_tasks():          # and the reference of every task
+    for t in synthetic.make_tasks():          # and the reference of every task, on hidden and public tests
         requests.append(data.to_request(t, t.reference, f"{t.task_id}#ref"))
         expected[f"{t.task_id}#ref"] = (None, ("passed", None))
+        requests.append(data.to_request(t, t.reference, f"{t.task_id}#public", public=True))
+        expected[f"{t.task_id}#public"] = (None, ("passed", None))
     results = executor.run(requests)
     wrong = []
     seen_kinds = set()
@@ -147,7 +189,9 @@ def test_references_pass_and_bugs_fail_as_labelled_in_the_sandbox(executor):
         if got != (status, error_type):
             wrong.append((r.id, bug, r.status, r.error_type, r.error_message))
         seen_kinds.add(bug)
-        if bug is None:
+        if r.id.endswith("#public"):
+            assert r.tests_passed == r.tests_total in (1, 2)
+        elif bug is None:
             assert r.tests_passed == r.tests_total == synthetic.NUM_CASES
         elif bug != "infinite_loop":
             assert r.tests_passed < r.tests_total == synthetic.NUM_CASES
@@ -211,6 +255,31 @@ def test_every_variant_of_every_task_behaves_as_labelled(style):
             if got != synthetic.expected_outcome(sol.bug):
                 wrong.append((t.task_id, t.metadata["param"], sol.bug, got))
     assert not wrong, wrong[:10]
+
+
+def test_public_examples_pass_with_every_correct_variant_and_expose_the_bugs():
+    # In-process over every task (the sandbox test above runs the references): the docstring examples
+    # are right, and they expose every buggy variant but pad_left's infinite loop (as documented).
+    exposed, unexposed, repeats, examples = 0, set(), collections.Counter(), 0
+    for t in synthetic.make_tasks():
+        public = dataclasses.replace(t, test=t.public_test)
+        hidden_calls = {a.split(" == ")[0][len("assert "):] for a in t.test["asserts"]}
+        for i in range(data.public.num_cases(t.public_test)):
+            call = data.public.describe_case(t.public_test, i)[0]
+            examples += 1
+            if call in hidden_calls:
+                repeats[call.endswith("('')") or call.endswith("([])")] += 1
+        for sol in synthetic.solutions(t):
+            got = _outcome_in_process(public, sol.completion)
+            if sol.bug is None:
+                assert got == ("passed", None), (t.task_id, sol.completion)
+            elif got[0] != "passed":
+                exposed += 1
+            else:
+                unexposed.add((t.metadata["family"], sol.bug))
+    assert exposed == 1271 and unexposed == {("pad_left", "infinite_loop")}
+    # Examples repeat a hidden case only where nothing else exposes the bug: empty inputs, mostly.
+    assert (examples, repeats[True], repeats[False]) == (711, 115, 3)
 
 
 def test_param_styles():
