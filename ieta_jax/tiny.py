@@ -9,7 +9,6 @@ both correct and buggy programs, which is what execution feedback needs to have 
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -38,9 +37,7 @@ def tiny_model_config(config: ml_collections.ConfigDict, tokenizer):
 
 def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh) -> str:
     """Return ``<workdir>/tiny_model``, building it first if it is not there (resumable)."""
-    import jax
-
-    from ieta_jax import distributed
+    from ieta_jax import distributed, workdir as workdir_lib
 
     out_dir = os.path.join(workdir, TINY_DIR)
     # Decided by process 0 for all: every process takes the same path (the warm start is collective).
@@ -91,23 +88,20 @@ def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh) -> 
     history = trainer.fit(examples, t.warm_start_steps) if t.warm_start_steps > 0 else []
     model = trainer.model
     tmp_dir = out_dir + ".tmp"
-    if jax.process_index() == 0 and os.path.exists(tmp_dir):
+    if distributed.is_primary() and os.path.exists(tmp_dir):
         shutil.rmtree(tmp_dir)
     models.save_pretrained(model, tmp_dir, tokenizer=tokenizer)
     trainer.close()
     writer.close()
     distributed.barrier("tiny_model_written")  # every process is done with tiny_build before process 0 removes it
-    if jax.process_index() == 0:
+    if distributed.is_primary():
         summary = {"corpus_examples": len(corpus), "buggy_examples": n_bug, "train_tasks": len(train_tasks),
                    "steps": t.warm_start_steps, "max_length": max_len, "vocab_size": cfg.vocab_size,
                    "num_params": cfg.num_params(), "seconds": time.perf_counter() - t0,
                    "final_loss": history[-1]["train/loss"] if history else None,
                    "loss": [round(r["train/loss"], 5) for r in history]}
-        with open(os.path.join(tmp_dir, "warm_start.json"), "w") as f:
-            json.dump(summary, f)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp_dir, out_dir)
+        workdir_lib.write_json(os.path.join(tmp_dir, "warm_start.json"), summary)
+        workdir_lib.replace_dir(tmp_dir, out_dir)
         shutil.rmtree(build_dir, ignore_errors=True)
         log.info("tiny model: %d params, warm start loss %.4f, %.0fs -> %s", cfg.num_params(),
                  summary["final_loss"] or float("nan"), summary["seconds"], out_dir)
