@@ -130,6 +130,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict:
     t0 = time.perf_counter()
     run = start_run(config, workdir)
     setup_logging(run.workdir.root, config.debug)
+    if distributed.is_multiprocess():
+        log.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
+                 jax.process_count(), jax.local_device_count(), jax.device_count())
     if config.model == "tiny":
         from ieta_jax import tiny
 
