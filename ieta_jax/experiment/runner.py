@@ -133,14 +133,6 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if distributed.is_multiprocess():
         log.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())
-    if config.model == "tiny":
-        from ieta_jax import tiny
-
-        tiny.ensure_tiny_model(config, run.workdir.root, run.mesh)
-    tokenizer = policy_lib.load_tokenizer(run.model_dir)
-    start_policy = policy_lib.LocalPolicy(policy_lib.load_model(run.model_dir, config, run.mesh), tokenizer,
-                                          max_prompt_len=config.max_prompt_len, top_k=config.top_k,
-                                          chat=config.prompt_format == "chat")
     if distributed.is_primary():
         executor = Executor(**library_configs.executor_kwargs(config))
         log.info("sandbox executor (%s) started on process 0 of %d", config.sandbox.backend, jax.process_count())
@@ -151,6 +143,13 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writers = heldout.MetricWriters(run.workdir.path("tensorboard"))
     with executor as ex:
         run = dataclasses.replace(run, executor=ex, writers=writers)
+        if config.model == "tiny":
+            from ieta_jax import tiny
+
+            tiny.ensure_tiny_model(config, run.workdir.root, run.mesh)
+        start_policy = policy_lib.LocalPolicy(
+            policy_lib.load_model(run.model_dir, config, run.mesh), policy_lib.load_tokenizer(run.model_dir),
+            max_prompt_len=config.max_prompt_len, top_k=config.top_k, chat=config.prompt_format == "chat")
         initial = heldout.evaluate(run, start_policy, "initial", "initial")
         log.info("starting policy: %s", heldout.format_metrics(initial))
         results = {"meta": _meta(run), "methods": {}}
