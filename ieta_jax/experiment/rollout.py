@@ -48,8 +48,10 @@ def request(run: Run, task, completion: str, request_id: str, *, trace: bool | N
 
 
 def sample_and_execute(run: Run, policy: Policy, tasks: list, n: int, *, temperature: float, seed: int,
-                       desc: str) -> SampleSet:
-    """``n`` completions per task from ``policy``, each executed against the task's hidden tests."""
+                       desc: str, prompts: list[str] | None = None) -> SampleSet:
+    """``n`` completions per task from ``policy``, each executed against the task's hidden tests.
+
+    ``prompts`` (one per task) replace ``policy.prompt(task)``, e.g. the repair prompt of a later turn."""
     from tqdm.auto import tqdm
 
     from ieta_jax.data import completions as comp_lib
@@ -65,8 +67,8 @@ def sample_and_execute(run: Run, policy: Policy, tasks: list, n: int, *, tempera
     for b, first in enumerate(range(0, len(tasks), per_batch)):
         chunk = tasks[first:first + per_batch]
         t0 = time.perf_counter()
-        samples = policy.generate([policy.prompt(t) for t in chunk], n, temperature, c.top_p, c.max_new_tokens,
-                                  stable_seed(seed, b))
+        texts_in = ([policy.prompt(t) for t in chunk] if prompts is None else prompts[first:first + per_batch])
+        samples = policy.generate(texts_in, n, temperature, c.top_p, c.max_new_tokens, stable_seed(seed, b))
         t_sample += time.perf_counter() - t0
         for t, texts in zip(chunk, samples):
             for j, raw in enumerate(texts):

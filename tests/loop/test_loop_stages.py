@@ -144,6 +144,34 @@ def test_rollout_with_a_chat_policy_behind_the_interface(tmp_path):
     assert pol.calls[0][3] == rollout.stable_seed(5, 0) and pol.calls[1][3] == rollout.stable_seed(5, 1)
 
 
+def test_rollout_takes_given_prompts_for_later_turns(tmp_path):
+    """A later turn's prompt (e.g. task + failing program + feedback) reaches generate() in place of the task's."""
+    from sandbox import Executor
+
+    from ieta_jax.data import synthetic
+
+    c = tiny_config(num_train_tasks=2, sample_batch_size=4)
+    tasks = synthetic.make_tasks("train", seed=0)[:2]
+    good = synthetic.warm_start_corpus(tasks[:1], solutions_per_task=1, bug_fraction=0.0)[0].completion
+    seen = []
+
+    class Echo:
+        def prompt(self, task):
+            raise AssertionError("given prompts must be used")
+
+        def generate(self, prompts, n, temperature, top_p, max_new_tokens, seed):
+            seen.extend(prompts)
+            return [[good if p.startswith("fix 0") else "    return None\n"] * n for p in prompts]
+
+    with Executor(**library_configs.executor_kwargs(c)) as ex:
+        run = dataclasses.replace(make_run(c, tmp_path, model_dir=""), executor=ex)
+        ss = rollout.sample_and_execute(run, Echo(), tasks, 2, temperature=1.0, seed=0, desc="turn 2",
+                                        prompts=["fix 0: ...", "fix 1: ..."])
+    assert seen == ["fix 0: ...", "fix 1: ..."]
+    assert [r["result"]["status"] for r in ss.rows] == ["passed", "passed", "failed", "failed"]
+    assert ss.rows[0]["program"] == tasks[0].prompt + good
+
+
 def test_local_policy_chat_prompt_uses_the_template(tiny_dir):
     from ieta_jax.data import synthetic
 
