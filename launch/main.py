@@ -106,4 +106,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    app.define_help_flags()  # --help / --helpfull, as absl's app.run would offer
     sys.exit(main(sys.argv))
