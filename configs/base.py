@@ -1,12 +1,15 @@
-"""Shared defaults and start-up validation for every experiment config.
+"""Every experiment config field, declared once: name, default, meaning, check, and whether it changes results.
 
-Each ``configs/<name>.py`` builds on :func:`get_config` and overrides what it needs;
-``launch/main.py`` calls :func:`validate` before any work starts so that a bad value
-fails in the first second with a message naming the field, not an hour into a run.
+Each ``configs/<name>.py`` builds on :func:`get_config` and overrides what it needs. ``launch/main.py`` calls
+:func:`validate` before any work starts, so a bad value fails in the first second with a message naming the
+field, not an hour into a run. The README's field table is :func:`markdown_table` (``python -m configs.base``
+prints it; a test checks that the README holds exactly that table).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Any, Callable, Optional
 
 import ml_collections
 
@@ -18,110 +21,191 @@ DTYPES = ("float32", "bfloat16", "float16")
 SCHEDULES = ("cosine", "linear", "constant")
 
 
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the field."""
+
+
+# A check returns None when the value is good, else what is wrong ("must be > 0").
+Check = Callable[[Any], Optional[str]]
+
+
+def one_of(options: tuple) -> Check:
+    return lambda v: None if v in options else f"must be one of {options}"
+
+
+def int_at_least(low: int, note: str = "") -> Check:
+    msg = f"must be an integer >= {low}" + (f" ({note})" if note else "")
+    return lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= low else msg
+
+
+def number_at_least(low: float, *, strict: bool = False) -> Check:
+    if strict:
+        return lambda v: None if v > low else f"must be > {low:g}"
+    return lambda v: None if v >= low else f"must be >= {low:g}"
+
+
+def number_in(low: float, high: float, *, low_open: bool, high_open: bool) -> Check:
+    text = f"must be in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def check(v):
+        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        return None if ok else text
+    return check
+
+
+def mesh_axis(v) -> Optional[str]:
+    ok = isinstance(v, int) and (v >= 1 or v == -1)
+    return None if ok else "must be an integer >= 1 or -1 (the rest of the devices)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    name: str                       # dotted path, e.g. "dpo.beta"
+    default: Any
+    meaning: str                    # one line: the README's "Meaning" column
+    check: Optional[Check] = None   # per-value check; cross-field rules live in validate()
+    changes_results: bool = True    # False: may differ when a run is resumed (logging, fleet sizing)
+
+
+FIELDS: tuple[Field, ...] = (
+    # What to run.
+    Field("method", "all", "baseline / dpo / rlaif / all (the three from one starting policy)", one_of(METHODS)),
+    Field("num_iterations", 2, "feedback iterations per method (0: evaluate the starting policy only)",
+          int_at_least(0)),
+    Field("seed", 0, "seeds the model init, data order, sampling and the synthetic suite", int_at_least(0)),
+    Field("debug", False, "verbose logging, per-sample programs in the log", changes_results=False),
+    # Tasks.
+    Field("dataset", "synthetic", "held-out tasks: synthetic / humaneval / mbpp / apps / a local JSONL or parquet "
+          "file"),
+    Field("train_dataset", "", 'dataset of the feedback (train) tasks; "" = the same as `dataset`'),
+    Field("train_split", "train", "split sampled for feedback (checked against the dataset's splits)"),
+    Field("eval_split", "test", "held-out split for evaluation (checked against the dataset's splits)"),
+    Field("num_train_tasks", 0, "0 = every task of the split", int_at_least(0)),
+    Field("num_eval_tasks", 0, "0 = every task of the split", int_at_least(0)),
+    Field("prompt_format", "completion", "completion / chat (the tokenizer's chat template, fenced-code extraction)",
+          one_of(("completion", "chat"))),
+    # Policy model.
+    Field("model", "tiny", '"tiny" (embedded, trained here) or a HF checkpoint dir / hub id in the local cache'),
+    Field("dtype", "float32", "compute dtype", one_of(DTYPES)),
+    Field("param_dtype", "float32", "master weights and optimizer state", one_of(DTYPES)),
+    Field("max_prompt_len", 256, "prompts are left-truncated to this many tokens", int_at_least(1)),
+    Field("max_new_tokens", 128, "generation length limit per completion", int_at_least(1)),
+    # The embedded tiny model (model == "tiny").
+    Field("tiny.vocab_size", 1024, "BPE vocabulary trained on the synthetic corpus", int_at_least(300)),
+    Field("tiny.hidden_size", 128, "tiny Llama width", int_at_least(1)),
+    Field("tiny.intermediate_size", 384, "SwiGLU hidden size", int_at_least(1)),
+    Field("tiny.num_layers", 2, "decoder layers", int_at_least(1)),
+    Field("tiny.num_heads", 4, "attention heads", int_at_least(1)),
+    Field("tiny.num_kv_heads", 2, "key/value heads (grouped-query attention)", int_at_least(1)),
+    Field("tiny.max_position_embeddings", 512, "must cover max_prompt_len + max_new_tokens", int_at_least(1)),
+    Field("tiny.solutions_per_task", 4, "warm-start corpus: solutions per synthetic train task", int_at_least(1)),
+    Field("tiny.bug_fraction", 0.5, "fraction of corpus solutions that carry realistic bugs",
+          number_in(0.0, 1.0, low_open=False, high_open=False)),
+    Field("tiny.warm_start_steps", 400, "SFT steps of the warm start (once per workdir)", int_at_least(0)),
+    Field("tiny.warm_start_lr", 3e-3, "SFT peak learning rate (warmup, cosine decay)",
+          number_at_least(0.0, strict=True)),
+    Field("tiny.warm_start_batch_size", 32, "SFT examples per step", int_at_least(1)),
+    Field("tiny.repair_examples_per_task", 0, "warm-start corpus: repair examples (buggy program + its public-test "
+          "feedback -> fix) per train task", int_at_least(0)),
+    # Sampling.
+    Field("num_samples", 8, "completions per train task per iteration (the group size G for RL)", int_at_least(1)),
+    Field("eval_num_samples", 10, "completions per held-out task; must be >= max(pass_at_k)", int_at_least(1)),
+    Field("pass_at_k", (1, 10), "k values of the unbiased pass@k estimator"),
+    Field("temperature", 0.8, "sampling temperature for feedback (and RL rollouts)", number_at_least(0.0)),
+    Field("top_p", 0.95, "nucleus sampling (1 = off)", number_in(0.0, 1.0, low_open=True, high_open=False)),
+    Field("top_k", 0, "top-k sampling (0 = off)", int_at_least(0)),
+    Field("eval_temperature", 0.8, "sampling temperature for held-out evaluation", number_at_least(0.0)),
+    Field("sample_batch_size", 64, "sequences per generate() call; each batch goes to the sandbox at once",
+          int_at_least(1)),
+    # Optimisation shared by the trainers.
+    Field("batch_size", 16, "pairs per DPO / reward-model step; completions per RL update", int_at_least(1)),
+    Field("learning_rate", 1e-4, "policy learning rate (DPO and RL)", number_at_least(0.0, strict=True)),
+    Field("train_steps", 50, "policy steps per iteration (DPO steps, or RL steps for RLAIF)", int_at_least(1)),
+    Field("warmup_steps", 0, "linear warmup steps of the policy optimizer", int_at_least(0)),
+    Field("lr_schedule", "constant", "cosine / linear / constant (decay over all iterations)", one_of(SCHEDULES)),
+    Field("weight_decay", 0.0, "AdamW weight decay", number_at_least(0.0)),
+    Field("max_grad_norm", 1.0, "global-norm gradient clipping", number_at_least(0.0, strict=True)),
+    Field("grad_accum_steps", 1, "micro-batches per optimizer update", int_at_least(1)),
+    # DPO.
+    Field("dpo.beta", 0.1, "DPO temperature (strength of the KL anchor to the reference)",
+          number_at_least(0.0, strict=True)),
+    Field("dpo.loss_type", "sigmoid", "sigmoid / ipo / hinge / robust", one_of(LOSS_TYPES)),
+    Field("dpo.label_smoothing", 0.0, "conservative DPO / robust DPO noise rate",
+          number_in(0.0, 0.5, low_open=False, high_open=True)),
+    Field("dpo.max_pairs_per_task", 8, "preference pairs kept per task per iteration (DPO and reward model)",
+          int_at_least(1)),
+    Field("dpo.sft_weight", 0.0, "+ weight x NLL of the chosen completion (RPO); 0 = plain DPO",
+          number_at_least(0.0)),
+    # RLAIF.
+    Field("rlaif.reward_steps", 50, "reward-model steps per iteration", int_at_least(1)),
+    Field("rlaif.reward_learning_rate", 1e-4, "reward-model learning rate", number_at_least(0.0, strict=True)),
+    Field("rlaif.kl_beta", 0.05, "KL-to-reference coefficient (k3)", number_at_least(0.0)),
+    Field("rlaif.clip_eps", 0.2, "PPO ratio clip", number_in(0.0, 1.0, low_open=True, high_open=True)),
+    Field("rlaif.inner_epochs", 1, "PPO epochs over each rollout", int_at_least(1)),
+    Field("rlaif.scale_rewards", True, "divide advantages by the group std"),
+    Field("rlaif.execution_reward_weight", 0.0, "add feedback.execution_reward x weight to the RM score",
+          number_at_least(0.0)),
+    Field("rlaif.prompts_per_step", 4, "train tasks per RL step (x num_samples completions each)", int_at_least(1)),
+    # Sandbox fleet.
+    Field("sandbox.backend", "gvisor", "gvisor / process (unisolated, warns) / ray", one_of(BACKENDS)),
+    Field("sandbox.workers", 0, "sandboxes (with ray: per actor); 0 = the backend default (gVisor: two per CPU "
+          "core)", int_at_least(0, "0 = one per core"), changes_results=False),
+    Field("sandbox.ray_address", "", 'for backend=ray: "auto" or host:port; "" starts a local Ray',
+          changes_results=False),
+    Field("sandbox.ray_node_resource", "", "for backend=ray: only nodes with this custom resource host sandbox "
+          "actors (the TPU pod config uses `sandbox_host`)", changes_results=False),
+    Field("trace", True, "capture execution traces (stored with pairs and sample programs)"),
+    Field("timeout_s", 5.0, "maximum execution time per program", number_at_least(0.0, strict=True)),
+    Field("memory_mb", 512, "memory limit per program", int_at_least(16)),
+    # Device mesh.
+    Field("mesh.data", -1, "data-parallel axis size", mesh_axis),
+    Field("mesh.fsdp", 1, "fully-sharded data-parallel axis size", mesh_axis),
+    Field("mesh.tensor", 1, "tensor-parallel axis size", mesh_axis),
+    # Output.
+    Field("checkpoint_keep", 2, "Orbax checkpoints kept per trainer", int_at_least(1), changes_results=False),
+    Field("num_text_samples", 4, "sample programs (with traces) written to TensorBoard per evaluation",
+          int_at_least(0), changes_results=False),
+)
+FIELDS_BY_NAME = {f.name: f for f in FIELDS}
+
+
 def get_config() -> ml_collections.ConfigDict:
     """Defaults: synthetic suite, embedded tiny model, CPU, all three methods."""
     c = ml_collections.ConfigDict()
-
-    # What to run.
-    c.method = "all"            # baseline / dpo / rlaif / all (the three from one starting policy)
-    c.num_iterations = 2        # feedback iterations per method
-    c.seed = 0                  # seeds the model init, data order, sampling and the synthetic suite
-    c.debug = False             # verbose logging, per-sample programs in the log
-
-    # Tasks.
-    c.dataset = "synthetic"     # held-out tasks: synthetic / humaneval / mbpp / apps / a local JSONL or parquet file
-    c.train_dataset = ""        # dataset of the feedback (train) tasks; "" = the same as `dataset`
-    c.train_split = "train"     # split sampled for feedback
-    c.eval_split = "test"       # held-out split for evaluation
-    c.num_train_tasks = 0       # 0 = every task of the split
-    c.num_eval_tasks = 0        # 0 = every task of the split
-    c.prompt_format = "completion"  # completion / chat (the tokenizer's chat template, fenced-code extraction)
-
-    # Policy model: "tiny" (embedded, trained here) or a HF checkpoint dir / hub id.
-    c.model = "tiny"            # "tiny" (embedded, trained here) or a HF checkpoint dir / hub id in the local cache
-    c.dtype = "float32"         # compute dtype
-    c.param_dtype = "float32"   # master weights and optimizer state
-    c.max_prompt_len = 256      # prompts are left-truncated to this many tokens
-    c.max_new_tokens = 128      # generation length limit per completion
-
-    # The embedded tiny model (used when model == "tiny").
-    c.tiny = ml_collections.ConfigDict()
-    c.tiny.vocab_size = 1024    # BPE vocabulary trained on the synthetic corpus
-    c.tiny.hidden_size = 128    # tiny Llama width
-    c.tiny.intermediate_size = 384  # SwiGLU hidden size
-    c.tiny.num_layers = 2       # decoder layers
-    c.tiny.num_heads = 4        # attention heads
-    c.tiny.num_kv_heads = 2     # key/value heads (grouped-query attention)
-    c.tiny.max_position_embeddings = 512  # must cover max_prompt_len + max_new_tokens
-    c.tiny.solutions_per_task = 4  # warm-start corpus: solutions per synthetic train task
-    c.tiny.bug_fraction = 0.5   # fraction of corpus solutions that carry realistic bugs
-    c.tiny.warm_start_steps = 400  # SFT steps of the warm start (once per workdir)
-    c.tiny.warm_start_lr = 3e-3    # SFT peak learning rate (warmup, cosine decay)
-    c.tiny.warm_start_batch_size = 32  # SFT examples per step
-
-    # Sampling for feedback (train tasks) and evaluation (held-out tasks).
-    c.num_samples = 8           # completions per train task per iteration (the group size G for RL)
-    c.eval_num_samples = 10     # completions per held-out task; must be >= max(pass_at_k)
-    c.pass_at_k = (1, 10)       # k values of the unbiased pass@k estimator
-    c.temperature = 0.8         # sampling temperature for feedback (and RL rollouts)
-    c.top_p = 0.95              # nucleus sampling (1 = off)
-    c.top_k = 0                 # top-k sampling (0 = off)
-    c.eval_temperature = 0.8    # sampling temperature for held-out evaluation
-    c.sample_batch_size = 64    # sequences per generate() call; each batch goes to the sandbox at once
-
-    # Optimisation shared by the trainers.
-    c.batch_size = 16           # pairs per DPO / reward-model step; completions per RL update
-    c.learning_rate = 1e-4      # policy learning rate (DPO and RL)
-    c.train_steps = 50          # policy steps per iteration (DPO steps, or RL steps for RLAIF)
-    c.warmup_steps = 0          # linear warmup steps of the policy optimizer
-    c.lr_schedule = "constant"  # cosine / linear / constant (decay over all iterations)
-    c.weight_decay = 0.0        # AdamW weight decay
-    c.max_grad_norm = 1.0       # global-norm gradient clipping
-    c.grad_accum_steps = 1      # micro-batches per optimizer update
-
-    # DPO.
-    c.dpo = ml_collections.ConfigDict()
-    c.dpo.beta = 0.1            # DPO temperature (strength of the KL anchor to the reference)
-    c.dpo.loss_type = "sigmoid"  # sigmoid / ipo / hinge / robust
-    c.dpo.label_smoothing = 0.0  # conservative DPO / robust DPO noise rate
-    c.dpo.max_pairs_per_task = 8  # preference pairs kept per task per iteration (DPO and reward model)
-    c.dpo.sft_weight = 0.0        # + weight x NLL of the chosen completion (RPO); 0 = plain DPO
-
-    # RLAIF: reward model on the pairs, then group-relative RL against it.
-    c.rlaif = ml_collections.ConfigDict()
-    c.rlaif.reward_steps = 50   # reward-model steps per iteration
-    c.rlaif.reward_learning_rate = 1e-4  # reward-model learning rate
-    c.rlaif.kl_beta = 0.05        # KL-to-reference coefficient (k3)
-    c.rlaif.clip_eps = 0.2      # PPO ratio clip
-    c.rlaif.inner_epochs = 1    # PPO epochs over each rollout
-    c.rlaif.scale_rewards = True  # divide advantages by the group std
-    c.rlaif.execution_reward_weight = 0.0  # add feedback.execution_reward x weight to the RM score
-    c.rlaif.prompts_per_step = 4  # train tasks per RL step (x num_samples completions each)
-
-    # Sandbox fleet.
-    c.sandbox = ml_collections.ConfigDict()
-    c.sandbox.backend = "gvisor"  # gvisor / process (unisolated, warns) / ray
-    c.sandbox.workers = 0         # sandboxes (ray: per actor); 0 = the backend default
-    c.sandbox.ray_address = ""    # for backend=ray: "auto" or host:port; "" starts a local Ray
-    c.sandbox.ray_node_resource = ""  # for backend=ray: only nodes with this custom resource host sandboxes
-    c.trace = True                # capture execution traces (stored with pairs and sample programs)
-    c.timeout_s = 5.0             # maximum execution time per program
-    c.memory_mb = 512           # memory limit per program
-
-    # Device mesh (-1 = the rest of the devices).
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1            # data-parallel axis size
-    c.mesh.fsdp = 1             # fully-sharded data-parallel axis size
-    c.mesh.tensor = 1           # tensor-parallel axis size
-
-    # Output.
-    c.checkpoint_keep = 2       # Orbax checkpoints kept per trainer
-    c.num_text_samples = 4        # sample programs (with traces) written to TensorBoard per evaluation
+    for f in FIELDS:
+        node = c
+        *groups, leaf = f.name.split(".")
+        for g in groups:
+            if g not in node:
+                node[g] = ml_collections.ConfigDict()
+            node = node[g]
+        node[leaf] = f.default
     return c
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the field."""
+def leaf_values(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"dpo.beta": 0.1, ...}`` from a nested dict (a config's ``to_dict()`` or a stored config.json)."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(leaf_values(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def changed_fields(previous: dict, current: dict) -> list[str]:
+    """Leaf fields that differ between two configs and change results (resuming across them would mix runs)."""
+    a, b = leaf_values(previous), leaf_values(current)
+    return sorted(k for k in set(a) | set(b)
+                  if a.get(k) != b.get(k) and FIELDS_BY_NAME.get(k, Field(k, None, "")).changes_results)
+
+
+def markdown_table() -> str:
+    """The README's config table, from FIELDS."""
+    rows = ["| Field | Default | Meaning |", "|---|---|---|"]
+    rows += [f"| `{f.name}` | `{f.default!r}` | {f.meaning} |" for f in FIELDS]
+    return "\n".join(rows)
 
 
 def _require(ok: bool, field: str, message: str, value) -> None:
@@ -129,11 +213,37 @@ def _require(ok: bool, field: str, message: str, value) -> None:
         raise ConfigError(f"config.{field} {message}, got {value!r}")
 
 
+def dataset_splits(name: str) -> Optional[tuple[str, ...]]:
+    """The splits a named dataset has (None for local files and hub ids: only loading them tells)."""
+    from ieta_jax.data import apps, mbpp, synthetic
+
+    return {"synthetic": (*synthetic.SPLITS, "test"), "humaneval": ("test",), "mbpp": tuple(mbpp.SPLIT_RANGES),
+            "apps": apps.SPLITS}.get(name)
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
     """Raise :class:`ConfigError` naming the first bad field."""
-    _require(c.method in METHODS, "method", f"must be one of {METHODS}", c.method)
+    values = leaf_values(c.to_dict())
+    for name in values:
+        _require(name in FIELDS_BY_NAME, name, "is not a config field (see configs/base.py FIELDS)", values[name])
+    for f in FIELDS:
+        problem = f.check(values[f.name]) if f.check is not None else None
+        _require(problem is None, f.name, problem, values[f.name])
+
     _require(c.dataset in DATASETS or os.path.exists(str(c.dataset)), "dataset",
              f"must be one of {DATASETS} or an existing local file", c.dataset)
+    _require(c.train_dataset == "" or c.train_dataset in DATASETS or os.path.exists(str(c.train_dataset)),
+             "train_dataset", f'must be "", one of {DATASETS} or an existing local file', c.train_dataset)
+    if c.model == "tiny":
+        _require(c.dataset == "synthetic" and c.train_dataset in ("", "synthetic"), "dataset",
+                 "must be 'synthetic' with model='tiny' (the tiny model is trained on the synthetic corpus)",
+                 c.dataset)
+    _require(c.prompt_format != "chat" or c.model != "tiny", "prompt_format",
+             "must be 'completion' with model='tiny' (its tokenizer has no chat template)", c.prompt_format)
+    for field, dataset in (("train_split", c.train_dataset or c.dataset), ("eval_split", c.dataset)):
+        splits = dataset_splits(dataset)
+        if splits is not None:
+            _require(c[field] in splits, field, f"must be a split of {dataset}: one of {splits}", c[field])
     _require(isinstance(c.model, str) and c.model != "", "model",
              "must be 'tiny', a HF checkpoint directory or a hub id", c.model)
     if c.model != "tiny":
@@ -143,99 +253,32 @@ def validate(c: ml_collections.ConfigDict) -> None:
         else:
             _require(c.model.count("/") == 1 and all(c.model.split("/")), "model",
                      "is neither 'tiny', an existing checkpoint directory nor a hub id like 'org/name'", c.model)
-    for field in ("num_iterations", "num_train_tasks", "num_eval_tasks", "seed", "warmup_steps",
-                  "checkpoint_keep", "num_text_samples", "top_k"):
-        _require(isinstance(c[field], int) and c[field] >= 0, field, "must be an integer >= 0", c[field])
-    for field in ("num_samples", "eval_num_samples", "sample_batch_size", "batch_size", "train_steps",
-                  "max_new_tokens", "max_prompt_len", "grad_accum_steps"):
-        _require(isinstance(c[field], int) and c[field] >= 1, field, "must be an integer >= 1", c[field])
     ks = tuple(c.pass_at_k)
     _require(len(ks) >= 1 and all(isinstance(k, int) and k >= 1 for k in ks), "pass_at_k",
              "must be a non-empty list of integers >= 1", c.pass_at_k)
     _require(max(ks) <= c.eval_num_samples, "pass_at_k",
              f"asks for k={max(ks)} but config.eval_num_samples={c.eval_num_samples} (need n >= k)", c.pass_at_k)
-    for field in ("temperature", "eval_temperature"):
-        _require(c[field] >= 0.0, field, "must be >= 0", c[field])
-    _require(0.0 < c.top_p <= 1.0, "top_p", "must be in (0, 1]", c.top_p)
-    _require(c.learning_rate > 0.0, "learning_rate", "must be > 0", c.learning_rate)
-    _require(c.weight_decay >= 0.0, "weight_decay", "must be >= 0", c.weight_decay)
-    _require(c.max_grad_norm > 0.0, "max_grad_norm", "must be > 0", c.max_grad_norm)
-    _require(c.lr_schedule in SCHEDULES, "lr_schedule", f"must be one of {SCHEDULES}", c.lr_schedule)
-    _require(c.dtype in DTYPES, "dtype", f"must be one of {DTYPES}", c.dtype)
-    _require(c.param_dtype in DTYPES, "param_dtype", f"must be one of {DTYPES}", c.param_dtype)
-    _require(c.prompt_format in ("completion", "chat"), "prompt_format", "must be 'completion' or 'chat'",
-             c.prompt_format)
-    _require(c.timeout_s > 0.0, "timeout_s", "must be > 0 seconds", c.timeout_s)
-    _require(isinstance(c.memory_mb, int) and c.memory_mb >= 16, "memory_mb", "must be an integer >= 16",
-             c.memory_mb)
 
-    # Tiny model.
     t = c.tiny
-    for field in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
-                  "max_position_embeddings", "solutions_per_task", "warm_start_batch_size"):
-        _require(isinstance(t[field], int) and t[field] >= 1, f"tiny.{field}", "must be an integer >= 1", t[field])
-    _require(isinstance(t.warm_start_steps, int) and t.warm_start_steps >= 0, "tiny.warm_start_steps",
-             "must be an integer >= 0", t.warm_start_steps)
-    _require(t.vocab_size >= 300, "tiny.vocab_size", "must be >= 300 (256 byte symbols + specials + merges)",
-             t.vocab_size)
     _require(t.hidden_size % t.num_heads == 0, "tiny.hidden_size",
              f"must be divisible by config.tiny.num_heads={t.num_heads}", t.hidden_size)
     _require(t.num_heads % t.num_kv_heads == 0, "tiny.num_kv_heads",
              f"must divide config.tiny.num_heads={t.num_heads}", t.num_kv_heads)
-    _require(0.0 <= t.bug_fraction <= 1.0, "tiny.bug_fraction", "must be in [0, 1]", t.bug_fraction)
-    _require(t.warm_start_lr > 0.0, "tiny.warm_start_lr", "must be > 0", t.warm_start_lr)
     if c.model == "tiny":
         _require(c.max_prompt_len + c.max_new_tokens <= t.max_position_embeddings, "max_new_tokens",
                  f"plus config.max_prompt_len={c.max_prompt_len} exceeds config.tiny.max_position_embeddings="
                  f"{t.max_position_embeddings}", c.max_new_tokens)
-
-    if c.model == "tiny":
-        _require(c.dataset == "synthetic" and c.train_dataset in ("", "synthetic"), "dataset",
-                 "must be 'synthetic' with model='tiny' (the tiny model is trained on the synthetic corpus)",
-                 c.dataset)
-
-    # DPO.
-    _require(c.dpo.beta > 0.0, "dpo.beta", "must be > 0", c.dpo.beta)
-    _require(c.dpo.loss_type in LOSS_TYPES, "dpo.loss_type", f"must be one of {LOSS_TYPES}", c.dpo.loss_type)
-    _require(0.0 <= c.dpo.label_smoothing < 0.5, "dpo.label_smoothing", "must be in [0, 0.5)",
-             c.dpo.label_smoothing)
-    _require(c.dpo.sft_weight >= 0.0, "dpo.sft_weight", "must be >= 0", c.dpo.sft_weight)
-    _require(isinstance(c.dpo.max_pairs_per_task, int) and c.dpo.max_pairs_per_task >= 1,
-             "dpo.max_pairs_per_task", "must be an integer >= 1", c.dpo.max_pairs_per_task)
-
-    # RLAIF.
-    r = c.rlaif
-    _require(isinstance(r.reward_steps, int) and r.reward_steps >= 1, "rlaif.reward_steps",
-             "must be an integer >= 1", r.reward_steps)
-    _require(r.reward_learning_rate > 0.0, "rlaif.reward_learning_rate", "must be > 0", r.reward_learning_rate)
-    _require(r.kl_beta >= 0.0, "rlaif.kl_beta", "must be >= 0", r.kl_beta)
-    _require(0.0 < r.clip_eps < 1.0, "rlaif.clip_eps", "must be in (0, 1)", r.clip_eps)
-    _require(isinstance(r.inner_epochs, int) and r.inner_epochs >= 1, "rlaif.inner_epochs",
-             "must be an integer >= 1", r.inner_epochs)
-    _require(r.execution_reward_weight >= 0.0, "rlaif.execution_reward_weight", "must be >= 0",
-             r.execution_reward_weight)
-    _require(isinstance(r.prompts_per_step, int) and r.prompts_per_step >= 1, "rlaif.prompts_per_step",
-             "must be an integer >= 1", r.prompts_per_step)
     _require(c.num_samples >= 2 or c.method not in ("rlaif", "all", "dpo"), "num_samples",
              "must be >= 2 for dpo/rlaif (pairs and group-relative advantages need several samples per task)",
              c.num_samples)
-
+    _require(c.batch_size % c.grad_accum_steps == 0, "grad_accum_steps",
+             f"must divide config.batch_size={c.batch_size}", c.grad_accum_steps)
     if c.method in ("rlaif", "all"):
-        rollout = r.prompts_per_step * c.num_samples
+        rollout = c.rlaif.prompts_per_step * c.num_samples
         _require(rollout % c.batch_size == 0, "batch_size",
                  f"must divide config.rlaif.prompts_per_step x config.num_samples = {rollout} (RL mini-batches)",
                  c.batch_size)
-
-    # Sandbox.
-    _require(c.sandbox.backend in BACKENDS, "sandbox.backend", f"must be one of {BACKENDS}", c.sandbox.backend)
-    _require(isinstance(c.sandbox.workers, int) and c.sandbox.workers >= 0, "sandbox.workers",
-             "must be an integer >= 0 (0 = one per core)", c.sandbox.workers)
-
-    # Mesh.
     sizes = {name: c.mesh[name] for name in ("data", "fsdp", "tensor")}
-    for name, size in sizes.items():
-        _require(isinstance(size, int) and (size >= 1 or size == -1), f"mesh.{name}",
-                 "must be an integer >= 1 or -1 (the rest of the devices)", size)
     _require(sum(1 for s in sizes.values() if s == -1) <= 1, "mesh",
              "may have at most one axis of size -1", dict(sizes))
 
@@ -253,3 +296,7 @@ def check_devices(c: ml_collections.ConfigDict, num_devices: int) -> None:
     else:
         _require(fixed == num_devices, "mesh", f"sizes must multiply to the {num_devices} devices",
                  c.mesh.to_dict())
+
+
+if __name__ == "__main__":
+    print(markdown_table())

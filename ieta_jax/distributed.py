@@ -7,12 +7,13 @@ every helper here is a plain call: no barrier, no broadcast, no extra cost.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Callable, TypeVar
 
 import jax
 import numpy as np
+
+from ieta_jax.workdir import json_default
 
 T = TypeVar("T")
 
@@ -44,7 +45,7 @@ def broadcast_json(value: Any) -> Any:
         return value
     from jax.experimental import multihost_utils
 
-    payload = json.dumps(value, default=_json_default).encode() if is_primary() else b""
+    payload = json.dumps(value, default=json_default).encode() if is_primary() else b""
     length = int(multihost_utils.broadcast_one_to_all(np.int64(len(payload))))
     size = 1 << max(10, (length - 1).bit_length())
     buf = np.zeros(size, np.uint8)
@@ -75,15 +76,3 @@ def on_primary(fn: Callable[[], T]) -> T:
     if not msg["ok"]:
         raise RuntimeError(f"process 0 failed: {msg['error']}")
     return msg["value"]
-
-
-def _json_default(x):
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.floating):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return dataclasses.asdict(x)
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")

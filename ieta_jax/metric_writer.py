@@ -42,9 +42,9 @@ class MetricWriter:
 
     def __init__(self, logdir: str, *, enabled: Optional[bool] = None):
         if enabled is None:
-            import jax
+            from ieta_jax import distributed
 
-            enabled = jax.process_index() == 0
+            enabled = distributed.is_primary()
         self.logdir = logdir
         self._writer = EventFileWriter(logdir) if enabled else None
 

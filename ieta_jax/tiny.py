@@ -13,7 +13,6 @@ starting policy can repair sometimes; building them runs programs, so process 0 
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -45,9 +44,7 @@ def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh, exe
 
     executor: the sandbox executor (process 0 only), needed when the corpus has repair examples.
     """
-    import jax
-
-    from ieta_jax import distributed
+    from ieta_jax import distributed, workdir as workdir_lib
 
     out_dir = os.path.join(workdir, TINY_DIR)
     # Decided by process 0 for all: every process takes the same path (the warm start is collective).
@@ -68,7 +65,7 @@ def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh, exe
     train_tasks = synthetic.make_tasks("train", seed=config.seed)
     corpus = synthetic.warm_start_corpus(train_tasks, solutions_per_task=t.solutions_per_task,
                                          bug_fraction=t.bug_fraction, seed=config.seed)
-    n_repair_per_task = int(t.get("repair_examples_per_task", 0))  # declared by the experiment's config
+    n_repair_per_task = t.repair_examples_per_task
     if n_repair_per_task > 0:
         corpus += _repair_examples(train_tasks, executor, n_repair_per_task, t.bug_fraction, config.seed)
     n_bug = sum(ex.bug is not None for ex in corpus)
@@ -102,24 +99,21 @@ def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh, exe
     history = trainer.fit(examples, t.warm_start_steps) if t.warm_start_steps > 0 else []
     model = trainer.model
     tmp_dir = out_dir + ".tmp"
-    if jax.process_index() == 0 and os.path.exists(tmp_dir):
+    if distributed.is_primary() and os.path.exists(tmp_dir):
         shutil.rmtree(tmp_dir)
     models.save_pretrained(model, tmp_dir, tokenizer=tokenizer)
     trainer.close()
     writer.close()
     distributed.barrier("tiny_model_written")  # every process is done with tiny_build before process 0 removes it
-    if jax.process_index() == 0:
+    if distributed.is_primary():
         summary = {"corpus_examples": len(corpus), "buggy_examples": n_bug, "repair_examples": n_repair,
                    "train_tasks": len(train_tasks),
                    "steps": t.warm_start_steps, "max_length": max_len, "vocab_size": cfg.vocab_size,
                    "num_params": cfg.num_params(), "seconds": time.perf_counter() - t0,
                    "final_loss": history[-1]["train/loss"] if history else None,
                    "loss": [round(r["train/loss"], 5) for r in history]}
-        with open(os.path.join(tmp_dir, "warm_start.json"), "w") as f:
-            json.dump(summary, f)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp_dir, out_dir)
+        workdir_lib.write_json(os.path.join(tmp_dir, "warm_start.json"), summary)
+        workdir_lib.replace_dir(tmp_dir, out_dir)
         shutil.rmtree(build_dir, ignore_errors=True)
         log.info("tiny model: %d params, warm start loss %.4f, %.0fs -> %s", cfg.num_params(),
                  summary["final_loss"] or float("nan"), summary["seconds"], out_dir)

@@ -1,68 +1,110 @@
 """The experiment runner: ``python -m launch.main --config=configs/<name>.py --workdir=<dir>``.
 
-Any config field can be overridden on the command line (``--config.dpo.beta=0.2``). The config is
-validated before JAX starts, so a bad value fails at once with a message naming the field.
-Restarting a killed run with the same command resumes it from the state files in the workdir.
+Any config field can be overridden on the command line (``--config.dpo.beta=0.2``). Everything a user can get
+wrong is checked before anything is written: the config file, every field, the splits of the datasets, the
+workdir (a directory, holding no run with another config), then (once JAX is up) the mesh, the tasks and the
+model. Each mistake is one line on stderr naming what to fix, and exit status 2. Restarting a killed run with
+the same command resumes it from the state files in the workdir.
 """
 from __future__ import annotations
 
+import re
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every artefact of the run (checkpoints, "
-                               "TensorBoard events, results.json, report.md).")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host "
-                                 "TPU pods / multi-process GPU; the coordinator comes from the environment).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed "
-                                   "outside TPU/SLURM auto-detection (e.g. two local CPU processes).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Process count, with --coordinator_address.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id, with --coordinator_address.")
-flags.mark_flags_as_required(["config", "workdir"])
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The runner's flags on ``flag_values`` (the TPU launcher checks its remote command with a private copy)."""
+    config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True,
+                                    flag_values=flag_values)
+    flags.DEFINE_string("workdir", None, "Directory for every artefact of the run (checkpoints, TensorBoard "
+                        "events, results.json, report.md).", flag_values=flag_values)
+    flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host TPU pods / "
+                      "multi-process GPU; the coordinator comes from the environment).", flag_values=flag_values)
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for --distributed outside TPU/SLURM "
+                        "auto-detection (e.g. two local CPU processes).", flag_values=flag_values)
+    flags.DEFINE_integer("num_processes", None, "Process count, with --coordinator_address.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("process_id", None, "This process's id, with --coordinator_address.",
+                         flag_values=flag_values)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+define_flags(flags.FLAGS)
+FLAGS = flags.FLAGS
+
+
+class UsageError(ValueError):
+    """A bad command line; the message is the one line to print."""
+
+
+def parse(argv: list[str], flag_values: flags.FlagValues = FLAGS):
+    """Parse and check a command line: ``(config, workdir)``, or :class:`UsageError` with one line."""
     from configs import base
 
-    config = _CONFIG.value
+    try:
+        rest = flag_values(argv)
+    except (AttributeError, KeyError) as e:  # an unknown --config.<field>
+        bad = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+        text = str(e).replace("\\'", "'").replace("\\n", " ")
+        hint = re.search(r'Did you mean "([^"]+)"', text)
+        raise UsageError(f"unknown config field among {' '.join(bad)}"
+                         + (f' (did you mean "{hint.group(1)}"?)' if hint else "")) from None
+    except flags.Error as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+    if len(rest) > 1:
+        raise UsageError(f"unexpected arguments {' '.join(rest[1:])} (fields are set as --config.<field>=<value>)")
+    if not flag_values["config"].present:
+        raise UsageError("--config is required")
+    config = flag_values["config"].value
+    try:
+        config.to_dict()  # a config file that failed to load is a placeholder that raises on first use
+    except Exception as e:  # noqa: BLE001
+        raise UsageError(f"--config={flag_values['config'].config_filename} cannot be loaded: {_last_line(e)}"
+                         ) from None
     try:
         base.validate(config)
     except base.ConfigError as e:
-        logging.error("%s", e)
+        raise UsageError(str(e)) from None
+    workdir = flag_values["workdir"].value
+    if not workdir:
+        raise UsageError("--workdir is required")
+    return config, workdir
+
+
+def _last_line(e: BaseException) -> str:
+    """The informative line of a config-loading error (ml_collections chains them; the errno line is last)."""
+    lines = [s.strip() for s in str(e).splitlines() if s.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+def main(argv):
+    from ieta_jax.experiment import start as start_lib
+
+    try:
+        config, workdir = parse(argv)
+        start_lib.check_workdir(config, workdir)
+    except (UsageError, start_lib.StartError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    if _DISTRIBUTED.value:
+        return 2
+    if FLAGS.distributed:
         import jax
 
         # CPU processes (local tests, CPU clusters) need a cross-process collectives backend; TPU/GPU ignore this.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                                   process_id=_PROCESS_ID.value)
-        logging.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
-                     jax.process_count(), jax.local_device_count(), jax.device_count())
-    from ieta_jax import loop
+        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
+                                   process_id=FLAGS.process_id)
+    from ieta_jax.experiment import run_experiment
 
-    loop.run_experiment(config, _WORKDIR.value)
-
-
-def _parse_flags(argv):
-    """absl's parser, but an unknown ``--config.<field>`` is a one-line error naming it, not a traceback."""
     try:
-        return flags.FLAGS(argv)
-    except (AttributeError, KeyError) as e:
-        bad = [a.split("=")[0].lstrip("-") for a in argv[1:] if a.startswith("--config.")]
-        detail = str(e).replace("\\'", "'").replace("\\n", " ").replace("\n", " ").strip("'\" ")
-        print(f"error: unknown config field among {bad}: {detail}", file=sys.stderr)
-        sys.exit(2)
-    except flags.Error as e:
+        run_experiment(config, workdir)
+    except start_lib.StartError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    app.define_help_flags()  # --help / --helpfull, as absl's app.run would offer
+    sys.exit(main(sys.argv))

@@ -6,8 +6,10 @@
 Each step is one ``gcloud compute tpus tpu-vm ssh NAME --zone ZONE --worker=all --command ...``
 (and ``scp`` with ``--copy``); every worker runs the same ``launch.main`` command with
 ``--distributed``, so each host calls ``jax.distributed.initialize()`` (coordinator and process ids
-come from the TPU metadata) before it touches a device. ``--dry_run`` prints the exact commands
-instead of running them.
+come from the TPU metadata) before it touches a device. The remote command line (config file and
+overrides) is checked here first, exactly as ``launch.main`` will check it, so a mistake is one line
+before anything is copied to or run on a host. ``--dry_run`` prints the exact commands instead of
+running them.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import argparse
 import shlex
 import subprocess
 import sys
+
+from launch import main as launch_main
 
 
 def build_commands(*, tpu: str, zone: str, config: str, workdir: str, project: str | None = None,
@@ -38,6 +42,16 @@ def build_commands(*, tpu: str, zone: str, config: str, workdir: str, project: s
     return cmds
 
 
+def check_remote_command(config: str, workdir: str, extra_args: list[str]) -> None:
+    """Parse and validate what every worker will run (launch.main's own parser, on a private flag set)."""
+    from absl import flags
+
+    flag_values = flags.FlagValues()
+    launch_main.define_flags(flag_values)
+    launch_main.parse(["launch.main", f"--config={config}", f"--workdir={workdir}", "--distributed", *extra_args],
+                      flag_values)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = []
@@ -55,6 +69,15 @@ def main(argv=None) -> int:
     p.add_argument("--setup", action="store_true", help="pip install the package and jax[tpu] on every worker first")
     p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     args = p.parse_args(argv)
+    for name in ("tpu", "zone", "workdir"):
+        if not getattr(args, name):
+            print(f"error: --{name} must not be empty", file=sys.stderr)
+            return 2
+    try:
+        check_remote_command(args.config, args.workdir, extra)
+    except launch_main.UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     cmds = build_commands(tpu=args.tpu, zone=args.zone, config=args.config, workdir=args.workdir,
                           project=args.project, repo_dir=args.repo_dir, setup=args.setup, copy=args.copy,
                           extra_args=extra)

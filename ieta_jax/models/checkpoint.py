@@ -19,7 +19,7 @@ from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
 from tqdm.auto import tqdm
 
-from ieta_jax import sharding
+from ieta_jax import distributed, sharding
 from ieta_jax.models.config import ModelConfig
 from ieta_jax.models.llama import CausalLM, RewardModel
 
@@ -173,7 +173,7 @@ def from_pretrained(path_or_hub_id: str, dtype: str = "float32", mesh: Mesh | No
     show = cfg.num_params() >= PROGRESS_MIN_PARAMS if progress is None else progress
     entries = _hf_entries(abstract_state)
     for path, hf_name, transposed in tqdm(entries, desc=f"loading {os.path.basename(directory.rstrip('/'))}",
-                                          unit="tensor", disable=not show or jax.process_index() != 0):
+                                          unit="tensor", disable=not show or not distributed.is_primary()):
         expected = tuple(flat_abstract[path].get_value().shape)
         if hf_name not in weights:
             missing.append(hf_name)
@@ -239,7 +239,7 @@ def save_pretrained(model, out_dir: str, *, tokenizer=None, dtype: str | None = 
         size += nbytes
     shards.append(current)
 
-    writer = jax.process_index() == 0
+    writer = distributed.is_primary()
     show = cfg.num_params() >= PROGRESS_MIN_PARAMS if progress is None else progress
     bar = tqdm(total=len(specs), desc=f"saving {out_dir}", unit="tensor", disable=not show or not writer)
     inner_produce = produce

@@ -91,10 +91,22 @@ def test_pairs_prefer_the_program_that_got_further(tiny_run):
 
 
 def test_log_splits_time_between_sampling_execution_and_training(tiny_run):
+    """The per-iteration log line reports the same seconds as results.json's time_s (rounded to 0.1 s)."""
+    import re
+
     with open(os.path.join(tiny_run, "log.txt")) as f:
         log = f.read()
-    assert "dpo iter 1:" in log and "time: sampling" in log and "execution (not overlapped)" in log
-    assert "training" in log and "evaluation" in log
+    pattern = re.compile(r"(\w+) iter (\d+): .* \| time: sampling ([\d.]+)s, execution \(not overlapped\) ([\d.]+)s, "
+                         r"training ([\d.]+)s, evaluation ([\d.]+)s")
+    logged = {(m[1], int(m[2])): [float(x) for x in m.groups()[2:]] for m in pattern.finditer(log)}
+    results = _load(os.path.join(tiny_run, "results.json"))
+    expected = {(method, it["iteration"]): it["time_s"] for method in ("dpo", "rlaif")
+                for it in results["methods"][method]["iterations"][1:]}
+    assert set(logged) == set(expected) and len(expected) == 4
+    for key, times in expected.items():
+        values = [times[k] for k in ("sampling", "execution", "training", "evaluation")]
+        assert logged[key] == pytest.approx(values, abs=0.051), key
+        assert values[2] > 0 and values[3] > 0
 
 
 def test_report_tables_and_plots_come_from_results(tiny_run):
@@ -117,6 +129,21 @@ def test_report_tables_and_plots_come_from_results(tiny_run):
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
         assert f"]({name})" in md
+    # The report CLI rebuilds the summary table from results.json alone, into another directory.
+    import subprocess
+    import sys
+
+    from conftest import REPO, run_env
+
+    out_dir = os.path.join(os.path.dirname(tiny_run), "report_again")
+    proc = subprocess.run([sys.executable, "-m", "ieta_jax.report", "--results", os.path.join(tiny_run, "results.json"),
+                           "--out_dir", out_dir], cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(os.path.join(out_dir, "report.md")) as f:
+        again = f.read()
+    for method in METHODS:
+        final = results["methods"][method]["final"]
+        assert f"| {method} | {final['pass@1']:.3f} | n/a | n/a | {final['execution_rate']:.3f} |" in again
 
 
 def test_saved_policy_loads_in_transformers_with_the_same_logits(tiny_run):

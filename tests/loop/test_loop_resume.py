@@ -46,4 +46,6 @@ def test_resume_after_kill_9(tiny_run, tmp_path):
     # A restart with a different config is refused instead of mixing two experiments in one workdir.
     other = subprocess.run(cmd + ["--config.dpo.beta=0.5"], cwd=REPO, env=run_env(), capture_output=True,
                            text=True, timeout=300)
-    assert other.returncode != 0 and "different config" in other.stderr
+    assert other.returncode == 2 and other.stderr.strip().splitlines() == [
+        f"error: {workdir} holds a run with another config: dpo.beta (0.1 -> 0.5); use a new --workdir or restore "
+        "those values"]

@@ -1,0 +1,104 @@
+"""Rollout: sample completions from a policy and execute them in the sandbox fleet, batch by batch.
+
+Each generated batch is submitted to the sandboxes at once (``Executor.submit``), so they run it while the
+policy samples the next batch. Process 0 runs the programs; the verdicts are broadcast, so every process
+holds the same rows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import zlib
+
+from ieta_jax import distributed
+from ieta_jax.experiment.policy import Policy
+from ieta_jax.experiment.start import Run
+
+log = logging.getLogger(__name__)
+
+
+def stable_seed(*parts) -> int:
+    """A 31-bit seed from strings/ints that is the same in every process (Python's hash() is salted)."""
+    return zlib.crc32("/".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+
+
+@dataclasses.dataclass
+class SampleSet:
+    """Samples of one stage: one row per completion, in task-major order."""
+
+    rows: list[dict]           # task_id, sample, completion, program, result (dict)
+    time_s: dict[str, float]   # sampling, execution (wait not hidden by sampling), sandbox_busy, total
+
+    def by_task(self) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for r in self.rows:
+            out.setdefault(r["task_id"], []).append(r)
+        return out
+
+
+def request(run: Run, task, completion: str, request_id: str, *, trace: bool | None = None) -> dict:
+    """The sandbox request for one completion, with the run's limits (a task may ask for a shorter timeout)."""
+    from ieta_jax.data import task as task_lib
+
+    c = run.config
+    timeout = min(c.timeout_s, float(task.metadata.get("timeout_s", c.timeout_s)))
+    return task_lib.to_request(task, completion, request_id, trace=c.trace if trace is None else trace,
+                               timeout_s=timeout, memory_mb=c.memory_mb)
+
+
+def sample_and_execute(run: Run, policy: Policy, tasks: list, n: int, *, temperature: float, seed: int,
+                       desc: str, prompts: list[str] | None = None) -> SampleSet:
+    """``n`` completions per task from ``policy``, each executed against the task's hidden tests.
+
+    ``prompts`` (one per task) replace ``policy.prompt(task)``, e.g. the repair prompt of a later turn."""
+    from tqdm.auto import tqdm
+
+    from ieta_jax.data import completions as comp_lib
+
+    c = run.config
+    chat = c.prompt_format == "chat"
+    primary = distributed.is_primary()
+    per_batch = max(1, c.sample_batch_size // n)  # prompts per generate() call
+    futures, meta = [], []
+    t_sample = 0.0
+    t_start = time.perf_counter()
+    bar = tqdm(total=len(tasks) * n, desc=desc, unit="sample", leave=False, disable=not primary)
+    for b, first in enumerate(range(0, len(tasks), per_batch)):
+        chunk = tasks[first:first + per_batch]
+        t0 = time.perf_counter()
+        texts_in = ([policy.prompt(t) for t in chunk] if prompts is None else prompts[first:first + per_batch])
+        samples = policy.generate(texts_in, n, temperature, c.top_p, c.max_new_tokens, stable_seed(seed, b))
+        t_sample += time.perf_counter() - t0
+        for t, texts in zip(chunk, samples):
+            for j, raw in enumerate(texts):
+                completion = comp_lib.completion_from_sample(raw, t, chat=chat)
+                req = request(run, t, completion, f"{t.task_id}#{j}")
+                if primary:  # process 0 runs the programs; the others get the verdicts below
+                    futures.append(run.executor.submit(req))
+                meta.append({"task_id": t.task_id, "sample": j, "completion": completion, "program": req["solution"]})
+        bar.update(len(chunk) * n)
+    t_wait = time.perf_counter()
+    results = distributed.on_primary(lambda: [fut.result().to_dict() for fut in futures])
+    bar.close()
+    rows = [{**m, "result": res} for m, res in zip(meta, results)]
+    now = time.perf_counter()
+    busy = sum(r["result"]["duration_s"] or 0.0 for r in rows)
+    times = {"sampling": t_sample, "execution": now - t_wait, "sandbox_busy": busy, "total": now - t_start}
+    log.info("%s: %d samples; sampling %.1fs, execution not hidden by sampling %.1fs (sandbox busy %.1fs), "
+             "total %.1fs", desc, len(rows), t_sample, now - t_wait, busy, now - t_start)
+    return SampleSet(rows, times)
+
+
+def samples_stage(run: Run, rel: str, policy: Policy, tasks: list, n: int, *, temperature: float, seed: int,
+                  desc: str) -> SampleSet:
+    """``sample_and_execute``, stored at ``rel`` (+ ``.time.json``); a finished stage is read back instead."""
+    rows, time_s = run.workdir.read_jsonl(rel), run.workdir.read_json(rel + ".time.json")
+    if rows is not None and time_s is not None:
+        log.info("%s: %d samples already in %s, reused (finished earlier or shared)", desc, len(rows),
+                 run.workdir.path(rel))
+        return SampleSet(rows, time_s)
+    ss = sample_and_execute(run, policy, tasks, n, temperature=temperature, seed=seed, desc=desc)
+    run.workdir.write_jsonl(rel, ss.rows)
+    run.workdir.write_json(rel + ".time.json", ss.time_s)
+    return ss

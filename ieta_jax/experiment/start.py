@@ -1,0 +1,124 @@
+"""Start-up: everything that can refuse a run does so here, before anything is written.
+
+``check_workdir`` (no JAX) runs in ``launch.main`` right after the config validates: the workdir must be a
+directory, and one holding a run with another config is refused, naming the changed leaf fields (fields
+declared ``changes_results=False``, like ``sandbox.workers``, may differ). ``start`` then builds the mesh,
+loads the tasks and resolves the model; only when all of that worked is ``config.json`` written, so a failed
+start leaves the workdir as it was and the corrected command runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any
+
+import ml_collections
+
+from configs import base
+from ieta_jax import workdir as workdir_lib
+from ieta_jax.tiny import TINY_DIR
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+
+
+
+class StartError(ValueError):
+    """The run cannot start as asked; the message is one line saying what to fix. Nothing was written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What every stage reads: the config, the workdir, the mesh, the tasks, the model and the sandbox fleet."""
+
+    config: ml_collections.ConfigDict
+    workdir: workdir_lib.Workdir
+    mesh: Any
+    model_dir: str
+    train_tasks: list
+    eval_tasks: list
+    executor: Any = None       # sandbox.Executor on process 0, None elsewhere (set by the runner)
+    writers: Any = None        # MetricWriters
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Refuse a workdir that is a file, or that holds a run with another config."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise StartError(f"--workdir={workdir} is an existing file, not a directory")
+    previous = workdir_lib.read_json(os.path.join(workdir, CONFIG_FILE))
+    if previous is None:
+        return
+    changed = base.changed_fields(previous, json.loads(config.to_json()))
+    if changed:
+        now, then = base.leaf_values(json.loads(config.to_json())), base.leaf_values(previous)
+        diffs = ", ".join(f"{k} ({then.get(k)!r} -> {now.get(k)!r})" for k in changed)
+        raise StartError(f"{workdir} holds a run with another config: {diffs}; use a new --workdir or restore "
+                         "those values")
+
+
+def load_task_sets(config: ml_collections.ConfigDict) -> tuple[list, list]:
+    """(train tasks from ``train_dataset or dataset``, held-out tasks from ``dataset``)."""
+    from ieta_jax import data
+
+    def load(name, split, limit):
+        kwargs = {"seed": config.seed} if name == "synthetic" else {}
+        try:
+            return data.load_tasks(name, split=split or None, limit=limit or None, **kwargs)
+        except (ValueError, OSError, KeyError) as e:
+            raise StartError(f"cannot load {name} split {split!r}: {str(e).splitlines()[0] if str(e) else e!r}")
+
+    train_ds = config.train_dataset or config.dataset
+    train = load(train_ds, config.train_split, config.num_train_tasks)
+    held_out = load(config.dataset, config.eval_split, config.num_eval_tasks)
+    if not train or not held_out:
+        raise StartError(f"no tasks: {len(train)} train ({train_ds}/{config.train_split}), {len(held_out)} "
+                         f"held-out ({config.dataset}/{config.eval_split})")
+    overlap = {t.task_id for t in train} & {t.task_id for t in held_out}
+    if overlap:
+        log.warning("%d held-out tasks also appear in the train tasks (e.g. %s): held-out numbers are not held out",
+                    len(overlap), sorted(overlap)[:3])
+    log.info("tasks: %d train (%s), %d held-out (%s)", len(train), train_ds, len(held_out), config.dataset)
+    return train, held_out
+
+
+def start_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
+    """The checked run; writes ``config.json`` (process 0) once nothing can refuse the run any more."""
+    import jax
+
+    from ieta_jax import distributed, sharding
+
+    check_workdir(config, workdir)
+    try:
+        base.check_devices(config, jax.device_count())
+    except base.ConfigError as e:
+        raise StartError(str(e)) from None
+    mesh = sharding.make_mesh(data=config.mesh.data, fsdp=config.mesh.fsdp, tensor=config.mesh.tensor)
+    log.info("devices: %d x %s, mesh %s", jax.device_count(), jax.devices()[0].platform, dict(mesh.shape))
+    train, held_out = load_task_sets(config)
+    wd = workdir_lib.Workdir(workdir)
+    if config.model == "tiny":
+        model_dir = wd.path(TINY_DIR)
+    else:
+        model_dir = config.model
+        from ieta_jax import models
+
+        try:
+            models.load_config(model_dir)
+            from ieta_jax.experiment.policy import load_tokenizer
+
+            tokenizer = load_tokenizer(model_dir)
+        except Exception as e:  # noqa: BLE001 - any loader failure means the same thing: fix config.model
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StartError(f"config.model={model_dir!r} cannot be loaded: {first}") from None
+        if config.prompt_format == "chat" and not getattr(tokenizer, "chat_template", None):
+            raise StartError(f"config.prompt_format='chat' needs a tokenizer with a chat template; {model_dir} has "
+                             "none (use prompt_format='completion')")
+    if distributed.is_primary():
+        os.makedirs(wd.root, exist_ok=True)
+        if workdir_lib.read_json(wd.path(CONFIG_FILE)) is None:
+            workdir_lib.write_json(wd.path(CONFIG_FILE), json.loads(config.to_json()))
+    distributed.barrier("config_written")
+    return Run(config=config, workdir=wd, mesh=mesh, model_dir=model_dir, train_tasks=train, eval_tasks=held_out)
