@@ -29,6 +29,7 @@ from ieta_jax.trainers.batching import PreferencePair, pad_sequences
 class DPOConfig(TrainerConfig):
     beta: float = 0.1
     loss_type: str = "sigmoid"  # sigmoid | ipo | hinge | robust (see losses.dpo_loss)
+    # cDPO for sigmoid, rDPO for robust. TRL 1.16 ignores label_smoothing for sigmoid (ours applies it).
     label_smoothing: float = 0.0
     online_reference: bool = False
     ref_batch_size: Optional[int] = None  # pairs per reference forward pass (default: batch_size)
@@ -94,24 +95,18 @@ class DPOTrainer(Trainer):
             self.aux["ref"] = self._ref_params
             self.aux_shardings["ref"] = self.params_shardings
 
-    @property
-    def per_token(self) -> bool:
-        return self.config.loss_type == "ipo"
-
     def flops_per_example(self, batch):
         return 6.0 * self.num_params * 2 * batch["chosen_input_ids"].shape[-1]
 
     # ------------------------------------------------------------------ log-probs
     def _policy_logps(self, params, aux, ids, attn, loss_mask):
-        """Sequence log-probs (per-token averaged for IPO), mean logit, summed log-probs and token counts."""
+        """Summed completion log-probs, summed mean-logits and token counts, per sequence."""
         logits = self.merge(params, aux)(ids, attention_mask=attn)
         logp_sum, n_tok, logit_sum, _ = sequence_logps(logits, ids, loss_mask)
-        n_tok = jnp.maximum(n_tok, 1.0)
-        logp = logp_sum / n_tok if self.per_token else logp_sum
-        return logp, logit_sum / n_tok, logp_sum, n_tok
+        return logp_sum, logit_sum, n_tok
 
     def reference_logps(self, arrays: dict[str, np.ndarray], params: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """Reference (chosen, rejected) log-probs of every pair, in batches of ``ref_batch_size``."""
+        """Reference (chosen, rejected) summed log-probs of every pair, in batches of ``ref_batch_size``."""
         params = params if params is not None else (self._ref_params if self._ref_params is not None
                                                      else self.state.params)
         if self._ref_logps_fn is None:
@@ -154,9 +149,9 @@ class DPOTrainer(Trainer):
 
     def loss_fn(self, params, aux, batch, rng):
         ids, attn, lm = concat_pair_batch(batch)
-        logp, mean_logit, logp_sum, n_tok = self._policy_logps(params, aux, ids, attn, lm)
+        logp, logit_sum, n_tok = self._policy_logps(params, aux, ids, attn, lm)
         pc, pr = jnp.split(logp, 2)
-        lc, lr = jnp.split(mean_logit, 2)
+        nc, nr = jnp.split(n_tok, 2)
         if self.config.online_reference:
             ref = self._policy_logps(jax.lax.stop_gradient(aux["ref"]), aux, ids, attn, lm)[0]
             rc, rr = jnp.split(ref, 2)
@@ -164,10 +159,13 @@ class DPOTrainer(Trainer):
             rc, rr = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
         loss, metrics = losses.dpo_loss(pc, pr, rc, rr, beta=self.config.beta, loss_type=self.config.loss_type,
                                         label_smoothing=self.config.label_smoothing,
-                                        policy_chosen_logits_mean=lc, policy_rejected_logits_mean=lr)
+                                        chosen_lengths=nc, rejected_lengths=nr)
+        # TRL's logits/*: the mean logit over every completion token of the batch (token-weighted).
+        lc, lr = jnp.split(logit_sum, 2)
+        metrics["logits/chosen"] = lc.sum() / jnp.maximum(nc.sum(), 1.0)
+        metrics["logits/rejected"] = lr.sum() / jnp.maximum(nr.sum(), 1.0)
         if self.config.sft_weight:
-            chosen_sum, chosen_tok = jnp.split(logp_sum, 2)[0], jnp.split(n_tok, 2)[0]
-            nll = -chosen_sum.sum() / chosen_tok.sum()  # token-mean NLL of the chosen completions
+            nll = -pc.sum() / jnp.maximum(nc.sum(), 1.0)  # token-mean NLL of the chosen completions
             loss = loss + self.config.sft_weight * nll
             metrics["nll_loss"] = nll
         return loss, metrics

@@ -7,6 +7,15 @@ the caller's execution reward), group-relative advantages, then
 ``ppo_epochs`` passes over the rollout in mini-batches of ``batch_size``
 completions, each an optimizer update through the shared jitted step, with
 the PPO clipped objective and ``beta`` x k3 KL to the frozen reference.
+
+Semantics follow TRL 1.16's ``GRPOTrainer`` (``ppo_epochs`` is its
+``num_iterations``): policy, old and reference log-probs and the entropy
+are taken from logits divided by the sampling ``temperature``; the old
+log-probs are the policy's own (detached) when there is one update per
+rollout; the reference is not run when ``beta == 0``; ``loss_type``,
+``scale_rewards``, ``epsilon_high``, ``use_bias_correction_kl`` and the
+logged metrics mean what they mean there (``losses.grpo_loss``,
+``losses.group_relative_advantages``).
 """
 
 from __future__ import annotations
@@ -42,10 +51,15 @@ class RLConfig(TrainerConfig):
     top_p: float = 1.0
     top_k: int = 0
     eos_token_id: Optional[int] = None
-    ppo_epochs: int = 1
-    clip_eps: float = 0.2
-    beta: float = 0.04  # k3 KL coefficient
-    scale_rewards: bool = True  # divide by the group std (False = Dr. GRPO)
+    ppo_epochs: int = 1  # passes over each rollout (TRL's num_iterations)
+    clip_eps: float = 0.2  # TRL's epsilon (the lower clip; also the upper one unless epsilon_high is set)
+    epsilon_high: Optional[float] = None  # upper clip (DAPO's clip-higher); None = clip_eps
+    beta: float = 0.04  # k3 KL coefficient; 0 skips the reference model (and the kl metric), as TRL
+    use_bias_correction_kl: bool = True  # multiply the k3 KL by the importance ratio (TRL's default)
+    loss_type: str = "dapo"  # grpo | bnpo | dr_grpo | dapo (TRL's names, divisors and default)
+    # group | batch | none: divide advantages by the group std, the batch std, or not at all (Dr. GRPO).
+    # True / False are read as "group" / "none".
+    scale_rewards: str = "group"
     reward_model_weight: float = 1.0
     execution_reward_weight: float = 1.0
 
@@ -61,6 +75,16 @@ class RLConfig(TrainerConfig):
                              f"batch_size={self.batch_size}")
         if self.ppo_epochs < 1:
             raise ValueError(f"RLConfig.ppo_epochs must be >= 1, got {self.ppo_epochs}")
+        if isinstance(self.scale_rewards, bool):
+            self.scale_rewards = "group" if self.scale_rewards else "none"
+        if self.scale_rewards not in losses.SCALE_REWARDS:
+            raise ValueError(f"RLConfig.scale_rewards={self.scale_rewards!r}; expected one of {losses.SCALE_REWARDS}")
+        if self.loss_type not in losses.RL_LOSS_TYPES:
+            raise ValueError(f"RLConfig.loss_type={self.loss_type!r}; expected one of {losses.RL_LOSS_TYPES}")
+        if self.temperature <= 0:
+            raise ValueError(f"RLConfig.temperature must be > 0, got {self.temperature}")
+        if self.epsilon_high is not None and self.epsilon_high < 0:
+            raise ValueError(f"RLConfig.epsilon_high must be >= 0, got {self.epsilon_high}")
 
     @property
     def updates_per_iteration(self) -> int:
@@ -73,10 +97,11 @@ class RLTrainer(Trainer):
     ``prompts``: token-id lists. ``reward_model``: a ``models.RewardModel`` (or
     None); ``execution_reward``: see ``ExecutionReward`` (or None); at least
     one is needed. ``ref_model`` defaults to the policy at construction.
-    History rows (one per iteration): ``reward``, ``reward_std``,
-    ``frac_reward_zero_std``, ``completions/mean_length``, ``kl``,
-    ``clip_ratio``, ``entropy``, ``rewards/reward_model``,
-    ``rewards/execution``, plus ``train/*`` and ``perf/*``.
+    History rows (one per iteration, TRL's names): ``reward``, ``reward_std``,
+    ``frac_reward_zero_std``, ``completions/mean_length``, ``kl`` (when
+    ``beta != 0``), ``clip_ratio/*``, ``entropy``,
+    ``rewards/{reward_model,execution}/{mean,std}``, plus ``train/*``,
+    ``perf/*`` and ``time/{generation,reward,update}_s``.
     """
 
     name = "rl"
@@ -100,19 +125,32 @@ class RLTrainer(Trainer):
     def flops_per_example(self, batch):
         return 6.0 * self.num_params * batch["input_ids"].shape[-1]
 
+    @property
+    def on_policy(self) -> bool:
+        """One optimizer update per rollout: the old log-probs are the policy's own, detached (as TRL)."""
+        return self.config.updates_per_iteration == 1
+
     # ------------------------------------------------------------------ forward pieces
-    def _token_logps(self, params, aux, ids, attn, loss_mask):
+    def _scaled_logits(self, params, aux, ids, attn):
+        """Logits at the sampling temperature (the distribution the completions were drawn from)."""
         logits = self.merge(params, aux)(ids, attention_mask=attn)
-        return sequence_logps(logits, ids, loss_mask)[3]
+        return logits.astype(jnp.float32) / self.config.temperature
+
+    def _token_logps(self, params, aux, ids, attn, loss_mask):
+        return sequence_logps(self._scaled_logits(params, aux, ids, attn), ids, loss_mask)[3]
 
     def loss_fn(self, params, aux, batch, rng):
+        cfg = self.config
         ids, attn, lm = batch["input_ids"], batch["attention_mask"], batch["loss_mask"]
-        logits = self.merge(params, aux)(ids, attention_mask=attn)
+        logits = self._scaled_logits(params, aux, ids, attn)
         tok_logp = sequence_logps(logits, ids, lm)[3]
         mask = lm[:, 1:].astype(jnp.float32)
-        loss, metrics = losses.grpo_loss(tok_logp, batch["old_logps"], batch["ref_logps"], batch["advantages"], mask,
-                                         clip_eps=self.config.clip_eps, beta=self.config.beta,
-                                         normalizer=batch["normalizer"][0])
+        old = batch["old_logps"] if "old_logps" in batch else jax.lax.stop_gradient(tok_logp)
+        loss, metrics = losses.grpo_loss(tok_logp, old, batch.get("ref_logps"), batch["advantages"], mask,
+                                         clip_eps=cfg.clip_eps, clip_eps_high=cfg.epsilon_high, beta=cfg.beta,
+                                         loss_type=cfg.loss_type, normalizer=batch["normalizer"][0],
+                                         max_completion_length=cfg.max_new_tokens,
+                                         kl_importance_correction=cfg.use_bias_correction_kl)
         ent = losses.token_entropy(jax.lax.stop_gradient(logits[:, :-1]))
         metrics["entropy"] = (ent * mask).sum() / jnp.maximum(mask.sum(), 1.0)
         return loss, metrics
@@ -129,6 +167,21 @@ class RLTrainer(Trainer):
         return np.concatenate(out)
 
     # ------------------------------------------------------------------ rollout
+    def advantages(self, per_func: dict[str, tuple[float, np.ndarray]]) -> tuple[np.ndarray, dict[str, float]]:
+        """Weighted sum of the reward functions' values, then group-relative advantages (TRL's rules).
+
+        ``per_func``: name -> (weight, ``[rows]`` values). A NaN value (the
+        function could not score that completion) counts as absent (NaN-sum);
+        a completion no function could score gets a NaN reward, stays out of
+        the group statistics, and gets advantage 0.
+        """
+        weighted = np.stack([w * np.asarray(v, np.float32) for w, v in per_func.values()], 1)
+        unscorable = np.isnan(weighted).all(1)
+        rewards = np.where(unscorable, np.nan, np.nansum(weighted, 1)).astype(np.float32)
+        adv, metrics = losses.group_relative_advantages(jnp.asarray(rewards), self.config.num_generations,
+                                                        scale_rewards=self.config.scale_rewards)
+        return np.asarray(adv, np.float32), {k: float(v) for k, v in metrics.items()}
+
     def rollout(self, prompts: Sequence[TokenIds], prompt_indices: np.ndarray, key: jax.Array) -> tuple[dict, dict]:
         """Sample, score and compute advantages / old and reference log-probs for one iteration."""
         cfg = self.config
@@ -150,34 +203,37 @@ class RLTrainer(Trainer):
             "attention_mask": np.concatenate([prompt_mask, comp_mask], 1).astype(np.int32),
             "loss_mask": np.concatenate([np.zeros_like(prompt_mask), comp_mask], 1).astype(np.float32),
         }
-        # Rewards.
+        t_reward = time.perf_counter()
         row_prompt = np.repeat(prompt_indices, G)
         completions = [tokens[i, :lengths[i]].tolist() for i in range(rows)]
-        rewards = np.zeros(rows, np.float32)
-        metrics = {}
+        per_func = {}
         if self.reward_model is not None:
-            rm = self._chunked(lambda b: self._rm_fn(self._rm_params, self._rm_frozen, b["input_ids"],
-                                                     b["attention_mask"]), batch)
-            rewards += cfg.reward_model_weight * rm
-            metrics["rewards/reward_model"] = float(rm.mean())
+            per_func["reward_model"] = (cfg.reward_model_weight, self._chunked(
+                lambda b: self._rm_fn(self._rm_params, self._rm_frozen, b["input_ids"], b["attention_mask"]), batch))
         if self.execution_reward is not None:
             ex = np.asarray(self.execution_reward(row_prompt, completions), np.float32)
             if ex.shape != (rows,):
                 raise ValueError(f"execution_reward returned shape {ex.shape}, expected ({rows},)")
-            rewards += cfg.execution_reward_weight * ex
-            metrics["rewards/execution"] = float(ex.mean())
-        adv, adv_metrics = losses.group_relative_advantages(jnp.asarray(rewards), G, scale_by_std=cfg.scale_rewards)
-        metrics.update({k: float(v) for k, v in adv_metrics.items()})
+            per_func["execution"] = (cfg.execution_reward_weight, ex)
+        reward_s = time.perf_counter() - t_reward
+        metrics = {"time/reward_s": reward_s}
+        for name, (_, values) in per_func.items():
+            metrics[f"rewards/{name}/mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+            metrics[f"rewards/{name}/std"] = float(losses.nanstd(jnp.asarray(values)))
+        batch["advantages"], adv_metrics = self.advantages({k: v for k, v in per_func.items()})
+        metrics.update(adv_metrics)
         metrics["completions/mean_length"] = float(lengths.mean())
         metrics["perf/generation_tokens_per_sec"] = float(lengths.sum()) / max(gen_s, 1e-9)
-        batch["advantages"] = np.asarray(adv, np.float32)
+        metrics["time/generation_s"] = gen_s
         fwd = {k: batch[k] for k in ("input_ids", "attention_mask", "loss_mask")}
-        batch["old_logps"] = self._chunked(
-            lambda b: self._logps_fn(self.state.params, self.aux, b["input_ids"], b["attention_mask"], b["loss_mask"]),
-            fwd)
-        batch["ref_logps"] = self._chunked(
-            lambda b: self._logps_fn(self.ref_params, self.aux, b["input_ids"], b["attention_mask"], b["loss_mask"]),
-            fwd)
+        if not self.on_policy:
+            batch["old_logps"] = self._chunked(
+                lambda b: self._logps_fn(self.state.params, self.aux, b["input_ids"], b["attention_mask"],
+                                         b["loss_mask"]), fwd)
+        if cfg.beta != 0.0:
+            batch["ref_logps"] = self._chunked(
+                lambda b: self._logps_fn(self.ref_params, self.aux, b["input_ids"], b["attention_mask"],
+                                         b["loss_mask"]), fwd)
         return batch, metrics
 
     # ------------------------------------------------------------------ the loop
@@ -202,20 +258,32 @@ class RLTrainer(Trainer):
             idx = stream_indices(len(prompts), it * cfg.prompts_per_step, cfg.prompts_per_step, cfg.seed, cfg.shuffle)
             batch, row = self.rollout(prompts, idx, jax.random.fold_in(base_key, self.step))
             n_rows = batch["input_ids"].shape[0]
+            updates = n_rows // cfg.batch_size
+            # dapo's divisor: the completion tokens of the whole rollout, per optimizer update (TRL's
+            # num_items_in_batch / steps per generation), per micro-batch since accumulation averages them.
+            gen_tokens = max(float(batch["loss_mask"][:, 1:].sum()), 1.0)
+            batch["normalizer"] = np.full((n_rows,), gen_tokens / updates / cfg.optim.grad_accum_steps, np.float32)
             update_metrics, tokens = [], 0
+            t_update = time.perf_counter()
             for epoch in range(cfg.ppo_epochs):
                 order = np.random.default_rng([cfg.seed, self.step, epoch]).permutation(n_rows)
-                for mb in range(n_rows // cfg.batch_size):
+                for mb in range(updates):
                     sel = order[mb * cfg.batch_size:(mb + 1) * cfg.batch_size]
                     mbatch = {k: v[sel] for k, v in batch.items()}
-                    n_tok = max(float(mbatch["loss_mask"][:, 1:].sum()), 1.0)
-                    mbatch["normalizer"] = np.full((len(sel),), n_tok / cfg.optim.grad_accum_steps, np.float32)
                     update_metrics.append(self.train_step(mbatch))
                     tokens += self.count_tokens(mbatch)
             update_metrics = jax.device_get(update_metrics)
+            row["time/update_s"] = time.perf_counter() - t_update
             for k in update_metrics[0]:
                 vals = [float(np.asarray(m[k])) for m in update_metrics]
-                row[k] = vals[-1] if k in ("train/skipped_steps", "train/learning_rate") else float(np.mean(vals))
+                if k in ("train/skipped_steps", "train/learning_rate"):
+                    row[k] = vals[-1]
+                elif k == "clip_ratio/low_min":
+                    row[k] = float(np.min(vals))
+                elif k == "clip_ratio/high_max":
+                    row[k] = float(np.max(vals))
+                else:
+                    row[k] = float(np.mean(vals))
             dt = time.perf_counter() - t0
             self._record(row, tokens=tokens, seconds=dt,
                          flops=self.flops_per_example(batch) * n_rows * cfg.ppo_epochs)
