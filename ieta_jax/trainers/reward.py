@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Sequence
 
 import jax
@@ -31,6 +32,18 @@ class RewardTrainer(Trainer):
     """
 
     name = "reward"
+
+    def __init__(self, model, config: RewardConfig, **kw):
+        # The model reads its score at the last token that is not config.pad_token_id (models.score_index, HF's
+        # rule), and an exported checkpoint carries that pad id, so transformers/TRL score it on the same token.
+        cfg = getattr(model, "config", None)
+        if cfg is not None and cfg.pad_token_id != config.pad_token_id:
+            if cfg.pad_token_id is not None:
+                warnings.warn(f"reward model config has pad_token_id={cfg.pad_token_id}; the trainer pads with "
+                              f"{config.pad_token_id}, which the model (and its export) now treats as padding",
+                              stacklevel=2)
+            model.config = cfg.replace(pad_token_id=config.pad_token_id)
+        super().__init__(model, config, **kw)
 
     def flops_per_example(self, batch):
         return 6.0 * self.num_params * 2 * batch["chosen_input_ids"].shape[-1]
