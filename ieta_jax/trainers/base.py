@@ -75,7 +75,11 @@ class TrainerConfig:
     """Settings every trainer shares."""
 
     batch_size: int = 8  # examples (pairs for DPO / reward) per optimizer update, all micro-batches together
-    max_length: int = 256  # prompt + completion tokens, padded; one static shape, one compilation
+    # prompt + completion tokens, padded; one static shape, one compilation. Longer examples keep the end of the
+    # prompt and the start of the completion (batching._fit), unlike TRL's default (keep_start: the end of
+    # prompt + completion is cut, and an example whose prompt fills max_length is dropped): a truncated program
+    # stays next to its task, and no example silently disappears.
+    max_length: int = 256
     pad_token_id: int = 0
     optim: optim.OptimConfig = dataclasses.field(default_factory=optim.OptimConfig)
     seed: int = 0

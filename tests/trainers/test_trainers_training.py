@@ -219,8 +219,11 @@ def test_bf16_compute_fp32_master_weights_mfu_and_repeated_fit():
     first = trainer.fit(pairs, 10)
     assert first[-1]["rewards/accuracies"] == 1.0
     # perf/mfu = step FLOPs (6 N x 2 x T per pair) / time / (peak x devices); tokens/s counts non-pad tokens.
-    tokens = trainer.count_tokens(trainer._prepare(pairs))
-    flops = 6.0 * trainer.num_params * 2 * 12 * 8
+    # Both counted here from the model and the pairs, not from the trainer's counters.
+    n_params = sum(x.size for x in jax.tree.leaves(nnx.state(models.CausalLM(cfg, rngs=nnx.Rngs(0)), nnx.Param)))
+    assert n_params == (32 * 32 * 2 + 32 + 32 * 32 + 2 * 32 * 16 + 32 * 32 + 3 * 32 * 64 + 2 * 32)
+    tokens = sum(2 * len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
+    flops = 6.0 * n_params * 2 * 12 * 8
     r = first[-1]
     assert r["perf/mfu"] * 1e12 * jax.device_count() / r["perf/tokens_per_sec"] == pytest.approx(flops / tokens, rel=1e-4)
     # Calling fit again in the same process trains further (it is not mistaken for a resume).
