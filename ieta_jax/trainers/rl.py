@@ -183,21 +183,47 @@ class RLTrainer(Trainer):
         return np.asarray(adv, np.float32), {k: float(v) for k, v in metrics.items()}
 
     def rollout(self, prompts: Sequence[TokenIds], prompt_indices: np.ndarray, key: jax.Array) -> tuple[dict, dict]:
-        """Sample, score and compute advantages / old and reference log-probs for one iteration."""
+        """Sample ``num_generations`` completions per prompt, then ``build_rollout`` (one iteration's data)."""
         cfg = self.config
-        G = cfg.num_generations
         p_ids, p_mask = left_pad_prompts([prompts[i] for i in prompt_indices], cfg.max_prompt_length,
                                          cfg.pad_token_id)
         t0 = time.perf_counter()
         out = sampling.generate(self.model, p_ids, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                 top_p=cfg.top_p, top_k=cfg.top_k, rng=key, eos_token_id=cfg.eos_token_id,
-                                prompt_mask=p_mask, num_samples=G, pad_token_id=cfg.pad_token_id)
-        gen_s = time.perf_counter() - t0
-        rows = p_ids.shape[0] * G
-        prompt_ids, prompt_mask = np.repeat(p_ids, G, 0), np.repeat(p_mask, G, 0)
+                                prompt_mask=p_mask, num_samples=cfg.num_generations, pad_token_id=cfg.pad_token_id)
         lengths = np.asarray(out.lengths).astype(np.int64)
+        tokens = np.asarray(out.tokens)
+        gen_s = time.perf_counter() - t0
+        batch, metrics = self.build_rollout(prompts, prompt_indices,
+                                            [tokens[i, :lengths[i]].tolist() for i in range(len(lengths))])
+        metrics["perf/generation_tokens_per_sec"] = float(lengths.sum()) / max(gen_s, 1e-9)
+        metrics["time/generation_s"] = gen_s
+        return batch, metrics
+
+    def build_rollout(self, prompts: Sequence[TokenIds], prompt_indices: np.ndarray,
+                      completions: Sequence[TokenIds]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """The update batch of one iteration from given completions: rewards, advantages, old and reference log-probs.
+
+        ``completions[g * num_generations + j]`` is sample ``j`` of prompt
+        ``prompts[prompt_indices[g]]`` (token ids, EOS included when produced,
+        at most ``max_new_tokens``). Returns host arrays for ``update`` and the
+        rollout's metrics.
+        """
+        cfg = self.config
+        G = cfg.num_generations
+        rows = len(prompt_indices) * G
+        if len(completions) != rows:
+            raise ValueError(f"{len(completions)} completions for {len(prompt_indices)} prompts x {G} generations")
+        p_ids, p_mask = left_pad_prompts([prompts[i] for i in prompt_indices], cfg.max_prompt_length,
+                                         cfg.pad_token_id)
+        prompt_ids, prompt_mask = np.repeat(p_ids, G, 0), np.repeat(p_mask, G, 0)
+        lengths = np.asarray([len(c) for c in completions], np.int64)
+        if lengths.max() > cfg.max_new_tokens or lengths.min() < 1:
+            raise ValueError(f"completion lengths must be in [1, max_new_tokens={cfg.max_new_tokens}]")
+        tokens = np.full((rows, cfg.max_new_tokens), cfg.pad_token_id, np.int32)
+        for i, c in enumerate(completions):
+            tokens[i, :len(c)] = c
         comp_mask = (np.arange(cfg.max_new_tokens)[None, :] < lengths[:, None]).astype(np.int32)
-        tokens = np.where(comp_mask > 0, np.asarray(out.tokens), cfg.pad_token_id).astype(np.int32)
         batch = {
             "input_ids": np.concatenate([prompt_ids, tokens], 1).astype(np.int32),
             "attention_mask": np.concatenate([prompt_mask, comp_mask], 1).astype(np.int32),
@@ -205,7 +231,7 @@ class RLTrainer(Trainer):
         }
         t_reward = time.perf_counter()
         row_prompt = np.repeat(prompt_indices, G)
-        completions = [tokens[i, :lengths[i]].tolist() for i in range(rows)]
+        completions = [list(c) for c in completions]
         per_func = {}
         if self.reward_model is not None:
             per_func["reward_model"] = (cfg.reward_model_weight, self._chunked(
@@ -223,8 +249,6 @@ class RLTrainer(Trainer):
         batch["advantages"], adv_metrics = self.advantages({k: v for k, v in per_func.items()})
         metrics.update(adv_metrics)
         metrics["completions/mean_length"] = float(lengths.mean())
-        metrics["perf/generation_tokens_per_sec"] = float(lengths.sum()) / max(gen_s, 1e-9)
-        metrics["time/generation_s"] = gen_s
         fwd = {k: batch[k] for k in ("input_ids", "attention_mask", "loss_mask")}
         if not self.on_policy:
             batch["old_logps"] = self._chunked(
@@ -237,6 +261,42 @@ class RLTrainer(Trainer):
         return batch, metrics
 
     # ------------------------------------------------------------------ the loop
+    def update(self, batch: dict[str, np.ndarray], *, per_update: bool = False):
+        """``ppo_epochs`` passes over a ``build_rollout`` batch in shuffled mini-batches of ``batch_size``.
+
+        Returns the metrics averaged over the updates (``clip_ratio/low_min``
+        / ``high_max`` as min / max), or each update's when ``per_update``.
+        """
+        cfg = self.config
+        n_rows = batch["input_ids"].shape[0]
+        updates = n_rows // cfg.batch_size
+        # dapo's divisor: the completion tokens of the whole rollout, per optimizer update (TRL's
+        # num_items_in_batch / steps per generation), per micro-batch since accumulation averages them.
+        gen_tokens = max(float(batch["loss_mask"][:, 1:].sum()), 1.0)
+        batch = dict(batch, normalizer=np.full((n_rows,), gen_tokens / updates / cfg.optim.grad_accum_steps,
+                                               np.float32))
+        out = []
+        for epoch in range(cfg.ppo_epochs):
+            order = np.random.default_rng([cfg.seed, self.step, epoch]).permutation(n_rows)
+            for mb in range(updates):
+                sel = order[mb * cfg.batch_size:(mb + 1) * cfg.batch_size]
+                out.append(self.train_step({k: v[sel] for k, v in batch.items()}))
+        out = [{k: float(np.asarray(v)) for k, v in m.items()} for m in jax.device_get(out)]
+        if per_update:
+            return out
+        row = {}
+        for k in out[0]:
+            vals = [m[k] for m in out]
+            if k in ("train/skipped_steps", "train/learning_rate"):
+                row[k] = vals[-1]
+            elif k == "clip_ratio/low_min":
+                row[k] = float(np.min(vals))
+            elif k == "clip_ratio/high_max":
+                row[k] = float(np.max(vals))
+            else:
+                row[k] = float(np.mean(vals))
+        return row
+
     def fit(self, prompts: Sequence[TokenIds], num_iterations: int) -> list[dict[str, float]]:
         """``num_iterations`` rollout + update rounds over ``prompts`` (resumable, like ``Trainer.fit``)."""
         cfg = self.config
@@ -257,33 +317,11 @@ class RLTrainer(Trainer):
             t0 = time.perf_counter()
             idx = stream_indices(len(prompts), it * cfg.prompts_per_step, cfg.prompts_per_step, cfg.seed, cfg.shuffle)
             batch, row = self.rollout(prompts, idx, jax.random.fold_in(base_key, self.step))
-            n_rows = batch["input_ids"].shape[0]
-            updates = n_rows // cfg.batch_size
-            # dapo's divisor: the completion tokens of the whole rollout, per optimizer update (TRL's
-            # num_items_in_batch / steps per generation), per micro-batch since accumulation averages them.
-            gen_tokens = max(float(batch["loss_mask"][:, 1:].sum()), 1.0)
-            batch["normalizer"] = np.full((n_rows,), gen_tokens / updates / cfg.optim.grad_accum_steps, np.float32)
-            update_metrics, tokens = [], 0
             t_update = time.perf_counter()
-            for epoch in range(cfg.ppo_epochs):
-                order = np.random.default_rng([cfg.seed, self.step, epoch]).permutation(n_rows)
-                for mb in range(updates):
-                    sel = order[mb * cfg.batch_size:(mb + 1) * cfg.batch_size]
-                    mbatch = {k: v[sel] for k, v in batch.items()}
-                    update_metrics.append(self.train_step(mbatch))
-                    tokens += self.count_tokens(mbatch)
-            update_metrics = jax.device_get(update_metrics)
+            row.update(self.update(batch))
             row["time/update_s"] = time.perf_counter() - t_update
-            for k in update_metrics[0]:
-                vals = [float(np.asarray(m[k])) for m in update_metrics]
-                if k in ("train/skipped_steps", "train/learning_rate"):
-                    row[k] = vals[-1]
-                elif k == "clip_ratio/low_min":
-                    row[k] = float(np.min(vals))
-                elif k == "clip_ratio/high_max":
-                    row[k] = float(np.max(vals))
-                else:
-                    row[k] = float(np.mean(vals))
+            n_rows = batch["input_ids"].shape[0]
+            tokens = self.count_tokens(batch) * cfg.ppo_epochs
             dt = time.perf_counter() - t0
             self._record(row, tokens=tokens, seconds=dt,
                          flops=self.flops_per_example(batch) * n_rows * cfg.ppo_epochs)
