@@ -28,13 +28,13 @@ def text(ids):
     return "".join(f" t{i}" if i != EOS else " </s>" for i in ids)
 
 
-def save_random_llama(directory, seed=0, sequence_classification=False):
+def save_random_llama(directory, seed=0, sequence_classification=False, **overrides):
     """A tiny random HF Llama (causal LM or 1-label reward model) saved to ``directory``."""
     import torch
     import transformers
 
     torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(**LLAMA, num_labels=1)
+    cfg = transformers.LlamaConfig(**{**LLAMA, **overrides}, num_labels=1)
     cls = transformers.LlamaForSequenceClassification if sequence_classification else transformers.LlamaForCausalLM
     cls(cfg).to(torch.float32).save_pretrained(directory)
     return str(directory)
