@@ -55,9 +55,7 @@ def build_ours(cfg, pairs, args):
     config = DPOConfig(batch_size=args.batch, max_length=seq, beta=0.1, progress=False,
                        optim=optim.OptimConfig(learning_rate=1e-6, total_steps=1000, schedule="constant"))
     trainer = DPOTrainer(models.CausalLM(cfg, rngs=nnx.Rngs(0)), config, mesh=sharding.make_mesh())
-    arrays = trainer._prepare(pairs)
-    trainer._begin_fit(arrays, args.steps)  # precomputes the reference log-probs, as fit() does
-    batch = trainer._finalize_batch({k: v[: args.batch] for k, v in arrays.items()})
+    batch = trainer.make_batch(pairs)  # with the reference log-probs precomputed, as fit() does
     return lambda: jax.block_until_ready(trainer.train_step(batch))
 
 

@@ -18,10 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm.auto import tqdm
 
 from ieta_jax import losses, sharding
-from ieta_jax.trainers.base import Trainer, TrainerConfig, sequence_logps, split_model
+from ieta_jax.trainers.base import Trainer, TrainerConfig, batched_apply, sequence_logps, split_model
 from ieta_jax.trainers.batching import PreferencePair, pad_sequences
 
 
@@ -116,19 +115,11 @@ class DPOTrainer(Trainer):
                 return jnp.split(logp, 2)
 
             self._ref_logps_fn = jax.jit(fn)
-        n = arrays["chosen_input_ids"].shape[0]
-        bs = self.config.ref_batch_size or self.config.batch_size
         keys = [k for k in arrays if k.startswith(("chosen_", "rejected_"))]
-        chosen, rejected = [], []
-        for start in tqdm(range(0, n, bs), desc="reference log-probs", disable=not self.config.progress, leave=False):
-            idx = np.arange(start, start + bs) % n  # fixed shape: wrap the last chunk, drop the extra rows
-            batch = sharding.shard_batch({k: arrays[k][idx] for k in keys}, self.mesh)
-            with jax.set_mesh(self.mesh):
-                c, r = self._ref_logps_fn(params, self.aux, batch)
-            take = min(bs, n - start)
-            chosen.append(sharding.gather_to_host(c)[:take])
-            rejected.append(sharding.gather_to_host(r)[:take])
-        return np.concatenate(chosen), np.concatenate(rejected)
+        c, r = batched_apply(lambda b: self._ref_logps_fn(params, self.aux, b), {k: arrays[k] for k in keys},
+                             self.config.ref_batch_size or self.config.batch_size, self.mesh,
+                             desc="reference log-probs", progress=self.config.progress)
+        return c, r
 
     # ------------------------------------------------------------------ data and loss
     def _prepare(self, data):
@@ -169,6 +160,12 @@ class DPOTrainer(Trainer):
             loss = loss + self.config.sft_weight * nll
             metrics["nll_loss"] = nll
         return loss, metrics
+
+    def _fit_inputs(self, batch):
+        if self.config.online_reference:
+            return batch
+        c, r = self.reference_logps(batch)
+        return dict(batch, ref_chosen_logps=c, ref_rejected_logps=r)
 
     def _finalize_batch(self, batch):
         batch.pop("margin", None)

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ieta_jax import losses, sharding
-from ieta_jax.trainers.base import Trainer, TrainerConfig
+from ieta_jax import losses
+from ieta_jax.trainers.base import Trainer, TrainerConfig, batched_apply
 from ieta_jax.trainers.batching import TokenIds, pad_sequences
 from ieta_jax.trainers.dpo import concat_pair_batch, pad_pairs
 
@@ -71,12 +71,6 @@ def score_arrays(trainer: Trainer, params, input_ids: np.ndarray, attention_mask
     fn = getattr(trainer, "_score_fn", None)
     if fn is None:
         fn = trainer._score_fn = jax.jit(lambda p, aux, ids, m: trainer.merge(p, aux)(ids, attention_mask=m))
-    n = input_ids.shape[0]
-    out = []
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, start + batch_size) % n
-        b = sharding.shard_batch({"ids": input_ids[idx], "mask": attention_mask[idx]}, trainer.mesh)
-        with jax.set_mesh(trainer.mesh):
-            r = fn(params, trainer.aux, b["ids"], b["mask"])
-        out.append(sharding.gather_to_host(r)[: min(batch_size, n - start)])
-    return np.concatenate(out).astype(np.float32)
+    out = batched_apply(lambda b: fn(params, trainer.aux, b["ids"], b["mask"]),
+                        {"ids": input_ids, "mask": attention_mask}, batch_size, trainer.mesh)
+    return out.astype(np.float32)

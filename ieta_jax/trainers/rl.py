@@ -28,10 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm.auto import tqdm
 
 from ieta_jax import losses, sampling, sharding
-from ieta_jax.trainers.base import Trainer, TrainerConfig, sequence_logps, split_model
+from ieta_jax.trainers.base import Trainer, TrainerConfig, batched_apply, sequence_logps, split_model
 from ieta_jax.trainers.batching import TokenIds, left_pad_prompts, stream_indices
 
 # execution_reward(prompt_indices, completions) -> rewards: indices into the fit's prompt list and the generated
@@ -156,15 +155,7 @@ class RLTrainer(Trainer):
         return loss, metrics
 
     def _chunked(self, fn, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        """Run a jitted ``fn(**device_batch)`` over the rollout in ``batch_size`` chunks; host result."""
-        n = next(iter(arrays.values())).shape[0]
-        bs = self.config.batch_size
-        out = []
-        for start in range(0, n, bs):
-            b = sharding.shard_batch({k: v[start:start + bs] for k, v in arrays.items()}, self.mesh)
-            with jax.set_mesh(self.mesh):
-                out.append(sharding.gather_to_host(fn(b)))
-        return np.concatenate(out)
+        return batched_apply(fn, arrays, self.config.batch_size, self.mesh)
 
     # ------------------------------------------------------------------ rollout
     def advantages(self, per_func: dict[str, tuple[float, np.ndarray]]) -> tuple[np.ndarray, dict[str, float]]:
@@ -308,31 +299,17 @@ class RLTrainer(Trainer):
         ids, _ = left_pad_prompts(prompts, cfg.max_prompt_length, cfg.pad_token_id)
         upi = cfg.updates_per_iteration
         start = self._begin_fit({"prompts": ids}, num_iterations * upi)
-        first_row = len(self.history) - (self.step - start) // upi
-        bar = tqdm(total=num_iterations, initial=(self.step - start) // upi, desc=self.name,
-                   disable=not cfg.progress, leave=False)
         base_key = jax.random.PRNGKey(cfg.seed + 1)
-        while self.step < start + num_iterations * upi:
-            it = (self.step - start) // upi
-            t0 = time.perf_counter()
+
+        def one_iteration(it: int):
             idx = stream_indices(len(prompts), it * cfg.prompts_per_step, cfg.prompts_per_step, cfg.seed, cfg.shuffle)
             batch, row = self.rollout(prompts, idx, jax.random.fold_in(base_key, self.step))
             t_update = time.perf_counter()
             row.update(self.update(batch))
             row["time/update_s"] = time.perf_counter() - t_update
             n_rows = batch["input_ids"].shape[0]
-            tokens = self.count_tokens(batch) * cfg.ppo_epochs
-            dt = time.perf_counter() - t0
-            self._record(row, tokens=tokens, seconds=dt,
-                         flops=self.flops_per_example(batch) * n_rows * cfg.ppo_epochs)
-            bar.update(1)
-            bar.set_postfix(reward=f"{row['reward']:.3f}")
-            done = self.step >= start + num_iterations * upi
-            if done or (it + 1) % cfg.save_every == 0:
-                self.save(force=True)
-        bar.close()
-        if self.checkpointer is not None:
-            self.checkpointer.wait()
-        if self.writer is not None:
-            self.writer.flush()
-        return self.history[max(first_row, 0):]
+            return (row, self.count_tokens(batch) * cfg.ppo_epochs,
+                    self.flops_per_example(batch) * n_rows * cfg.ppo_epochs)
+
+        return self._loop(start, num_iterations, upi, one_iteration, "reward")
+

@@ -76,8 +76,7 @@ def test_ipo_uses_per_token_average_and_online_reference_matches_precomputed():
                                  DPOConfig(batch_size=4, max_length=12, beta=0.5, loss_type="ipo", progress=False,
                                            optim=_const_optim(3e-3), **kw), mesh=sharding.make_mesh())
     pre, online = mk(), mk(online_reference=True)
-    arrays = pre._prepare(pairs)
-    c, _ = pre.reference_logps(arrays)
+    c = pre.make_batch(pairs)["ref_chosen_logps"]
     a, b = pre.fit(pairs, 3), online.fit(pairs, 3)
     # Step 1: policy == reference, so the IPO loss is (1 / (2 beta))^2 = 1; the logged log-probs are summed
     # over the 5 chosen tokens (TRL's metrics), while the loss sees per-token averages.
@@ -161,7 +160,7 @@ def test_grad_accumulation_matches_one_big_batch_and_nonfinite_step_is_skipped()
 
     # A batch whose loss is non-finite (normaliser 0 -> inf/nan) is skipped, counted, and leaves params intact.
     before = [np.asarray(x).copy() for x in jax.tree.leaves(a.state.params)]
-    batch = a._finalize_batch(a._prepare(data))
+    batch = a.make_batch(data)
     batch["normalizer"][:] = 0.0
     m = jax.device_get(a.train_step(batch))
     assert not np.isfinite(m["train/loss"]) and m["train/skipped_steps"] == 1 and a.step == 3
@@ -223,6 +222,7 @@ def test_bf16_compute_fp32_master_weights_mfu_and_repeated_fit():
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(models.CausalLM(cfg, rngs=nnx.Rngs(0)), nnx.Param)))
     assert n_params == (32 * 32 * 2 + 32 + 32 * 32 + 2 * 32 * 16 + 32 * 32 + 3 * 32 * 64 + 2 * 32)
     tokens = sum(2 * len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
+    assert trainer.count_tokens(trainer.make_batch(pairs)) == tokens
     flops = 6.0 * n_params * 2 * 12 * 8
     r = first[-1]
     assert r["perf/mfu"] * 1e12 * jax.device_count() / r["perf/tokens_per_sec"] == pytest.approx(flops / tokens, rel=1e-4)
