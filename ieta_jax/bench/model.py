@@ -187,9 +187,9 @@ def main(argv=None):
     rows = [("train fwd+bwd tokens/s", train_tokens / train_s,
              None if torch_train_s is None else train_tokens / torch_train_s),
             ("generation tokens/s", gen_tokens / gen_s, None if torch_gen_s is None else gen_tokens / torch_gen_s)]
+    guard.finish()
     print(f"\n| {'metric':<24} | {'ieta_jax':>12} | {'transformers':>12} | {'ratio':>7} |")
     print(f"|{'-' * 26}|{'-' * 14}|{'-' * 14}|{'-' * 9}|")
-    guard.finish()
     for name, ours, theirs in rows:
         theirs_s = f"{theirs:12.1f}" if theirs else f"{'-':>12}"
         ratio = f"{ours / theirs:6.2f}x" if theirs and guard.ratios_allowed else f"{'-':>7}"

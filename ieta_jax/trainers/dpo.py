@@ -68,6 +68,38 @@ def concat_pair_batch(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
     return cat("input_ids"), cat("attention_mask"), cat("loss_mask")
 
 
+def policy_logps(graphdef: nnx.GraphDef, params: Any, aux: dict, ids, attn, loss_mask):
+    """Summed completion log-probs, summed mean-logits and token counts, per sequence."""
+    logits = nnx.merge(graphdef, params, aux["frozen"])(ids, attention_mask=attn)
+    logp_sum, n_tok, logit_sum, _ = sequence_logps(logits, ids, loss_mask)
+    return logp_sum, logit_sum, n_tok
+
+
+def dpo_step_loss(params: Any, aux: dict, batch: dict, rng: jax.Array, *, graphdef: nnx.GraphDef,
+                  config: DPOConfig) -> tuple[jax.Array, dict]:
+    """The DPO train step's loss and metrics (``Trainer.loss_fn`` form; module level so it compiles alone)."""
+    ids, attn, lm = concat_pair_batch(batch)
+    logp, logit_sum, n_tok = policy_logps(graphdef, params, aux, ids, attn, lm)
+    pc, pr = jnp.split(logp, 2)
+    nc, nr = jnp.split(n_tok, 2)
+    if config.online_reference:
+        ref = policy_logps(graphdef, jax.lax.stop_gradient(aux["ref"]), aux, ids, attn, lm)[0]
+        rc, rr = jnp.split(ref, 2)
+    else:
+        rc, rr = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+    loss, metrics = losses.dpo_loss(pc, pr, rc, rr, beta=config.beta, loss_type=config.loss_type,
+                                    label_smoothing=config.label_smoothing, chosen_lengths=nc, rejected_lengths=nr)
+    # TRL's logits/*: the mean logit over every completion token of the batch (token-weighted).
+    lc, lr = jnp.split(logit_sum, 2)
+    metrics["logits/chosen"] = lc.sum() / jnp.maximum(nc.sum(), 1.0)
+    metrics["logits/rejected"] = lr.sum() / jnp.maximum(nr.sum(), 1.0)
+    if config.sft_weight:
+        nll = -pc.sum() / jnp.maximum(nc.sum(), 1.0)  # token-mean NLL of the chosen completions
+        loss = loss + config.sft_weight * nll
+        metrics["nll_loss"] = nll
+    return loss, metrics
+
+
 class DPOTrainer(Trainer):
     """``DPOTrainer(policy, DPOConfig(...), mesh=..., workdir=..., ref_model=None).fit(pairs, num_steps)``.
 
@@ -99,10 +131,7 @@ class DPOTrainer(Trainer):
 
     # ------------------------------------------------------------------ log-probs
     def _policy_logps(self, params, aux, ids, attn, loss_mask):
-        """Summed completion log-probs, summed mean-logits and token counts, per sequence."""
-        logits = self.merge(params, aux)(ids, attention_mask=attn)
-        logp_sum, n_tok, logit_sum, _ = sequence_logps(logits, ids, loss_mask)
-        return logp_sum, logit_sum, n_tok
+        return policy_logps(self.graphdef, params, aux, ids, attn, loss_mask)
 
     def reference_logps(self, arrays: dict[str, np.ndarray], params: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Reference (chosen, rejected) summed log-probs of every pair, in batches of ``ref_batch_size``."""
@@ -139,27 +168,7 @@ class DPOTrainer(Trainer):
         return start
 
     def loss_fn(self, params, aux, batch, rng):
-        ids, attn, lm = concat_pair_batch(batch)
-        logp, logit_sum, n_tok = self._policy_logps(params, aux, ids, attn, lm)
-        pc, pr = jnp.split(logp, 2)
-        nc, nr = jnp.split(n_tok, 2)
-        if self.config.online_reference:
-            ref = self._policy_logps(jax.lax.stop_gradient(aux["ref"]), aux, ids, attn, lm)[0]
-            rc, rr = jnp.split(ref, 2)
-        else:
-            rc, rr = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
-        loss, metrics = losses.dpo_loss(pc, pr, rc, rr, beta=self.config.beta, loss_type=self.config.loss_type,
-                                        label_smoothing=self.config.label_smoothing,
-                                        chosen_lengths=nc, rejected_lengths=nr)
-        # TRL's logits/*: the mean logit over every completion token of the batch (token-weighted).
-        lc, lr = jnp.split(logit_sum, 2)
-        metrics["logits/chosen"] = lc.sum() / jnp.maximum(nc.sum(), 1.0)
-        metrics["logits/rejected"] = lr.sum() / jnp.maximum(nr.sum(), 1.0)
-        if self.config.sft_weight:
-            nll = -pc.sum() / jnp.maximum(nc.sum(), 1.0)  # token-mean NLL of the chosen completions
-            loss = loss + self.config.sft_weight * nll
-            metrics["nll_loss"] = nll
-        return loss, metrics
+        return dpo_step_loss(params, aux, batch, rng, graphdef=self.graphdef, config=self.config)
 
     def _fit_inputs(self, batch):
         if self.config.online_reference:
