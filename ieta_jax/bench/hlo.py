@@ -135,8 +135,8 @@ def main(argv=None):
         r = analyse(cfg, shape, args.batch, args.seq)
         total_coll = sum(r["coll"].values())
         print(f"| {shape} | {r['flops'] / r['model_flops']:.3f} | "
-              f"{total_coll / gib:.3f} / {r["fsdp_needed"] / gib:.3f} GiB = {total_coll / r['fsdp_needed']:.2f} | "
-              f"{r["peak"] / gib:.3f} | {r["state_bytes"] / gib:.3f} | {(r["peak"] - r["state_bytes"]) / gib:.3f} |")
+              f"{total_coll / gib:.3f} / {r['fsdp_needed'] / gib:.3f} GiB = {total_coll / r['fsdp_needed']:.2f} | "
+              f"{r['peak'] / gib:.3f} | {r['state_bytes'] / gib:.3f} | {(r['peak'] - r['state_bytes']) / gib:.3f} |")
         print("|   collectives by kind (GiB/device) | " + ", ".join(
             f"{k} {v / gib:.3f}" for k, v in r["coll"].items() if v) + " | | | | |")
 
