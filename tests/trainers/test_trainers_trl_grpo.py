@@ -70,16 +70,14 @@ def test_grpo_matches_trl(case, tmp_path):
             p_ids.append(prompts[g])
         return {"prompt_ids": p_ids, "completion_ids": c_ids, "logprobs": [[0.0] * len(c) for c in c_ids]}
 
-    # The reward function sees prompt text; map it back to ids.
-    def reward_fn(prompts, completions, completion_ids, **kw):
+    def reward_fn(prompts, completions, completion_ids, **kw):  # TRL passes prompt text; map it back to ids
         out = []
         for ptext, c in zip(prompts, completion_ids):
-            g = next(i for i, p in enumerate(prompts_ids) if text(p) == ptext)
-            r = table[(tuple(prompts_ids[g]), tuple(c))]
+            r = table[(tuple(prompt_of_text[ptext]), tuple(c))]
             out.append(None if np.isnan(r) else r)
         return out
 
-    prompts_ids = prompts
+    prompt_of_text = {text(p): p for p in prompts}
     args = trl_args(GRPOConfig, tmp_path / "trl", per_device_train_batch_size=P * G, num_generations=G,
                     max_completion_length=MAX_NEW, temperature=temperature, learning_rate=lr, beta=opts["beta"],
                     loss_type=opts["loss_type"], scale_rewards=opts["scale_rewards"], epsilon=eps,
