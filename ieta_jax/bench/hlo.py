@@ -15,6 +15,9 @@ compiled SPMD program (figures per device) it prints:
   all-gather of the compute-dtype parameters for the
   forward and again for the backward, reduce-scatter of the float32 gradients, each (n-1)/n of the full size;
 - peak memory per device against params + grads + AdamW moments (float32, sharded) + activations (the rest).
+
+Collectives are listed by kind: XLA's CPU pass pipeline may leave the gradient reduction as an all-reduce of the
+full gradient where a GPU/TPU compile emits a reduce-scatter, so read the all-reduce line with that in mind.
 """
 
 from __future__ import annotations
