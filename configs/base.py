@@ -124,6 +124,7 @@ FIELDS: tuple[Field, ...] = (
     Field("warmup_steps", 0, "linear warmup steps of the policy optimizer", int_at_least(0)),
     Field("lr_schedule", "constant", "cosine / linear / constant (decay over all iterations)", one_of(SCHEDULES)),
     Field("weight_decay", 0.0, "AdamW weight decay", number_at_least(0.0)),
+    Field("decay_norms_and_biases", False, "apply weight decay to biases and norm weights too (HF Trainer: no)"),
     Field("max_grad_norm", 1.0, "global-norm gradient clipping", number_at_least(0.0, strict=True)),
     Field("grad_accum_steps", 1, "micro-batches per optimizer update", int_at_least(1)),
     # DPO.
@@ -142,7 +143,14 @@ FIELDS: tuple[Field, ...] = (
     Field("rlaif.kl_beta", 0.05, "KL-to-reference coefficient (k3)", number_at_least(0.0)),
     Field("rlaif.clip_eps", 0.2, "PPO ratio clip", number_in(0.0, 1.0, low_open=True, high_open=True)),
     Field("rlaif.inner_epochs", 1, "PPO epochs over each rollout", int_at_least(1)),
-    Field("rlaif.scale_rewards", True, "divide advantages by the group std"),
+    Field("rlaif.scale_rewards", "group", "advantage scaling: group / batch (std of the whole batch) / none (TRL's "
+          "names)", one_of(("group", "batch", "none"))),
+    Field("rlaif.loss_type", "dapo", "RL loss aggregation: grpo / bnpo / dr_grpo / dapo (TRL's names, divisors and "
+          "default)", one_of(("grpo", "bnpo", "dr_grpo", "dapo"))),
+    Field("rlaif.epsilon_high", 0.0, "upper PPO ratio clip (DAPO clip-higher); 0 = the same as clip_eps",
+          number_at_least(0.0)),
+    Field("rlaif.kl_importance_correction", True, "multiply the k3 KL by the importance ratio (TRL's "
+          "use_bias_correction_kl)"),
     Field("rlaif.execution_reward_weight", 0.0, "add feedback.execution_reward x weight to the RM score",
           number_at_least(0.0)),
     Field("rlaif.prompts_per_step", 4, "train tasks per RL step (x num_samples completions each)", int_at_least(1)),

@@ -27,23 +27,25 @@ def dpo_loss(
     beta: float,
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
-    policy_chosen_logits_mean: Optional[jax.Array] = None,
-    policy_rejected_logits_mean: Optional[jax.Array] = None,
+    chosen_lengths: Optional[jax.Array] = None,
+    rejected_lengths: Optional[jax.Array] = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     r"""Direct Preference Optimisation loss, averaged over the batch.
 
-    All log-prob inputs are ``[batch]`` sequence log-probabilities of the
-    completion tokens (summed, or per-token averaged for IPO). With the implicit
-    reward margin
+    All log-prob inputs are ``[batch]`` summed log-probabilities of the
+    completion tokens. With the implicit reward margin
 
         h = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
 
     and ``s`` the logistic sigmoid, ``e`` = ``label_smoothing``:
 
     - ``sigmoid`` (DPO, Rafailov et al. 2023; cDPO when e > 0):
-      ``-(1 - e) log s(beta h) - e log s(-beta h)``
-    - ``ipo`` (Azar et al. 2023): ``(h - 1 / (2 beta))^2``; the IPO paper uses
-      per-token-averaged log-probs, which the DPO trainer feeds for this type.
+      ``-(1 - e) log s(beta h) - e log s(-beta h)``. TRL 1.16's ``DPOTrainer``
+      ignores ``label_smoothing`` for ``sigmoid``: with e > 0 the two differ.
+    - ``ipo`` (Azar et al. 2023): ``(h' - 1 / (2 beta))^2`` with ``h'`` built
+      from per-token averages of each log-ratio (divided by ``chosen_lengths``
+      / ``rejected_lengths``, the completion token counts, as TRL does; when
+      they are not given the inputs are taken as already averaged).
     - ``hinge`` (SLiC, Zhao et al. 2023): ``max(0, 1 - beta h)``
     - ``robust`` (rDPO, Chowdhury et al. 2024):
       ``(-(1 - e) log s(beta h) + e log s(-beta h)) / (1 - 2 e)``
@@ -55,12 +57,11 @@ def dpo_loss(
     the clean-label loss, which needs ``e < 0.5``. ``ipo`` and ``hinge`` ignore
     it.
 
-    Metrics (TRL names, batch means): ``rewards/chosen`` and
-    ``rewards/rejected`` are the implicit rewards ``beta * (policy - ref)``,
-    ``rewards/accuracies`` the fraction with chosen reward > rejected reward,
-    ``rewards/margins`` their difference, ``logps/chosen`` / ``logps/rejected``
-    the policy log-probs, and ``logits/chosen`` / ``logits/rejected`` the mean
-    output logit over the completion tokens when the caller passes it.
+    Metrics (TRL names, batch means, always from the summed log-probs, IPO
+    included): ``rewards/chosen`` and ``rewards/rejected`` are the implicit
+    rewards ``beta * (policy - ref)``, ``rewards/accuracies`` the fraction with
+    chosen reward > rejected reward, ``rewards/margins`` their difference,
+    ``logps/chosen`` / ``logps/rejected`` the policy log-probs.
     """
     if loss_type not in DPO_LOSS_TYPES:
         raise ValueError(f"unknown DPO loss_type {loss_type!r}; expected one of {DPO_LOSS_TYPES}")
@@ -79,6 +80,10 @@ def dpo_loss(
     if loss_type == "sigmoid":
         losses = -(1.0 - e) * jax.nn.log_sigmoid(beta * h) - e * jax.nn.log_sigmoid(-beta * h)
     elif loss_type == "ipo":
+        if chosen_lengths is not None and rejected_lengths is not None:
+            nc = jnp.maximum(chosen_lengths.astype(jnp.float32), 1.0)
+            nr = jnp.maximum(rejected_lengths.astype(jnp.float32), 1.0)
+            h = (pc - rc) / nc - (pr - rr) / nr
         losses = (h - 1.0 / (2.0 * beta)) ** 2
     elif loss_type == "hinge":
         losses = jax.nn.relu(1.0 - beta * h)
@@ -95,10 +100,6 @@ def dpo_loss(
         "logps/chosen": pc.mean(),
         "logps/rejected": pr.mean(),
     }
-    if policy_chosen_logits_mean is not None:
-        metrics["logits/chosen"] = jnp.mean(policy_chosen_logits_mean.astype(jnp.float32))
-    if policy_rejected_logits_mean is not None:
-        metrics["logits/rejected"] = jnp.mean(policy_rejected_logits_mean.astype(jnp.float32))
     return losses.mean(), metrics
 
 
@@ -144,35 +145,56 @@ def reward_loss(
 # ----------------------------------------------------------------------------
 
 
+SCALE_REWARDS = ("group", "batch", "none")
+RL_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+
+
+def nanstd(x: jax.Array, axis=None, keepdims: bool = False) -> jax.Array:
+    """Unbiased (ddof=1) standard deviation ignoring NaNs, as TRL's ``nanstd``."""
+    mean = jnp.nanmean(x, axis=axis, keepdims=True)
+    var = jnp.nanmean((x - mean) ** 2, axis=axis, keepdims=True)
+    count = jnp.sum(~jnp.isnan(x), axis=axis, keepdims=True)
+    out = jnp.sqrt(var * count / (count - 1))
+    return out if keepdims else jnp.squeeze(out, axis=axis)
+
+
 def group_relative_advantages(
-    rewards: jax.Array, group_size: int, *, scale_by_std: bool = True, eps: float = 1e-4
+    rewards: jax.Array, group_size: int, *, scale_rewards: str = "group", eps: float = 1e-4
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """``(r - group mean) / (group std + eps)`` for rewards laid out group-major.
+    """``(r - group mean) / (std + eps)`` for rewards laid out group-major, as TRL's ``GRPOTrainer``.
 
     ``rewards`` is ``[num_prompts * group_size]`` with the ``group_size``
-    samples of each prompt contiguous. The std is the unbiased (ddof=1) sample
-    std, as TRL's GRPO computes it; ``scale_by_std=False`` skips the division
-    (Dr. GRPO), which avoids up-weighting prompts whose samples barely differ.
+    samples of each prompt contiguous. ``scale_rewards``: ``group`` divides by
+    the group's std, ``batch`` by the std of the whole batch, ``none`` does
+    not divide (Dr. GRPO). Stds are unbiased (ddof=1). NaN rewards (an
+    unscorable completion) are left out of the means and stds and get
+    advantage 0.
 
-    Metrics: ``reward``, ``reward_std`` (mean within-group std) and
-    ``frac_reward_zero_std`` (fraction of groups whose samples all got the same
-    reward, which carry no learning signal).
+    Metrics (TRL's meaning): ``reward`` (mean), ``reward_std`` (std over the
+    whole batch) and ``frac_reward_zero_std`` (fraction of rows whose group
+    std, or batch std for ``batch``, is zero: no learning signal).
     """
     if group_size < 2:
         raise ValueError(f"group-relative advantages need group_size >= 2, got {group_size}")
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards={scale_rewards!r}; expected one of {SCALE_REWARDS}")
     r = rewards.astype(jnp.float32)
     if r.ndim != 1 or r.shape[0] % group_size:
         raise ValueError(f"rewards shape {r.shape} is not [num_prompts * group_size={group_size}]")
     grouped = r.reshape(-1, group_size)
-    mean = grouped.mean(axis=1, keepdims=True)
-    std = grouped.std(axis=1, ddof=1, keepdims=True)
+    mean = jnp.nanmean(grouped, axis=1, keepdims=True)
+    if scale_rewards == "batch":
+        std = jnp.broadcast_to(nanstd(r), grouped.shape)
+    else:
+        std = jnp.broadcast_to(nanstd(grouped, axis=1, keepdims=True), grouped.shape)
     adv = grouped - mean
-    if scale_by_std:
+    if scale_rewards != "none":
         adv = adv / (std + eps)
+    adv = jnp.nan_to_num(adv, nan=0.0)
     metrics = {
-        "reward": r.mean(),
-        "reward_std": std.mean(),
-        "frac_reward_zero_std": (std[:, 0] < 1e-6).astype(jnp.float32).mean(),
+        "reward": jnp.nanmean(r),
+        "reward_std": nanstd(r),
+        "frac_reward_zero_std": (jnp.abs(std) <= 1e-8).astype(jnp.float32).mean(),
     }
     return adv.reshape(-1), metrics
 
@@ -193,23 +215,6 @@ def token_entropy(logits: jax.Array) -> jax.Array:
     return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
 
-def ppo_clip_token_loss(
-    logps: jax.Array, old_logps: jax.Array, advantages: jax.Array, *, clip_eps: float
-) -> tuple[jax.Array, jax.Array]:
-    """Per-token PPO clipped surrogate, ``-min(ratio A, clip(ratio, 1-eps, 1+eps) A)``.
-
-    ``logps``/``old_logps`` are ``[B, T]``, ``advantages`` ``[B]`` (one per
-    sequence, broadcast over its tokens). Returns the per-token loss and a
-    boolean mask of tokens where the clipped branch was active (it has zero
-    gradient there).
-    """
-    ratio = jnp.exp(logps.astype(jnp.float32) - old_logps.astype(jnp.float32))
-    a = advantages.astype(jnp.float32)[:, None]
-    unclipped = ratio * a
-    clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * a
-    return -jnp.minimum(unclipped, clipped), clipped < unclipped
-
-
 def grpo_loss(
     logps: jax.Array,
     old_logps: jax.Array,
@@ -218,31 +223,75 @@ def grpo_loss(
     mask: jax.Array,
     *,
     clip_eps: float = 0.2,
+    clip_eps_high: Optional[float] = None,
     beta: float = 0.0,
+    loss_type: str = "dapo",
     normalizer: Optional[jax.Array] = None,
+    max_completion_length: Optional[int] = None,
+    kl_importance_correction: bool = True,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Group-relative policy objective: PPO clip + ``beta`` * k3 KL, token-averaged.
+    """Group-relative policy objective as TRL's ``GRPOTrainer`` computes it (token-level importance ratios).
 
-    Token losses are summed over the completion tokens (``mask`` ``[B, T]``)
-    and divided by ``normalizer`` (default: the number of completion tokens in
-    this batch), i.e. every generated token weighs the same (DAPO / TRL
-    ``loss_type="dapo"``). Passing a global token count as ``normalizer`` keeps
-    gradient accumulation over micro-batches exact.
+    Per token: ``-min(ratio A, clip(ratio, 1 - clip_eps, 1 + clip_eps_high) A)
+    + beta * kl`` with ``ratio = exp(logps - old_logps)`` and ``kl`` the k3
+    estimator, multiplied by the ratio when ``kl_importance_correction`` (TRL's
+    ``use_bias_correction_kl``). ``logps``/``old_logps``/``ref_logps`` and
+    ``mask`` are ``[B, T]``, ``advantages`` ``[B]``. Aggregation over the
+    completion tokens (``loss_type``, TRL's names and divisors):
 
-    Metrics ``kl`` (mean k3 over tokens, when a reference is given) and
-    ``clip_ratio`` (fraction of tokens whose clipped branch was active).
+    - ``grpo``: mean over each sequence's tokens, then over sequences;
+    - ``bnpo``: sum over this batch's tokens / their count;
+    - ``dr_grpo``: sum / (B x ``max_completion_length``);
+    - ``dapo``: sum / ``normalizer``, the caller's token count of the whole
+      generation batch per optimizer update (default: this batch's tokens).
+
+    Metrics (TRL's): ``kl`` (token mean, when a reference is given),
+    ``clip_ratio/low_mean``, ``clip_ratio/high_mean``,
+    ``clip_ratio/region_mean`` (token fractions where the ratio left the clip
+    range on the side that zeroes the gradient), ``clip_ratio/low_min`` and
+    ``clip_ratio/high_max`` (min / max over sequences of the per-sequence fraction).
     """
+    if loss_type not in RL_LOSS_TYPES:
+        raise ValueError(f"loss_type={loss_type!r}; expected one of {RL_LOSS_TYPES}")
     m = mask.astype(jnp.float32)
     n_tokens = jnp.maximum(m.sum(), 1.0)
-    norm = n_tokens if normalizer is None else normalizer
-    per_token, clipped = ppo_clip_token_loss(logps, old_logps, advantages, clip_eps=clip_eps)
-    metrics = {"clip_ratio": (clipped.astype(jnp.float32) * m).sum() / n_tokens}
+    lp = logps.astype(jnp.float32)
+    ratio = jnp.exp(lp - old_logps.astype(jnp.float32))
+    a = advantages.astype(jnp.float32)[:, None]
+    high = clip_eps if clip_eps_high is None else clip_eps_high
+    clipped_ratio = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + high)
+    per_token = -jnp.minimum(ratio * a, clipped_ratio * a)
+    metrics = {}
     if ref_logps is not None:
-        kl = k3_kl(logps, ref_logps)
+        kl = k3_kl(lp, ref_logps)
+        if kl_importance_correction:
+            kl = kl * ratio
         metrics["kl"] = (kl * m).sum() / n_tokens
         if beta:
             per_token = per_token + beta * kl
-    loss = (per_token * m).sum() / norm
+    if loss_type == "grpo":
+        loss = ((per_token * m).sum(-1) / jnp.maximum(m.sum(-1), 1.0)).mean()
+    elif loss_type == "bnpo":
+        loss = (per_token * m).sum() / n_tokens
+    elif loss_type == "dr_grpo":
+        if max_completion_length is None:
+            raise ValueError("loss_type='dr_grpo' needs max_completion_length")
+        loss = (per_token * m).sum() / (per_token.shape[0] * max_completion_length)
+    else:
+        loss = (per_token * m).sum() / (n_tokens if normalizer is None else jnp.maximum(normalizer, 1.0))
+    low = ((ratio < 1.0 - clip_eps) & (a < 0)).astype(jnp.float32)
+    hi = ((ratio > 1.0 + high) & (a > 0)).astype(jnp.float32)
+    region = jnp.maximum(low, hi)
+    seq_tokens = m.sum(-1)
+    has = seq_tokens > 0
+    seq_mean = lambda x: (x * m).sum(-1) / jnp.maximum(seq_tokens, 1.0)  # noqa: E731
+    metrics.update({
+        "clip_ratio/low_mean": (low * m).sum() / n_tokens,
+        "clip_ratio/high_mean": (hi * m).sum() / n_tokens,
+        "clip_ratio/region_mean": (region * m).sum() / n_tokens,
+        "clip_ratio/low_min": jnp.min(jnp.where(has, seq_mean(low), jnp.inf)),
+        "clip_ratio/high_max": jnp.max(jnp.where(has, seq_mean(hi), -jnp.inf)),
+    })
     return loss, metrics
 
 

@@ -10,6 +10,7 @@ is skipped and counted, never written into the parameters.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Callable, Optional
 
 import jax
@@ -17,6 +18,8 @@ import jax.numpy as jnp
 import optax
 
 SCHEDULES = ("cosine", "linear", "constant")
+# Parameter names HF's Trainer never decays (Trainer.get_decay_parameter_names): biases and norm weights.
+HF_NO_DECAY_PATTERNS = (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +36,9 @@ class OptimConfig:
     b2: float = 0.999
     eps: float = 1e-8
     max_grad_norm: Optional[float] = 1.0  # global-norm clipping; None disables it
+    # Regexes over dotted parameter paths (lower case, e.g. "model.layers.0.input_layernorm.weight") that
+    # weight decay skips; HF Trainer's by default (biases and norm weights); () decays every parameter.
+    no_decay_patterns: tuple[str, ...] = HF_NO_DECAY_PATTERNS
     grad_accum_steps: int = 1  # micro-batches per optimizer update
 
     def __post_init__(self):
@@ -63,13 +69,34 @@ def make_schedule(cfg: OptimConfig) -> optax.Schedule:
     return optax.join_schedules([warmup, decay], [cfg.warmup_steps])
 
 
+def param_name(path) -> str:
+    """Dotted lower-case name of a pytree path (``model.layers.0.mlp.up_proj.kernel``)."""
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return ".".join(parts).lower()
+
+
+def decay_mask(params: Any, no_decay_patterns: tuple[str, ...]) -> Any:
+    """True for the leaves weight decay applies to: those whose name matches none of ``no_decay_patterns``."""
+    compiled = [re.compile(p) for p in no_decay_patterns]
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: not any(p.search(param_name(path)) for p in compiled), params)
+
+
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-    """Global-norm clipping followed by AdamW on the schedule, moments in float32."""
+    """Global-norm clipping followed by AdamW on the schedule (decay masked as HF's Trainer), moments in float32."""
     parts = []
     if cfg.max_grad_norm is not None:
         parts.append(optax.clip_by_global_norm(cfg.max_grad_norm))
+    mask = (lambda p: decay_mask(p, cfg.no_decay_patterns)) if cfg.no_decay_patterns else None
     parts.append(optax.adamw(make_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                             weight_decay=cfg.weight_decay, mu_dtype=jnp.float32))
+                             weight_decay=cfg.weight_decay, mu_dtype=jnp.float32, mask=mask))
     return optax.chain(*parts)
 
 

@@ -15,7 +15,6 @@ hidden x seq) x tokens / step time / peak, where the device's bf16 peak is known
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import statistics
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from ieta_jax import models, optim, sharding
+from ieta_jax.bench.load import LoadGuard, add_force_flag
 from ieta_jax.bench.model import PRESETS
 from ieta_jax.trainers import DPOConfig, DPOTrainer, PreferencePair
 from ieta_jax.trainers.base import device_peak_flops
@@ -55,9 +55,7 @@ def build_ours(cfg, pairs, args):
     config = DPOConfig(batch_size=args.batch, max_length=seq, beta=0.1, progress=False,
                        optim=optim.OptimConfig(learning_rate=1e-6, total_steps=1000, schedule="constant"))
     trainer = DPOTrainer(models.CausalLM(cfg, rngs=nnx.Rngs(0)), config, mesh=sharding.make_mesh())
-    arrays = trainer._prepare(pairs)
-    trainer._begin_fit(arrays, args.steps)  # precomputes the reference log-probs, as fit() does
-    batch = trainer._finalize_batch({k: v[: args.batch] for k, v in arrays.items()})
+    batch = trainer.make_batch(pairs)  # with the reference log-probs precomputed, as fit() does
     return lambda: jax.block_until_ready(trainer.train_step(batch))
 
 
@@ -121,7 +119,9 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation)")
     p.add_argument("--dtype", default="float32", help="compute dtype of our model (params stay float32)")
     p.add_argument("--skip-trl", action="store_true")
+    add_force_flag(p)
     args = p.parse_args(argv)
+    guard = LoadGuard.start(force=args.force)
 
     cfg = models.ModelConfig(**PRESETS[args.config], dtype=args.dtype, param_dtype="float32", eos_token_id=2,
                              pad_token_id=0)
@@ -154,13 +154,10 @@ def main(argv=None):
     print(f"\n| implementation | step time (s) | tokens/s | CPU-seconds/step (all threads) |\n|---|---|---|---|")
     for name, s, c in rows:
         print(f"| {name} | {s:.4f} | {tokens / s:,.0f} | {c:.3f} |")
+    guard.finish()
     if len(rows) == 2:
-        print(f"\nratio ours / TRL tokens/s: {rows[1][1] / ours:.2f}x (target >= 1.5x); "
-              f"CPU-time ratio TRL / ours: {rows[1][2] / rows[0][2]:.2f}x")
-    load = os.getloadavg()[0]
-    if load > os.cpu_count():
-        print(f"warning: load average {load:.1f} on {os.cpu_count()} CPUs during the run; wall-clock figures are "
-              f"distorted by other processes (the interleaving spreads it over both sides)")
+        guard.ratio(f"\nratio ours / TRL tokens/s: {rows[1][1] / ours:.2f}x; "
+                    f"CPU-time ratio TRL / ours: {rows[1][2] / rows[0][2]:.2f}x")
     peak = device_peak_flops(dev)
     if peak:
         mfu = step_flops(cfg, args.batch, seq) / ours / (peak * jax.device_count())

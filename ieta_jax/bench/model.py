@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from ieta_jax import models, sampling, sharding
+from ieta_jax.bench.load import LoadGuard, add_force_flag
 
 PRESETS = {
     # The tiny embedded policy size (what the CPU loop trains).
@@ -156,7 +157,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=6, help="timed repetitions (fastest reported)")
     parser.add_argument("--mesh", default=None, help="data,fsdp,tensor sizes, e.g. -1,1,1 (default: no mesh)")
     parser.add_argument("--skip-torch", action="store_true", help="do not run the transformers baseline")
+    add_force_flag(parser)
     args = parser.parse_args(argv)
+    guard = LoadGuard.start(force=args.force)
 
     spec = dict(PRESETS[args.config])
     if args.ffn:
@@ -184,12 +187,15 @@ def main(argv=None):
     rows = [("train fwd+bwd tokens/s", train_tokens / train_s,
              None if torch_train_s is None else train_tokens / torch_train_s),
             ("generation tokens/s", gen_tokens / gen_s, None if torch_gen_s is None else gen_tokens / torch_gen_s)]
+    guard.finish()
     print(f"\n| {'metric':<24} | {'ieta_jax':>12} | {'transformers':>12} | {'ratio':>7} |")
     print(f"|{'-' * 26}|{'-' * 14}|{'-' * 14}|{'-' * 9}|")
     for name, ours, theirs in rows:
         theirs_s = f"{theirs:12.1f}" if theirs else f"{'-':>12}"
-        ratio = f"{ours / theirs:6.2f}x" if theirs else f"{'-':>7}"
+        ratio = f"{ours / theirs:6.2f}x" if theirs and guard.ratios_allowed else f"{'-':>7}"
         print(f"| {name:<24} | {ours:12.1f} | {theirs_s} | {ratio} |")
+    if any(theirs for _, _, theirs in rows):
+        guard.ratio("(ratio column: ours / transformers)")
 
     if backend == "cpu":
         print("\nMFU / peak device memory: not measured (no GPU/TPU backend in this run)")

@@ -19,7 +19,8 @@ def optim_config(c: ml_collections.ConfigDict, learning_rate: float, total_steps
     """The shared optimizer settings; ``total_steps`` spans every iteration, so the schedule decays over the run."""
     return optim.OptimConfig(learning_rate=learning_rate, warmup_steps=c.warmup_steps,
                              total_steps=max(total_steps, 1), schedule=c.lr_schedule, weight_decay=c.weight_decay,
-                             max_grad_norm=c.max_grad_norm, grad_accum_steps=c.grad_accum_steps)
+                             max_grad_norm=c.max_grad_norm, grad_accum_steps=c.grad_accum_steps,
+                             no_decay_patterns=() if c.decay_norms_and_biases else optim.HF_NO_DECAY_PATTERNS)
 
 
 def dpo_config(c: ml_collections.ConfigDict, pad_token_id: int) -> DPOConfig:
@@ -52,6 +53,8 @@ def rl_config(c: ml_collections.ConfigDict, pad_token_id: int, eos_token_id: int
                     max_prompt_length=c.max_prompt_len, max_new_tokens=c.max_new_tokens,
                     temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, eos_token_id=eos_token_id,
                     ppo_epochs=r.inner_epochs, clip_eps=r.clip_eps, beta=r.kl_beta, scale_rewards=r.scale_rewards,
+                    loss_type=r.loss_type, epsilon_high=r.epsilon_high or None,
+                    use_bias_correction_kl=r.kl_importance_correction,
                     reward_model_weight=1.0, execution_reward_weight=r.execution_reward_weight)
 
 

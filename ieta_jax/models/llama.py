@@ -237,8 +237,20 @@ def last_token_index(attention_mask: jax.Array) -> jax.Array:
     return t - 1 - jnp.argmax(jnp.flip(attention_mask.astype(jnp.int32), axis=-1), axis=-1)
 
 
+def score_index(input_ids: jax.Array, attention_mask: jax.Array, pad_token_id: int | None) -> jax.Array:
+    """Where a reward model reads its score, by HF `*ForSequenceClassification`'s rule.
+
+    With a pad id: the rightmost token that is not the pad token (so with pad == EOS a completion's final EOS is
+    skipped, exactly as transformers and TRL score it). Without one: the last token the attention mask covers.
+    """
+    if pad_token_id is None:
+        return last_token_index(attention_mask)
+    non_pad = (input_ids != pad_token_id).astype(jnp.int32)
+    return jnp.argmax(jnp.arange(input_ids.shape[-1], dtype=jnp.int32) * non_pad, axis=-1)
+
+
 class RewardModel(nnx.Module):
-    """Backbone plus a scalar head read at the last non-pad token (HF `*ForSequenceClassification`, 1 label)."""
+    """Backbone plus a scalar head read where HF `*ForSequenceClassification` (1 label) reads it (`score_index`)."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.config = cfg
@@ -250,6 +262,7 @@ class RewardModel(nnx.Module):
         if attention_mask is None:
             attention_mask = jnp.ones(input_ids.shape, bool)
         hidden, _ = self.model(input_ids, attention_mask, positions)
-        last = jnp.take_along_axis(hidden, last_token_index(attention_mask)[:, None, None], axis=1)[:, 0]
+        idx = score_index(input_ids, attention_mask, self.config.pad_token_id)
+        last = jnp.take_along_axis(hidden, idx[:, None, None], axis=1)[:, 0]
         return jnp.dot(last, self.score.kernel[...].astype(last.dtype),
                        preferred_element_type=jnp.float32)[:, 0]

@@ -17,14 +17,16 @@ checkpoint and finishes with the same metrics as an uninterrupted run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
@@ -75,7 +77,11 @@ class TrainerConfig:
     """Settings every trainer shares."""
 
     batch_size: int = 8  # examples (pairs for DPO / reward) per optimizer update, all micro-batches together
-    max_length: int = 256  # prompt + completion tokens, padded; one static shape, one compilation
+    # prompt + completion tokens, padded; one static shape, one compilation. Longer examples keep the end of the
+    # prompt and the start of the completion (batching._fit), unlike TRL's default (keep_start: the end of
+    # prompt + completion is cut, and an example whose prompt fills max_length is dropped): a truncated program
+    # stays next to its task, and no example silently disappears.
+    max_length: int = 256
     pad_token_id: int = 0
     optim: optim.OptimConfig = dataclasses.field(default_factory=optim.OptimConfig)
     seed: int = 0
@@ -140,6 +146,36 @@ def _opt_state_shardings(abstract_opt: Any, params: Any, p_sh: Any, mesh: Mesh) 
     return jax.tree_util.tree_map_with_path(one, abstract_opt)
 
 
+def train_step(state: TrainState, aux: dict, batch: dict, *, loss_fn: Callable, tx: optax.GradientTransformation,
+               schedule: optax.Schedule, grad_accum_steps: int) -> tuple[TrainState, dict]:
+    """One optimizer update: gradients of ``loss_fn(params, aux, batch, rng)`` (accumulated over micro-batches),
+    the guarded AdamW update, and the step's metrics (``train/*`` added to the loss's own)."""
+    rng, step_rng = jax.random.split(state.rng)
+    loss, metrics, grads = optim.accumulate_gradients(
+        lambda p, mb: loss_fn(p, aux, mb, step_rng), state.params, batch, grad_accum_steps)
+    params, opt_state, grad_norm, skipped = optim.guarded_update(tx, state.params, state.opt_state, grads, loss)
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=rng,
+                           skipped=state.skipped + skipped.astype(jnp.int32))
+    metrics = dict(metrics)
+    metrics.update({
+        "train/loss": loss,
+        "train/grad_norm": grad_norm,
+        "train/learning_rate": schedule(state.step - state.skipped),
+        "train/skipped_steps": new_state.skipped,
+    })
+    return new_state, metrics
+
+
+def compile_train_step(loss_fn: Callable, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                       grad_accum_steps: int, state_shardings: TrainState, aux_shardings: Any, batch_shardings: Any,
+                       replicated: NamedSharding) -> Callable:
+    """``train_step`` jitted once: explicit in/out shardings, the state donated (updated in place)."""
+    step = functools.partial(train_step, loss_fn=loss_fn, tx=tx, schedule=schedule,
+                             grad_accum_steps=grad_accum_steps)
+    return jax.jit(step, in_shardings=(state_shardings, aux_shardings, batch_shardings),
+                   out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+
+
 class Trainer:
     """Base class. Subclasses define ``loss_fn`` and ``_prepare`` (data -> host arrays), and set ``name``."""
 
@@ -177,7 +213,6 @@ class Trainer:
             writer = MetricWriter(os.path.join(workdir, "tensorboard"))
         self.writer = writer
         self._step_fn = None
-        self._batch_shardings = None
         self._resumable_fit = False  # the restored checkpoint may hold an unfinished fit() to continue
         self._peak = config.peak_flops if config.peak_flops is not None else device_peak_flops(self.mesh.devices.flat[0])
         if workdir is not None:
@@ -220,37 +255,16 @@ class Trainer:
         return 6.0 * self.num_params * batch["input_ids"].shape[-1]
 
     # ------------------------------------------------------------------ the jitted step
-    def _train_step(self, state: TrainState, aux: dict, batch: dict) -> tuple[TrainState, dict]:
-        rng, step_rng = jax.random.split(state.rng)
-        loss, metrics, grads = optim.accumulate_gradients(
-            lambda p, mb: self.loss_fn(p, aux, mb, step_rng), state.params, batch, self.config.optim.grad_accum_steps)
-        params, opt_state, grad_norm, skipped = optim.guarded_update(self.tx, state.params, state.opt_state, grads, loss)
-        new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=rng,
-                               skipped=state.skipped + skipped.astype(jnp.int32))
-        metrics = dict(metrics)
-        metrics.update({
-            "train/loss": loss,
-            "train/grad_norm": grad_norm,
-            "train/learning_rate": self.schedule(state.step - state.skipped),
-            "train/skipped_steps": new_state.skipped,
-        })
-        return new_state, metrics
-
-    def _compiled_step(self, batch: dict) -> Callable:
-        if self._step_fn is None:
-            self._batch_shardings = {k: sharding.batch_sharding(self.mesh, v.ndim, v.shape[0]) for k, v in batch.items()}
-            self._step_fn = jax.jit(self._train_step,
-                                    in_shardings=(self.state_shardings, self.aux_shardings, self._batch_shardings),
-                                    out_shardings=(self.state_shardings, self._replicated),
-                                    donate_argnums=(0,))
-        return self._step_fn
-
     def train_step(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """One optimizer update on a host batch (global arrays); returns device metrics (async)."""
-        step_fn = self._compiled_step(host_batch)
+        if self._step_fn is None:
+            batch_sh = {k: sharding.batch_sharding(self.mesh, v.ndim, v.shape[0]) for k, v in host_batch.items()}
+            self._step_fn = compile_train_step(self.loss_fn, self.tx, self.schedule,
+                                               self.config.optim.grad_accum_steps, self.state_shardings,
+                                               self.aux_shardings, batch_sh, self._replicated)
         batch = sharding.shard_batch(host_batch, self.mesh)  # global host arrays -> batch-sharded (multi-host safe)
         with jax.set_mesh(self.mesh):
-            self.state, metrics = step_fn(self.state, self.aux, batch)
+            self.state, metrics = self._step_fn(self.state, self.aux, batch)
         return metrics
 
     # ------------------------------------------------------------------ checkpoint / metrics
@@ -263,21 +277,23 @@ class Trainer:
         self._resumable_fit = True
 
     def save(self, force: bool = False) -> None:
+        """Checkpoint (every ``save_every`` steps, or now with ``force``); the history is saved with it."""
         if self.checkpointer is None:
             return
         self.meta["history"] = self.history
         self.checkpointer.save(self.step, self.state, self.meta, force=force)
 
-    def _record(self, metrics: dict[str, Any], *, tokens: int, seconds: float, flops: float) -> dict[str, float]:
+    def _record(self, metrics: dict[str, Any], *, step: int, tokens: int, seconds: float, flops: float
+                ) -> dict[str, float]:
         row = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
-        row["step"] = self.step
+        row["step"] = step
         if seconds > 0:
             row["perf/tokens_per_sec"] = tokens / seconds
             if self._peak:
                 row["perf/mfu"] = flops / seconds / (self._peak * self.mesh.devices.size)
         self.history.append(row)
-        if self.writer is not None and (self.step % self.config.log_every == 0):
-            self.writer.write_scalars(self.step, {k: v for k, v in row.items() if k != "step"})
+        if self.writer is not None and (step % self.config.log_every == 0):
+            self.writer.write_scalars(step, {k: v for k, v in row.items() if k != "step"})
         return row
 
     def close(self) -> None:
@@ -292,6 +308,21 @@ class Trainer:
 
     def _finalize_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return batch
+
+    def _fit_inputs(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per-example inputs that ``fit`` computes once per data set (DPO: reference log-probs)."""
+        return batch
+
+    def make_batch(self, data: Any, indices: Optional[Sequence[int]] = None) -> dict[str, np.ndarray]:
+        """The host batch ``train_step`` takes, for examples ``indices`` of ``data`` (default: the first ``batch_size``).
+
+        The same arrays ``fit`` feeds the step (padding, masks, and what fit precomputes, such as DPO's reference
+        log-probs): for benchmarks, tests and custom loops.
+        """
+        arrays = self._prepare(data)
+        n = next(iter(arrays.values())).shape[0]
+        idx = np.arange(min(self.config.batch_size, n)) if indices is None else np.asarray(indices)
+        return self._finalize_batch(self._fit_inputs({k: v[idx] for k, v in arrays.items()}))
 
     def _begin_fit(self, arrays: dict[str, np.ndarray], num_steps: int) -> int:
         """The step this fit started at: resumed from the checkpoint when it holds the same data set."""
@@ -322,29 +353,82 @@ class Trainer:
         arrays = self._prepare(data)
         n = next(iter(arrays.values())).shape[0]
         start = self._begin_fit(arrays, num_steps)
-        end = start + num_steps
-        first_row = len(self.history) - (self.step - start)
         bs = self.config.batch_size
-        bar = tqdm(total=num_steps, initial=self.step - start, desc=self.name, disable=not self.config.progress,
-                   leave=False)
-        while self.step < end:
-            pos = (self.step - start) * bs
-            idx = stream_indices(n, pos, bs, self.config.seed, self.config.shuffle)
-            batch = self._finalize_batch({k: v[idx] for k, v in arrays.items()})
-            t0 = time.perf_counter()
-            metrics = self.train_step(batch)
+
+        def one_step(k: int):
+            idx = stream_indices(n, k * bs, bs, self.config.seed, self.config.shuffle)
+            batch = self._finalize_batch({key: v[idx] for key, v in arrays.items()})
+            return self.train_step(batch), self.count_tokens(batch), self.flops_per_example(batch) * bs
+
+        return self._loop(start, num_steps, 1, one_step, "train/loss")
+
+    def _loop(self, start: int, num_units: int, steps_per_unit: int, run_unit: Callable[[int], tuple],
+              postfix: str) -> list[dict[str, float]]:
+        """The training loop every trainer shares: ``num_units`` calls of ``run_unit(k)`` from step ``start``.
+
+        ``run_unit(k)`` (``k``: the unit's index in this fit) dispatches
+        ``steps_per_unit`` optimizer updates and returns ``(metrics, tokens,
+        flops)``; device metrics are fetched one unit late, after the next
+        unit is dispatched, so the host never waits for the device in between
+        (a unit's time is the time between two fetches). Rows are recorded,
+        checkpoints saved (every ``save_every`` units and at the end) and
+        metrics written; returns this fit's rows.
+        """
+        end = start + num_units * steps_per_unit
+        first_row = len(self.history) - (self.step - start) // steps_per_unit
+        bar = tqdm(total=num_units, initial=(self.step - start) // steps_per_unit, desc=self.name,
+                   disable=not self.config.progress, leave=False)
+        pending = None
+        t_last = time.perf_counter()
+
+        def finish(p):
+            nonlocal t_last
+            step, metrics, tokens, flops = p
             metrics = jax.block_until_ready(metrics)
-            dt = time.perf_counter() - t0
-            row = self._record(metrics, tokens=self.count_tokens(batch), seconds=dt, flops=self.flops_per_example(batch) * bs)
+            now = time.perf_counter()
+            row = self._record(metrics, step=step, tokens=tokens, seconds=now - t_last, flops=flops)
+            t_last = now
             bar.update(1)
-            bar.set_postfix(loss=f"{row['train/loss']:.4f}")
-            self.save(force=self.step == end)
+            bar.set_postfix({postfix: f"{row.get(postfix, float('nan')):.4f}"})
+
+        while self.step < end:
+            k = (self.step - start) // steps_per_unit
+            metrics, tokens, flops = run_unit(k)
+            if pending is not None:
+                finish(pending)
+            pending = (self.step, metrics, tokens, flops)
+            if self.checkpointer is not None and (self.step == end or (k + 1) % self.config.save_every == 0):
+                finish(pending)  # the checkpoint's history must hold this step's row
+                pending = None
+                self.save(force=True)
+        if pending is not None:
+            finish(pending)
         bar.close()
         if self.checkpointer is not None:
             self.checkpointer.wait()
         if self.writer is not None:
             self.writer.flush()
         return self.history[max(first_row, 0):]
+
+
+def batched_apply(fn: Callable[[dict], Any], arrays: dict[str, np.ndarray], batch_size: int, mesh: Mesh, *,
+                  desc: str = "", progress: bool = False) -> Any:
+    """``fn`` (jitted, device batch -> pytree of ``[rows, ...]`` arrays) over host arrays in fixed ``batch_size`` chunks.
+
+    The one inference loop of the trainers (reference log-probs, old log-probs, reward scores): every chunk has
+    the same shape (the last wraps around to the first rows, whose outputs are dropped), so ``fn`` compiles once;
+    inputs are batch-sharded over the mesh and outputs gathered to host numpy on every process.
+    """
+    n = next(iter(arrays.values())).shape[0]
+    outs = []
+    for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
+        idx = np.arange(start, start + batch_size) % n
+        batch = sharding.shard_batch({k: v[idx] for k, v in arrays.items()}, mesh)
+        with jax.set_mesh(mesh):
+            out = fn(batch)
+        take = min(batch_size, n - start)
+        outs.append(jax.tree.map(lambda x: sharding.gather_to_host(x)[:take], out))
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
 
 
 def sequence_logps(logits: jax.Array, input_ids: jax.Array, loss_mask: jax.Array

@@ -37,7 +37,11 @@ class PreferencePair:
 
 
 def _fit(prompt: TokenIds, completion: TokenIds, max_length: int) -> tuple[list[int], list[int], bool]:
-    """Drop prompt tokens from the left, then completion tokens from the right, until it fits."""
+    """Drop prompt tokens from the left, then completion tokens from the right, until it fits.
+
+    The prompt keeps at least ``max_length // 2`` of its last tokens. This differs from TRL's ``keep_start``
+    (cut the end of prompt + completion): see ``TrainerConfig.max_length``.
+    """
     prompt, completion = list(prompt), list(completion)
     if not completion:
         raise ValueError("an example has an empty completion; nothing would be trained on it")

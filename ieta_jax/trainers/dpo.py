@@ -18,10 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm.auto import tqdm
 
 from ieta_jax import losses, sharding
-from ieta_jax.trainers.base import Trainer, TrainerConfig, sequence_logps, split_model
+from ieta_jax.trainers.base import Trainer, TrainerConfig, batched_apply, sequence_logps, split_model
 from ieta_jax.trainers.batching import PreferencePair, pad_sequences
 
 
@@ -29,6 +28,7 @@ from ieta_jax.trainers.batching import PreferencePair, pad_sequences
 class DPOConfig(TrainerConfig):
     beta: float = 0.1
     loss_type: str = "sigmoid"  # sigmoid | ipo | hinge | robust (see losses.dpo_loss)
+    # cDPO for sigmoid, rDPO for robust. TRL 1.16 ignores label_smoothing for sigmoid (ours applies it).
     label_smoothing: float = 0.0
     online_reference: bool = False
     ref_batch_size: Optional[int] = None  # pairs per reference forward pass (default: batch_size)
@@ -68,6 +68,38 @@ def concat_pair_batch(batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
     return cat("input_ids"), cat("attention_mask"), cat("loss_mask")
 
 
+def policy_logps(graphdef: nnx.GraphDef, params: Any, aux: dict, ids, attn, loss_mask):
+    """Summed completion log-probs, summed mean-logits and token counts, per sequence."""
+    logits = nnx.merge(graphdef, params, aux["frozen"])(ids, attention_mask=attn)
+    logp_sum, n_tok, logit_sum, _ = sequence_logps(logits, ids, loss_mask)
+    return logp_sum, logit_sum, n_tok
+
+
+def dpo_step_loss(params: Any, aux: dict, batch: dict, rng: jax.Array, *, graphdef: nnx.GraphDef,
+                  config: DPOConfig) -> tuple[jax.Array, dict]:
+    """The DPO train step's loss and metrics (``Trainer.loss_fn`` form; module level so it compiles alone)."""
+    ids, attn, lm = concat_pair_batch(batch)
+    logp, logit_sum, n_tok = policy_logps(graphdef, params, aux, ids, attn, lm)
+    pc, pr = jnp.split(logp, 2)
+    nc, nr = jnp.split(n_tok, 2)
+    if config.online_reference:
+        ref = policy_logps(graphdef, jax.lax.stop_gradient(aux["ref"]), aux, ids, attn, lm)[0]
+        rc, rr = jnp.split(ref, 2)
+    else:
+        rc, rr = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+    loss, metrics = losses.dpo_loss(pc, pr, rc, rr, beta=config.beta, loss_type=config.loss_type,
+                                    label_smoothing=config.label_smoothing, chosen_lengths=nc, rejected_lengths=nr)
+    # TRL's logits/*: the mean logit over every completion token of the batch (token-weighted).
+    lc, lr = jnp.split(logit_sum, 2)
+    metrics["logits/chosen"] = lc.sum() / jnp.maximum(nc.sum(), 1.0)
+    metrics["logits/rejected"] = lr.sum() / jnp.maximum(nr.sum(), 1.0)
+    if config.sft_weight:
+        nll = -pc.sum() / jnp.maximum(nc.sum(), 1.0)  # token-mean NLL of the chosen completions
+        loss = loss + config.sft_weight * nll
+        metrics["nll_loss"] = nll
+    return loss, metrics
+
+
 class DPOTrainer(Trainer):
     """``DPOTrainer(policy, DPOConfig(...), mesh=..., workdir=..., ref_model=None).fit(pairs, num_steps)``.
 
@@ -94,24 +126,15 @@ class DPOTrainer(Trainer):
             self.aux["ref"] = self._ref_params
             self.aux_shardings["ref"] = self.params_shardings
 
-    @property
-    def per_token(self) -> bool:
-        return self.config.loss_type == "ipo"
-
     def flops_per_example(self, batch):
         return 6.0 * self.num_params * 2 * batch["chosen_input_ids"].shape[-1]
 
     # ------------------------------------------------------------------ log-probs
     def _policy_logps(self, params, aux, ids, attn, loss_mask):
-        """Sequence log-probs (per-token averaged for IPO), mean logit, summed log-probs and token counts."""
-        logits = self.merge(params, aux)(ids, attention_mask=attn)
-        logp_sum, n_tok, logit_sum, _ = sequence_logps(logits, ids, loss_mask)
-        n_tok = jnp.maximum(n_tok, 1.0)
-        logp = logp_sum / n_tok if self.per_token else logp_sum
-        return logp, logit_sum / n_tok, logp_sum, n_tok
+        return policy_logps(self.graphdef, params, aux, ids, attn, loss_mask)
 
     def reference_logps(self, arrays: dict[str, np.ndarray], params: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """Reference (chosen, rejected) log-probs of every pair, in batches of ``ref_batch_size``."""
+        """Reference (chosen, rejected) summed log-probs of every pair, in batches of ``ref_batch_size``."""
         params = params if params is not None else (self._ref_params if self._ref_params is not None
                                                      else self.state.params)
         if self._ref_logps_fn is None:
@@ -121,19 +144,11 @@ class DPOTrainer(Trainer):
                 return jnp.split(logp, 2)
 
             self._ref_logps_fn = jax.jit(fn)
-        n = arrays["chosen_input_ids"].shape[0]
-        bs = self.config.ref_batch_size or self.config.batch_size
         keys = [k for k in arrays if k.startswith(("chosen_", "rejected_"))]
-        chosen, rejected = [], []
-        for start in tqdm(range(0, n, bs), desc="reference log-probs", disable=not self.config.progress, leave=False):
-            idx = np.arange(start, start + bs) % n  # fixed shape: wrap the last chunk, drop the extra rows
-            batch = sharding.shard_batch({k: arrays[k][idx] for k in keys}, self.mesh)
-            with jax.set_mesh(self.mesh):
-                c, r = self._ref_logps_fn(params, self.aux, batch)
-            take = min(bs, n - start)
-            chosen.append(sharding.gather_to_host(c)[:take])
-            rejected.append(sharding.gather_to_host(r)[:take])
-        return np.concatenate(chosen), np.concatenate(rejected)
+        c, r = batched_apply(lambda b: self._ref_logps_fn(params, self.aux, b), {k: arrays[k] for k in keys},
+                             self.config.ref_batch_size or self.config.batch_size, self.mesh,
+                             desc="reference log-probs", progress=self.config.progress)
+        return c, r
 
     # ------------------------------------------------------------------ data and loss
     def _prepare(self, data):
@@ -153,24 +168,13 @@ class DPOTrainer(Trainer):
         return start
 
     def loss_fn(self, params, aux, batch, rng):
-        ids, attn, lm = concat_pair_batch(batch)
-        logp, mean_logit, logp_sum, n_tok = self._policy_logps(params, aux, ids, attn, lm)
-        pc, pr = jnp.split(logp, 2)
-        lc, lr = jnp.split(mean_logit, 2)
+        return dpo_step_loss(params, aux, batch, rng, graphdef=self.graphdef, config=self.config)
+
+    def _fit_inputs(self, batch):
         if self.config.online_reference:
-            ref = self._policy_logps(jax.lax.stop_gradient(aux["ref"]), aux, ids, attn, lm)[0]
-            rc, rr = jnp.split(ref, 2)
-        else:
-            rc, rr = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
-        loss, metrics = losses.dpo_loss(pc, pr, rc, rr, beta=self.config.beta, loss_type=self.config.loss_type,
-                                        label_smoothing=self.config.label_smoothing,
-                                        policy_chosen_logits_mean=lc, policy_rejected_logits_mean=lr)
-        if self.config.sft_weight:
-            chosen_sum, chosen_tok = jnp.split(logp_sum, 2)[0], jnp.split(n_tok, 2)[0]
-            nll = -chosen_sum.sum() / chosen_tok.sum()  # token-mean NLL of the chosen completions
-            loss = loss + self.config.sft_weight * nll
-            metrics["nll_loss"] = nll
-        return loss, metrics
+            return batch
+        c, r = self.reference_logps(batch)
+        return dict(batch, ref_chosen_logps=c, ref_rejected_logps=r)
 
     def _finalize_batch(self, batch):
         batch.pop("margin", None)

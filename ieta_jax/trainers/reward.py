@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ieta_jax import losses, sharding
-from ieta_jax.trainers.base import Trainer, TrainerConfig
+from ieta_jax import losses
+from ieta_jax.trainers.base import Trainer, TrainerConfig, batched_apply
 from ieta_jax.trainers.batching import TokenIds, pad_sequences
 from ieta_jax.trainers.dpo import concat_pair_batch, pad_pairs
 
@@ -31,6 +32,18 @@ class RewardTrainer(Trainer):
     """
 
     name = "reward"
+
+    def __init__(self, model, config: RewardConfig, **kw):
+        # The model reads its score at the last token that is not config.pad_token_id (models.score_index, HF's
+        # rule), and an exported checkpoint carries that pad id, so transformers/TRL score it on the same token.
+        cfg = getattr(model, "config", None)
+        if cfg is not None and cfg.pad_token_id != config.pad_token_id:
+            if cfg.pad_token_id is not None:
+                warnings.warn(f"reward model config has pad_token_id={cfg.pad_token_id}; the trainer pads with "
+                              f"{config.pad_token_id}, which the model (and its export) now treats as padding",
+                              stacklevel=2)
+            model.config = cfg.replace(pad_token_id=config.pad_token_id)
+        super().__init__(model, config, **kw)
 
     def flops_per_example(self, batch):
         return 6.0 * self.num_params * 2 * batch["chosen_input_ids"].shape[-1]
@@ -58,12 +71,6 @@ def score_arrays(trainer: Trainer, params, input_ids: np.ndarray, attention_mask
     fn = getattr(trainer, "_score_fn", None)
     if fn is None:
         fn = trainer._score_fn = jax.jit(lambda p, aux, ids, m: trainer.merge(p, aux)(ids, attention_mask=m))
-    n = input_ids.shape[0]
-    out = []
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, start + batch_size) % n
-        b = sharding.shard_batch({"ids": input_ids[idx], "mask": attention_mask[idx]}, trainer.mesh)
-        with jax.set_mesh(trainer.mesh):
-            r = fn(params, trainer.aux, b["ids"], b["mask"])
-        out.append(sharding.gather_to_host(r)[: min(batch_size, n - start)])
-    return np.concatenate(out).astype(np.float32)
+    out = batched_apply(lambda b: fn(params, trainer.aux, b["ids"], b["mask"]),
+                        {"ids": input_ids, "mask": attention_mask}, batch_size, trainer.mesh)
+    return out.astype(np.float32)

@@ -7,6 +7,15 @@ the caller's execution reward), group-relative advantages, then
 ``ppo_epochs`` passes over the rollout in mini-batches of ``batch_size``
 completions, each an optimizer update through the shared jitted step, with
 the PPO clipped objective and ``beta`` x k3 KL to the frozen reference.
+
+Semantics follow TRL 1.16's ``GRPOTrainer`` (``ppo_epochs`` is its
+``num_iterations``): policy, old and reference log-probs and the entropy
+are taken from logits divided by the sampling ``temperature``; the old
+log-probs are the policy's own (detached) when there is one update per
+rollout; the reference is not run when ``beta == 0``; ``loss_type``,
+``scale_rewards``, ``epsilon_high``, ``use_bias_correction_kl`` and the
+logged metrics mean what they mean there (``losses.grpo_loss``,
+``losses.group_relative_advantages``).
 """
 
 from __future__ import annotations
@@ -19,10 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm.auto import tqdm
 
 from ieta_jax import losses, sampling, sharding
-from ieta_jax.trainers.base import Trainer, TrainerConfig, sequence_logps, split_model
+from ieta_jax.trainers.base import Trainer, TrainerConfig, batched_apply, sequence_logps, split_model
 from ieta_jax.trainers.batching import TokenIds, left_pad_prompts, stream_indices
 
 # execution_reward(prompt_indices, completions) -> rewards: indices into the fit's prompt list and the generated
@@ -42,10 +50,15 @@ class RLConfig(TrainerConfig):
     top_p: float = 1.0
     top_k: int = 0
     eos_token_id: Optional[int] = None
-    ppo_epochs: int = 1
-    clip_eps: float = 0.2
-    beta: float = 0.04  # k3 KL coefficient
-    scale_rewards: bool = True  # divide by the group std (False = Dr. GRPO)
+    ppo_epochs: int = 1  # passes over each rollout (TRL's num_iterations)
+    clip_eps: float = 0.2  # TRL's epsilon (the lower clip; also the upper one unless epsilon_high is set)
+    epsilon_high: Optional[float] = None  # upper clip (DAPO's clip-higher); None = clip_eps
+    beta: float = 0.04  # k3 KL coefficient; 0 skips the reference model (and the kl metric), as TRL
+    use_bias_correction_kl: bool = True  # multiply the k3 KL by the importance ratio (TRL's default)
+    loss_type: str = "dapo"  # grpo | bnpo | dr_grpo | dapo (TRL's names, divisors and default)
+    # group | batch | none: divide advantages by the group std, the batch std, or not at all (Dr. GRPO).
+    # True / False are read as "group" / "none".
+    scale_rewards: str = "group"
     reward_model_weight: float = 1.0
     execution_reward_weight: float = 1.0
 
@@ -61,6 +74,16 @@ class RLConfig(TrainerConfig):
                              f"batch_size={self.batch_size}")
         if self.ppo_epochs < 1:
             raise ValueError(f"RLConfig.ppo_epochs must be >= 1, got {self.ppo_epochs}")
+        if isinstance(self.scale_rewards, bool):
+            self.scale_rewards = "group" if self.scale_rewards else "none"
+        if self.scale_rewards not in losses.SCALE_REWARDS:
+            raise ValueError(f"RLConfig.scale_rewards={self.scale_rewards!r}; expected one of {losses.SCALE_REWARDS}")
+        if self.loss_type not in losses.RL_LOSS_TYPES:
+            raise ValueError(f"RLConfig.loss_type={self.loss_type!r}; expected one of {losses.RL_LOSS_TYPES}")
+        if self.temperature <= 0:
+            raise ValueError(f"RLConfig.temperature must be > 0, got {self.temperature}")
+        if self.epsilon_high is not None and self.epsilon_high < 0:
+            raise ValueError(f"RLConfig.epsilon_high must be >= 0, got {self.epsilon_high}")
 
     @property
     def updates_per_iteration(self) -> int:
@@ -73,10 +96,11 @@ class RLTrainer(Trainer):
     ``prompts``: token-id lists. ``reward_model``: a ``models.RewardModel`` (or
     None); ``execution_reward``: see ``ExecutionReward`` (or None); at least
     one is needed. ``ref_model`` defaults to the policy at construction.
-    History rows (one per iteration): ``reward``, ``reward_std``,
-    ``frac_reward_zero_std``, ``completions/mean_length``, ``kl``,
-    ``clip_ratio``, ``entropy``, ``rewards/reward_model``,
-    ``rewards/execution``, plus ``train/*`` and ``perf/*``.
+    History rows (one per iteration, TRL's names): ``reward``, ``reward_std``,
+    ``frac_reward_zero_std``, ``completions/mean_length``, ``kl`` (when
+    ``beta != 0``), ``clip_ratio/*``, ``entropy``,
+    ``rewards/{reward_model,execution}/{mean,std}``, plus ``train/*``,
+    ``perf/*`` and ``time/{generation,reward,update}_s``.
     """
 
     name = "rl"
@@ -100,87 +124,170 @@ class RLTrainer(Trainer):
     def flops_per_example(self, batch):
         return 6.0 * self.num_params * batch["input_ids"].shape[-1]
 
+    @property
+    def on_policy(self) -> bool:
+        """One optimizer update per rollout: the old log-probs are the policy's own, detached (as TRL)."""
+        return self.config.updates_per_iteration == 1
+
     # ------------------------------------------------------------------ forward pieces
-    def _token_logps(self, params, aux, ids, attn, loss_mask):
+    def _scaled_logits(self, params, aux, ids, attn):
+        """Logits at the sampling temperature (the distribution the completions were drawn from)."""
         logits = self.merge(params, aux)(ids, attention_mask=attn)
-        return sequence_logps(logits, ids, loss_mask)[3]
+        return logits.astype(jnp.float32) / self.config.temperature
+
+    def _token_logps(self, params, aux, ids, attn, loss_mask):
+        return sequence_logps(self._scaled_logits(params, aux, ids, attn), ids, loss_mask)[3]
 
     def loss_fn(self, params, aux, batch, rng):
+        cfg = self.config
         ids, attn, lm = batch["input_ids"], batch["attention_mask"], batch["loss_mask"]
-        logits = self.merge(params, aux)(ids, attention_mask=attn)
+        logits = self._scaled_logits(params, aux, ids, attn)
         tok_logp = sequence_logps(logits, ids, lm)[3]
         mask = lm[:, 1:].astype(jnp.float32)
-        loss, metrics = losses.grpo_loss(tok_logp, batch["old_logps"], batch["ref_logps"], batch["advantages"], mask,
-                                         clip_eps=self.config.clip_eps, beta=self.config.beta,
-                                         normalizer=batch["normalizer"][0])
+        old = batch["old_logps"] if "old_logps" in batch else jax.lax.stop_gradient(tok_logp)
+        loss, metrics = losses.grpo_loss(tok_logp, old, batch.get("ref_logps"), batch["advantages"], mask,
+                                         clip_eps=cfg.clip_eps, clip_eps_high=cfg.epsilon_high, beta=cfg.beta,
+                                         loss_type=cfg.loss_type, normalizer=batch["normalizer"][0],
+                                         max_completion_length=cfg.max_new_tokens,
+                                         kl_importance_correction=cfg.use_bias_correction_kl)
         ent = losses.token_entropy(jax.lax.stop_gradient(logits[:, :-1]))
         metrics["entropy"] = (ent * mask).sum() / jnp.maximum(mask.sum(), 1.0)
         return loss, metrics
 
     def _chunked(self, fn, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        """Run a jitted ``fn(**device_batch)`` over the rollout in ``batch_size`` chunks; host result."""
-        n = next(iter(arrays.values())).shape[0]
-        bs = self.config.batch_size
-        out = []
-        for start in range(0, n, bs):
-            b = sharding.shard_batch({k: v[start:start + bs] for k, v in arrays.items()}, self.mesh)
-            with jax.set_mesh(self.mesh):
-                out.append(sharding.gather_to_host(fn(b)))
-        return np.concatenate(out)
+        return batched_apply(fn, arrays, self.config.batch_size, self.mesh)
 
     # ------------------------------------------------------------------ rollout
+    def advantages(self, per_func: dict[str, tuple[float, np.ndarray]]) -> tuple[np.ndarray, dict[str, float]]:
+        """Weighted sum of the reward functions' values, then group-relative advantages (TRL's rules).
+
+        ``per_func``: name -> (weight, ``[rows]`` values). A NaN value (the
+        function could not score that completion) counts as absent (NaN-sum);
+        a completion no function could score gets a NaN reward, stays out of
+        the group statistics, and gets advantage 0.
+        """
+        weighted = np.stack([w * np.asarray(v, np.float32) for w, v in per_func.values()], 1)
+        unscorable = np.isnan(weighted).all(1)
+        rewards = np.where(unscorable, np.nan, np.nansum(weighted, 1)).astype(np.float32)
+        adv, metrics = losses.group_relative_advantages(jnp.asarray(rewards), self.config.num_generations,
+                                                        scale_rewards=self.config.scale_rewards)
+        return np.asarray(adv, np.float32), {k: float(v) for k, v in metrics.items()}
+
     def rollout(self, prompts: Sequence[TokenIds], prompt_indices: np.ndarray, key: jax.Array) -> tuple[dict, dict]:
-        """Sample, score and compute advantages / old and reference log-probs for one iteration."""
+        """Sample ``num_generations`` completions per prompt, then ``build_rollout`` (one iteration's data)."""
         cfg = self.config
-        G = cfg.num_generations
         p_ids, p_mask = left_pad_prompts([prompts[i] for i in prompt_indices], cfg.max_prompt_length,
                                          cfg.pad_token_id)
         t0 = time.perf_counter()
         out = sampling.generate(self.model, p_ids, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                 top_p=cfg.top_p, top_k=cfg.top_k, rng=key, eos_token_id=cfg.eos_token_id,
-                                prompt_mask=p_mask, num_samples=G, pad_token_id=cfg.pad_token_id)
-        gen_s = time.perf_counter() - t0
-        rows = p_ids.shape[0] * G
-        prompt_ids, prompt_mask = np.repeat(p_ids, G, 0), np.repeat(p_mask, G, 0)
+                                prompt_mask=p_mask, num_samples=cfg.num_generations, pad_token_id=cfg.pad_token_id)
         lengths = np.asarray(out.lengths).astype(np.int64)
+        tokens = np.asarray(out.tokens)
+        gen_s = time.perf_counter() - t0
+        batch, metrics = self.build_rollout(prompts, prompt_indices,
+                                            [tokens[i, :lengths[i]].tolist() for i in range(len(lengths))])
+        metrics["perf/generation_tokens_per_sec"] = float(lengths.sum()) / max(gen_s, 1e-9)
+        metrics["time/generation_s"] = gen_s
+        return batch, metrics
+
+    def build_rollout(self, prompts: Sequence[TokenIds], prompt_indices: np.ndarray,
+                      completions: Sequence[TokenIds]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """The update batch of one iteration from given completions: rewards, advantages, old and reference log-probs.
+
+        ``completions[g * num_generations + j]`` is sample ``j`` of prompt
+        ``prompts[prompt_indices[g]]`` (token ids, EOS included when produced,
+        at most ``max_new_tokens``). Returns host arrays for ``update`` and the
+        rollout's metrics.
+        """
+        cfg = self.config
+        G = cfg.num_generations
+        rows = len(prompt_indices) * G
+        if len(completions) != rows:
+            raise ValueError(f"{len(completions)} completions for {len(prompt_indices)} prompts x {G} generations")
+        p_ids, p_mask = left_pad_prompts([prompts[i] for i in prompt_indices], cfg.max_prompt_length,
+                                         cfg.pad_token_id)
+        prompt_ids, prompt_mask = np.repeat(p_ids, G, 0), np.repeat(p_mask, G, 0)
+        lengths = np.asarray([len(c) for c in completions], np.int64)
+        if lengths.max() > cfg.max_new_tokens or lengths.min() < 1:
+            raise ValueError(f"completion lengths must be in [1, max_new_tokens={cfg.max_new_tokens}]")
+        tokens = np.full((rows, cfg.max_new_tokens), cfg.pad_token_id, np.int32)
+        for i, c in enumerate(completions):
+            tokens[i, :len(c)] = c
         comp_mask = (np.arange(cfg.max_new_tokens)[None, :] < lengths[:, None]).astype(np.int32)
-        tokens = np.where(comp_mask > 0, np.asarray(out.tokens), cfg.pad_token_id).astype(np.int32)
         batch = {
             "input_ids": np.concatenate([prompt_ids, tokens], 1).astype(np.int32),
             "attention_mask": np.concatenate([prompt_mask, comp_mask], 1).astype(np.int32),
             "loss_mask": np.concatenate([np.zeros_like(prompt_mask), comp_mask], 1).astype(np.float32),
         }
-        # Rewards.
+        t_reward = time.perf_counter()
         row_prompt = np.repeat(prompt_indices, G)
-        completions = [tokens[i, :lengths[i]].tolist() for i in range(rows)]
-        rewards = np.zeros(rows, np.float32)
-        metrics = {}
+        completions = [list(c) for c in completions]
+        per_func = {}
         if self.reward_model is not None:
-            rm = self._chunked(lambda b: self._rm_fn(self._rm_params, self._rm_frozen, b["input_ids"],
-                                                     b["attention_mask"]), batch)
-            rewards += cfg.reward_model_weight * rm
-            metrics["rewards/reward_model"] = float(rm.mean())
+            per_func["reward_model"] = (cfg.reward_model_weight, self._chunked(
+                lambda b: self._rm_fn(self._rm_params, self._rm_frozen, b["input_ids"], b["attention_mask"]), batch))
         if self.execution_reward is not None:
             ex = np.asarray(self.execution_reward(row_prompt, completions), np.float32)
             if ex.shape != (rows,):
                 raise ValueError(f"execution_reward returned shape {ex.shape}, expected ({rows},)")
-            rewards += cfg.execution_reward_weight * ex
-            metrics["rewards/execution"] = float(ex.mean())
-        adv, adv_metrics = losses.group_relative_advantages(jnp.asarray(rewards), G, scale_by_std=cfg.scale_rewards)
-        metrics.update({k: float(v) for k, v in adv_metrics.items()})
+            per_func["execution"] = (cfg.execution_reward_weight, ex)
+        reward_s = time.perf_counter() - t_reward
+        metrics = {"time/reward_s": reward_s}
+        for name, (_, values) in per_func.items():
+            metrics[f"rewards/{name}/mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+            metrics[f"rewards/{name}/std"] = float(losses.nanstd(jnp.asarray(values)))
+        batch["advantages"], adv_metrics = self.advantages({k: v for k, v in per_func.items()})
+        metrics.update(adv_metrics)
         metrics["completions/mean_length"] = float(lengths.mean())
-        metrics["perf/generation_tokens_per_sec"] = float(lengths.sum()) / max(gen_s, 1e-9)
-        batch["advantages"] = np.asarray(adv, np.float32)
         fwd = {k: batch[k] for k in ("input_ids", "attention_mask", "loss_mask")}
-        batch["old_logps"] = self._chunked(
-            lambda b: self._logps_fn(self.state.params, self.aux, b["input_ids"], b["attention_mask"], b["loss_mask"]),
-            fwd)
-        batch["ref_logps"] = self._chunked(
-            lambda b: self._logps_fn(self.ref_params, self.aux, b["input_ids"], b["attention_mask"], b["loss_mask"]),
-            fwd)
+        if not self.on_policy:
+            batch["old_logps"] = self._chunked(
+                lambda b: self._logps_fn(self.state.params, self.aux, b["input_ids"], b["attention_mask"],
+                                         b["loss_mask"]), fwd)
+        if cfg.beta != 0.0:
+            batch["ref_logps"] = self._chunked(
+                lambda b: self._logps_fn(self.ref_params, self.aux, b["input_ids"], b["attention_mask"],
+                                         b["loss_mask"]), fwd)
         return batch, metrics
 
     # ------------------------------------------------------------------ the loop
+    def update(self, batch: dict[str, np.ndarray], *, per_update: bool = False):
+        """``ppo_epochs`` passes over a ``build_rollout`` batch in shuffled mini-batches of ``batch_size``.
+
+        Returns the metrics averaged over the updates (``clip_ratio/low_min``
+        / ``high_max`` as min / max), or each update's when ``per_update``.
+        """
+        cfg = self.config
+        n_rows = batch["input_ids"].shape[0]
+        updates = n_rows // cfg.batch_size
+        # dapo's divisor: the completion tokens of the whole rollout, per optimizer update (TRL's
+        # num_items_in_batch / steps per generation), per micro-batch since accumulation averages them.
+        gen_tokens = max(float(batch["loss_mask"][:, 1:].sum()), 1.0)
+        batch = dict(batch, normalizer=np.full((n_rows,), gen_tokens / updates / cfg.optim.grad_accum_steps,
+                                               np.float32))
+        out = []
+        for epoch in range(cfg.ppo_epochs):
+            order = np.random.default_rng([cfg.seed, self.step, epoch]).permutation(n_rows)
+            for mb in range(updates):
+                sel = order[mb * cfg.batch_size:(mb + 1) * cfg.batch_size]
+                out.append(self.train_step({k: v[sel] for k, v in batch.items()}))
+        out = [{k: float(np.asarray(v)) for k, v in m.items()} for m in jax.device_get(out)]
+        if per_update:
+            return out
+        row = {}
+        for k in out[0]:
+            vals = [m[k] for m in out]
+            if k in ("train/skipped_steps", "train/learning_rate"):
+                row[k] = vals[-1]
+            elif k == "clip_ratio/low_min":
+                row[k] = float(np.min(vals))
+            elif k == "clip_ratio/high_max":
+                row[k] = float(np.max(vals))
+            else:
+                row[k] = float(np.mean(vals))
+        return row
+
     def fit(self, prompts: Sequence[TokenIds], num_iterations: int) -> list[dict[str, float]]:
         """``num_iterations`` rollout + update rounds over ``prompts`` (resumable, like ``Trainer.fit``)."""
         cfg = self.config
@@ -192,41 +299,17 @@ class RLTrainer(Trainer):
         ids, _ = left_pad_prompts(prompts, cfg.max_prompt_length, cfg.pad_token_id)
         upi = cfg.updates_per_iteration
         start = self._begin_fit({"prompts": ids}, num_iterations * upi)
-        first_row = len(self.history) - (self.step - start) // upi
-        bar = tqdm(total=num_iterations, initial=(self.step - start) // upi, desc=self.name,
-                   disable=not cfg.progress, leave=False)
         base_key = jax.random.PRNGKey(cfg.seed + 1)
-        while self.step < start + num_iterations * upi:
-            it = (self.step - start) // upi
-            t0 = time.perf_counter()
+
+        def one_iteration(it: int):
             idx = stream_indices(len(prompts), it * cfg.prompts_per_step, cfg.prompts_per_step, cfg.seed, cfg.shuffle)
             batch, row = self.rollout(prompts, idx, jax.random.fold_in(base_key, self.step))
+            t_update = time.perf_counter()
+            row.update(self.update(batch))
+            row["time/update_s"] = time.perf_counter() - t_update
             n_rows = batch["input_ids"].shape[0]
-            update_metrics, tokens = [], 0
-            for epoch in range(cfg.ppo_epochs):
-                order = np.random.default_rng([cfg.seed, self.step, epoch]).permutation(n_rows)
-                for mb in range(n_rows // cfg.batch_size):
-                    sel = order[mb * cfg.batch_size:(mb + 1) * cfg.batch_size]
-                    mbatch = {k: v[sel] for k, v in batch.items()}
-                    n_tok = max(float(mbatch["loss_mask"][:, 1:].sum()), 1.0)
-                    mbatch["normalizer"] = np.full((len(sel),), n_tok / cfg.optim.grad_accum_steps, np.float32)
-                    update_metrics.append(self.train_step(mbatch))
-                    tokens += self.count_tokens(mbatch)
-            update_metrics = jax.device_get(update_metrics)
-            for k in update_metrics[0]:
-                vals = [float(np.asarray(m[k])) for m in update_metrics]
-                row[k] = vals[-1] if k in ("train/skipped_steps", "train/learning_rate") else float(np.mean(vals))
-            dt = time.perf_counter() - t0
-            self._record(row, tokens=tokens, seconds=dt,
-                         flops=self.flops_per_example(batch) * n_rows * cfg.ppo_epochs)
-            bar.update(1)
-            bar.set_postfix(reward=f"{row['reward']:.3f}")
-            done = self.step >= start + num_iterations * upi
-            if done or (it + 1) % cfg.save_every == 0:
-                self.save(force=True)
-        bar.close()
-        if self.checkpointer is not None:
-            self.checkpointer.wait()
-        if self.writer is not None:
-            self.writer.flush()
-        return self.history[max(first_row, 0):]
+            return (row, self.count_tokens(batch) * cfg.ppo_epochs,
+                    self.flops_per_example(batch) * n_rows * cfg.ppo_epochs)
+
+        return self._loop(start, num_iterations, upi, one_iteration, "reward")
+

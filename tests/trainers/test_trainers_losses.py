@@ -51,11 +51,15 @@ def test_plain_dpo_value_at_zero_margin_is_log2():
     assert float(m["rewards/accuracies"]) == 0.0
 
 
-def test_dpo_logit_metrics_passed_through():
-    z = jnp.zeros(2)
-    _, m = losses.dpo_loss(z, z, z, z, beta=0.1, policy_chosen_logits_mean=jnp.array([1.0, 3.0]),
-                           policy_rejected_logits_mean=jnp.array([-1.0, -3.0]))
-    assert float(m["logits/chosen"]) == 2.0 and float(m["logits/rejected"]) == -2.0
+def test_ipo_averages_log_ratios_per_token_but_reports_summed_metrics():
+    nc, nr = np.arange(1, 17, dtype=np.float32), np.full(16, 4.0, np.float32)
+    beta = 0.3
+    loss, m = losses.dpo_loss(*map(jnp.asarray, (PC, PR, RC, RR)), beta=beta, loss_type="ipo",
+                              chosen_lengths=jnp.asarray(nc), rejected_lengths=jnp.asarray(nr))
+    h = (PC.astype(np.float64) - RC) / nc - (PR.astype(np.float64) - RR) / nr
+    np.testing.assert_allclose(float(loss), ((h - 1 / (2 * beta)) ** 2).mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(m["rewards/chosen"]), (beta * (PC - RC)).mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(m["logps/chosen"]), PC.mean(), rtol=1e-6)
 
 
 def test_dpo_rejects_bad_arguments():
@@ -105,21 +109,32 @@ def test_reward_loss_gradient_direction():
     assert np.all(np.asarray(g[0]) < 0) and np.all(np.asarray(g[1]) > 0)
 
 
-@pytest.mark.parametrize("scale_by_std", [True, False])
-def test_group_relative_advantages_match_numpy(scale_by_std):
-    r = np.array([1.0, 0.0, 0.5, 0.5, 2.0, 2.0, 2.0, 2.0, -1.0, 3.0, 0.0, 1.0], np.float32)
-    adv, m = losses.group_relative_advantages(jnp.asarray(r), 4, scale_by_std=scale_by_std)
+def _np_nanstd(x, axis=None):
+    x = np.asarray(x, np.float64)
+    n = (~np.isnan(x)).sum(axis=axis, keepdims=True)
+    mean = np.nanmean(x, axis=axis, keepdims=True)
+    return np.sqrt(np.nanmean((x - mean) ** 2, axis=axis, keepdims=True) * n / (n - 1))
+
+
+@pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])
+def test_group_relative_advantages_match_numpy(scale_rewards):
+    r = np.array([1.0, 0.0, 0.5, 0.5, 2.0, 2.0, 2.0, 2.0, -1.0, 3.0, np.nan, 1.0], np.float32)
+    adv, m = losses.group_relative_advantages(jnp.asarray(r), 4, scale_rewards=scale_rewards)
     g = r.reshape(3, 4).astype(np.float64)
-    std = g.std(axis=1, ddof=1, keepdims=True)
-    ref = g - g.mean(axis=1, keepdims=True)
-    if scale_by_std:
+    std = _np_nanstd(g, axis=1) if scale_rewards != "batch" else np.full((3, 1), _np_nanstd(r))
+    ref = g - np.nanmean(g, axis=1, keepdims=True)
+    if scale_rewards != "none":
         ref = ref / (std + 1e-4)
-    np.testing.assert_allclose(np.asarray(adv), ref.reshape(-1), rtol=1e-5, atol=1e-6)
-    assert float(m["frac_reward_zero_std"]) == pytest.approx(1 / 3)
-    np.testing.assert_allclose(float(m["reward_std"]), std.mean(), rtol=1e-5)
-    np.testing.assert_allclose(float(m["reward"]), r.mean(), rtol=1e-6)
+    ref = np.nan_to_num(ref, nan=0.0).reshape(-1)
+    np.testing.assert_allclose(np.asarray(adv), ref, rtol=1e-5, atol=1e-6)
+    assert np.asarray(adv)[10] == 0.0  # the unscorable completion carries no signal
+    assert float(m["frac_reward_zero_std"]) == pytest.approx(1 / 3 if scale_rewards != "batch" else 0.0)
+    np.testing.assert_allclose(float(m["reward_std"]), _np_nanstd(r)[0], rtol=1e-5)  # std over the whole batch
+    np.testing.assert_allclose(float(m["reward"]), np.nanmean(r), rtol=1e-6)
     with pytest.raises(ValueError, match="group_size"):
         losses.group_relative_advantages(jnp.asarray(r), 5)
+    with pytest.raises(ValueError, match="scale_rewards"):
+        losses.group_relative_advantages(jnp.asarray(r), 4, scale_rewards="std")
 
 
 def test_k3_kl_matches_numpy_and_is_nonnegative():
@@ -140,24 +155,37 @@ def test_token_entropy_matches_numpy():
                                -(p * np.log(p)).sum(-1), rtol=1e-5)
 
 
-def test_grpo_loss_matches_numpy():
-    B, T, eps, beta = 4, 5, 0.2, 0.05
+@pytest.mark.parametrize("loss_type", losses.RL_LOSS_TYPES)
+@pytest.mark.parametrize("correction", [True, False])
+def test_grpo_loss_matches_numpy(loss_type, correction):
+    B, T, eps, eps_high, beta = 4, 5, 0.2, 0.28, 0.05
     lp = RNG.normal(-1.5, 0.3, size=(B, T)).astype(np.float32)
     old = lp + RNG.normal(0, 0.3, size=(B, T)).astype(np.float32)
     ref = lp + RNG.normal(0, 0.3, size=(B, T)).astype(np.float32)
     adv = np.array([1.0, -0.5, 2.0, -1.0], np.float32)
     mask = (RNG.uniform(size=(B, T)) > 0.3).astype(np.float32)
-    loss, m = losses.grpo_loss(*map(jnp.asarray, (lp, old, ref, adv, mask)), clip_eps=eps, beta=beta)
+    mask[:, 0] = 1.0
+    loss, m = losses.grpo_loss(*map(jnp.asarray, (lp, old, ref, adv, mask)), clip_eps=eps, clip_eps_high=eps_high,
+                               beta=beta, loss_type=loss_type, normalizer=jnp.float32(37.0),
+                               max_completion_length=8, kl_importance_correction=correction)
     ratio = np.exp(lp.astype(np.float64) - old)
     a = adv[:, None]
-    surr = -np.minimum(ratio * a, np.clip(ratio, 1 - eps, 1 + eps) * a)
+    surr = -np.minimum(ratio * a, np.clip(ratio, 1 - eps, 1 + eps_high) * a)
     d = ref.astype(np.float64) - lp
-    kl = np.exp(d) - d - 1
+    kl = (np.exp(d) - d - 1) * (ratio if correction else 1.0)
+    per = (surr + beta * kl) * mask
+    expect = {"grpo": (per.sum(1) / mask.sum(1)).mean(), "bnpo": per.sum() / mask.sum(),
+              "dr_grpo": per.sum() / (B * 8), "dapo": per.sum() / 37.0}[loss_type]
     n = mask.sum()
-    np.testing.assert_allclose(float(loss), ((surr + beta * kl) * mask).sum() / n, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), expect, rtol=1e-5)
     np.testing.assert_allclose(float(m["kl"]), (kl * mask).sum() / n, rtol=1e-5)
-    clipped = np.clip(ratio, 1 - eps, 1 + eps) * a < ratio * a
-    np.testing.assert_allclose(float(m["clip_ratio"]), (clipped * mask).sum() / n, rtol=1e-6)
+    low = (ratio < 1 - eps) & (a < 0)
+    high = (ratio > 1 + eps_high) & (a > 0)
+    np.testing.assert_allclose(float(m["clip_ratio/low_mean"]), (low * mask).sum() / n, rtol=1e-6)
+    np.testing.assert_allclose(float(m["clip_ratio/high_mean"]), (high * mask).sum() / n, rtol=1e-6)
+    np.testing.assert_allclose(float(m["clip_ratio/region_mean"]), ((low | high) * mask).sum() / n, rtol=1e-6)
+    np.testing.assert_allclose(float(m["clip_ratio/low_min"]), ((low * mask).sum(1) / mask.sum(1)).min(), rtol=1e-6)
+    np.testing.assert_allclose(float(m["clip_ratio/high_max"]), ((high * mask).sum(1) / mask.sum(1)).max(), rtol=1e-6)
 
 
 def test_grpo_gradient_follows_advantage_sign_and_clips():
@@ -166,10 +194,13 @@ def test_grpo_gradient_follows_advantage_sign_and_clips():
     adv = jnp.array([1.0, -1.0])
     g = jax.grad(lambda lp: losses.grpo_loss(lp, z, None, adv, mask, clip_eps=0.2)[0])(z)
     assert np.all(np.asarray(g[0]) < 0) and np.all(np.asarray(g[1]) > 0)
-    # Ratio already above 1 + eps with a positive advantage: clipped, no gradient.
-    lp = jnp.full((2, 3), 0.5)
+    # Ratio already above 1 + eps with a positive advantage: clipped, no gradient; clip_eps_high moves the edge.
+    lp = jnp.full((2, 3), 0.2)
     g = jax.grad(lambda lp: losses.grpo_loss(lp, z, None, jnp.array([1.0, 1.0]), mask, clip_eps=0.2)[0])(lp)
     assert np.all(np.asarray(g) == 0)
+    g = jax.grad(lambda lp: losses.grpo_loss(lp, z, None, jnp.array([1.0, 1.0]), mask, clip_eps=0.2,
+                                             clip_eps_high=0.3)[0])(lp)
+    assert np.all(np.asarray(g) < 0)
     # The KL term pulls log-probs back toward the reference.
     g = jax.grad(lambda lp: losses.grpo_loss(lp, lp, z, jnp.zeros(2), mask, clip_eps=0.2, beta=1.0)[0])(lp)
     assert np.all(np.asarray(g) > 0)

@@ -49,14 +49,44 @@ def test_guarded_update_applies_finite_and_skips_nonfinite_bit_exactly():
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def _first_moment(opt_state):
+    """The AdamW first moment of the project's optimizer state (the one ScaleByAdamState in the chain)."""
+    found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+             if isinstance(s, optax.ScaleByAdamState)]
+    assert len(found) == 1
+    return found[0].mu
+
+
 def test_global_norm_clipping_limits_the_step():
-    tx, params, opt_state = _quadratic_setup(clip=1.0)
-    cfg_sgd = optax.chain(optax.clip_by_global_norm(1.0))
-    grads = {"w": jnp.array([30.0, 0.0, 40.0]), "b": jnp.array(0.0)}
-    clipped, _ = cfg_sgd.update(grads, cfg_sgd.init(params))
-    assert float(optax.global_norm(clipped)) == pytest.approx(1.0, rel=1e-5)
-    _, _, gn, _ = optim.guarded_update(tx, params, opt_state, grads, jnp.float32(0.0))
-    assert float(gn) == pytest.approx(50.0)  # reported before clipping
+    grads = {"w": jnp.array([30.0, 0.0, 40.0]), "b": jnp.array(0.0)}  # global norm 50
+    moments = {}
+    for clip in (1.0, None):
+        tx, params, opt_state = _quadratic_setup(clip=clip)
+        _, new_state, gn, _ = optim.guarded_update(tx, params, opt_state, grads, jnp.float32(0.0))
+        assert float(gn) == pytest.approx(50.0)  # reported before clipping
+        moments[clip] = np.asarray(_first_moment(new_state)["w"])
+    # mu = (1 - b1) g after one update: with clipping g is rescaled to norm 1, without it is the raw gradient.
+    np.testing.assert_allclose(moments[None], 0.1 * np.array([30.0, 0.0, 40.0]), rtol=1e-6)
+    np.testing.assert_allclose(moments[1.0], 0.1 * np.array([30.0, 0.0, 40.0]) / 50.0, rtol=1e-5)
+
+
+def test_weight_decay_skips_biases_and_norms_like_hf_and_is_configurable():
+    params = {"model": {"norm": {"weight": jnp.ones(2)},
+                        "layers": {0: {"input_layernorm": {"weight": jnp.ones(2)},
+                                       "self_attn": {"q_proj": {"bias": jnp.ones(2), "kernel": jnp.ones(2)}}}}},
+              "lm_head": {"kernel": jnp.ones(2)}}
+    assert optim.param_name(jax.tree_util.tree_flatten_with_path(params)[0][0][0]) == "lm_head.kernel"
+    zero = jax.tree.map(jnp.zeros_like, params)
+    for patterns, decayed in ((optim.HF_NO_DECAY_PATTERNS, {"lm_head.kernel", "model.layers.0.self_attn.q_proj.kernel"}),
+                              ((), None)):
+        cfg = optim.OptimConfig(learning_rate=0.5, total_steps=10, schedule="constant", weight_decay=0.1,
+                                no_decay_patterns=patterns)
+        tx = optim.make_optimizer(cfg)
+        new, _, _, _ = optim.guarded_update(tx, params, tx.init(params), zero, jnp.float32(0.0))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(new)[0]:
+            name = optim.param_name(path)
+            expect = 1.0 - 0.5 * 0.1 if decayed is None or name in decayed else 1.0  # zero grads: only the decay
+            np.testing.assert_allclose(np.asarray(leaf), expect, rtol=1e-6, err_msg=name)
 
 
 def test_accumulated_gradient_equals_full_batch_gradient():

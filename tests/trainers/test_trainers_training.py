@@ -76,12 +76,12 @@ def test_ipo_uses_per_token_average_and_online_reference_matches_precomputed():
                                  DPOConfig(batch_size=4, max_length=12, beta=0.5, loss_type="ipo", progress=False,
                                            optim=_const_optim(3e-3), **kw), mesh=sharding.make_mesh())
     pre, online = mk(), mk(online_reference=True)
-    arrays = pre._prepare(pairs)
-    c, _ = pre.reference_logps(arrays)
-    n_tok = arrays["chosen_loss_mask"][:, 1:].sum(-1)
-    summed = pre._ref_logps_fn  # the per-token average is what IPO sees: |logp| / n_tokens stays small
-    assert summed is not None and np.all(np.abs(c) < np.log(32) * 1.5) and np.all(n_tok == 5)
+    c = pre.make_batch(pairs)["ref_chosen_logps"]
     a, b = pre.fit(pairs, 3), online.fit(pairs, 3)
+    # Step 1: policy == reference, so the IPO loss is (1 / (2 beta))^2 = 1; the logged log-probs are summed
+    # over the 5 chosen tokens (TRL's metrics), while the loss sees per-token averages.
+    assert a[0]["train/loss"] == pytest.approx(1.0, rel=1e-5)
+    assert a[0]["logps/chosen"] == pytest.approx(float(np.mean(c)), rel=1e-5) and np.all(c < -5 * np.log(32) * 0.5)
     for k in ("train/loss", "rewards/margins", "logps/chosen"):
         np.testing.assert_allclose([r[k] for r in a], [r[k] for r in b], rtol=1e-4, atol=1e-6)
 
@@ -122,7 +122,8 @@ def test_rl_raises_mean_toy_reward():
     rows = trainer.fit([rng.integers(4, 32, 3).tolist() for _ in range(8)], 12)
     first, last = np.mean([r["reward"] for r in rows[:2]]), np.mean([r["reward"] for r in rows[-2:]])
     assert last > first + 0.3, (first, last)
-    for k in ("reward_std", "kl", "clip_ratio", "entropy", "completions/mean_length", "frac_reward_zero_std"):
+    for k in ("reward_std", "kl", "clip_ratio/region_mean", "entropy", "completions/mean_length",
+              "frac_reward_zero_std"):
         assert np.isfinite(rows[-1][k]), k
     assert rows[-1]["kl"] > 0 and rows[-1]["completions/mean_length"] == 6.0
 
@@ -159,7 +160,7 @@ def test_grad_accumulation_matches_one_big_batch_and_nonfinite_step_is_skipped()
 
     # A batch whose loss is non-finite (normaliser 0 -> inf/nan) is skipped, counted, and leaves params intact.
     before = [np.asarray(x).copy() for x in jax.tree.leaves(a.state.params)]
-    batch = a._finalize_batch(a._prepare(data))
+    batch = a.make_batch(data)
     batch["normalizer"][:] = 0.0
     m = jax.device_get(a.train_step(batch))
     assert not np.isfinite(m["train/loss"]) and m["train/skipped_steps"] == 1 and a.step == 3
@@ -217,8 +218,12 @@ def test_bf16_compute_fp32_master_weights_mfu_and_repeated_fit():
     first = trainer.fit(pairs, 10)
     assert first[-1]["rewards/accuracies"] == 1.0
     # perf/mfu = step FLOPs (6 N x 2 x T per pair) / time / (peak x devices); tokens/s counts non-pad tokens.
-    tokens = trainer.count_tokens(trainer._prepare(pairs))
-    flops = 6.0 * trainer.num_params * 2 * 12 * 8
+    # Both counted here from the model and the pairs, not from the trainer's counters.
+    n_params = sum(x.size for x in jax.tree.leaves(nnx.state(models.CausalLM(cfg, rngs=nnx.Rngs(0)), nnx.Param)))
+    assert n_params == (32 * 32 * 2 + 32 + 32 * 32 + 2 * 32 * 16 + 32 * 32 + 3 * 32 * 64 + 2 * 32)
+    tokens = sum(2 * len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
+    assert trainer.count_tokens(trainer.make_batch(pairs)) == tokens
+    flops = 6.0 * n_params * 2 * 12 * 8
     r = first[-1]
     assert r["perf/mfu"] * 1e12 * jax.device_count() / r["perf/tokens_per_sec"] == pytest.approx(flops / tokens, rel=1e-4)
     # Calling fit again in the same process trains further (it is not mistaken for a resume).
@@ -256,7 +261,7 @@ def test_rl_resume_after_crash_matches_uninterrupted_run(tmp_path):
     resumed.close()
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     for a, b in zip(full, rows):
-        for k in ("reward", "kl", "clip_ratio", "entropy", "train/loss", "train/grad_norm"):
+        for k in ("reward", "kl", "clip_ratio/region_mean", "entropy", "train/loss", "train/grad_norm"):
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (a["step"], k)
 
 
