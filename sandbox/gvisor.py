@@ -29,7 +29,9 @@ STATE_PARENT = "/run/ieta-sandbox"
 SANDBOX_PKG_MOUNT = "/opt/ieta_sandbox"
 BUNDLE_PREFIX = "ieta-gvisor-bundle-"
 CHILD_UID = 65534
-WORKER_CAPS = ["CAP_CHOWN", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER"]
+# CAP_SYS_ADMIN: a private tmpfs and SysV IPC namespace per program. Programs hold none of these: they
+# run as CHILD_UID after setuid, which drops every capability.
+WORKER_CAPS = ["CAP_CHOWN", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SYS_ADMIN"]
 INSTALL_HINT = ("install gVisor with `apt-get install -y runsc` (Debian/Ubuntu) or see https://gvisor.dev/docs/user_guide/install/, "
                 "or choose the unisolated backend explicitly with backend='process' / --backend process")
 
