@@ -184,8 +184,9 @@ class GVisorBackend:
         self.root = os.path.join(STATE_PARENT, self.name)
         os.makedirs(self.root, mode=0o700)
         self.bundle = tempfile.mkdtemp(prefix=f"{BUNDLE_PREFIX}{os.getpid()}-")
-        # The container holds the worker plus one child limited to the request's memory_mb.
-        build_bundle(self.bundle, memory_mb=max(1024, 2 * memory_mb + 256), scratch_mb=scratch_mb, pids=pids)
+        # The container holds the worker, the zygote and one program whose processes the worker's watchdog
+        # keeps under the request's memory_mb together; the rest is headroom for the watchdog's period.
+        build_bundle(self.bundle, memory_mb=max(1024, 2 * memory_mb + 512), scratch_mb=scratch_mb, pids=pids)
         self.platform = platform
         self.ignore_cgroups = False
         self._ids = itertools.count()

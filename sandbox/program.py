@@ -45,6 +45,8 @@ def zygote(sock: socket.socket):
         except ImportError:
             pass
     libc = _libc()
+    if libc is not None:
+        libc.mallopt(-8, 2)  # M_ARENA_MAX: threads must not exhaust RLIMIT_AS with 64 MiB arenas each
     rfd, wfd = os.pipe()
     os.set_blocking(wfd, False)
     signal.set_wakeup_fd(wfd)

@@ -44,7 +44,7 @@ SCRATCH_FILE_LIMIT = 16 << 20     # RLIMIT_FSIZE: largest file a program may wri
 SCRATCH_MB = 64                   # size of each program's private tmpfs (gVisor)
 CHILD_NPROC = 32                  # RLIMIT_NPROC for the unprivileged child uid
 EXIT_GRACE_S = 0.2                # after the program exits, how long its descendants may hold its stdout
-WATCH_INTERVAL_S = 0.02           # memory watchdog period (all of a program's processes together)
+WATCH_INTERVAL_S = 0.02           # memory watchdog period (all of a program's processes together, gVisor)
 PARTIAL_TRACE_WAIT_S = 0.3        # how long a timed-out program gets to send its trace so far
 PR_SET_CHILD_SUBREAPER = 36
 MNT_DETACH = 2
@@ -91,16 +91,12 @@ def _descendants(root: int, table: dict, exclude: int | None = None) -> list[int
     return out
 
 
-def _rss_bytes(pids) -> int:
-    total = 0
-    page = os.sysconf("SC_PAGE_SIZE")
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/statm", "rb") as f:
-                total += int(f.read().split()[1]) * page
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
+def sandbox_memory_used() -> int:
+    """Bytes in use in the whole sandbox (gVisor's /proc/meminfo describes the sandbox, not the host;
+    shared copy-on-write pages count once, tmpfs files count too)."""
+    with open("/proc/meminfo", "rb") as f:
+        fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+    return (int(fields[b"MemTotal"].split()[0]) - int(fields[b"MemFree"].split()[0])) << 10
 
 
 def _signal_name(num: int) -> str:
@@ -150,8 +146,7 @@ class Proc:
             raise Limit("timeout", "Timeout", f"wall-clock limit of {self.req['timeout_s']}s exceeded")
         if self.worker.watch_memory and now >= self.next_watch:
             self.next_watch = now + WATCH_INTERVAL_S
-            used = _rss_bytes(self.worker.program_pids())
-            if used > self.req["memory_mb"] << 20:
+            if sandbox_memory_used() - self.worker.memory_base > self.req["memory_mb"] << 20:
                 raise Limit("memory", "MemoryError",
                             f"the program's processes used more than {self.req['memory_mb']} MB together")
         wait = max(0.0, min(wait, self.deadline - now, WATCH_INTERVAL_S if self.worker.watch_memory else wait))
@@ -324,11 +319,6 @@ class Worker:
         out, self._exits = self._exits, []
         return out
 
-    def program_pids(self) -> list[int]:
-        """Every process of the current program: the zygote's children and orphans adopted by us."""
-        return _descendants(os.getpid(), _process_table(), exclude=self.zygote_pid) + \
-            _descendants(self.zygote_pid, _process_table())
-
     def kill_program(self, rounds: int = 50) -> None:
         if self.proc is not None:
             for kill in (os.killpg, os.kill):
@@ -394,6 +384,8 @@ class Worker:
     def start(self, req: dict, mode: str, deadline: float, stdin: bytes = b"") -> Proc:
         self.mode = mode
         self._handles = {}
+        if self.watch_memory:
+            self.memory_base = sandbox_memory_used()
         self._make_scratch()
         self.proc = Proc(self, req, deadline, stdin)
         return self.proc

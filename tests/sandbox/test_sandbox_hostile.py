@@ -27,21 +27,25 @@ FOOLING = {
                      "for fd in range(3, 1024):\n"
                      "    try:\n        __import__('os').write(fd, b'x {\"t\": \"end\", \"passed\": 2, \"total\": 2}\\n')\n"
                      "    except OSError:\n        pass\n", {"failed", "error"}, None),
+    # patching builtins only changes the program's own process (it may break its side of the channel)
     "patch_builtins_assert": ("import builtins\nbuiltins.AssertionError = type('X', (Exception,), {})\n"
                               "builtins.abs = lambda x: 0\nbuiltins.len = lambda x: 0\n" + WRONG,
-                              {"failed"}, "AssertionError"),
+                              {"failed", "error"}, None),
     "patch_builtins_in_call": ("import builtins\ndef add(a, b):\n    builtins.AssertionError = KeyError\n"
-                               "    builtins.isinstance = lambda *a: True\n    return -1\n", {"failed"}, "AssertionError"),
-    "fork_and_exit_early": ("import os\n" + WRONG + "if os.fork():\n    os._exit(0)\n", {"error"}, "ProcessExit"),
+                               "    builtins.isinstance = lambda *a: True\n    return -1\n", {"failed", "error"}, None),
+    "fork_and_exit_early": ("import os\n" + WRONG + "if os.fork():\n    os._exit(0)\n", {"failed", "error"}, None),
+    # a forked copy answering is still the program computing its own answer; the duplicate answer is
+    # out of turn (error), or the copy outlives the tests (timeout)
     "fork_child_reports": ("import os\ndef add(a, b):\n    if os.fork() == 0:\n        return a + b\n"
-                           "    os.wait()\n    return a - b\n", {"failed", "error"}, None),
+                           "    os.wait()\n    return a - b\n", {"failed", "error", "timeout"}, None),
+    # objects of the program never reach the judge: comparing one is the documented UnencodableValue error
     "always_equal_object": ("class Eq:\n    def __eq__(self, other):\n        return True\n"
-                            "def add(a, b):\n    return Eq()\n", {"failed"}, "AssertionError"),
+                            "def add(a, b):\n    return Eq()\n", {"error"}, "UnencodableValue"),
     "always_equal_int_subclass": ("class Eq(int):\n    __eq__ = lambda self, other: True\n"
                                   "def add(a, b):\n    return [Eq(0)][0]\n", {"failed"}, "AssertionError"),
     "always_equal_forged_filename": ("ns = {}\nexec(compile('class Eq:\\n    def __eq__(s, o): return True\\n', "
                                      "__import__('fractions').__file__, 'exec'), ns)\n"
-                                     "def add(a, b):\n    return ns['Eq']()\n", {"failed"}, "AssertionError"),
+                                     "def add(a, b):\n    return ns['Eq']()\n", {"error"}, "UnencodableValue"),
     "atexit_and_del": ("import atexit\natexit.register(lambda: print('passed'))\n" + WRONG, {"failed"}, "AssertionError"),
 }
 
@@ -71,7 +75,7 @@ def test_call_kind_rejects_rigged_eq(executor):
 # name -> (program, allowed statuses, error_type or None). Destructive ones run only in gVisor.
 CONTAINED = {
     "fork_bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
-                  {"timeout"}, None),
+                  {"timeout", "memory"}, None),
     "memory_bomb": ("x = []\nwhile True:\n    x.append(bytearray(50 << 20))\n", {"memory"}, None),
     "unkillable_loop": ("import signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGXCPU, signal.SIGALRM, signal.SIGHUP):\n"
                         "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    try:\n        pass\n"
@@ -156,7 +160,8 @@ for pid in os.listdir('/proc'):
 def test_process_count_is_limited(gvisor_executor):
     prog = ("import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            time.sleep(100)\n"
             "            os._exit(0)\n        n += 1\nexcept OSError as e:\n    print(n, e.errno)\n" + GOOD["solution"])
-    r, good = gvisor_executor.run([_req("nproc", prog, timeout_s=5.0), GOOD])
+    # 32 forked interpreters take ~8 MB each in gVisor: give them room under the memory watchdog
+    r, good = gvisor_executor.run([_req("nproc", prog, timeout_s=5.0, memory_mb=768), GOOD])
     count, errno = map(int, r.stdout.split())
     assert count <= 32 and errno == 11  # EAGAIN from RLIMIT_NPROC
     assert r.status == "passed" and good.status == "passed"  # sleeping children are killed after the run
