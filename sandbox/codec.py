@@ -86,15 +86,20 @@ def encode(value, handle=None) -> bytes:
 
 def _as_plain(v):
     """The plain value of a subclass of a plain type (or a collections.User* wrapper), else None.
-    The program's own methods may run here: that only changes the value the program returns."""
+    Decided on the real type (not isinstance, which __class__ and metaclasses can fake); the program's
+    own methods may run in the conversion: that only changes the value the program returns."""
     import collections
-    for base in (bool, int, float, str, bytes, tuple, list, dict, frozenset, set):
-        if isinstance(v, base):
-            return base(v) if base is not bool else bool(int(v))
-    for wrapper, base in ((collections.UserList, list), (collections.UserDict, dict),
-                          (collections.UserString, str)):
-        if isinstance(v, wrapper):
-            return base(v.data)
+    mro = type(v).__mro__
+    try:
+        for base in (int, float, str, bytes, tuple, list, dict, frozenset, set):
+            if base in mro:
+                return base(v)
+        for wrapper, base in ((collections.UserList, list), (collections.UserDict, dict),
+                              (collections.UserString, str)):
+            if wrapper in mro:
+                return base(v.data)
+    except Exception as e:
+        raise CodecError(f"a {type(v).__name__[:60]} could not be converted to plain data: {str(e)[:100]}") from None
     return None
 
 
