@@ -324,6 +324,8 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
             v.stderr += worker.proc.err
         worker.finish()
     out = v.result()
+    if out["error_line"] is not None and out["error_line"] > req["solution"].count("\n") + 1:
+        out["error_line"] = None  # a claimed line outside the program
     out.update(stdout=cap(bytes(v.stdout), output_cap), stderr=cap(bytes(v.stderr), output_cap))
     if not req.get("trace"):
         out["trace"] = None
