@@ -47,6 +47,8 @@ class Executor:
         """recycle_after: requests a worker serves before it is replaced (bounds slow leaks).
         hang_slack_s: seconds past a request's own timeout after which its worker counts as hung.
         backend_options: passed to the named backend (e.g. ray_address for backend="ray")."""
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"workers must be an int >= 1 (None = the backend default), got {workers!r}")
         self.timeout_s, self.memory_mb, self.trace = timeout_s, memory_mb, trace
         self.hang_slack_s = hang_slack_s
         if isinstance(backend, str):
@@ -58,9 +60,7 @@ class Executor:
         if self.backend.isolation == "process":
             warnings.warn(UNISOLATED_WARNING, RuntimeWarning, stacklevel=2)
             print(f"WARNING: {UNISOLATED_WARNING}", file=sys.stderr)
-        self.workers = int(workers or self.backend.default_workers())
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers or self.backend.default_workers()
         self.recycle_after = recycle_after
         self._queue: queue.Queue = queue.Queue()
         self._closed = False

@@ -3,7 +3,10 @@
 Every program here defines a WRONG `add` (or none), so "passed" could only come from fooling the
 harness. After each one the pool must still run an honest program correctly.
 """
+import builtins
 import os
+import socket
+import sys
 
 import pytest
 
@@ -86,7 +89,6 @@ CONTAINED = {
                               "    try:\n        open(p, 'a').write('pwned')\n    except OSError:\n        continue\n"
                               "    raise RuntimeError('wrote ' + p)\n" + WRONG, {"failed"}, "AssertionError"),
     "delete_outside_scratch": ("import os, shutil, sys\nshutil.rmtree('/opt/ieta_sandbox')\n", {"error"}, "PermissionError"),
-    "network": ("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)\n", {"error"}, None),
     "signal_everyone": ("import os\nos.kill(1, 9)\n", {"error"}, "PermissionError"),
     # as the unprivileged child uid, -1 reaches only the program itself (or nothing): never the worker
     "kill_minus_one": ("import os\nos.kill(-1, 9)\n" + WRONG, {"error", "failed"}, None),
@@ -127,20 +129,59 @@ def test_no_state_survives_into_the_next_program(gvisor_executor):
         assert [r.status for r in results[2:]] == ["passed", "passed"], [r.error_message for r in results]
 
 
+def _host_ip() -> str:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("10.255.255.255", 1))   # no packet is sent: picks the outgoing interface's address
+        return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        s.close()
+
+
+def test_network_is_unreachable(gvisor_executor):
+    # A listener on the host; the program connects to it (by the host's address and by loopback) and
+    # would return the right answer if any connection got through.
+    srv = socket.socket()
+    srv.bind(("0.0.0.0", 0))
+    srv.listen(8)
+    srv.setblocking(False)
+    port = srv.getsockname()[1]
+    prog = (f"import socket\ndef add(a, b):\n    for host in ({_host_ip()!r}, '127.0.0.1'):\n"
+            f"        socket.create_connection((host, {port}), timeout=1).close()\n    return a + b\n")
+    try:
+        [r] = gvisor_executor.run([_req("network", prog, timeout_s=5.0)])
+        with pytest.raises(BlockingIOError):
+            srv.accept()                                      # nothing ever connected
+    finally:
+        srv.close()
+    assert r.status == "error", (r.status, r.error_type, r.error_message)
+    assert issubclass(getattr(builtins, r.error_type), OSError), r.error_type
+
+
 def test_host_is_invisible_and_untouched(gvisor_executor, tmp_path, monkeypatch):
     secret = "ieta-secret-" + os.urandom(8).hex()
     monkeypatch.setenv("IETA_TEST_SECRET", secret)
     marker = tmp_path / "host_file.txt"
     marker.write_text(secret)
+    home_marker = os.path.join(os.path.expanduser("~"), f".ieta-marker-{os.urandom(4).hex()}")
+    open(home_marker, "w").write(secret)
+    # The only things under / are the read-only binds (python prefix, libs, the sandbox package).
+    prefix_top = "/" + sys.base_prefix.strip("/").split("/")[0]
     prog = f"""
 import os, glob
 def add(a, b):
     return a + b
 assert {secret!r} not in repr(dict(os.environ)), 'secret visible in env'
 assert not os.path.exists({str(marker)!r}), 'host tmp visible'
+assert not os.path.exists({home_marker!r}), 'host home visible'
 assert not os.path.exists('/work'), 'project checkout visible'
 assert not os.path.exists('/home') or not os.listdir('/home'), 'home visible'
-assert os.listdir('/root') == ['.pyenv'] or not os.path.exists('/root/.bash_history')
+if {prefix_top!r} == '/root':
+    assert os.listdir('/root') == [{sys.base_prefix.strip("/").split("/")[1]!r}], os.listdir('/root')
+else:
+    assert not os.path.exists('/root') or os.listdir('/root') == [], os.listdir('/root')
 assert set(os.environ) <= {{'PATH', 'HOME', 'TMPDIR', 'LANG'}}, sorted(os.environ)
 for pid in os.listdir('/proc'):
     if pid.isdigit():
@@ -149,12 +190,22 @@ for pid in os.listdir('/proc'):
         except PermissionError:
             pass
 """
-    [r] = gvisor_executor.run([_req("host", prog)])
+    try:
+        [r] = gvisor_executor.run([_req("host", prog)])
+    finally:
+        os.unlink(home_marker)
     assert r.status == "passed", (r.error_type, r.error_message)
     assert marker.read_text() == secret
-    # Writes in the sandbox land in its own tmpfs, never in the host's /tmp.
-    [w] = gvisor_executor.run([_req("write", "open('/tmp/ieta_escape_probe', 'w').write('x')\n" + WRONG)])
-    assert not os.path.exists("/tmp/ieta_escape_probe")
+    # Writes land in the program's own tmpfs (and /tmp is not writable for it), never on the host.
+    write = ("import os\npath = os.path.abspath('ieta_escape_probe')\nopen(path, 'w').write('x')\n"
+             "assert open(path).read() == 'x'\ntry:\n    open('/tmp/ieta_escape_probe', 'w')\n"
+             "except PermissionError:\n    tmp = 'refused'\nelse:\n    tmp = 'written'\nprint(path, tmp)\n"
+             + GOOD["solution"])
+    [w] = gvisor_executor.run([_req("write", write)])
+    assert w.status == "passed", (w.error_type, w.error_message)
+    path, tmp = w.stdout.split()
+    assert path.startswith("/tmp/") and path.endswith("/ieta_escape_probe") and tmp == "refused"
+    assert not os.path.exists(path) and not os.path.exists("/tmp/ieta_escape_probe")
 
 
 def test_process_count_is_limited(gvisor_executor):
