@@ -62,6 +62,8 @@ class Executor:
             print(f"WARNING: {UNISOLATED_WARNING}", file=sys.stderr)
         self.workers = workers or self.backend.default_workers()
         self.recycle_after = recycle_after
+        self.failed_attempts = 0  # worker failures seen (each one retried once, then sandbox_error)
+        self._count_lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
         # Start slot 0 here so a broken runtime (e.g. runsc cannot start) fails the constructor loudly.
@@ -153,6 +155,8 @@ class Executor:
                         break
                     except Exception as e:  # WorkerCrashed, or the runtime failed to start a sandbox
                         error, result = e, None
+                        with self._count_lock:
+                            self.failed_attempts += 1
                         if worker is not None:
                             _close_quietly(worker)
                             worker = None
