@@ -113,7 +113,7 @@ def _mkdirs(rootfs: str, path: str) -> None:
         os.chmod(cur, 0o755)
 
 
-def build_bundle(bundle: str, *, memory_mb: int, scratch_mb: int, pids: int) -> None:
+def build_bundle(bundle: str, *, memory_mb: int, scratch_mb: int, pids: int, boot: str = BOOT) -> None:
     prefix = os.path.realpath(sys.base_prefix)
     exe = os.path.realpath(sys.executable)
     if not exe.startswith(prefix + os.sep):
@@ -145,7 +145,7 @@ def build_bundle(bundle: str, *, memory_mb: int, scratch_mb: int, pids: int) -> 
         "ociVersion": "1.0.0",
         "process": {
             "terminal": False, "user": {"uid": 0, "gid": 0},
-            "args": [exe, "-I", "-S", "-c", BOOT.format(dir=SANDBOX_PKG_MOUNT)],
+            "args": [exe, "-I", "-S", "-c", boot.format(dir=SANDBOX_PKG_MOUNT)],
             "env": env, "cwd": "/tmp",
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024},
                         {"type": "RLIMIT_CORE", "hard": 0, "soft": 0}],
@@ -174,7 +174,9 @@ class GVisorBackend:
 
     isolation = "gvisor"
 
-    def __init__(self, memory_mb: int = 512, scratch_mb: int = 64, pids: int = 128, platform: str = "ptrace"):
+    def __init__(self, memory_mb: int = 512, scratch_mb: int = 64, pids: int = 128, platform: str = "ptrace",
+                 boot: str = BOOT):
+        """boot: the Python command the container runs (the worker; the benchmark's floor server)."""
         self.runsc = find_runsc()
         os.makedirs(STATE_PARENT, mode=0o700, exist_ok=True)
         clean_stale_state(self.runsc)
@@ -186,7 +188,8 @@ class GVisorBackend:
         self.bundle = tempfile.mkdtemp(prefix=f"{BUNDLE_PREFIX}{os.getpid()}-")
         # The container holds the worker, the zygote and one program whose processes the worker's watchdog
         # keeps under the request's memory_mb together; the rest is headroom for the watchdog's period.
-        build_bundle(self.bundle, memory_mb=max(1024, 2 * memory_mb + 512), scratch_mb=scratch_mb, pids=pids)
+        build_bundle(self.bundle, memory_mb=max(1024, 2 * memory_mb + 512), scratch_mb=scratch_mb, pids=pids,
+                     boot=boot)
         self.platform = platform
         self.ignore_cgroups = False
         self._ids = itertools.count()
