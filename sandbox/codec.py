@@ -1,12 +1,14 @@
 """The only data that crosses between a program's process and its judge: plain values, strictly decoded.
 
-Allowed: None, bool, int, float, str, bytes, list, tuple, dict, set, frozenset, each type kept exactly
+Allowed: None, bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset, the builtin
+types themselves (`int`, `str`, ... as values, by name), each type kept exactly
 (a tuple stays a tuple, dict keys keep their type, NaN, infinities and -0.0 survive), plus opaque
 handles (`Handle`) that name an object living in the program's process. Nothing else: no pickle, no
 object with behaviour. Depth, node count and frame size are bounded; anything else raises CodecError.
 
 Wire form: JSON text where str/None/bool/int are themselves and every other value is a tagged list
-["f", float.hex] ["b", hex] ["l", ...] ["t", ...] ["d", [k, v], ...] ["s", ...] ["z", ...] ["h", id].
+["f", float.hex] ["c", real.hex, imag.hex] ["b", hex] ["l", ...] ["t", ...] ["d", [k, v], ...] ["s", ...]
+["z", ...] ["y", type name] ["h", id].
 Frames on a stream: 4-byte big-endian length, then the JSON bytes.
 """
 from __future__ import annotations
@@ -19,6 +21,8 @@ MAX_DEPTH = 200
 MAX_NODES = 1_000_000
 MAX_FRAME_BYTES = 32 << 20
 MAX_INT_DIGITS = 4000
+BUILTIN_TYPES = {t.__name__: t for t in (int, float, complex, str, bytes, bool, list, tuple, dict, set, frozenset,
+                                         bytearray, object, type)}
 
 
 class CodecError(ValueError):
@@ -56,6 +60,10 @@ def encode(value, handle=None) -> bytes:
             return v
         if t is float:
             return ["f", float.hex(v)]
+        if t is complex:
+            return ["c", float.hex(v.real), float.hex(v.imag)]
+        if t is type and BUILTIN_TYPES.get(v.__name__) is v:
+            return ["y", v.__name__]
         if t is bytes:
             return ["b", v.hex()]
         if t is list:
@@ -91,7 +99,7 @@ def _as_plain(v):
     import collections
     mro = type(v).__mro__
     try:
-        for base in (int, float, str, bytes, tuple, list, dict, frozenset, set):
+        for base in (int, float, complex, str, bytes, tuple, list, dict, frozenset, set):
             if base in mro:
                 return base(v)
         for wrapper, base in ((collections.UserList, list), (collections.UserDict, dict),
@@ -131,6 +139,10 @@ def decode(data: bytes, handles=None):
         try:
             if tag == "f" and len(items) == 1 and type(items[0]) is str:
                 return float.fromhex(items[0])
+            if tag == "c" and len(items) == 2 and all(type(i) is str for i in items):
+                return complex(float.fromhex(items[0]), float.fromhex(items[1]))
+            if tag == "y" and len(items) == 1 and items[0] in BUILTIN_TYPES:
+                return BUILTIN_TYPES[items[0]]
             if tag == "b" and len(items) == 1 and type(items[0]) is str:
                 return bytes.fromhex(items[0])
             if tag == "l":

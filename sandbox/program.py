@@ -261,6 +261,9 @@ class _Program:
                 if op == "getattr":
                     value = getattr(msg["obj"], msg["name"])
                     args = []
+                elif op == "setattr":
+                    value = setattr(msg["obj"], msg["name"], msg["value"])
+                    args = []
                 else:
                     target = ns[msg["fn"]] if isinstance(msg["fn"], str) else msg["fn"]
                     if msg.get("method"):

@@ -302,10 +302,25 @@ def test_unencodable_value_is_a_documented_error(gvisor_executor):
 
 
 @pytest.mark.parametrize("value", ["float('nan')", "float('-inf')", "(1, [2])", "{1: 'a', '1': b'x'}",
-                                   "frozenset({(1, 2)})", "-0.0", "10 ** 300", "{True: None}"])
+                                   "frozenset({(1, 2)})", "-0.0", "10 ** 300", "{True: None}", "complex(1, -0.0)",
+                                   "(int, str)"])
 def test_values_cross_exactly(process_executor, value):
     # types are preserved: the judge sees the same value a local run would (repr compares NaN, -0.0, keys)
     prog = f"def add(a, b):\n    return {value}\n"
     lines = [f"import math\nv = add(0, 0)\nassert repr(v) == repr({value}) and type(v) is type({value})"]
     [r] = process_executor.run([asserts("v", prog, lines)])
     assert r.status == "passed", (r.error_type, r.error_message)
+
+
+def test_program_objects_and_builtin_named_functions_work_from_the_tests(process_executor):
+    # MBPP shapes: the function under test named like a builtin (called by every assert), objects of
+    # the program built and linked by the test's setup (attributes set remotely), a type as argument.
+    tree = ("class Node:\n    def __init__(self, v):\n        self.v = v\n        self.left = None\n"
+            "def depth(n):\n    return 0 if n is None else 1 + depth(n.left)\n")
+    reqs = [asserts("sum", "def sum(a, b):\n    return a * b\n", ["assert sum(2, 3) == 6", "assert sum(1, 1) == 1"]),
+            asserts("tree", tree, ["assert depth(root) == 2", "assert root.left.v == 2"]),
+            asserts("types", "def keep(xs, t):\n    return [x for x in xs if not isinstance(x, t)]\n",
+                    ["assert keep([1, 'a', 2.5], int) == ['a', 2.5]"])]
+    reqs[1]["test"]["setup"] = "root = Node(1)\nroot.left = Node(2)\n"
+    for r in process_executor.run(reqs):
+        assert r.status == "passed", (r.id, r.error_type, r.error_message)
