@@ -115,6 +115,58 @@ def bench_baseline(workers: int, corpus, timeout_s: float):
     return time.perf_counter() - t1, [r["passed"] for r in results]
 
 
+def ray_rows(requests: list[dict], measure, workers: int = 2, rounds: int = 3) -> list[str]:
+    """`python -m sandbox.bench --backend ray`: executions/s of the local gVisor pool and of Ray fleets
+    of 1 and 2 local actors with the same total number of sandboxes, measured in the same run.
+
+    The three runners are started once and measured in interleaved rounds (local, 1 actor, 2 actors,
+    local, ...), so a noisy neighbour slows all of them alike; the table gives the median and the best
+    round. measure(executor, requests) -> executions/s (warm-up excluded; sandbox.bench.measure).
+    """
+    if workers < 2:
+        raise ValueError(f"--workers must be >= 2 for the ray benchmark (2 actors), got {workers}")
+    import contextlib
+    import statistics
+
+    from .ray_backend import RayBackend, init_ray, ray
+    load0 = os.getloadavg()[0]
+    # Enough logical CPUs for both fleets at once (Ray CPUs are a placement budget, not a core pinning).
+    owns = init_ray(num_cpus=3, log_to_driver=False)
+    runners = []   # (name, actors, sandboxes, executor, startup seconds)
+    try:
+        with contextlib.ExitStack() as stack:
+            t0 = time.perf_counter()
+            ex = stack.enter_context(Executor(backend="gvisor", workers=workers))
+            runners.append(("local gVisor pool", "-", workers, ex, time.perf_counter() - t0))
+            for actors in (1, 2):
+                t0 = time.perf_counter()
+                fleet = RayBackend(num_actors=actors, cpus_per_actor=1, workers_per_actor=workers // actors)
+                ex = stack.enter_context(Executor(backend=fleet))
+                runners.append((f"ray, {actors} local actor{'s' * (actors > 1)}", actors,
+                                actors * (workers // actors), ex, time.perf_counter() - t0))
+            rates = {name: [] for name, *_ in runners}
+            for _ in range(rounds):
+                for name, _, _, ex, _ in runners:
+                    rates[name].append(measure(ex, requests))
+    finally:
+        if owns:
+            ray.shutdown()
+    local = statistics.median(rates[runners[0][0]])
+    out = [f"workload: {len(requests)} programs (HumanEval canonical + buggy variants), {rounds} interleaved rounds, "
+           f"cpus={os.cpu_count()}, loadavg at start={load0:.1f}",
+           f"{'runner':22} {'actors':>6} {'sandboxes':>9} {'in flight':>9} {'exec/s med':>10} {'best':>7} "
+           f"{'vs local':>9} {'overhead':>9} {'startup s':>9}"]
+    for name, actors, sandboxes, ex, startup in runners:
+        med = statistics.median(rates[name])
+        out.append(f"{name:22} {actors!s:>6} {sandboxes:>9} {ex.workers:>9} {med:10.1f} {max(rates[name]):7.1f} "
+                   f"{med / local:8.2f}x {local / med - 1:+8.1%} {startup:9.1f}")
+    out.append("vs local / overhead: median exec/s against the local pool's (overhead = local/ray - 1, the time "
+               f"the Ray hop adds per program); per round: "
+               + "; ".join(f"{n}: {', '.join(f'{r:.1f}' for r in rs)}" for n, rs in rates.items()))
+    out.append(f"loadavg at end={os.getloadavg()[0]:.1f}")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1),
@@ -131,8 +183,7 @@ def main(argv=None):
     if args.workers < 1 or not 0 <= args.variants <= 6 or args.limit < 0 or args.timeout_s <= 0:
         raise SystemExit("error: --workers must be >= 1, --variants in 0..6, --limit >= 0, --timeout_s > 0")
     if args.backend == "ray":
-        from .ray_backend import bench_rows
-        for row in bench_rows(build_requests(args.variants), measure, workers=args.workers):
+        for row in ray_rows(build_requests(args.variants), measure, workers=args.workers):
             print(row if not isinstance(row, dict) else "  ".join(f"{k}={v}" for k, v in row.items()))
         return
     corpus = build_corpus(args.variants)
