@@ -1,7 +1,7 @@
-"""The hostile corpus: programs that try to fool the harness or escape, run against real gVisor.
+"""The hostile corpus: programs that try to fool the judge or escape, run against real gVisor.
 
 Every program here defines a WRONG `add` (or none), so "passed" could only come from fooling the
-harness. After each one the pool must still run an honest program correctly.
+judge. After each one the pool must still run an honest program correctly.
 """
 import builtins
 import os
@@ -92,8 +92,8 @@ CONTAINED = {
     "signal_everyone": ("import os\nos.kill(1, 9)\n", {"error"}, "PermissionError"),
     # as the unprivileged child uid, -1 reaches only the program itself (or nothing): never the worker
     "kill_minus_one": ("import os\nos.kill(-1, 9)\n" + WRONG, {"error", "failed"}, None),
-    # ctypes is refused by the harness's audit hook (SandboxViolation); were it reachable, SIGSEGV
-    "segfault_ctypes": ("import ctypes\nctypes.string_at(0)\n", {"error"}, None),
+    # ctypes is allowed (the program's own memory holds no secret): reading address 0 is SIGSEGV
+    "segfault_ctypes": ("import ctypes\nctypes.string_at(0)\n", {"error"}, "SIGSEGV"),
     # Python 3.11 frames live on the heap; C-level recursion (repr of a deeply nested list) overflows the C stack
     "c_stack_overflow": ("import sys\nsys.setrecursionlimit(10**8)\nx = []\nfor _ in range(2 * 10**5):\n    x = [x]\n"
                          "repr(x)\n", {"error"}, "SIGSEGV"),
