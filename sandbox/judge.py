@@ -12,6 +12,7 @@ import ast
 import builtins
 import importlib
 import signal
+import sys
 
 try:
     from . import codec
@@ -217,6 +218,23 @@ def humaneval_plan(test_src: str):
         steps.append((_contains_assert(stmt), compile(mod, TEST_FILENAME, "exec", dont_inherit=True),
                       ast.get_source_segment(test_src, stmt) or ""))
     return fn.args.args[0].arg, steps
+
+
+_NO_IMPORT = frozenset({"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "pydoc", "webbrowser"})
+
+
+def _judge_module(name: str):
+    """The judge's own copy of a module the program imported (tests may use it without importing it):
+    standard-library modules, or modules the judge already has; never one with import side effects."""
+    top = name.split(".")[0]
+    if name in sys.modules:
+        return sys.modules[name]
+    if top not in sys.stdlib_module_names or top in _NO_IMPORT or top.startswith("_"):
+        return None
+    try:
+        return importlib.import_module(name)
+    except Exception:
+        return None
 
 
 def functions_under_test(asserts: list, defined: set) -> set:
@@ -426,10 +444,9 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
             continue  # the test's abs/set/len stay the real ones (a program's `def abs` must not change them)
         what, value = desc
         if what == "module" and type(value) is str:
-            try:
-                ns[name] = importlib.import_module(value)
-            except Exception:
-                continue
+            module = _judge_module(value)
+            if module is not None:
+                ns[name] = module
         elif what == "value":
             ns[name] = value
         elif what == "callable" and isinstance(value, RemoteObject):
