@@ -358,6 +358,7 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         if worker.proc is not None:
+            worker.proc.drain()
             v.stdout += worker.proc.out
             v.stderr += worker.proc.err
         worker.finish()
@@ -384,6 +385,7 @@ def _run_stdio(worker, req, deadline, v: _Verdict) -> None:
                 claim = msg
         if claim is not None:
             _merge_trace(v, claim.get("trace"))
+        proc.drain()
         got = bytes(proc.out)
         v.stdout += got[:4096]
         v.stderr += proc.err
@@ -432,6 +434,10 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
         _merge_trace(v, msg.get("trace"))
         exc = _claimed_exc(msg["exc"])
         v.bad("memory" if exc["type"] == "MemoryError" else "error", exc["type"], exc["message"], exc["line"])
+        try:
+            proc.wait_exit()  # its atexit output, as a local run shows it; the verdict is already decided
+        except (Gone, Limit):
+            pass
         return
     names = msg.get("names") if type(msg.get("names")) is dict else {}
     ns = {"__name__": "__test__", "__builtins__": builtins}

@@ -216,9 +216,10 @@ class _Program:
             return 1
         except BaseException as e:
             info = self.failure(e)
-            self._send_quietly({"t": "done" if main else "loaded", "exc": info, "trace": self.trace()})
             import traceback
-            traceback.print_exception(e)
+            traceback.print_exception(e)  # before the report: the judge may end the process right after it
+            sys.stderr.flush()
+            self._send_quietly({"t": "done" if main else "loaded", "exc": info, "trace": self.trace()})
             return 1
         if main:
             self._send_quietly({"t": "done", "trace": self.trace()})

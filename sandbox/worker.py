@@ -261,6 +261,21 @@ class Proc:
             pass
         return None
 
+    def drain(self) -> None:
+        """Take what is still in the stdout/stderr pipes (the program may be gone), up to the limit."""
+        for fd, buf in ((self.out_r, self.out), (self.err_r, self.err)):
+            if fd not in self.open:
+                continue
+            os.set_blocking(fd, False)
+            try:
+                while len(self.out) + len(self.err) <= OUTPUT_LIMIT_BYTES:
+                    chunk = os.read(fd, 1 << 16)
+                    if not chunk:
+                        break
+                    buf.extend(chunk)
+            except OSError:
+                pass
+
     def close(self) -> None:
         self._close_stdin()
         self.chan.close()
