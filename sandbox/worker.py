@@ -45,7 +45,7 @@ SCRATCH_MB = 64                   # size of each program's private tmpfs (gVisor
 CHILD_NPROC = 32                  # RLIMIT_NPROC for the unprivileged child uid
 EXIT_GRACE_S = 0.2                # after the program exits, how long its descendants may hold its stdout
 WATCH_INTERVAL_S = 0.02           # memory watchdog period (all of a program's processes together, gVisor)
-PARTIAL_TRACE_WAIT_S = 0.3        # how long a timed-out program gets to send its trace so far
+PARTIAL_TRACE_WAIT_S = 1.0        # how long a timed-out program gets to send its trace so far (busy hosts)
 PR_SET_CHILD_SUBREAPER = 36
 MNT_DETACH = 2
 
