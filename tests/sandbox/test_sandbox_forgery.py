@@ -324,3 +324,11 @@ def test_program_objects_and_builtin_named_functions_work_from_the_tests(process
     reqs[1]["test"]["setup"] = "root = Node(1)\nroot.left = Node(2)\n"
     for r in process_executor.run(reqs):
         assert r.status == "passed", (r.id, r.error_type, r.error_message)
+
+
+def test_test_code_that_loops_on_a_strange_value_is_a_timeout(gvisor_executor):
+    # The test code runs in the judge; a value that makes it loop is stopped at the request's limit.
+    loop = asserts("loop", "def add(a, b):\n    return a - b\n", ["x = add(1, 2)\nwhile x != 3:\n    pass"], timeout_s=1.5)
+    r, good = gvisor_executor.run([loop, GOOD["asserts"]])
+    assert (r.status, r.error_type, r.tests_passed) == ("timeout", "Timeout", 0), (r.status, r.error_message)
+    assert good.status == "passed"
