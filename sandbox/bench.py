@@ -183,7 +183,7 @@ def main(argv=None):
     if args.workers < 1 or not 0 <= args.variants <= 6 or args.limit < 0 or args.timeout_s <= 0:
         raise SystemExit("error: --workers must be >= 1, --variants in 0..6, --limit >= 0, --timeout_s > 0")
     if args.backend == "ray":
-        for row in ray_rows(build_requests(args.variants), measure, workers=args.workers):
+        for row in ray_rows(build_requests(args.variants)[: args.limit or None], measure, workers=args.workers):
             print(row if not isinstance(row, dict) else "  ".join(f"{k}={v}" for k, v in row.items()))
         return
     corpus = build_corpus(args.variants)
