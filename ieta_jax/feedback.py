@@ -7,9 +7,9 @@ Progress order (used for pairs). A program A is preferred over B when A "got fur
   1. passed beats everything that did not pass;
   2. otherwise the larger fraction of tests passed wins;
   3. at equal fractions, by outcome class: failed (ran, wrong answer) > error (runtime exception)
-     > timeout / memory / syntax_error (equal to each other);
-  4. two runtime errors at equal fractions: the one raised on a later line of the program wins.
-Anything else is a tie and never paired. `sandbox_error` results are infrastructure failures, not the
+     > timeout / memory / syntax_error (equal to each other).
+Anything else is a tie and never paired (two runtime errors at equal fractions too: `error_line` is the
+program's own claim, not the judge's, so no rule may rank by it). `sandbox_error` results are infrastructure failures, not the
 program's, and are never paired.
 
 Reward scale (`execution_reward`), in the spirit of CodeRL (+1 / -0.3 / -0.6 / -1) with RLTF-style
@@ -84,10 +84,6 @@ def compare(a: Any, b: Any) -> tuple[int, str]:
     ra, rb = _CLASS_RANK[sa], _CLASS_RANK[sb]
     if ra != rb:
         return (1 if ra > rb else -1), f"{sa if ra > rb else sb}_over_{sb if ra > rb else sa}"
-    if sa == "error":
-        la, lb = _get(a, "error_line"), _get(b, "error_line")
-        if la is not None and lb is not None and la != lb:
-            return (1 if la > lb else -1), "later_error_line"
     return 0, "tie"
 
 

@@ -50,7 +50,22 @@ def _die_with_parent():
 
 
 class WorkerCrashed(RuntimeError):
-    """A worker died, hung or broke the protocol."""
+    """A worker died, hung or broke the protocol under a request (counts against it: retried once)."""
+
+
+class WorkerLost(WorkerCrashed):
+    """The worker's host went away (a Ray actor or node died): not the request's doing, so the Executor
+    retries it without counting, a bounded number of times."""
+
+
+def local_backend(name: str, memory_mb: int):
+    """The backend of one host's sandboxes: "gvisor" (isolated) or "process" (unisolated)."""
+    if name == "gvisor":
+        from .gvisor import GVisorBackend
+        return GVisorBackend(memory_mb=memory_mb)
+    if name == "process":
+        return ProcessBackend(memory_mb=memory_mb)
+    raise ValueError(f"unknown sandbox backend {name!r} (expected 'gvisor', 'process' or 'ray')")
 
 
 class PipeWorker:

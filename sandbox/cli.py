@@ -1,17 +1,22 @@
 """`python -m sandbox run --in requests.jsonl --out results.jsonl [...]`
 
 Reads one request per line, runs the valid ones, writes one result line per valid request (in input
-order). Invalid lines (bad JSON, unknown test kind, missing or mistyped fields) are reported on
-stderr as `<file>:<line>: <reason>` and the exit code is 2; the valid lines still run.
+order). Invalid lines (bad JSON, unknown test kind, missing or mistyped fields, no tests) are reported
+on stderr as `<file>:<line>: <reason>` and the exit code is 2; the valid lines still run. Bad flags
+(`--workers 0`, `--timeout_s -1`, a missing `--in`, an `--out` in a missing directory) are one
+`error:` line and exit 2 before anything starts or is written. `--out` is written to a temporary file
+next to it and renamed at the end, so it is never left half-written or truncated.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 
 from .executor import Executor
-from .schema import RequestError, parse_request
+from .schema import MAX_MEMORY_MB, MAX_TIMEOUT_S, RequestError, parse_request
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,18 +67,46 @@ def read_requests(lines, name: str, *, timeout_s: float, memory_mb: int, trace: 
     return valid, errors
 
 
-def run(args) -> int:
+def check_args(args) -> str | None:
+    """The first problem with the flags (one line), or None."""
     if args.backend != "ray":
         for flag in ("ray_address", "ray_node_resource"):
             if getattr(args, flag) is not None:
-                raise SystemExit(f"error: --{flag} only applies to --backend ray (got --backend {args.backend})")
-    src = sys.stdin if args.inp == "-" else open(args.inp, encoding="utf-8")
-    with src:
-        requests, errors = read_requests(src, "<stdin>" if args.inp == "-" else args.inp,
-                                         timeout_s=args.timeout_s, memory_mb=args.memory_mb, trace=args.trace)
+                return f"--{flag} only applies to --backend ray (got --backend {args.backend})"
+    if args.workers is not None and args.workers < 1:
+        return f"--workers must be >= 1 (omit it for the backend default), got {args.workers}"
+    if not 0 < args.timeout_s <= MAX_TIMEOUT_S:
+        return f"--timeout_s must be in (0, {MAX_TIMEOUT_S}], got {args.timeout_s}"
+    if not 32 <= args.memory_mb <= MAX_MEMORY_MB:
+        return f"--memory_mb must be in [32, {MAX_MEMORY_MB}], got {args.memory_mb}"
+    if args.inp != "-" and not os.path.isfile(args.inp):
+        return f"--in {args.inp}: no such file"
+    if args.out != "-":
+        parent = os.path.dirname(os.path.abspath(args.out))
+        if os.path.isdir(args.out):
+            return f"--out {args.out} is a directory"
+        if not os.path.isdir(parent):
+            return f"--out {args.out}: directory {parent} does not exist"
+        if not os.access(parent, os.W_OK):
+            return f"--out {args.out}: directory {parent} is not writable"
+    return None
+
+
+def run(args) -> int:
+    problem = check_args(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        src = sys.stdin if args.inp == "-" else open(args.inp, encoding="utf-8")
+        with src:
+            requests, errors = read_requests(src, "<stdin>" if args.inp == "-" else args.inp,
+                                             timeout_s=args.timeout_s, memory_mb=args.memory_mb, trace=args.trace)
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"error: --in {args.inp}: {e}", file=sys.stderr)
+        return 2
     for e in errors:
         print(e, file=sys.stderr)
-    out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")
     try:
         from tqdm import tqdm
     except ImportError:  # tqdm is optional for the sandbox
@@ -83,18 +116,35 @@ def run(args) -> int:
         opts = {"ray_address": args.ray_address, "node_resource": args.ray_node_resource,
                 "workers_per_actor": args.workers}
         workers = None
-    with Executor(backend=args.backend, workers=workers, timeout_s=args.timeout_s,
-                  memory_mb=args.memory_mb, trace=args.trace, **opts) as ex:
-        futs = [ex.submit(r) for r in requests]
-        it = futs if tqdm is None or args.no_progress else tqdm(futs, desc="sandbox", unit="prog", file=sys.stderr)
-        counts = {}
-        for f in it:
-            res = f.result()
-            counts[res.status] = counts.get(res.status, 0) + 1
-            out.write(json.dumps(res.to_dict()) + "\n")
-            out.flush()
-    if out is not sys.stdout:
-        out.close()
+    if args.out == "-":
+        out, tmp = sys.stdout, None
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(args.out)))
+        out = os.fdopen(fd, "w", encoding="utf-8")
+    counts = {}
+    try:
+        try:
+            ex = Executor(backend=args.backend, workers=workers, timeout_s=args.timeout_s,
+                          memory_mb=args.memory_mb, trace=args.trace, **opts)
+        except Exception as e:  # e.g. runsc missing or unable to start: say so in one line
+            print(f"error: the {args.backend} sandbox could not start: {e}", file=sys.stderr)
+            return 2
+        with ex:
+            futs = [ex.submit(r) for r in requests]
+            it = futs if tqdm is None or args.no_progress else tqdm(futs, desc="sandbox", unit="prog", file=sys.stderr)
+            for f in it:
+                res = f.result()
+                counts[res.status] = counts.get(res.status, 0) + 1
+                out.write(json.dumps(res.to_dict()) + "\n")
+                out.flush()
+        if tmp is not None:
+            out.close()
+            os.replace(tmp, args.out)
+            tmp = None
+    finally:
+        if tmp is not None:
+            out.close()
+            os.unlink(tmp)
     summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
     print(f"{len(requests)} requests run ({summary or 'none'}); {len(errors)} invalid lines", file=sys.stderr)
     return 2 if errors else 0

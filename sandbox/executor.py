@@ -1,7 +1,9 @@
 """Executor: a pool of long-lived workers fed from one queue, one thread per worker slot.
 
-Every slot owns one worker (a gVisor container or a host process). A request whose worker
-crashes or hangs is retried once on a fresh worker, then reported as `sandbox_error`.
+Every slot owns one worker (a gVisor container, a host process, or a lane to a Ray actor). This is
+the one place that retries: a request whose worker crashes or hangs is retried once on a fresh
+worker, then reported as `sandbox_error`; a request whose worker's host went away (WorkerLost: a Ray
+actor or node died) is retried without counting, up to MAX_LOST_RETRIES times.
 """
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ import warnings
 import weakref
 from typing import Iterable, Iterator
 
-from .backends import HANG_SLACK_S, ProcessBackend, WorkerCrashed
+from .backends import HANG_SLACK_S, WorkerCrashed, WorkerLost, local_backend
 from .schema import Result, parse_request, sandbox_error
 
 UNISOLATED_WARNING = ("sandbox backend 'process' runs untrusted programs UNISOLATED on this host "
                       "(only rlimits and a scratch dir); use backend='gvisor' for real isolation")
 _STOP = object()
+MAX_LOST_RETRIES = 3
 
 
 def make_backend(name: str, memory_mb: int, **options):
@@ -28,14 +31,9 @@ def make_backend(name: str, memory_mb: int, **options):
     if name == "ray":
         from .ray_backend import RayBackend  # issue 6; raises an ImportError with the install hint without ray
         return RayBackend(memory_mb=memory_mb, **options)
-    if options:
+    if options and name in ("gvisor", "process"):
         raise ValueError(f"backend {name!r} takes no options, got {sorted(options)}")
-    if name == "gvisor":
-        from .gvisor import GVisorBackend
-        return GVisorBackend(memory_mb=memory_mb)
-    if name == "process":
-        return ProcessBackend(memory_mb=memory_mb)
-    raise ValueError(f"unknown sandbox backend {name!r} (expected 'gvisor', 'process' or 'ray')")
+    return local_backend(name, memory_mb)
 
 
 class Executor:
@@ -47,6 +45,8 @@ class Executor:
         """recycle_after: requests a worker serves before it is replaced (bounds slow leaks).
         hang_slack_s: seconds past a request's own timeout after which its worker counts as hung.
         backend_options: passed to the named backend (e.g. ray_address for backend="ray")."""
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"workers must be an int >= 1 (None = the backend default), got {workers!r}")
         self.timeout_s, self.memory_mb, self.trace = timeout_s, memory_mb, trace
         self.hang_slack_s = hang_slack_s
         if isinstance(backend, str):
@@ -58,10 +58,10 @@ class Executor:
         if self.backend.isolation == "process":
             warnings.warn(UNISOLATED_WARNING, RuntimeWarning, stacklevel=2)
             print(f"WARNING: {UNISOLATED_WARNING}", file=sys.stderr)
-        self.workers = int(workers or self.backend.default_workers())
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workers = workers or self.backend.default_workers()
         self.recycle_after = recycle_after
+        self.failed_attempts = 0  # worker failures seen (each one retried once, then sandbox_error)
+        self._count_lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
         # Start slot 0 here so a broken runtime (e.g. runsc cannot start) fails the constructor loudly.
@@ -142,7 +142,8 @@ class Executor:
                     continue
                 t0 = time.monotonic()
                 result, error = None, None
-                for _attempt in range(2):
+                crashes = lost = 0
+                while crashes < 2 and lost <= MAX_LOST_RETRIES:
                     try:
                         if worker is None:
                             worker, served = self.backend.start_worker(slot), 0
@@ -153,11 +154,18 @@ class Executor:
                         break
                     except Exception as e:  # WorkerCrashed, or the runtime failed to start a sandbox
                         error, result = e, None
+                        if isinstance(e, WorkerLost):
+                            lost += 1
+                        else:
+                            crashes += 1
+                        with self._count_lock:
+                            self.failed_attempts += 1
                         if worker is not None:
                             _close_quietly(worker)
                             worker = None
                 if result is None:
-                    result = sandbox_error(req["id"], f"sandbox failed twice: {error}", iso,
+                    what = "twice" if crashes >= 2 else f"{lost} times (host lost)"
+                    result = sandbox_error(req["id"], f"sandbox failed {what}: {error}", iso,
                                            round(time.monotonic() - t0, 6))
                 fut.set_result(result)
                 if worker is not None and served >= self.recycle_after:
@@ -175,4 +183,4 @@ def _close_quietly(worker) -> None:
         pass
 
 
-__all__ = ["Executor", "WorkerCrashed", "make_backend"]
+__all__ = ["Executor", "WorkerCrashed", "WorkerLost", "make_backend"]

@@ -29,7 +29,9 @@ STATE_PARENT = "/run/ieta-sandbox"
 SANDBOX_PKG_MOUNT = "/opt/ieta_sandbox"
 BUNDLE_PREFIX = "ieta-gvisor-bundle-"
 CHILD_UID = 65534
-WORKER_CAPS = ["CAP_CHOWN", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER"]
+# CAP_SYS_ADMIN: a private tmpfs and SysV IPC namespace per program. Programs hold none of these: they
+# run as CHILD_UID after setuid, which drops every capability.
+WORKER_CAPS = ["CAP_CHOWN", "CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SYS_ADMIN"]
 INSTALL_HINT = ("install gVisor with `apt-get install -y runsc` (Debian/Ubuntu) or see https://gvisor.dev/docs/user_guide/install/, "
                 "or choose the unisolated backend explicitly with backend='process' / --backend process")
 
@@ -111,7 +113,7 @@ def _mkdirs(rootfs: str, path: str) -> None:
         os.chmod(cur, 0o755)
 
 
-def build_bundle(bundle: str, *, memory_mb: int, scratch_mb: int, pids: int) -> None:
+def build_bundle(bundle: str, *, memory_mb: int, scratch_mb: int, pids: int, boot: str = BOOT) -> None:
     prefix = os.path.realpath(sys.base_prefix)
     exe = os.path.realpath(sys.executable)
     if not exe.startswith(prefix + os.sep):
@@ -143,7 +145,7 @@ def build_bundle(bundle: str, *, memory_mb: int, scratch_mb: int, pids: int) -> 
         "ociVersion": "1.0.0",
         "process": {
             "terminal": False, "user": {"uid": 0, "gid": 0},
-            "args": [exe, "-I", "-S", "-c", BOOT.format(dir=SANDBOX_PKG_MOUNT)],
+            "args": [exe, "-I", "-S", "-c", boot.format(dir=SANDBOX_PKG_MOUNT)],
             "env": env, "cwd": "/tmp",
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024},
                         {"type": "RLIMIT_CORE", "hard": 0, "soft": 0}],
@@ -172,7 +174,9 @@ class GVisorBackend:
 
     isolation = "gvisor"
 
-    def __init__(self, memory_mb: int = 512, scratch_mb: int = 64, pids: int = 128, platform: str = "ptrace"):
+    def __init__(self, memory_mb: int = 512, scratch_mb: int = 64, pids: int = 128, platform: str = "ptrace",
+                 boot: str = BOOT):
+        """boot: the Python command the container runs (the worker; the benchmark's floor server)."""
         self.runsc = find_runsc()
         os.makedirs(STATE_PARENT, mode=0o700, exist_ok=True)
         clean_stale_state(self.runsc)
@@ -182,8 +186,10 @@ class GVisorBackend:
         self.root = os.path.join(STATE_PARENT, self.name)
         os.makedirs(self.root, mode=0o700)
         self.bundle = tempfile.mkdtemp(prefix=f"{BUNDLE_PREFIX}{os.getpid()}-")
-        # The container holds the worker plus one child limited to the request's memory_mb.
-        build_bundle(self.bundle, memory_mb=max(1024, 2 * memory_mb + 256), scratch_mb=scratch_mb, pids=pids)
+        # The container holds the worker, the zygote and one program whose processes the worker's watchdog
+        # keeps under the request's memory_mb together; the rest is headroom for the watchdog's period.
+        build_bundle(self.bundle, memory_mb=max(1024, 2 * memory_mb + 512), scratch_mb=scratch_mb, pids=pids,
+                     boot=boot)
         self.platform = platform
         self.ignore_cgroups = False
         self._ids = itertools.count()

@@ -1,9 +1,10 @@
 """Ray backend: the sandbox fleet spread over the CPU hosts of a Ray cluster.
 
-Each `SandboxHost` Ray actor owns a local sandbox `Executor` (a gVisor pool by default) on its node,
-so a request runs exactly as it would locally and gets the same verdict. The driver-side
-`RayBackend` plugs into `Executor` through the object-backend interface of backends.py: the
-Executor's slots become *lanes*, each carrying one request at a time to an actor.
+Each `SandboxHost` Ray actor owns a node's sandboxes (the local backend's workers, a gVisor pool by
+default), so a request runs exactly as it would locally, judged where it runs, and gets the same
+verdict. The driver-side `RayBackend` plugs into `Executor` through the backend interface of
+backends.py: the Executor's slots become *lanes*, each carrying one request at a time to an actor.
+Layers: the actor runs, `RayBackend` routes (one actor per attempt), the Executor retries.
 
 - Placement: one actor per alive node (reserving the node's CPUs), or `num_actors` actors of
   `cpus_per_actor` CPUs each, spread. An actor runs as many sandboxes per reserved CPU as the local
@@ -15,9 +16,10 @@ Executor's slots become *lanes*, each carrying one request at a time to an actor
 - Streaming: the Executor's futures complete as each actor call returns.
 - Failures: an actor whose call fails because it or its node died, or that hangs past a generous
   bound, is marked dead and replaced (on the same node if it is still there, else wherever Ray finds
-  room). The in-flight requests of a dead actor move to other live actors (up to MAX_ACTOR_DEATHS
-  times each), so none is lost. A hang counts against the request instead (WorkerCrashed: the
-  Executor retries it once, then reports `sandbox_error`, as for a request that hangs two local sandboxes).
+  room). The in-flight requests of a dead actor fail with WorkerLost and the Executor sends them again
+  (to other live actors; up to executor.MAX_LOST_RETRIES times each), so none is lost. A hang counts
+  against the request instead (WorkerCrashed: the Executor retries it once, then reports
+  `sandbox_error`, as for a request that hangs two local sandboxes).
 
 Where the fleet runs:
 - TPU pod hosts' own CPUs: start Ray on every host, marking them and leaving cores for the JAX process,
@@ -48,11 +50,9 @@ try:
 except ImportError as _e:  # pragma: no cover - exercised by a test that hides ray
     raise ImportError('the sandbox "ray" backend needs Ray: pip install -e ".[ray]"  (or pip install "ray[default]")') from _e
 
-from .backends import HANG_SLACK_S, STARTUP_TIMEOUT_S, WorkerCrashed
+from .backends import STARTUP_TIMEOUT_S, WorkerCrashed, WorkerLost
 
 log = logging.getLogger(__name__)
-# Actors that may die under one request (each time it moves to another) before the Executor's own retry.
-MAX_ACTOR_DEATHS = 3
 SANDBOX_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 # Ray errors that mean the actor (or its node) is gone or unreachable.
 _ACTOR_LOST = tuple(getattr(ray.exceptions, n) for n in
@@ -61,27 +61,61 @@ _ACTOR_LOST = tuple(getattr(ray.exceptions, n) for n in
 
 
 class SandboxHost:
-    """Ray actor: a local sandbox Executor on one node. Requests arrive already normalized."""
+    """Ray actor: one node's sandboxes (the local backend's workers: the judge runs where the program
+    runs, exactly as locally). It only runs requests: a worker that crashes or hangs under a request
+    is replaced and the request's failure goes back to the driver, whose Executor decides any retry."""
 
     def __init__(self, backend: str, workers: int | None, cpus: int, memory_mb: int):
         import socket
 
-        from .executor import Executor, make_backend
-        local = make_backend(backend, memory_mb)
+        from .backends import local_backend
+        self._backend = local_backend(backend, memory_mb)
         if workers is None:  # the local backend's sandboxes-per-core ratio, applied to the CPUs reserved
-            workers = max(1, round(cpus * local.default_workers() / (os.cpu_count() or 1)))
-        self._executor = Executor(backend=local, workers=workers, memory_mb=memory_mb)
+            workers = max(1, round(cpus * self._backend.default_workers() / (os.cpu_count() or 1)))
+        try:
+            self._idle = [self._backend.start_worker(i) for i in range(workers)]
+        except BaseException:
+            self._backend.close()
+            raise
+        self._free = None   # asyncio.Queue of idle workers, made on the actor's event loop
         self._info = {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
-                      "pid": os.getpid(), "workers": workers, "isolation": self._executor.backend.isolation}
+                      "pid": os.getpid(), "workers": workers, "isolation": self._backend.isolation}
 
     async def info(self) -> dict:
         return self._info
 
-    async def execute(self, request: dict) -> dict:
-        return (await asyncio.wrap_future(self._executor.submit(request))).to_dict()
+    async def execute(self, request: dict, timeout_s: float) -> dict:
+        """Run one request on an idle sandbox (waiting for one); `timeout_s` bounds the run itself."""
+        if self._free is None:
+            self._free = asyncio.Queue()
+            for w in self._idle:
+                self._free.put_nowait(w)
+        worker = await self._free.get()
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(None, worker.execute, request, timeout_s)
+        except BaseException as e:
+            await loop.run_in_executor(None, self._replace, worker)
+            raise WorkerCrashed(f"sandbox on {self._info['hostname']}: {e}") from None
+        self._free.put_nowait(worker)
+        return result
+
+    def _replace(self, worker) -> None:
+        try:
+            worker.close()
+        except Exception:
+            pass
+        self._free.put_nowait(self._backend.start_worker(0))
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.close)
+        def close_all():
+            while self._free is not None and not self._free.empty():
+                try:
+                    self._free.get_nowait().close()
+                except Exception:
+                    pass
+            self._backend.close()
+        await asyncio.get_running_loop().run_in_executor(None, close_all)
 
 
 _RemoteSandboxHost = ray.remote(max_restarts=0)(SandboxHost)
@@ -108,7 +142,7 @@ class _Lane:
         self._backend = backend
 
     def execute(self, request: dict, timeout_s: float) -> dict:
-        return self._backend._execute(request)
+        return self._backend._execute(request, timeout_s)
 
     def close(self) -> None:
         pass
@@ -158,7 +192,6 @@ class RayBackend:
         self._actors: list[_Actor] = []
         self._replacing = 0
         self._pending: set[_Actor] = set()   # replacements still starting
-        self._max_timeout_s = 10.0
         self._closed = False
         self._owns_ray = init_ray(ray_address, ship_code)
         try:
@@ -325,40 +358,37 @@ class RayBackend:
             self._cond.notify_all()
 
     def _hang_bound_s(self, actor: _Actor, timeout_s: float) -> float:
-        """How long an answer may take before the actor counts as hung: queueing behind requests
-        already inside the actor, each of which its local Executor may retry once, plus a sandbox start."""
-        self._max_timeout_s = max(self._max_timeout_s, timeout_s)
-        rounds = math.ceil(actor.cap / actor.workers) + 1
-        return 2 * rounds * (self._max_timeout_s + HANG_SLACK_S) + STARTUP_TIMEOUT_S
+        """How long an answer may take before the actor counts as hung: the run's own bound
+        (`timeout_s`, from the Executor) after waiting behind the requests already inside the actor,
+        plus a sandbox start (a crashed sandbox is replaced before the actor answers)."""
+        rounds = math.ceil(actor.cap / actor.workers)
+        return rounds * timeout_s + STARTUP_TIMEOUT_S
 
-    def _execute(self, request: dict) -> dict:
-        """Run one request on the fleet. An actor that dies under it (killed, node lost) is an
-        infrastructure failure: the request moves to another live actor, up to MAX_ACTOR_DEATHS times.
-        A hang or an error raised by the actor counts against the request: WorkerCrashed, so the
-        Executor retries it once and then reports sandbox_error."""
-        for _ in range(MAX_ACTOR_DEATHS):
-            actor = self._acquire()
-            served = False
+    def _execute(self, request: dict, timeout_s: float) -> dict:
+        """Route one request to one actor, once (the Executor is the one place that retries). An actor
+        that dies under it (killed, node lost) is WorkerLost: not the request's doing. A hang, or a
+        sandbox failure reported by the actor, is WorkerCrashed: it counts against the request."""
+        actor = self._acquire()
+        served = False
+        try:
+            ref = actor.handle.execute.remote(request, timeout_s)
             try:
-                ref = actor.handle.execute.remote(request)
-                try:
-                    result = ray.get(ref, timeout=self._hang_bound_s(actor, request["timeout_s"]))
-                    served = True
-                    return result
-                except ray.exceptions.GetTimeoutError:
-                    self._mark_lost(actor, "did not answer in time (hung)")
-                    self._count("requests_retried")
-                    raise WorkerCrashed(f"sandbox actor on {actor.hostname} did not answer in time (hung)") from None
-                except _ACTOR_LOST as e:
-                    self._mark_lost(actor, _cause(e))
-                    self._count("requests_retried")
-                    death = _cause(e)
-                except ray.exceptions.RayTaskError as e:  # the actor is alive; its method raised
-                    self._count("requests_retried")
-                    raise WorkerCrashed(f"sandbox actor on {actor.hostname} raised: {_cause(e)}") from None
-            finally:
-                self._release(actor, served)
-        raise WorkerCrashed(f"{MAX_ACTOR_DEATHS} sandbox actors died under this request (last: {death})")
+                result = ray.get(ref, timeout=self._hang_bound_s(actor, timeout_s))
+                served = True
+                return result
+            except ray.exceptions.GetTimeoutError:
+                self._mark_lost(actor, "did not answer in time (hung)")
+                self._count("requests_retried")
+                raise WorkerCrashed(f"sandbox actor on {actor.hostname} did not answer in time (hung)") from None
+            except _ACTOR_LOST as e:
+                self._mark_lost(actor, _cause(e))
+                self._count("requests_retried")
+                raise WorkerLost(f"sandbox actor on {actor.hostname} died: {_cause(e)}") from None
+            except ray.exceptions.RayTaskError as e:  # the actor is alive; its sandbox failed
+                self._count("requests_retried")
+                raise WorkerCrashed(f"sandbox actor on {actor.hostname}: {_cause(e)}") from None
+        finally:
+            self._release(actor, served)
 
     # ---------------------------------------------------------------- backend interface
     def default_workers(self) -> int:
@@ -415,58 +445,6 @@ def init_ray(address: str | None = None, ship_code: bool = True, **ray_init_kwar
     return True
 
 
-def bench_rows(requests: list[dict], measure, workers: int = 2, rounds: int = 3) -> list[str]:
-    """`python -m sandbox.bench --backend ray`: executions/s of the local gVisor pool and of Ray fleets
-    of 1 and 2 local actors with the same total number of sandboxes, measured in the same run.
-
-    The three runners are started once and measured in interleaved rounds (local, 1 actor, 2 actors,
-    local, ...), so a noisy neighbour slows all of them alike; the table gives the median and the best
-    round. measure(executor, requests) -> executions/s (warm-up excluded; sandbox.bench.measure).
-    """
-    if workers < 2:
-        raise ValueError(f"--workers must be >= 2 for the ray benchmark (2 actors), got {workers}")
-    import contextlib
-    import statistics
-
-    from .executor import Executor
-    load0 = os.getloadavg()[0]
-    # Enough logical CPUs for both fleets at once (Ray CPUs are a placement budget, not a core pinning).
-    owns = init_ray(num_cpus=3, log_to_driver=False)
-    runners = []   # (name, actors, sandboxes, executor, startup seconds)
-    try:
-        with contextlib.ExitStack() as stack:
-            t0 = time.perf_counter()
-            ex = stack.enter_context(Executor(backend="gvisor", workers=workers))
-            runners.append(("local gVisor pool", "-", workers, ex, time.perf_counter() - t0))
-            for actors in (1, 2):
-                t0 = time.perf_counter()
-                fleet = RayBackend(num_actors=actors, cpus_per_actor=1, workers_per_actor=workers // actors)
-                ex = stack.enter_context(Executor(backend=fleet))
-                runners.append((f"ray, {actors} local actor{'s' * (actors > 1)}", actors,
-                                actors * (workers // actors), ex, time.perf_counter() - t0))
-            rates = {name: [] for name, *_ in runners}
-            for _ in range(rounds):
-                for name, _, _, ex, _ in runners:
-                    rates[name].append(measure(ex, requests))
-    finally:
-        if owns:
-            ray.shutdown()
-    local = statistics.median(rates[runners[0][0]])
-    out = [f"workload: {len(requests)} programs (HumanEval canonical + buggy variants), {rounds} interleaved rounds, "
-           f"cpus={os.cpu_count()}, loadavg at start={load0:.1f}",
-           f"{'runner':22} {'actors':>6} {'sandboxes':>9} {'in flight':>9} {'exec/s med':>10} {'best':>7} "
-           f"{'vs local':>9} {'overhead':>9} {'startup s':>9}"]
-    for name, actors, sandboxes, ex, startup in runners:
-        med = statistics.median(rates[name])
-        out.append(f"{name:22} {actors!s:>6} {sandboxes:>9} {ex.workers:>9} {med:10.1f} {max(rates[name]):7.1f} "
-                   f"{med / local:8.2f}x {local / med - 1:+8.1%} {startup:9.1f}")
-    out.append("vs local / overhead: median exec/s against the local pool's (overhead = local/ray - 1, the time "
-               f"the Ray hop adds per program); per round: "
-               + "; ".join(f"{n}: {', '.join(f'{r:.1f}' for r in rs)}" for n, rs in rates.items()))
-    out.append(f"loadavg at end={os.getloadavg()[0]:.1f}")
-    return out
-
-
 def _cause(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return (text[-1] if text else type(e).__name__)[:500]
@@ -479,4 +457,4 @@ def _kill_quietly(handle) -> None:
         pass
 
 
-__all__ = ["RayBackend", "SandboxHost", "bench_rows", "init_ray"]
+__all__ = ["RayBackend", "SandboxHost", "init_ray"]

@@ -8,6 +8,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+try:
+    from .judge import humaneval_plan
+except ImportError:  # loaded flat inside the sandbox
+    from judge import humaneval_plan
+
 STATUSES = ("passed", "failed", "error", "timeout", "memory", "syntax_error", "sandbox_error")
 TEST_KINDS = ("humaneval", "asserts", "stdio", "call")
 ISOLATIONS = ("gvisor", "process")
@@ -72,10 +77,18 @@ def _check_test(test: Any) -> dict:
         raise RequestError(f"unknown test kind {kind!r} (expected one of {', '.join(TEST_KINDS)})")
     where = f"test (kind {kind!r})"
     if kind == "humaneval":
-        _need(test, "test", str, where)
+        src = _need(test, "test", str, where)
         _need(test, "entry_point", str, where)
+        try:
+            humaneval_plan(src)
+        except SyntaxError as e:
+            raise RequestError(f"{where}: the test does not compile: {e.msg} (line {e.lineno})") from None
+        except ValueError as e:
+            raise RequestError(f"{where}: {e}") from None
     elif kind == "asserts":
         asserts = _need(test, "asserts", list, where)
+        if not asserts:
+            raise RequestError(f"{where}: no tests: 'asserts' is empty")
         if not all(isinstance(a, str) for a in asserts):
             raise RequestError(f"{where}: every entry of 'asserts' must be a string")
         if not isinstance(test.get("setup", ""), str):
@@ -83,6 +96,8 @@ def _check_test(test: Any) -> dict:
         test = {**test, "setup": test.get("setup") or ""}
     elif kind == "stdio":
         cases = _need(test, "cases", list, where)
+        if not cases:
+            raise RequestError(f"{where}: no tests: 'cases' is empty")
         for i, c in enumerate(cases):
             if not isinstance(c, dict) or not isinstance(c.get("input"), str) or not isinstance(
                     c.get("output"), str):
@@ -90,6 +105,8 @@ def _check_test(test: Any) -> dict:
     elif kind == "call":
         _need(test, "fn_name", str, where)
         cases = _need(test, "cases", list, where)
+        if not cases:
+            raise RequestError(f"{where}: no tests: 'cases' is empty")
         for i, c in enumerate(cases):
             if not isinstance(c, dict) or not isinstance(c.get("args"), list) or "expected" not in c:
                 raise RequestError(f"{where}: case {i} needs a list 'args' and an 'expected' value")

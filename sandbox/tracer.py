@@ -22,7 +22,7 @@ _repr.maxlevel = 3
 def bounded_repr(value) -> str:
     try:
         return _repr.repr(value)[:120]
-    except BaseException as e:  # a hostile __repr__ must not break the harness
+    except BaseException as e:  # a hostile __repr__ must not break the tracer
         return f"<repr failed: {type(e).__name__}>"
 
 
@@ -88,8 +88,7 @@ class Tracer:
     def record_exception(self, exc: BaseException, frames: list | None = None):
         """Keep the first exception with its frames inside the solution (innermost last).
 
-        `frames`: the traceback's (frame, lineno) pairs, when the caller already walked it (the
-        harness does, because its guard refuses tb_frame to everyone else).
+        `frames`: the traceback's (frame, lineno) pairs, when the caller already walked it.
         """
         if self.exception is not None:
             return

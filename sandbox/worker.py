@@ -1,306 +1,102 @@
-"""Long-lived worker: one request per stdin line in, one result per stdout line out.
+"""The judge: a long-lived worker that runs each program in a fresh process and decides its verdict.
 
-Runs inside a gVisor container (or, for the `process` backend, directly on the host). Each request
-runs in a fresh forked child with CPU-time, address-space, file-size and process limits, a private
-scratch directory, a clean environment and (in gVisor) an unprivileged uid. The wall-clock limit
-and the output-size limit are enforced here, outside the child, by SIGKILL; afterwards every
-descendant of the worker is killed, so nothing a program started survives into the next request.
-The verdict is assembled here from the harness's nonce-tagged records (see harness.py).
+Security argument. The verdict fields that feed pass@k, rewards and preference pairs (`status`,
+`tests_passed`, `tests_total`) are computed here, in a process the program never shares anything
+with: each program runs in its own process forked from a zygote that was started before any request
+was read (program.py), so that process never held test code or expected values; it runs as an
+unprivileged uid with rlimits, in its own SysV IPC namespace, with a private size-limited tmpfs as its
+only writable place (unmounted after it: O(1) cleanup), and every process it started is killed before
+the next program. Judge and program exchange only plain data over a pipe (codec.py: strict, bounded,
+no pickle). stdio: the judge feeds stdin and compares stdout. call: the judge sends the arguments and
+compares the returned value. humaneval/asserts: the trusted test code runs here, in a fresh namespace,
+with the program's top-level callables bound to proxies that call into the program's process (the
+program's objects never enter the judge: non-plain values stay there as opaque handles, which refuse
+comparison). `error_type`, `error_message`, `error_line` and `trace` are the program's own claims:
+validated and bounded here, and nothing that ranks results may trust them beyond that.
 
-Usage: python -I -S worker.py   (stdlib only; must not import the host-side package)
+Usage: python -I -S -c "import worker; worker.bootstrap()"   (stdlib only; one request per stdin line,
+one result per stdout line)
 """
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import select
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
 
 try:
-    from . import harness
+    from . import codec, judge, program
+    from .judge import Gone, Limit
     from .schema import OUTPUT_CAP_CHARS, OUTPUT_LIMIT_BYTES
 except ImportError:  # loaded flat inside the sandbox
-    import harness
+    import codec
+    import judge
+    import program
+    from judge import Gone, Limit
     from schema import OUTPUT_CAP_CHARS, OUTPUT_LIMIT_BYTES
 
-try:
-    import resource
-except ImportError:  # pragma: no cover - non-Unix
-    resource = None
-
 SCRATCH_FILE_LIMIT = 16 << 20     # RLIMIT_FSIZE: largest file a program may write
+SCRATCH_MB = 64                   # size of each program's private tmpfs (gVisor)
 CHILD_NPROC = 32                  # RLIMIT_NPROC for the unprivileged child uid
-EXIT_GRACE_S = 0.2                # after the child exits, how long stray holders of its pipes may keep them open
+EXIT_GRACE_S = 0.2                # after the program exits, how long its descendants may hold its stdout
+WATCH_INTERVAL_S = 0.02           # memory watchdog period (all of a program's processes together, gVisor)
+PARTIAL_TRACE_WAIT_S = 1.0        # how long a timed-out program gets to send its trace so far (busy hosts)
 PR_SET_CHILD_SUBREAPER = 36
+MNT_DETACH = 2
 
 
-def _set_subreaper():
-    """Become the reaper of orphaned descendants, and cap glibc malloc arenas (inherited by
-    children) so threaded programs do not exhaust RLIMIT_AS with 64 MiB-per-thread arenas."""
+def _libc():
     try:
         import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        libc.mallopt(-8, 2)  # M_ARENA_MAX
-    except Exception:
-        pass
+        return ctypes.CDLL(None, use_errno=True)
+    except (ImportError, OSError):
+        return None
 
 
-def _descendants(root: int) -> list[int]:
-    """All live descendants of `root` (reads /proc; works on Linux and in gVisor)."""
-    parent = {}
+_LIBC = _libc()
+
+
+# --- process bookkeeping ----------------------------------------------------------------------------
+def _process_table() -> dict[int, tuple[int, bytes]]:
+    """pid -> (ppid, state) of every process (reads /proc; works on Linux and in gVisor)."""
+    table = {}
     try:
         names = os.listdir("/proc")
     except OSError:
-        return []
+        return table
     for name in names:
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/stat", "rb") as f:
                 stat = f.read()
-            ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+            rest = stat[stat.rindex(b")") + 2:].split()
+            table[int(name)] = (int(rest[1]), rest[0])
         except (OSError, ValueError, IndexError):
             continue
-        parent[int(name)] = ppid
+    return table
+
+
+def _descendants(root: int, table: dict, exclude: int | None = None) -> list[int]:
     out, frontier = [], {root}
     while frontier:
-        nxt = {p for p, pp in parent.items() if pp in frontier and p not in out}
+        nxt = {p for p, (pp, _) in table.items() if pp in frontier and p not in out and p != exclude}
         out.extend(nxt)
         frontier = nxt
     return out
 
 
-def kill_descendants(rounds: int = 50):
-    """SIGKILL every descendant (orphans are re-parented to us as subreaper / init), then reap."""
-    me = os.getpid()
-    for _ in range(rounds):
-        pids = _descendants(me)
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except OSError:
-                pass
-        _reap()
-        if not pids:
-            return
-
-
-def _reap():
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _child(req, res_w, out_w, err_w, scratch, uid, nonce):
-    """Runs in the forked child; never returns."""
-    try:
-        os.setsid()
-        fd = 100 + secrets.randbelow(800)
-        os.dup2(res_w, fd)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        # Close every other inherited fd. Listing /proc/self/fd costs a few syscalls where a blind
-        # closerange(3, 4096) costs thousands under gVisor's ptrace platform.
-        for name in os.listdir("/proc/self/fd"):
-            n = int(name)
-            if n > 2 and n != fd:
-                try:
-                    os.close(n)
-                except OSError:
-                    pass
-        os.chdir(scratch)
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        if resource is not None:
-            cpu = int(req["timeout_s"]) + 1
-            mem = req["memory_mb"] << 20
-            for lim, val in ((resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_AS, (mem, mem)),
-                             (resource.RLIMIT_FSIZE, (SCRATCH_FILE_LIMIT, SCRATCH_FILE_LIMIT)),
-                             (resource.RLIMIT_CORE, (0, 0))):
-                try:
-                    resource.setrlimit(lim, val)
-                except (ValueError, OSError):
-                    pass
-        if uid is not None:
-            if resource is not None:
-                resource.setrlimit(resource.RLIMIT_NPROC, (CHILD_NPROC, CHILD_NPROC))
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-        os.environ.clear()
-        os.environ.update({"PATH": "/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8"})
-        sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1)
-        sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1)
-        sys.stdin = open(0, "r", closefd=False)
-        sys.argv = ["solution.py"]
-        harness.run(req, fd, nonce, OUTPUT_LIMIT_BYTES)
-    finally:
-        os._exit(70)
-
-
-def _cap(b: bytes) -> str:
-    s = b.decode("utf-8", "replace")
-    if len(s) > OUTPUT_CAP_CHARS:
-        s = s[:OUTPUT_CAP_CHARS] + "...[truncated]"
-    return s
-
-
-class Worker:
-    def __init__(self, scratch_root: str | None = None, child_uid: int | None = None,
-                 isolation: str = "process", control_fd: int | None = None):
-        self.scratch_root = scratch_root or tempfile.gettempdir()
-        self.child_uid = child_uid
-        self.isolation = isolation
-        self.control_fd = control_fd  # readable during a run only when the host went away (EOF)
-        self.host_gone = False
-
-    def _collect_partial_trace(self, pid: int, res_r: int, buf: bytearray) -> None:
-        """Ask a timed-out child for its trace so far (SIGUSR1, harness handler), briefly."""
-        try:
-            os.kill(pid, signal.SIGUSR1)
-        except OSError:
-            return
-        _read_until(res_r, buf, _has_trace_record, PARTIAL_TRACE_WAIT_S)
-
-    def run(self, req: dict) -> dict:
-        t0 = time.monotonic()
-        nonce = secrets.token_hex(16)
-        scratch = tempfile.mkdtemp(prefix="run-", dir=self.scratch_root)
-        if self.child_uid is not None:
-            os.chown(scratch, self.child_uid, self.child_uid)
-        res_r, res_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            _child(req, res_w, out_w, err_w, scratch, self.child_uid, nonce)
-        for fd in (res_w, out_w, err_w):
-            os.close(fd)
-        bufs = {res_r: bytearray(), out_r: bytearray(), err_r: bytearray()}
-        open_fds = set(bufs)
-        deadline = t0 + req["timeout_s"]
-        status = None          # exit status of the direct child
-        cpu_s = 0.0
-        exited_at = None
-        timed_out = output_exceeded = False
-        idle = 0
-        while True:
-            now = time.monotonic()
-            if status is None:
-                wpid, st, ru = os.wait4(pid, os.WNOHANG)
-                if wpid:
-                    status, exited_at, cpu_s = st, now, ru.ru_utime + ru.ru_stime
-            if status is not None and (not open_fds or now - exited_at > EXIT_GRACE_S):
-                break
-            if now >= deadline:
-                timed_out = status is None
-                break
-            watch = list(open_fds)
-            if self.control_fd is not None:
-                watch.append(self.control_fd)
-            if status is None:
-                # all pipes closed: the child is exiting, poll wait4 quickly
-                wait = 0.05 if open_fds else 0.0005 * (1 << min(idle, 6))
-                idle += not open_fds
-            else:
-                wait = EXIT_GRACE_S
-            wait = min(deadline - now, wait)
-            ready, _, _ = select.select(watch, [], [], max(wait, 0.0))
-            for fd in ready:
-                if fd == self.control_fd:
-                    self.host_gone = True
-                    continue
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    open_fds.discard(fd)
-                    continue
-                if fd == res_r and len(bufs[res_r]) > 16 * OUTPUT_LIMIT_BYTES:
-                    continue  # harness records are bounded; a flood is a forgery attempt
-                bufs[fd] += chunk
-            if len(bufs[out_r]) + len(bufs[err_r]) > OUTPUT_LIMIT_BYTES:
-                output_exceeded = status is None
-                break
-            if self.host_gone:
-                break
-        if timed_out and req.get("trace") and res_r in open_fds:
-            self._collect_partial_trace(pid, res_r, bufs[res_r])
-        # Kill the child and everything it started, then collect what is left in the pipes.
-        for kill in (os.killpg, os.kill):  # the child's process group first: one syscall for a fork bomb
-            try:
-                kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        if status is None:
-            try:
-                _, status, ru = os.wait4(pid, 0)
-                cpu_s = ru.ru_utime + ru.ru_stime
-            except ChildProcessError:
-                status = None
-        kill_descendants()
-        for fd in bufs:
-            if fd in open_fds:
-                os.set_blocking(fd, False)
-                try:
-                    while len(bufs[fd]) < 2 * OUTPUT_LIMIT_BYTES:
-                        chunk = os.read(fd, 65536)
-                        if not chunk:
-                            break
-                        bufs[fd] += chunk
-                except (BlockingIOError, OSError):
-                    pass
-            os.close(fd)
-        shutil.rmtree(scratch, ignore_errors=True)
-        result = assemble(req, bytes(bufs[res_r]), nonce, pid, status, timed_out=timed_out,
-                          output_exceeded=output_exceeded, cpu_s=cpu_s)
-        result.update(stdout=_cap(bytes(bufs[out_r])), stderr=_cap(bytes(bufs[err_r])),
-                      duration_s=round(time.monotonic() - t0, 6), isolation=self.isolation)
-        return result
-
-
-PARTIAL_TRACE_WAIT_S = 0.3  # how long a timed-out child gets to report its trace before SIGKILL
-
-
-def _has_trace_record(buf: bytearray) -> bool:
-    return b'"t":"trace"' in buf
-
-
-def _read_until(fd: int, buf: bytearray, done, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while not done(buf):
-        left = end - time.monotonic()
-        if left <= 0:
-            return
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            return
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return
-        buf += chunk
-
-
-def _records(data: bytes, nonce: str, pid: int):
-    prefix = (nonce + " ").encode()
-    for line in data.split(b"\n"):
-        if not line.startswith(prefix):
-            continue
-        try:
-            rec = json.loads(line[len(prefix):])
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("pid") == pid:
-            yield rec
+def sandbox_memory_used() -> int:
+    """Bytes in use in the whole sandbox (gVisor's /proc/meminfo describes the sandbox, not the host;
+    shared copy-on-write pages count once, tmpfs files count too)."""
+    with open("/proc/meminfo", "rb") as f:
+        fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+    return (int(fields[b"MemTotal"].split()[0]) - int(fields[b"MemFree"].split()[0])) << 10
 
 
 def _signal_name(num: int) -> str:
@@ -310,100 +106,365 @@ def _signal_name(num: int) -> str:
         return f"signal {num}"
 
 
-def assemble(req: dict, data: bytes, nonce: str, pid: int, status, *, timed_out: bool,
-             output_exceeded: bool, cpu_s: float = 0.0) -> dict:
-    """Turn the harness records and the child's fate into a result dict (worker side, trusted)."""
-    total = None
-    passed_cases = set()
-    failed_cases = set()
-    first_exc = None
-    end = None
-    tampered = False
-    harness_error = None
-    partial_trace = None
-    for rec in _records(data, nonce, pid):
-        t = rec.get("t")
-        if end is not None:
-            tampered = True  # nothing may follow the harness's end record
-            break
-        if t == "plan" and total is None:
-            total = rec.get("total")
-        elif t in ("syntax", "load", "step"):
-            first_exc = first_exc or rec.get("exc")
-        elif t == "case":
-            i = rec.get("i")
-            if i in passed_cases or i in failed_cases:
-                tampered = True
-            elif rec.get("ok") is True:
-                passed_cases.add(i)
+# --- one program's process, seen from the judge -----------------------------------------------------
+class Proc:
+    """A running program: its pid, its channel, its stdio pipes, and the judge's view of its fate."""
+
+    def __init__(self, worker: "Worker", req: dict, deadline: float, stdin: bytes = b""):
+        self.worker, self.req, self.deadline = worker, req, deadline
+        self.stdin = memoryview(stdin)
+        chan_j, chan_c = socket.socketpair()
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        self.chan, self.in_w, self.out_r, self.err_r = chan_j, in_w, out_r, err_r
+        os.set_blocking(in_w, False)
+        self.pid = worker.spawn(req, [chan_c.fileno(), in_r, out_w, err_w])
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+        chan_c.close()
+        if not self.stdin:
+            self._close_stdin()
+        self.reader = codec.FrameReader()
+        self.frames: list = []
+        self.out, self.err = bytearray(), bytearray()
+        self.open = {self.chan.fileno(), out_r, err_r}
+        self.exit_status = None
+        self.cpu_s = 0.0
+        self.exited_at = None
+        self.next_watch = 0.0
+
+    def _close_stdin(self):
+        if self.in_w is not None:
+            os.close(self.in_w)
+            self.in_w = None
+
+    def pump(self, wait: float) -> None:
+        """One round of I/O for at most `wait` seconds; raises Limit when a limit is hit."""
+        now = time.monotonic()
+        if now >= self.deadline:
+            raise Limit("timeout", "Timeout", f"wall-clock limit of {self.req['timeout_s']}s exceeded")
+        if self.worker.watch_memory and now >= self.next_watch:
+            self.next_watch = now + WATCH_INTERVAL_S
+            if sandbox_memory_used() - self.worker.memory_base > self.req["memory_mb"] << 20:
+                raise Limit("memory", "MemoryError",
+                            f"the program's processes used more than {self.req['memory_mb']} MB together")
+        wait = max(0.0, min(wait, self.deadline - now, WATCH_INTERVAL_S if self.worker.watch_memory else wait))
+        rlist = list(self.open) + [self.worker.zsock]
+        wlist = [self.in_w] if self.in_w is not None else []
+        ready, writable, _ = select.select(rlist, wlist, [], wait)
+        if writable:
+            try:
+                n = os.write(self.in_w, self.stdin[:1 << 16])
+                self.stdin = self.stdin[n:]
+                if not self.stdin:
+                    self._close_stdin()
+            except BlockingIOError:
+                pass
+            except OSError:  # the program closed its stdin
+                self._close_stdin()
+        for fd in ready:
+            if fd == self.worker.zsock:
+                for pid, status, cpu in self.worker.read_exits():
+                    if pid == self.pid:
+                        self.exit_status, self.cpu_s, self.exited_at = status, cpu, time.monotonic()
+                continue
+            chunk = self.chan.recv(1 << 16) if fd == self.chan.fileno() else os.read(fd, 1 << 16)
+            if not chunk:
+                self.open.discard(fd)
+                continue
+            if fd == self.chan.fileno():
+                self.reader.feed(chunk)
+                while True:
+                    try:
+                        payload = self.reader.next()
+                    except codec.CodecError as e:
+                        raise Gone("ProtocolError", f"the program broke the channel protocol: {e}") from None
+                    if payload is None:
+                        break
+                    self.frames.append(payload)
             else:
-                failed_cases.add(i)
-                first_exc = first_exc or rec.get("exc")
-        elif t == "end":
-            end = rec
-        elif t == "harness_error":
-            harness_error = rec.get("message")
-        elif t == "trace" and partial_trace is None:
-            partial_trace = rec.get("trace")
-    if not isinstance(total, int):
-        total = len(req["test"].get("cases") or req["test"].get("asserts") or []) or 0
-    out = {"id": req["id"], "status": None, "error_type": None, "error_message": None, "error_line": None,
-           "tests_passed": len(passed_cases), "tests_total": total, "trace": None}
+                (self.out if fd == self.out_r else self.err).extend(chunk)
+                if len(self.out) + len(self.err) > OUTPUT_LIMIT_BYTES:
+                    raise Limit("error", "OutputLimitExceeded",
+                                f"program wrote more than {OUTPUT_LIMIT_BYTES} bytes of output")
 
-    def fail(st, etype, msg, line=None):
-        out.update(status=st, error_type=etype, error_message=msg, error_line=line)
+    def fate(self) -> Gone:
+        """How the process ended (it has exited), as a Gone."""
+        st = self.exit_status
+        if os.WIFSIGNALED(st):
+            sig = os.WTERMSIG(st)
+            limit = int(self.req["timeout_s"]) + 1
+            if sig in (signal.SIGXCPU, signal.SIGKILL) and self.cpu_s >= limit - 0.05:
+                return Gone("Timeout", f"CPU-time limit exceeded ({_signal_name(sig)})", "timeout")
+            return Gone(_signal_name(sig), f"program killed by {_signal_name(sig)}")
+        return Gone("ProcessExit", f"program exited (code {os.WEXITSTATUS(st)}) before the tests finished")
+
+    def message(self):
+        """The next message from the program (blocking, bounded by the deadline). Raises Gone."""
+        while not self.frames:
+            if self.chan.fileno() not in self.open or (self.exit_status is not None and
+                                                        time.monotonic() - self.exited_at > EXIT_GRACE_S):
+                if self.exit_status is None:
+                    self.wait_exit()
+                raise self.fate()
+            self.pump(1.0)
+        try:
+            msg = codec.decode(self.frames.pop(0), self.worker.handles)
+        except codec.CodecError as e:
+            raise Gone("ProtocolError", f"the program sent malformed data: {e}") from None
+        if type(msg) is not dict:
+            raise Gone("ProtocolError", "the program sent a non-message")
+        return msg
+
+    def send(self, msg) -> None:
+        data = memoryview(codec.frame(codec.encode(msg, self.worker.handle_id)))
+        while data:
+            _, w, _ = select.select([], [self.chan], [], max(0.0, self.deadline - time.monotonic()))
+            if not w:
+                self.pump(0)  # raises the timeout
+                continue
+            try:
+                n = self.chan.send(data)
+            except (BrokenPipeError, ConnectionResetError):
+                self.wait_exit()
+                raise self.fate() from None
+            data = data[n:]
+            self.pump(0)
+
+    def wait_exit(self) -> None:
+        """Until the process exited and its stdout/stderr closed (or a short grace after the exit)."""
+        while self.exit_status is None or (self.open - {self.chan.fileno()} and
+                                           time.monotonic() - self.exited_at < EXIT_GRACE_S):
+            self.pump(0.05 if self.exit_status is not None else 1.0)
+
+    def partial_trace(self):
+        """Ask a timed-out traced program for its trace so far (SIGUSR1), briefly."""
+        try:
+            os.kill(self.pid, signal.SIGUSR1)
+        except OSError:
+            return None
+        end = time.monotonic() + PARTIAL_TRACE_WAIT_S
+        self.deadline = end
+        try:
+            while time.monotonic() < end:
+                for payload in self.frames:
+                    try:
+                        msg = codec.decode(payload)
+                    except codec.CodecError:
+                        continue
+                    if type(msg) is dict and msg.get("t") == "trace":
+                        return msg.get("trace")
+                self.frames.clear()
+                self.pump(0.05)
+        except (Limit, Gone):
+            pass
+        return None
+
+    def drain(self) -> None:
+        """Take what is still in the stdout/stderr pipes (the program may be gone), up to the limit."""
+        for fd, buf in ((self.out_r, self.out), (self.err_r, self.err)):
+            if fd not in self.open:
+                continue
+            os.set_blocking(fd, False)
+            try:
+                while len(self.out) + len(self.err) <= OUTPUT_LIMIT_BYTES:
+                    chunk = os.read(fd, 1 << 16)
+                    if not chunk:
+                        break
+                    buf.extend(chunk)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._close_stdin()
+        self.chan.close()
+        for fd in (self.out_r, self.err_r):
+            os.close(fd)
+
+
+# --- the worker ---------------------------------------------------------------------------------------
+class Worker:
+    """Runs requests one at a time; owns the zygote and each program's scratch."""
+
+    def __init__(self, zsock: socket.socket, zygote_pid: int, scratch_root: str | None = None,
+                 child_uid: int | None = None, isolation: str = "process", control_fd: int | None = None):
+        self.zsock_obj, self.zsock, self.zygote_pid = zsock, zsock.fileno(), zygote_pid
+        self.scratch_root = scratch_root or tempfile.gettempdir()
+        self.child_uid = child_uid
+        self.isolation = isolation
+        self.control_fd = control_fd
+        self.host_gone = False
+        # Private tmpfs and IPC namespace per program, and the memory watchdog, where the worker is the
+        # sandbox's root (gVisor); the unisolated process backend uses a scratch dir.
+        self.isolated = child_uid is not None
+        self.watch_memory = self.isolated
+        self._exits: list = []
+        self._handles: dict[int, judge.RemoteObject] = {}
+        self.proc: Proc | None = None
+
+    # zygote protocol
+    def spawn(self, req: dict, fds: list) -> int:
+        spec = {"scratch": self.scratch, "cpu_s": int(req["timeout_s"]) + 1, "memory_mb": req["memory_mb"],
+                "file_bytes": SCRATCH_FILE_LIMIT, "nproc": CHILD_NPROC, "uid": self.child_uid,
+                "private_ipc": self.isolated, "mode": self.mode, "solution": req["solution"],
+                "trace": bool(req.get("trace"))}
+        socket.send_fds(self.zsock_obj, [codec.encode(spec)], fds)
+        while True:
+            msg = self._zmsg(blocking=True)
+            if "spawned" in msg:
+                return msg["spawned"]
+            self._exits.append((msg["exited"], msg["status"], msg["cpu_s"]))
+
+    def _zmsg(self, blocking: bool):
+        if not blocking and not select.select([self.zsock], [], [], 0)[0]:
+            return None
+        data = self.zsock_obj.recv(1 << 16)
+        if not data:
+            raise RuntimeError("the zygote died")
+        return codec.decode(data)
+
+    def read_exits(self):
+        while True:
+            msg = self._zmsg(blocking=False)
+            if msg is None:
+                break
+            if "exited" in msg:
+                self._exits.append((msg["exited"], msg["status"], msg["cpu_s"]))
+        out, self._exits = self._exits, []
         return out
 
-    if req.get("trace") and not tampered:
-        out["trace"] = end.get("trace") if end is not None else partial_trace
-    if timed_out:
-        return fail("timeout", "Timeout", f"wall-clock limit of {req['timeout_s']}s exceeded")
-    if output_exceeded:
-        return fail("error", "OutputLimitExceeded", f"program wrote more than {OUTPUT_LIMIT_BYTES} bytes of output")
-    if tampered:
-        return fail("error", "HarnessTampering", "the harness record stream was tampered with")
-    if end is None or harness_error is not None:
-        # The child died before the harness finished: classify how.
-        if status is not None and os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= int(req["timeout_s"]) + 1):
-                return fail("timeout", "Timeout", f"CPU-time limit exceeded ({_signal_name(sig)})")
-            return fail("error", _signal_name(sig), f"program killed by {_signal_name(sig)}")
-        if harness_error is not None:
-            return fail("error", "HarnessError", harness_error[:500])
-        code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
-        return fail("error", "ProcessExit", f"program exited (code {code}) before the tests finished")
-    if end.get("passed") != len(passed_cases) or end.get("total") != total:
-        return fail("error", "HarnessTampering", "harness counts disagree with its case records")
-    if first_exc is not None:
-        kind = first_exc.get("kind")
-        st = {"failed": "failed", "memory": "memory", "syntax_error": "syntax_error"}.get(kind, "error")
-        return fail(st, first_exc.get("type"), first_exc.get("message"), first_exc.get("line"))
-    if len(passed_cases) == total and len(failed_cases) == 0:
-        out["status"] = "passed"
-        return out
-    return fail("error", "HarnessError", "not every test reported a result")
+    def kill_program(self, rounds: int = 50) -> None:
+        if self.proc is not None:
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(self.proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for _ in range(rounds):
+            table = _process_table()
+            pids = [p for p in _descendants(os.getpid(), table, exclude=self.zygote_pid)
+                    if table.get(p, (0, b"Z"))[1] != b"Z"]
+            for p in pids:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+            while True:  # reap adopted orphans (never the zygote)
+                try:
+                    pid, _ = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                if pid == self.zygote_pid:
+                    raise RuntimeError("the zygote died")
+            if not pids:
+                return
+
+    # handles of program objects (valid for one request)
+    def handles(self, hid: int):
+        obj = self._handles.get(hid)
+        if obj is None:
+            obj = self._handles[hid] = judge.RemoteObject(self, hid)
+        return obj
+
+    def handle_id(self, obj) -> int:
+        if isinstance(obj, judge.RemoteObject) and self._handles.get(obj._hid) is obj:
+            return obj._hid
+        raise codec.CodecError(f"a {type(obj).__name__[:60]} cannot be sent to the program")
+
+    # scratch
+    def _make_scratch(self) -> None:
+        if self.isolated and _LIBC is not None:
+            self.scratch = os.path.join(self.scratch_root, "run")
+            os.makedirs(self.scratch, exist_ok=True)
+            if _LIBC.mount(b"tmpfs", self.scratch.encode(), b"tmpfs", 0,
+                           f"size={SCRATCH_MB}m,mode=0700".encode()) == 0:
+                os.chown(self.scratch, self.child_uid, self.child_uid)
+                self._mounted = True
+                return
+        self._mounted = False
+        self.scratch = tempfile.mkdtemp(prefix="run-", dir=self.scratch_root)
+        if self.child_uid is not None:
+            os.chown(self.scratch, self.child_uid, self.child_uid)
+
+    def _drop_scratch(self) -> None:
+        if self._mounted:
+            _LIBC.umount2(self.scratch.encode(), MNT_DETACH)
+        else:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    # running a request
+    def start(self, req: dict, mode: str, deadline: float, stdin: bytes = b"") -> Proc:
+        self.mode = mode
+        self._handles = {}
+        if self.watch_memory:
+            self.memory_base = sandbox_memory_used()
+        self._make_scratch()
+        self.proc = Proc(self, req, deadline, stdin)
+        return self.proc
+
+    def finish(self) -> None:
+        try:
+            self.kill_program()
+        finally:
+            if self.proc is not None:
+                self.proc.close()
+                self.proc = None
+            self._drop_scratch()
+            self.read_exits()
+
+    def run(self, req: dict) -> dict:
+        t0 = time.monotonic()
+        result = judge.judge(self, req, t0 + req["timeout_s"], OUTPUT_CAP_CHARS)
+        result.update(id=req["id"], duration_s=round(time.monotonic() - t0, 6), isolation=self.isolation)
+        if self.control_fd is not None and select.select([self.control_fd], [], [], 0)[0]:
+            self.host_gone = True
+        return result
 
 
-def main():
+def start_zygote():
+    """Fork the zygote before any request is read. Returns (socket, pid) in the worker; in a program's
+    process (forked later by the zygote) returns its spawn spec instead."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        parent.close()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1):
+            os.dup2(devnull, fd)
+        keep = {0, 1, 2, child.fileno()}
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) not in keep:
+                try:
+                    os.close(int(name))
+                except OSError:
+                    pass
+        return program.zygote(child)
+    child.close()
+    return parent, pid
+
+
+def main(zsock, zygote_pid):
     # The protocol owns the original stdout; fd 1 is pointed at /dev/null so stray writes cannot corrupt it.
     proto = os.fdopen(os.dup(1), "wb", buffering=0)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
-    _set_subreaper()
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # orphans of programs come to us, to be killed
     uid = os.environ.get("IETA_SANDBOX_CHILD_UID")
     if uid:
-        # Children (unprivileged) may only write inside their own scratch dir: shared writable
-        # places would let one program leave state for the next.
+        # Programs (unprivileged) may only write inside their own scratch: shared writable places
+        # would let one program leave state for the next.
         for shared in ("/tmp", "/dev/shm", os.environ.get("IETA_SANDBOX_SCRATCH") or "/tmp"):
             try:
                 os.chmod(shared, 0o711)
             except OSError:
                 pass
-    worker = Worker(scratch_root=os.environ.get("IETA_SANDBOX_SCRATCH") or None,
+    worker = Worker(zsock, zygote_pid, scratch_root=os.environ.get("IETA_SANDBOX_SCRATCH") or None,
                     child_uid=int(uid) if uid else None,
-                    isolation=os.environ.get("IETA_SANDBOX_ISOLATION", "process"),
-                    control_fd=0)
+                    isolation=os.environ.get("IETA_SANDBOX_ISOLATION", "process"), control_fd=0)
     stdin = os.fdopen(0, "rb", buffering=0)
     proto.write((json.dumps({"ready": True, "pid": os.getpid()}) + "\n").encode())
     buf = b""
@@ -411,10 +472,10 @@ def main():
         while b"\n" not in buf:
             chunk = stdin.read(1 << 20)
             if not chunk:
-                kill_descendants()
                 return
             buf += chunk
         line, buf = buf.split(b"\n", 1)
+        req = None
         try:
             req = json.loads(line)
             result = worker.run(req)
@@ -423,7 +484,6 @@ def main():
                       "error_type": "WorkerError", "error_message": f"{type(e).__name__}: {e}",
                       "isolation": worker.isolation}
         if worker.host_gone:
-            kill_descendants()
             return
         proto.write((json.dumps(result) + "\n").encode())
 
@@ -431,9 +491,11 @@ def main():
 def bootstrap():
     """Entry point used by the backends: `python -I -S -c "...; import worker; worker.bootstrap()"`.
 
-    -S skips site (no .pth side effects); site-packages are still added so programs can import
-    installed libraries read-only.
+    -S skips site in the worker (no .pth side effects); the zygote imports it for the programs.
     """
     import site
     sys.path.extend(p for p in site.getsitepackages() if p not in sys.path)
-    main()
+    started = start_zygote()
+    if isinstance(started, dict):  # a program's process
+        program.run_program(started)
+    main(*started)

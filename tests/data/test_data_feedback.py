@@ -28,7 +28,6 @@ def winner_loser(pairs):
     (R("error", 3, error_type="IndexError", line=3), R("failed", 1, error_type="AssertionError"), "more_tests_passed"),
     (R("timeout", 2), R("error", 1, error_type="TypeError", line=4), "more_tests_passed"),
     (R("failed", 0, error_type="AssertionError"), R("error", 0, error_type="IndexError", line=3), "failed_over_error"),
-    (R("error", 0, error_type="TypeError", line=5), R("error", 0, error_type="IndexError", line=3), "later_error_line"),
     (R("error", 1, error_type="KeyError", line=3), R("timeout", 1), "error_over_timeout"),
     (R("error", 0, error_type="ValueError", line=3), R("syntax_error", error_type="SyntaxError"),
      "error_over_syntax_error"),
@@ -51,6 +50,9 @@ def test_pair_ordering_rules(better, worse, rule):
     (R("timeout", 0), R("memory", 0)),
     (R("error", 1, error_type="IndexError", line=3), R("error", 1, error_type="TypeError", line=3)),
     (R("error", 1, error_type="IndexError", line=None), R("error", 1, error_type="TypeError", line=7)),
+    # error_line is self-reported by the program: a later (claimed) line must not win a pair
+    (R("error", 0, error_type="TypeError", line=5), R("error", 0, error_type="IndexError", line=3)),
+    (R("error", 0, error_type="TypeError", line=10 ** 6), R("error", 0, error_type="IndexError", line=1)),
     (R("sandbox_error", 0), R("failed", 0, error_type="AssertionError")),
 ])
 def test_ties_and_sandbox_errors_are_never_paired(a, b):

@@ -1,9 +1,12 @@
 """The JSONL CLI: one result line per valid request, bad lines reported with their line number."""
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
-import os
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -32,3 +35,69 @@ def test_cli_runs_valid_lines_and_names_bad_ones(tmp_path):
     assert (res[0]["status"], res[0]["tests_passed"], res[0]["tests_total"]) == ("failed", 1, 2)
     assert res[1]["status"] == "passed" and res[1]["isolation"] == "process"
     assert res[1]["trace"]["coverage"] == {"1": 1}
+
+
+GOOD_LINE = json.dumps({"id": "a", "solution": "def f(x):\n    return x\n",
+                        "test": {"kind": "asserts", "asserts": ["assert f(1) == 1"]}})
+
+
+def _cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "sandbox", "run", *args, "--no_progress"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--workers", "-1"], "error: --workers must be >= 1 (omit it for the backend default), got -1"),
+    (["--workers", "0"], "error: --workers must be >= 1 (omit it for the backend default), got 0"),
+    (["--timeout_s", "-1"], "error: --timeout_s must be in (0, 600.0], got -1.0"),
+    (["--memory_mb", "10"], "error: --memory_mb must be in [32, 16384], got 10"),
+])
+def test_bad_flags_one_line_exit_2_out_untouched(tmp_path, flags, message):
+    inp, out = tmp_path / "req.jsonl", tmp_path / "res.jsonl"
+    inp.write_text(GOOD_LINE + "\n" + GOOD_LINE.replace('"a"', '"b"') + "\n")
+    out.write_text("previous results\n")
+    p = _cli("--in", str(inp), "--out", str(out), "--backend", "process", *flags)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [message]     # once, before any request line or pool start
+    assert "UNISOLATED" not in p.stderr                    # the pool never started
+    assert out.read_text() == "previous results\n"
+    assert sorted(os.listdir(tmp_path)) == ["req.jsonl", "res.jsonl"]
+
+
+def test_missing_in_and_out_directory(tmp_path):
+    inp = tmp_path / "req.jsonl"
+    inp.write_text(GOOD_LINE + "\n")
+    p = _cli("--in", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "res.jsonl"), "--backend", "process")
+    assert (p.returncode, p.stderr.strip().splitlines()) == (2, [f"error: --in {tmp_path / 'nope.jsonl'}: no such file"])
+    p = _cli("--in", str(inp), "--out", str(tmp_path / "missing" / "res.jsonl"), "--backend", "process")
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [f"error: --out {tmp_path / 'missing' / 'res.jsonl'}: "
+                                             f"directory {tmp_path / 'missing'} does not exist"]
+    assert sorted(os.listdir(tmp_path)) == ["req.jsonl"]
+
+
+def test_out_is_replaced_atomically(tmp_path):
+    # The results go to a temporary file renamed over --out at the end: a run killed midway leaves the
+    # previous --out intact and no temporary file behind... and a finished run replaces it whole.
+    inp, out = tmp_path / "req.jsonl", tmp_path / "res.jsonl"
+    slow = json.dumps({"id": "slow", "solution": "import time\ntime.sleep(30)\n",
+                       "test": {"kind": "asserts", "asserts": ["assert True"]}})
+    inp.write_text(GOOD_LINE + "\n" + slow + "\n")
+    out.write_text("previous results\n")
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox", "run", "--in", str(inp), "--out", str(out),
+                             "--backend", "process", "--workers", "1", "--no_progress", "--timeout_s", "60"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not any(n.startswith(".results-") and os.path.getsize(tmp_path / n) > 0 for n in os.listdir(tmp_path)):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)   # wait for a state: the first result line is in the temporary file
+    assert out.read_text() == "previous results\n"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert out.read_text() == "previous results\n"
+    assert sorted(os.listdir(tmp_path)) == ["req.jsonl", "res.jsonl"]
+    inp.write_text(GOOD_LINE + "\n")
+    p = _cli("--in", str(inp), "--out", str(out), "--backend", "process")
+    assert p.returncode == 0, p.stderr
+    assert [json.loads(x)["status"] for x in out.read_text().splitlines()] == ["passed"]
+    assert sorted(os.listdir(tmp_path)) == ["req.jsonl", "res.jsonl"]

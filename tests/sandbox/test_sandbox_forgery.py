@@ -1,248 +1,334 @@
-"""Forgery through introspection: programs that hunt the harness's nonce or record writer in memory.
+"""The forgery corpus: every class of attack of issue 10, run against real gVisor through one pool.
 
-The harness shares the program's process, so its record writer (and the per-run nonce inside it)
-is reachable in principle through frames, the gc, ctypes or /proc/self/mem. Each program below
-defines a WRONG `add` and tries one such route to write a forged all-passed record stream (or to
-call the harness's own writer). The audit hook the harness installs before the program runs must
-refuse every route: the verdict is never `passed`, and the next honest request still passes.
+Each attack prints a marker just before its forging step, and the test asserts the marker came out
+(the attack really ran that far: a crash in the attack's own code would otherwise look like a
+defence), that the verdict is not `passed`, and that an honest request after it passes.
 """
+import secrets
+
 import pytest
 
+REACHED = "FORGE-REACHED"
 HE_TEST = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(2, 2) == 4\n"
 WRONG = "\ndef add(a, b):\n    return a - b\n"
-GOOD = {"id": "good", "solution": "def add(a, b):\n    return a + b\n",
-        "test": {"kind": "humaneval", "test": HE_TEST, "entry_point": "add"}}
+GOOD_ADD = "def add(a, b):\n    return a + b\n"
 
-# Shared attack kit: given anything found in memory, forge the 2-of-2 stream and exit.
-KIT = r'''
-import os, json, sys
-FOUND = []
 
-def forge_with_emit(emit):
-    emit({"t": "case", "i": 0, "ok": True})
-    emit({"t": "case", "i": 1, "ok": True})
-    emit({"t": "end", "passed": 2, "total": 2, "trace": None})
-    os._exit(0)
+def he(rid, program, test=HE_TEST, **kw):
+    return {"id": rid, "solution": program, "test": {"kind": "humaneval", "test": test, "entry_point": "add"},
+            "timeout_s": 4.0, **kw}
 
-def forge_with_prefix(*prefixes):
-    recs = [{"t": "case", "i": 0, "ok": True}, {"t": "case", "i": 1, "ok": True},
-            {"t": "end", "passed": 2, "total": 2, "trace": None}]
-    data = b"".join(p + json.dumps(dict(r, pid=os.getpid())).encode() + b"\n" for p in prefixes for r in recs)
-    for fd in range(3, 1024):
-        try:
-            os.write(fd, data)
-        except OSError:
-            pass
-    os._exit(0)
 
-def loot(obj):
-    """Use a harness secret if obj is (or holds) one: the writer, its prefix cell, a nonce."""
-    if callable(obj) and getattr(obj, "__name__", "") == "emit":
-        forge_with_emit(obj)
-    for cell in getattr(obj, "__closure__", None) or ():
-        try:
-            v = cell.cell_contents
-        except ValueError:
+def asserts(rid, program, lines=("assert add(1, 2) == 3", "assert add(2, 2) == 4"), **kw):
+    return {"id": rid, "solution": program, "test": {"kind": "asserts", "asserts": list(lines)}, "timeout_s": 4.0, **kw}
+
+
+def call(rid, program, **kw):
+    return {"id": rid, "solution": program, "timeout_s": 4.0,
+            "test": {"kind": "call", "fn_name": "add", "cases": [{"args": [1, 2], "expected": 3},
+                                                                 {"args": [2, 2], "expected": 4}]}, **kw}
+
+
+def stdio(rid, program, **kw):
+    return {"id": rid, "solution": program, "timeout_s": 4.0,
+            "test": {"kind": "stdio", "cases": [{"input": "1 2\n", "output": "3\n"}, {"input": "2 2\n", "output": "4\n"}]},
+            **kw}
+
+
+GOOD = {"humaneval": he("good-he", GOOD_ADD), "asserts": asserts("good-as", GOOD_ADD), "call": call("good-call", GOOD_ADD),
+        "stdio": stdio("good-io", "a, b = map(int, input().split())\nprint(a + b)\n")}
+BUILD = {"humaneval": he, "asserts": asserts, "call": call, "stdio": stdio}
+WRONG_IO = "a, b = map(int, input().split())\nprint(a - b)\n"
+
+
+def mark(what="x"):
+    return f"import sys as _s\n_s.stderr.write('{REACHED} {what}\\n'); _s.stderr.flush()\n"
+
+
+# --- attacks on the four kinds: name -> program (for function kinds, for stdio) -------------------------
+HIJACK = (
+    "import os, stat, json, struct\n"
+    "fds = [fd for fd in range(3, 64) if _ok(fd)] if False else []\n"
+    "for fd in range(0, 64):\n"
+    "    try:\n        st = os.fstat(fd)\n    except OSError:\n        continue\n"
+    "    if stat.S_ISSOCK(st.st_mode) or stat.S_ISFIFO(st.st_mode):\n        fds.append(fd)\n"
+    + mark("hijack") +
+    "frames = []\n"
+    "for msg in ({'t': 'end', 'passed': 2, 'total': 2}, ['d', ['t', 'return'], ['seq', 1], ['value', 3]],\n"
+    "            ['d', ['t', 'return'], ['seq', 2], ['value', 4]], ['d', ['t', 'done']]):\n"
+    "    b = json.dumps(msg).encode()\n    frames.append(struct.pack('>I', len(b)) + b)\n"
+    "for fd in fds:\n"
+    "    for f in frames:\n"
+    "        try:\n            os.write(fd, f)\n        except OSError:\n            pass\n"
+    "r, w = os.pipe()\nos.dup2(w, 3)\n"   # then take the channel away from the program's own side
+)
+
+RIGGED = {
+    "mock_any": "from unittest import mock\ndef add(a, b):\n" + "    print('" + REACHED + "')\n    return mock.ANY\n",
+    "magicmock": "from unittest.mock import MagicMock\ndef add(a, b):\n    print('" + REACHED + "')\n"
+                 "    m = MagicMock()\n    m.__eq__.return_value = True\n    return m\n",
+    "partial_eq": "import functools\nclass P:\n    __eq__ = functools.partial(lambda s, o: True, None)\n"
+                  "def add(a, b):\n    print('" + REACHED + "')\n    return P()\n",
+    "staticmethod_eq": "class S:\n    __eq__ = staticmethod(lambda *a: True)\ndef add(a, b):\n    print('" + REACHED + "')\n"
+                       "    return S()\n",
+    "exec_into_trusted_module": "import fractions\nexec('class Eq:\\n    def __eq__(s, o): return True\\n', fractions.__dict__)\n"
+                                "def add(a, b):\n    print('" + REACHED + "')\n    return fractions.Eq()\n",
+    "metaclass_instancecheck": "class M(type):\n    def __instancecheck__(cls, o): return True\n"
+                               "    def __subclasscheck__(cls, o): return True\nclass X(metaclass=M):\n"
+                               "    def __eq__(s, o): return True\ndef add(a, b):\n    print('" + REACHED + "')\n    return X()\n",
+    "class_property_lies": "class X:\n    __class__ = property(lambda s: int)\n    def __eq__(s, o): return True\n"
+                           "def add(a, b):\n    print('" + REACHED + "')\n    return X()\n",
+    "list_subclass_rigged_items": "class E:\n    def __eq__(s, o): return True\nclass L(list):\n    def __eq__(s, o): return True\n"
+                                  "def add(a, b):\n    print('" + REACHED + "')\n    return L([E()])\n",
+    "int_subclass_eq": "class I(int):\n    def __eq__(s, o): return True\n    __hash__ = int.__hash__\n"
+                       "def add(a, b):\n    print('" + REACHED + "')\n    return I(a - b)\n",
+    "lazy_iterator": "class E:\n    def __eq__(s, o): return True\ndef add(a, b):\n    print('" + REACHED + "')\n"
+                     "    return iter([E()])\n",
+    "callable_instance_entry": "class C:\n    def __call__(self, a, b):\n        print('" + REACHED + "')\n"
+                               "        class E:\n            def __eq__(s, o): return True\n        return E()\nadd = C()\n",
+    "class_as_entry": "class add:\n    def __init__(self, a, b):\n        print('" + REACHED + "')\n"
+                      "    def __eq__(self, o):\n        return True\n",
+}
+
+POISON = {
+    # the tests' environment is the judge's: nothing the program does to its own names or modules reaches it
+    "shadow_abs_and_set": "def abs(x):\n    return 0\nset = lambda *a: 0\n" + mark("shadow") + WRONG,
+    "sys_modules_math": "import sys, types\nfake = types.ModuleType('math')\nfake.isclose = lambda *a, **k: True\n"
+                        "fake.fabs = lambda x: 0.0\nsys.modules['math'] = fake\n" + mark("modules") + WRONG,
+    "meta_path": "import sys\nclass F:\n    def find_spec(self, name, path=None, target=None):\n"
+                 "        raise ImportError('poisoned')\nsys.meta_path.insert(0, F())\nsys.modules.pop('math', None)\n"
+                 + mark("meta_path") + WRONG,
+    "patch_math_isclose": "import math, builtins\nmath.isclose = lambda *a, **k: True\nbuiltins.abs = lambda x: 0\n"
+                          "builtins.AssertionError = KeyError\n" + mark("isclose") + WRONG,
+}
+POISON_TEST = ("def check(candidate):\n    import math\n    assert math.isclose(candidate(1, 2), 3)\n"
+               "    assert abs(candidate(2, 2) - 4) < 1e-9 and set([1]) == {1}\n")
+
+
+def _run(ex, reqs):
+    results = ex.run(reqs)
+    return {r.id: r for r in results}
+
+
+def test_rigged_values_never_pass(gvisor_executor):
+    reqs = []
+    for name, prog in RIGGED.items():
+        reqs += [he(f"{name}/he", prog), asserts(f"{name}/as", prog), call(f"{name}/call", prog), GOOD["humaneval"]]
+    got = _run(gvisor_executor, reqs)
+    for name in RIGGED:
+        for kind in ("he", "as", "call"):
+            r = got[f"{name}/{kind}"]
+            assert REACHED in r.stdout, (name, kind, r.status, r.error_type, r.error_message, r.stderr[-300:])
+            assert r.status in ("failed", "error"), (name, kind, r.status, r.error_type)
+    assert got["good-he"].status == "passed"
+
+
+def test_poisoned_environment_does_not_reach_the_tests(gvisor_executor):
+    reqs = []
+    for name, prog in POISON.items():
+        reqs += [he(f"{name}/he", prog, POISON_TEST),
+                 asserts(f"{name}/as", prog, ["import math\nassert math.isclose(add(1, 2), 3)",
+                                              "assert abs(add(2, 2) - 4) < 1e-9"]), GOOD["asserts"]]
+    # and the honest program with the same tests passes: the judge's math/abs are the real ones
+    reqs.append(he("honest-poison-test", GOOD_ADD, POISON_TEST))
+    got = _run(gvisor_executor, reqs)
+    for name in POISON:
+        for kind in ("he", "as"):
+            r = got[f"{name}/{kind}"]
+            assert REACHED in r.stderr, (name, kind, r.status, r.error_message, r.stderr[-300:])
+            assert (r.status, r.error_type, r.tests_passed) == ("failed", "AssertionError", 0), (name, kind, r)
+    assert got["honest-poison-test"].status == "passed"
+    assert got["good-as"].status == "passed"
+
+
+def test_record_stream_hijack_on_all_kinds(gvisor_executor):
+    reqs = [he("hijack/he", HIJACK + WRONG), asserts("hijack/as", HIJACK + WRONG), call("hijack/call", HIJACK + WRONG),
+            stdio("hijack/io", HIJACK + WRONG_IO)] + list(GOOD.values())
+    got = _run(gvisor_executor, reqs)
+    for kind in ("he", "as", "call", "io"):
+        r = got[f"hijack/{kind}"]
+        assert f"{REACHED} hijack" in r.stderr, (kind, r.status, r.error_message, r.stderr[-300:])
+        assert r.status in ("failed", "error") and r.tests_passed == 0, (kind, r.status, r.error_type, r.error_message)
+    assert all(got[g["id"]].status == "passed" for g in GOOD.values())
+
+
+MEMORY_SCAN = r'''
+import ctypes, re, sys
+def scan(pattern):
+    """Every match of `pattern` in this process's readable memory (ctypes reads of /proc/self/maps)."""
+    hits = 0
+    for line in open('/proc/self/maps'):
+        addr, perms = line.split()[:2]
+        if not perms.startswith('r') or '[vvar]' in line or '[vsyscall]' in line:
             continue
-        if isinstance(v, bytes) and len(v) == 33 and v.endswith(b" "):
-            forge_with_prefix(v)
-        if callable(v) and getattr(v, "__name__", "") == "emit":
-            forge_with_emit(v)
-    if isinstance(obj, str) and len(obj) == 32 and all(c in "0123456789abcdef" for c in obj):
-        FOUND.append(obj.encode() + b" ")
-
-def loot_frames(f):
-    while f is not None:
-        for v in list(f.f_locals.values()):
-            loot(v)
-        f = f.f_back
-    if FOUND:  # the worker's own frames hold the raw nonce
-        forge_with_prefix(*FOUND)
+        lo, hi = (int(x, 16) for x in addr.split('-'))
+        if hi - lo > (256 << 20):
+            continue
+        try:
+            chunk = ctypes.string_at(lo, hi - lo)
+        except Exception:
+            continue
+        hits += len(re.findall(pattern, chunk))
+    return hits
 '''
 
-ATTACKS = {
-    "getframe_walk": "loot_frames(sys._getframe())\n",
-    "getframe_walk_in_call": "def add(a, b):\n    loot_frames(sys._getframe())\n    return a - b\n",
-    "inspect_stack": "import inspect\ndef add(a, b):\n    for info in inspect.stack():\n"
-                     "        loot_frames(info.frame)\n    return a - b\n",
-    "inspect_currentframe": "import inspect\nloot_frames(inspect.currentframe())\n",
-    "traceback_frames": ("def add(a, b):\n    try:\n        1 / 0\n    except ZeroDivisionError as e:\n"
-                         "        loot_frames(e.__traceback__.tb_frame)\n    return a - b\n"),
-    "exc_info_frames": ("def add(a, b):\n    try:\n        raise KeyError\n    except KeyError:\n"
-                        "        loot_frames(sys.exc_info()[2].tb_frame)\n    return a - b\n"),
-    "traceback_module": "import traceback\ndef add(a, b):\n    traceback.print_stack()\n    loot_frames(next(traceback.walk_stack(None))[0])\n    return a - b\n",
-    "generator_frame": ("def add(a, b):\n    def g():\n        loot_frames(box[0].gi_frame)\n        yield 1\n"
-                        "    box = [g()]\n    next(box[0])\n    return a - b\n"),
-    "current_frames": "def add(a, b):\n    for f in sys._current_frames().values():\n        loot_frames(f)\n    return a - b\n",
-    "settrace_collects_frames": ("seen = []\ndef tr(frame, event, arg):\n    seen.append(frame)\n    return None\n"
-                                 "sys.settrace(tr)\ndef add(a, b):\n    sys.settrace(None)\n"
-                                 "    for f in seen:\n        loot_frames(f)\n    return a - b\n"),
-    "setprofile_collects_frames": ("def pr(frame, event, arg):\n    sys.setprofile(None)\n    loot_frames(frame)\n"
-                                   "sys.setprofile(pr)\n" + WRONG),
-    "signal_handler_frame": ("import signal, time\ndef h(signum, frame):\n    loot_frames(frame)\n"
-                             "signal.signal(signal.SIGALRM, h)\nsignal.setitimer(signal.ITIMER_REAL, 0.01)\n"
-                             "def add(a, b):\n    t = time.time() + 0.2\n    while time.time() < t:\n        pass\n"
-                             "    return a - b\n"),
-    "recreated_signal_module": ("import _imp, importlib.machinery, time\n"
-                                "sig = _imp.create_builtin(importlib.machinery.ModuleSpec('_signal', None))\n"
-                                "sig.signal(14, lambda s, f: loot_frames(f))\nsig.setitimer(0, 0.01)\n"
-                                "def add(a, b):\n    t = time.time() + 0.2\n    while time.time() < t:\n        pass\n"
-                                "    return a - b\n"),
-    "reimported_signal_module": ("import time\ndel sys.modules['_signal']\nimport _signal\n"
-                                 "_signal.signal(14, lambda s, f: loot_frames(f))\n_signal.setitimer(0, 0.01)\n"
-                                 "time.sleep(0.2)\n" + WRONG),
-    "gc_get_objects": "import gc\nfor o in gc.get_objects():\n    loot(o)\n" + WRONG,
-    "gc_referrers": ("import gc\ndef add(a, b):\n    for o in gc.get_referrers(sys.modules['builtins']):\n"
-                     "        loot(o)\n    return a - b\n"),
-    "gc_saveall": ("import gc\ngc.set_debug(gc.DEBUG_SAVEALL)\ndef add(a, b):\n    gc.collect()\n"
-                   "    for o in gc.garbage:\n        loot(o)\n        if type(o).__name__ == 'frame':\n"
-                   "            loot_frames(o)\n    return a - b\n"),
-    "proc_self_mem": ("import re\ndef add(a, b):\n    maps = open('/proc/self/maps').read().splitlines()\n"
-                      "    with open('/proc/self/mem', 'rb') as mem:\n        for line in maps:\n"
-                      "            lo, hi = (int(x, 16) for x in line.split()[0].split('-'))\n"
-                      "            try:\n                mem.seek(lo)\n                chunk = mem.read(hi - lo)\n"
-                      "            except (OSError, ValueError, OverflowError, MemoryError):\n                continue\n"
-                      "            FOUND.extend(set(re.findall(rb'[0-9a-f]{32} ', chunk)))\n"
-                      "    forge_with_prefix(*set(FOUND))\n"),
-    "proc_pid_mem_via_symlinks": ("def add(a, b):\n    os.chdir('/dev/fd')\n    open('../mem', 'rb')\n    return a - b\n"),
-    "dev_fd_dotdot_mem": "open('/dev/fd/../mem', 'rb')\n" + WRONG,
-    "dir_fd_mem": ("root = os.open('/', os.O_RDONLY)\nfd = os.open('proc/self/mem', os.O_RDONLY, dir_fd=root)\n" + WRONG),
-    "symlink_to_proc": "os.symlink('/proc/self/mem', 'm')\nopen('m', 'rb')\n" + WRONG,
-    "proc_fd_reopen": ("def add(a, b):\n    for n in os.listdir('/proc/self/fd'):\n"
-                       "        f = open('/proc/self/fd/' + n, 'wb')\n"
-                       "        f.write(b'x {\"t\": \"end\"}\\n')\n    return a - b\n"),
-    "ctypes_memory": ("import ctypes\ndef add(a, b):\n    frame = ctypes.pythonapi.PyEval_GetFrame\n"
-                      "    frame.restype = ctypes.py_object\n    loot_frames(frame())\n    return a - b\n"),
-    "private_ctypes": "import _ctypes\n" + WRONG,
-    "own_audit_hook_rides_privilege": ("def hook(event, args):\n    if event == 'object.__getattr__' and args[1] == 'tb_frame':\n"
-                                       "        loot_frames(args[0].tb_frame)\nsys.addaudithook(hook)\n"
-                                       "def add(a, b):\n    raise ValueError\n"),
-    "harness_module_globals": ("def add(a, b):\n    for name, mod in list(sys.modules.items()):\n"
-                               "        for v in list(vars(mod).values()):\n            loot(v)\n    return a - b\n"),
-    # Patch the harness's globals so the AlwaysEqual guard lets a rigged value through, or so its own
-    # (correctly keyed) writer reports every case as ok.
-    "patch_harness_module": ("class Eq:\n    def __eq__(self, o):\n        return True\n"
-                             "def add(a, b):\n    return Eq()\n"
-                             "for name in ('harness', 'sandbox.harness'):\n    h = sys.modules.get(name)\n"
-                             "    if h is not None:\n        h._RIGGABLE = ()\n"),
-    "harness_globals_via_worker": ("def add(a, b):\n    for mod in list(sys.modules.values()):\n"
-                                   "        h = getattr(mod, 'harness', None)\n        if h is not None:\n"
-                                   "            for v in list(vars(h).values()):\n                loot(v)\n"
-                                   "            h._check_rigged = lambda *a: None\n    return Eq()\n"
-                                   "class Eq:\n    def __eq__(self, o):\n        return True\n"),
-    "harness_globals_via_signal_wrapper": ("import _signal\ng = _signal.getsignal.__globals__\n"
-                                           "if '_RIGGABLE' in g:\n    g['_RIGGABLE'] = ()\n"
-                                           "class Eq:\n    def __eq__(self, o):\n        return True\n"
-                                           "def add(a, b):\n    return Eq()\n"),
-    "harness_globals_via_subclasses": ("def walk(c, seen):\n    for s in type.__subclasses__(c):\n"
-                                       "        if s not in seen:\n            seen.add(s)\n            walk(s, seen)\n"
-                                       "seen = set()\nwalk(object, seen)\nclass Eq:\n    def __eq__(self, o):\n        return True\n"
-                                       "for c in seen:\n    for v in list(vars(c).values()):\n"
-                                       "        g = getattr(v, '__globals__', None)\n"
-                                       "        if isinstance(g, dict) and '_RIGGABLE' in g:\n            g['_RIGGABLE'] = ()\n"
-                                       "            g['_make_emit'] = None\n        loot(v)\n"
-                                       "def add(a, b):\n    return Eq()\n"),
-    "patch_tracer_class": ("for name in ('tracer', 'sandbox.tracer'):\n    T = sys.modules.get(name)\n"
-                           "    if T is not None:\n"
-                           "        T.Tracer._local = lambda self, frame, ev, arg: loot_frames(frame)\n"
-                           "        T.Tracer.record_exception = lambda self, e, frames=None: [loot_frames(f) for f, _ in frames or ()]\n"
-                           "        T.SOLUTION_FILENAME = 'nothing'\n"
-                           "        T.bounded_locals = lambda loc, n: [loot(v) for v in list(loc.values())] and {}\n"
-                           "def add(a, b):\n    x = a\n    raise ValueError(x)\n"),
-    "gettrace_instance_patch": ("t = sys.gettrace()\nloot(t)\nif t is not None:\n"
-                                "    t.__self__._local = lambda frame, ev, arg: loot_frames(frame)\n"
-                                "def add(a, b):\n    x = a\n    return a - b\n"),
-    # Patch the builtins the harness itself uses, after it restored them (from a test call / a thread).
-    "patch_builtins_getattr_in_call": ("class Eq:\n    def __eq__(self, o):\n        return True\n"
-                                       "def add(a, b):\n    import builtins\n    builtins.getattr = lambda *a: None\n"
-                                       "    builtins.callable = lambda *a: False\n    return Eq()\n"),
-    "thread_patches_exec": ("import threading, time, builtins\ndef later():\n    time.sleep(0.05)\n"
-                            "    builtins.exec = lambda *a, **k: None\n"
-                            "threading.Thread(target=later, daemon=True).start()\n"
-                            "def add(a, b):\n    time.sleep(0.1)\n    return a - b\n"),
-    # Try to run inside one of the harness's own privileged windows (reading its tracebacks).
-    "signal_storm_during_harness": ("import signal\ndef h(signum, frame):\n    try:\n"
-                                    "        loot_frames(sys._getframe())\n    except Exception:\n        pass\n"
-                                    "signal.signal(signal.SIGALRM, h)\nsignal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)\n"
-                                    "def add(a, b):\n    raise ValueError(a)\n"),
-    "finalizer_storm_during_harness": ("class C:\n    def __init__(self):\n        self.me = self\n"
-                                       "    def __del__(self):\n        try:\n            loot_frames(sys._getframe())\n"
-                                       "        except Exception:\n            pass\n"
-                                       "def add(a, b):\n    for _ in range(2000):\n        C()\n    raise ValueError(a)\n"),
-    "trace_dump_handler": ("import signal\nloot(signal.getsignal(signal.SIGUSR1))\n"
-                           "loot(sys.gettrace())\nloot(getattr(sys.gettrace(), '__self__', None))\n" + WRONG),
+
+def test_memory_reads_find_no_expected_values(gvisor_executor):
+    # The expected values and the test code never enter the program's process: a full scan of its
+    # memory finds the argument the judge sent (proof the scan works) and never the expected value.
+    exp, arg = secrets.token_hex(4), secrets.token_hex(4)
+    find = ("def add(a, b):\n    control = scan(rb'ARG-TOKEN-[0-9a-f]{8}')\n    leaked = scan(rb'EXP-TOKEN-[0-9a-f]{8}')\n"
+            "    print('" + REACHED + "', control, leaked, flush=True)\n    return 'nothing'\n")
+    io_find = ("x = input()\ncontrol = scan(rb'ARG-TOKEN-[0-9a-f]{8}')\nleaked = scan(rb'EXP-TOKEN-[0-9a-f]{8}')\n"
+               "print('" + REACHED + "', control, leaked, file=sys.stderr, flush=True)\nprint('nothing')\n")
+    test = f"def check(candidate):\n    assert candidate('ARG-TOKEN-{arg}', 0) == 'EXP-TOKEN-{exp}'\n"
+    reqs = [he("mem/he", MEMORY_SCAN + find, test),
+            asserts("mem/as", MEMORY_SCAN + find, [f"assert add('ARG-TOKEN-{arg}', 0) == 'EXP-TOKEN-{exp}'"]),
+            {"id": "mem/call", "solution": MEMORY_SCAN + find, "timeout_s": 4.0,
+             "test": {"kind": "call", "fn_name": "add", "cases": [{"args": [f"ARG-TOKEN-{arg}", 0],
+                                                                   "expected": f"EXP-TOKEN-{exp}"}]}},
+            {"id": "mem/io", "solution": MEMORY_SCAN + io_find, "timeout_s": 4.0,
+             "test": {"kind": "stdio", "cases": [{"input": f"ARG-TOKEN-{arg}\n", "output": f"EXP-TOKEN-{exp}\n"}]}},
+            GOOD["call"]]
+    got = _run(gvisor_executor, reqs)
+    for rid in ("mem/he", "mem/as", "mem/call", "mem/io"):
+        r = got[rid]
+        out = r.stdout if rid != "mem/io" else r.stderr
+        line = [ln for ln in out.splitlines() if ln.startswith(REACHED)]
+        assert line, (rid, r.status, r.error_type, r.error_message, r.stderr[-500:])
+        control, leaked = map(int, line[0].split()[1:])
+        assert control >= 1 and leaked == 0, (rid, control, leaked)
+        assert r.status == "failed", (rid, r.status)
+    assert got["good-call"].status == "passed"
+
+
+WRONG_KIND = {
+    # name -> (program, request builder, expected (status, error_type))
+    "sigxcpu_self": ("import os, signal\n" + mark("sigxcpu") + "os.kill(os.getpid(), signal.SIGXCPU)\n" + WRONG,
+                     he, ("error", "SIGXCPU")),
+    "sigxcpu_self_io": ("import os, signal\n" + mark("sigxcpu") + "os.kill(os.getpid(), signal.SIGXCPU)\n", stdio,
+                        ("error", "SIGXCPU")),
+    # the compiler gives up (RecursionError, or MemoryError under RLIMIT_AS): the program does not compile
+    "compile_recursion": ("x = " + "-" * 200000 + "1\n" + WRONG, he, ("syntax_error", None)),
+    "fork_memory_bomb": ("import os\n" + mark("bomb") + "for _ in range(8):\n    if os.fork() == 0:\n        break\n"
+                         "x = []\nwhile True:\n    x.append(bytearray(16 << 20))\n", he, ("memory", "MemoryError")),
 }
 
 
-def _req(name, program, **kw):
-    return {"id": name, "solution": KIT + program, "timeout_s": 3.0,
-            "test": {"kind": "humaneval", "test": HE_TEST, "entry_point": "add"}, **kw}
+def test_wrong_verdict_kinds(gvisor_executor):
+    reqs = []
+    for name, (prog, build, _) in WRONG_KIND.items():
+        reqs += [build(name, prog, memory_mb=256), GOOD["humaneval"]]
+    got = ex_results = gvisor_executor.run(reqs)
+    for (name, (prog, build, (status, etype))), r, good in zip(WRONG_KIND.items(), ex_results[::2], ex_results[1::2]):
+        assert r.status == status, (name, r.status, r.error_type, r.error_message, r.stderr[-300:])
+        if etype is not None:
+            assert r.error_type == etype, (name, r.error_type)
+        if "FORGE" in prog:
+            assert REACHED in r.stderr, (name, r.stderr[-300:])
+        assert good.status == "passed", (name, good)
+    assert got
 
 
-@pytest.mark.parametrize("name", sorted(ATTACKS))
-def test_introspection_cannot_forge_a_verdict(executor, name):
-    trace = name in ("trace_dump_handler", "settrace_collects_frames", "traceback_frames", "patch_tracer_class",
-                     "gettrace_instance_patch", "getframe_walk_in_call")
-    r, good = executor.run([_req(name, ATTACKS[name], trace=trace), GOOD])
-    assert r.status in ("failed", "error"), (r.status, r.error_type, r.error_message, r.stderr[-300:])
-    assert r.tests_passed == 0 if name in ("thread_patches_exec",) else r.tests_passed < 2
-    assert good.status == "passed" and good.tests_passed == 2, good
+def test_filesystem_floods_do_not_outlast_cleanup(gvisor_executor):
+    nested = ("import os\n" + "p = '.'\nfor i in range(1500):\n    p = os.path.join(p, 'd')\n    os.mkdir(p)\n"
+              + mark("nested") + WRONG)
+    inodes = ("import os\nn = 0\ntry:\n    while True:\n        open(f'f{n}', 'w').close()\n        n += 1\n"
+              "except OSError:\n    pass\n" + mark("inodes") + WRONG)
+    look = ("import os\nassert os.listdir('.') == [], os.listdir('.')\n" + GOOD_ADD)
+    results = gvisor_executor.run([he("nested", nested), he("inodes", inodes, timeout_s=3.0), he("look1", look),
+                                   he("look2", look)])
+    for r in results[:2]:
+        assert r.status in ("failed", "timeout") and r.status != "sandbox_error", (r.id, r.status, r.error_message)
+    assert REACHED in results[0].stderr
+    assert [r.status for r in results[2:]] == ["passed", "passed"], [r.error_message for r in results[2:]]
 
 
-def test_refusals_are_sandbox_violations(process_executor):
-    """The routes fail because the guard refuses them (not by luck): the error names the guard."""
-    r = process_executor.run([_req("why", "sys._getframe()\n" + WRONG)])[0]
-    assert (r.status, r.error_type) == ("error", "FrameAccessRefused"), (r.error_type, r.error_message)
-    r = process_executor.run([_req("why2", "open('/proc/self/mem', 'rb')\n" + WRONG)])[0]
-    assert (r.status, r.error_type) == ("error", "PathRefused"), (r.error_type, r.error_message)
-
-
-HONEST = '''
-import collections, dataclasses, enum, logging, typing, asyncio, signal, json, re, io, os, tempfile
-Point = collections.namedtuple("Point", "x y")
-class NT(typing.NamedTuple):
-    a: int
-@dataclasses.dataclass
-class D:
-    v: int
-Color = enum.Enum("Color", "RED GREEN")
-T = typing.TypeVar("T")
-logging.basicConfig(stream=io.StringIO())
-logging.getLogger("x").warning("fine %d", 1)
-async def co(x):
-    await asyncio.sleep(0)
-    return x
-def gen(n):
-    yield from range(n)
-signal.signal(signal.SIGALRM, lambda s, f: None)
-assert signal.getsignal(signal.SIGALRM) is not None
-with open("data.txt", "w") as fh:
-    fh.write("1 2")
-os.makedirs("sub/dir", exist_ok=True)
-with open(os.path.join("sub", "dir", "f"), "w") as fh:
-    fh.write("x")
-def add(a, b):
-    try:
-        {}["missing"]
-    except KeyError as e:
-        assert e.__traceback__.tb_lineno > 0
-    p = Point(a, 0)
-    return asyncio.run(co(p.x)) + D(b).v + sum(gen(0)) + NT(0).a + Color.RED.value - 1 + len(json.loads("[]"))
+SHM = r'''
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+KEY = 0x1E7A
 '''
 
 
-def test_honest_introspection_free_programs_still_pass(executor):
-    """namedtuple/typing/enum/logging (which probe sys._getframe), asyncio, signals, files, caught
-    exceptions: all unaffected by the guard, traced and untraced."""
-    plain, traced = executor.run([_req("honest", HONEST), _req("honest_traced", HONEST, trace=True)])
-    assert plain.status == "passed", (plain.error_type, plain.error_message, plain.stderr[-500:])
-    assert traced.status == "passed", (traced.error_type, traced.error_message)
-    assert traced.trace["coverage"], traced.trace
+def test_sysv_shared_memory_does_not_cross_requests(gvisor_executor):
+    make = SHM + ("shmid = libc.shmget(KEY, 4096, 0o1666)\nassert shmid >= 0, ctypes.get_errno()\n"
+                  "addr = libc.shmat(shmid, None, 0)\nctypes.memmove(addr, b'leak', 4)\n" + mark("shm") + WRONG)
+    look = SHM + ("shmid = libc.shmget(KEY, 0, 0o666)\nassert shmid == -1, 'segment of another program visible'\n"
+                  + GOOD_ADD)
+    for _ in range(2):  # with 2 workers, at least one look follows a make in the same sandbox
+        results = gvisor_executor.run([he("shm1", make), he("shm2", make), he("look1", look), he("look2", look)])
+        for r in results[:2]:
+            assert REACHED in r.stderr and r.status == "failed", (r.status, r.error_message, r.stderr[-300:])
+        assert [r.status for r in results[2:]] == ["passed", "passed"], [r.error_message for r in results[2:]]
 
 
-def test_error_line_and_traced_exception_frames_survive_the_guard(executor):
-    prog = "def add(a, b):\n    x = a * 10\n    return helper(x)\ndef helper(v):\n    return v / 0\n"
-    r, = executor.run([{**_req("zde", ""), "solution": prog, "trace": True}])
-    assert (r.status, r.error_type, r.error_line) == ("error", "ZeroDivisionError", 5)
-    frames = r.trace["exception"]["frames"]
-    assert [f["fn"] for f in frames] == ["add", "helper"] and frames[1]["locals"] == {"v": "10"}
+HONEST_IO = {
+    "exit": "a, b = map(int, input().split())\nprint(a + b)\nexit()\n",
+    "quit": "a, b = map(int, input().split())\nprint(a + b)\nquit(0)\n",
+    "os_exit_after_flush": "import os, sys\na, b = map(int, input().split())\nprint(a + b)\nsys.stdout.flush()\nos._exit(0)\n",
+    "atexit_output": "import atexit\na, b = map(int, input().split())\natexit.register(lambda: print(a + b))\n",
+    "dunder_stdout": "import sys\na, b = map(int, input().split())\nsys.__stdout__.write(f'{a + b}\\n')\n",
+    "thread_main": "import threading\ndef main():\n    a, b = map(int, input().split())\n    print(a + b)\n"
+                   "threading.Thread(target=main).start()\n",
+}
+HONEST_FN = {
+    "userlist": "from collections import UserList\ndef add(a, b):\n    return UserList([a + b])[0]\n",
+    "userlist_whole": "from collections import UserList\ndef pair(a, b):\n    return UserList([a, b])\n"
+                      "def add(a, b):\n    return sum(pair(a, b))\n",
+    "namedtuple": "from collections import namedtuple\nP = namedtuple('P', 'x')\ndef add(a, b):\n    return P(a + b).x\n",
+    "exit_defined": "def add(a, b):\n    assert callable(exit) and callable(quit)\n    return a + b\n",
+    "atexit_in_module": "import atexit\natexit.register(print, 'bye')\n" + GOOD_ADD,
+}
+
+
+def test_honest_programs_pass(gvisor_executor):
+    reqs = [stdio(f"io/{k}", v) for k, v in HONEST_IO.items()]
+    for k, v in HONEST_FN.items():
+        reqs += [he(f"he/{k}", v), asserts(f"as/{k}", v), call(f"call/{k}", v)]
+    reqs.append(asserts("as/userlist_value", "from collections import UserList\ndef add(a, b):\n    return UserList([a, b])\n",
+                        ["assert add(1, 2) == [1, 2]"]))
+    for r in gvisor_executor.run(reqs):
+        assert r.status == "passed", (r.id, r.status, r.error_type, r.error_message, r.stderr[-300:])
+    [r] = gvisor_executor.run([he("atexit-out", HONEST_FN["atexit_in_module"])])
+    assert r.stdout == "bye\n"
+
+
+def test_unencodable_value_is_a_documented_error(gvisor_executor):
+    prog = "from collections import deque\ndef add(a, b):\n    return deque([a + b])\n"
+    [r] = gvisor_executor.run([he("deque", prog)])
+    assert (r.status, r.error_type, r.tests_passed) == ("error", "UnencodableValue", 0)
+
+
+@pytest.mark.parametrize("value", ["float('nan')", "float('-inf')", "(1, [2])", "{1: 'a', '1': b'x'}",
+                                   "frozenset({(1, 2)})", "-0.0", "10 ** 300", "{True: None}", "complex(1, -0.0)",
+                                   "(int, str)"])
+def test_values_cross_exactly(process_executor, value):
+    # types are preserved: the judge sees the same value a local run would (repr compares NaN, -0.0, keys)
+    prog = f"def add(a, b):\n    return {value}\n"
+    lines = [f"import math\nv = add(0, 0)\nassert repr(v) == repr({value}) and type(v) is type({value})"]
+    [r] = process_executor.run([asserts("v", prog, lines)])
+    assert r.status == "passed", (r.error_type, r.error_message)
+
+
+def test_program_objects_and_builtin_named_functions_work_from_the_tests(process_executor):
+    # MBPP shapes: the function under test named like a builtin (called by every assert), objects of
+    # the program built and linked by the test's setup (attributes set remotely), a type as argument.
+    tree = ("class Node:\n    def __init__(self, v):\n        self.v = v\n        self.left = None\n"
+            "def depth(n):\n    return 0 if n is None else 1 + depth(n.left)\n")
+    reqs = [asserts("sum", "def sum(a, b):\n    return a * b\n", ["assert sum(2, 3) == 6", "assert sum(1, 1) == 1"]),
+            asserts("tree", tree, ["assert depth(root) == 2", "assert root.left.v == 2"]),
+            asserts("types", "def keep(xs, t):\n    return [x for x in xs if not isinstance(x, t)]\n",
+                    ["assert keep([1, 'a', 2.5], int) == ['a', 2.5]"])]
+    reqs[1]["test"]["setup"] = "root = Node(1)\nroot.left = Node(2)\n"
+    for r in process_executor.run(reqs):
+        assert r.status == "passed", (r.id, r.error_type, r.error_message)
+
+
+def test_test_code_that_loops_on_a_strange_value_is_a_timeout(gvisor_executor):
+    # The test code runs in the judge; a value that makes it loop is stopped at the request's limit.
+    loop = asserts("loop", "def add(a, b):\n    return a - b\n", ["x = add(1, 2)\nwhile x != 3:\n    pass"], timeout_s=1.5)
+    r, good = gvisor_executor.run([loop, GOOD["asserts"]])
+    assert (r.status, r.error_type, r.tests_passed) == ("timeout", "Timeout", 0), (r.status, r.error_message)
+    assert good.status == "passed"

@@ -3,7 +3,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 import warnings
 
@@ -30,10 +29,12 @@ def _host_processes(marker):
     return [line for line in out.splitlines() if marker in line]
 
 
-def _after(delay, fn):
-    t = threading.Timer(delay, fn)
-    t.start()
-    return t
+def _when_running(fut, timeout=60):
+    """Wait for a state, not a time: the request was taken by its slot."""
+    deadline = time.monotonic() + timeout
+    while not fut.running() and not fut.done():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 def test_worker_killed_from_inside_gives_sandbox_error_then_recovers():
@@ -47,6 +48,7 @@ def test_worker_killed_from_inside_gives_sandbox_error_then_recovers():
             bad, good = ex.run([killer, OK])
     assert (bad.status, bad.error_type) == ("sandbox_error", "SandboxError")
     assert "twice" in bad.error_message
+    assert ex.failed_attempts == 2
     assert good.status == "passed"
 
 
@@ -55,12 +57,12 @@ def test_killed_container_is_replaced_and_request_retried():
     with Executor(backend="gvisor", workers=1, timeout_s=5.0) as ex:
         root = ex.backend.root
         [first] = _containers(root)
-        timer = _after(0.8, lambda: subprocess.run(["runsc", "--root", root, "kill", first, "KILL"]))
-        t0 = time.monotonic()
-        r = ex.submit(SLOW_OK).result(timeout=60)
-        timer.join()
+        fut = ex.submit(SLOW_OK)
+        _when_running(fut)                               # it sleeps 1.5 s in the sandbox: kill that one
+        subprocess.run(["runsc", "--root", root, "kill", first, "KILL"])
+        r = fut.result(timeout=60)
         assert r.status == "passed"                      # the retry ran on a fresh sandbox
-        assert time.monotonic() - t0 > 0.8 + 1.5
+        assert ex.failed_attempts == 1                   # exactly one failed attempt: the killed one
         assert first not in _containers(root)
         assert ex.run([OK])[0].status == "passed"
 
@@ -70,11 +72,12 @@ def test_hung_container_is_detected_and_replaced():
     with Executor(backend="gvisor", workers=1, timeout_s=5.0, hang_slack_s=1.0) as ex:
         root = ex.backend.root
         [first] = _containers(root)
-        timer = _after(0.5, lambda: subprocess.run(["runsc", "--root", root, "pause", first]))
-        req = dict(SLOW_OK, timeout_s=2.0)
-        r = ex.submit(req).result(timeout=60)
-        timer.join()
+        fut = ex.submit(dict(SLOW_OK, timeout_s=2.0))
+        _when_running(fut)
+        subprocess.run(["runsc", "--root", root, "pause", first])
+        r = fut.result(timeout=60)
         assert r.status == "passed"
+        assert ex.failed_attempts == 1
         assert first not in _containers(root)
 
 
@@ -120,7 +123,7 @@ def test_close_cancels_requests_not_started():
         ex = Executor(backend="process", workers=1, timeout_s=5.0)
     sleepy = dict(SLOW_OK, solution="import time\ntime.sleep(0.5)\ndef f(x):\n    return x + 1\n")
     futs = [ex.submit(dict(sleepy, id=f"s{i}")) for i in range(6)]
-    time.sleep(0.2)
+    _when_running(futs[0])
     ex.close()
     assert futs[0].result().status == "passed"              # the running one finished
     assert all(f.cancelled() for f in futs[2:])
@@ -175,3 +178,26 @@ def test_pools_alive_together_in_one_process_get_distinct_containers():
 def _started_on_first_try(ids):
     # Each slot's container started on its first attempt (no fallback start under a new id).
     return sorted(cid.rsplit("-", 1)[1] for cid in ids) == ["0", "1"]
+
+
+def test_workers_are_recycled_after_recycle_after_requests():
+    # A program reports its zygote's pid (its parent): a new worker has a new zygote. With
+    # recycle_after=2, five requests on one slot run on three workers, 2 + 2 + 1.
+    from sandbox import ProcessBackend
+    started = []
+
+    class Counting(ProcessBackend):
+        def start_worker(self, slot):
+            w = super().start_worker(slot)
+            started.append(w)
+            return w
+
+    who = dict(OK, solution="import os\nprint(os.getppid())\n" + OK["solution"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with Executor(backend=Counting(), workers=1, recycle_after=2) as ex:
+            results = ex.run([dict(who, id=f"r{i}") for i in range(5)])
+    assert [r.status for r in results] == ["passed"] * 5
+    zygotes = [int(r.stdout) for r in results]
+    assert zygotes[0] == zygotes[1] != zygotes[2] == zygotes[3] != zygotes[4] != zygotes[0]
+    assert len(started) == 3 and all(w.proc.poll() is not None for w in started)   # retired ones were closed

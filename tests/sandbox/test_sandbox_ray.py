@@ -125,7 +125,8 @@ def test_ray_backpressure_bounds_in_flight_per_actor(ray_cluster):
             results = ex.run(sleepy)
             load = fleet.load()
         assert [r.status for r in results] == ["passed"] * 16
-        assert [a["peak_in_flight"] for a in load] == [2, 2], load
+        # the bound holds, and it was reached (lanes really waited); which actor reached it depends on timing
+        assert all(a["peak_in_flight"] <= 2 for a in load) and max(a["peak_in_flight"] for a in load) == 2, load
         assert sum(a["served"] for a in load) == 16 and all(a["in_flight"] == 0 for a in load)
     finally:
         fleet.close()
@@ -214,10 +215,30 @@ def test_ray_one_actor_per_node_and_node_resource(ray_cluster, tmp_path):
         fleet.close()
 
 
+@pytest.fixture
+def own_cluster(ray_cluster):
+    """A two-node cluster of the test's own (it loses a node); the module's cluster is reconnected after."""
+    from ray.cluster_utils import Cluster
+
+    from sandbox.ray_backend import init_ray
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    assert init_ray(cluster.address, log_to_driver=False)
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        assert init_ray(ray_cluster.address, log_to_driver=False)
+
+
 @needs_runsc
-def test_ray_node_lost_mid_batch_loses_no_request(ray_cluster):
-    """Last in the module: it removes the worker node. Its actor's in-flight requests finish on the head."""
+def test_ray_node_lost_mid_batch_loses_no_request(own_cluster):
+    """It removes its cluster's worker node: that actor's in-flight requests finish on the head."""
     from sandbox.ray_backend import RayBackend
+    ray_cluster = own_cluster
     worker_node = ray_cluster.list_all_nodes()[1]
     fleet = RayBackend(memory_mb=MEMORY_MB)
     requests = [he(f"n{i}", "import time\ndef add(a, b):\n    time.sleep(0.15)\n    return a + b\n")

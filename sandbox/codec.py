@@ -1,0 +1,227 @@
+"""The only data that crosses between a program's process and its judge: plain values, strictly decoded.
+
+Allowed: None, bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset, the builtin
+types themselves (`int`, `str`, ... as values, by name), each type kept exactly
+(a tuple stays a tuple, dict keys keep their type, NaN, infinities and -0.0 survive), plus opaque
+handles (`Handle`) that name an object living in the program's process. Nothing else: no pickle, no
+object with behaviour. Depth, node count and frame size are bounded; anything else raises CodecError.
+
+Wire form: JSON text where str/None/bool/int are themselves and every other value is a tagged list
+["f", float.hex] ["c", real.hex, imag.hex] ["b", hex] ["l", ...] ["t", ...] ["d", [k, v], ...] ["s", ...]
+["z", ...] ["y", type name] ["h", id].
+Frames on a stream: 4-byte big-endian length, then the JSON bytes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+MAX_DEPTH = 200
+MAX_NODES = 1_000_000
+MAX_FRAME_BYTES = 32 << 20
+MAX_INT_DIGITS = 4000
+BUILTIN_TYPES = {t.__name__: t for t in (int, float, complex, str, bytes, bool, list, tuple, dict, set, frozenset,
+                                         bytearray, object, type)}
+
+
+class CodecError(ValueError):
+    """A value that is not plain data, or a frame that breaks the format or its bounds."""
+
+
+class Handle:
+    """An object that stays in the program's process, named by a number. It has no behaviour here:
+    it can be passed back to the program, nothing else (comparisons raise UnencodableValue)."""
+
+    __slots__ = ("id", "type_name")
+
+    def __init__(self, id: int, type_name: str = "object"):
+        self.id, self.type_name = id, type_name
+
+    def __repr__(self):
+        return f"<{self.type_name[:60]} object in the program's process>"
+
+
+def encode(value, handle=None) -> bytes:
+    """JSON bytes of a plain value. `handle(obj) -> int` turns other objects into handles (program
+    side); without it they raise CodecError. Subclasses of plain types are encoded as their base."""
+    nodes = [0]
+
+    def enc(v, depth):
+        nodes[0] += 1
+        if depth > MAX_DEPTH or nodes[0] > MAX_NODES:
+            raise CodecError("value too deep or too large")
+        t = type(v)
+        if v is None or t is bool or t is str:
+            return v
+        if t is int:
+            if v.bit_length() > MAX_INT_DIGITS * 3.33:
+                raise CodecError("int too large")
+            return v
+        if t is float:
+            return ["f", float.hex(v)]
+        if t is complex:
+            return ["c", float.hex(v.real), float.hex(v.imag)]
+        if t is type and BUILTIN_TYPES.get(v.__name__) is v:
+            return ["y", v.__name__]
+        if t is bytes:
+            return ["b", v.hex()]
+        if t is list:
+            return ["l", *[enc(x, depth + 1) for x in v]]
+        if t is tuple:
+            return ["t", *[enc(x, depth + 1) for x in v]]
+        if t is dict:
+            return ["d", *[[enc(k, depth + 1), enc(x, depth + 1)] for k, x in v.items()]]
+        if t is set:
+            return ["s", *[enc(x, depth + 1) for x in v]]
+        if t is frozenset:
+            return ["z", *[enc(x, depth + 1) for x in v]]
+        if t is Handle:
+            return ["h", v.id]
+        plain = _as_plain(v)
+        if plain is not None:
+            return enc(plain, depth)
+        if handle is None:
+            raise CodecError(f"a {t.__name__[:60]} is not plain data")
+        return ["h", handle(v), t.__name__[:60]]
+
+    try:
+        return json.dumps(enc(value, 0), ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":")).encode("utf-8", "surrogatepass")
+    except RecursionError:
+        raise CodecError("value too deep") from None
+
+
+def _as_plain(v):
+    """The plain value of a subclass of a plain type (or a collections.User* wrapper), else None.
+    Decided on the real type (not isinstance, which __class__ and metaclasses can fake); the program's
+    own methods may run in the conversion: that only changes the value the program returns."""
+    import collections
+    mro = type(v).__mro__
+    try:
+        for base in (int, float, complex, str, bytes, tuple, list, dict, frozenset, set):
+            if base in mro:
+                return base(v)
+        for wrapper, base in ((collections.UserList, list), (collections.UserDict, dict),
+                              (collections.UserString, str)):
+            if wrapper in mro:
+                return base(v.data)
+    except Exception as e:
+        raise CodecError(f"a {type(v).__name__[:60]} could not be converted to plain data: {str(e)[:100]}") from None
+    return None
+
+
+def _bad(x):
+    raise CodecError(f"not allowed in a frame: {x}")
+
+
+def decode(data: bytes, handles=None):
+    """The value of JSON bytes made by `encode`. `handles(id) -> object` resolves handles (program
+    side); without it they decode to Handle."""
+    if len(data) > MAX_FRAME_BYTES:
+        raise CodecError("frame too large")
+    try:
+        tree = json.loads(data.decode("utf-8", "surrogatepass"), parse_float=_bad, parse_constant=_bad)
+    except (ValueError, RecursionError) as e:  # includes int strings over the digit limit
+        raise CodecError(f"malformed frame: {str(e)[:100]}") from None
+    nodes = [0]
+
+    def dec(x, depth):
+        nodes[0] += 1
+        if depth > MAX_DEPTH or nodes[0] > MAX_NODES:
+            raise CodecError("value too deep or too large")
+        t = type(x)
+        if x is None or t is bool or t is str or t is int:
+            return x
+        if t is not list or not x or type(x[0]) is not str:
+            raise CodecError("malformed value")
+        tag, items = x[0], x[1:]
+        try:
+            if tag == "f" and len(items) == 1 and type(items[0]) is str:
+                return float.fromhex(items[0])
+            if tag == "c" and len(items) == 2 and all(type(i) is str for i in items):
+                return complex(float.fromhex(items[0]), float.fromhex(items[1]))
+            if tag == "y" and len(items) == 1 and items[0] in BUILTIN_TYPES:
+                return BUILTIN_TYPES[items[0]]
+            if tag == "b" and len(items) == 1 and type(items[0]) is str:
+                return bytes.fromhex(items[0])
+            if tag == "l":
+                return [dec(i, depth + 1) for i in items]
+            if tag == "t":
+                return tuple(dec(i, depth + 1) for i in items)
+            if tag == "d":
+                out = {}
+                for kv in items:
+                    if type(kv) is not list or len(kv) != 2:
+                        raise CodecError("malformed dict item")
+                    out[dec(kv[0], depth + 1)] = dec(kv[1], depth + 1)
+                return out
+            if tag == "s":
+                return {dec(i, depth + 1) for i in items}
+            if tag == "z":
+                return frozenset(dec(i, depth + 1) for i in items)
+            if tag == "h" and 1 <= len(items) <= 2 and type(items[0]) is int:
+                name = items[1] if len(items) == 2 and type(items[1]) is str else "object"
+                return handles(items[0]) if handles is not None else Handle(items[0], name[:60])
+        except (TypeError, ValueError, OverflowError) as e:  # unhashable key, bad hex
+            if isinstance(e, CodecError):
+                raise
+            raise CodecError(f"malformed value: {str(e)[:100]}") from None
+        raise CodecError(f"unknown tag {tag[:10]!r}")
+
+    try:
+        return dec(tree, 0)
+    except RecursionError:
+        raise CodecError("value too deep") from None
+
+
+_LEN = struct.Struct(">I")
+
+
+def frame(payload: bytes) -> bytes:
+    return _LEN.pack(len(payload)) + payload
+
+
+def send(fd: int, value, handle=None) -> None:
+    """Write one framed value to a blocking fd."""
+    data = frame(encode(value, handle))
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class FrameReader:
+    """Accumulates bytes from a stream and yields complete frames (bounded)."""
+
+    def __init__(self):
+        self.buf = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self.buf += chunk
+
+    def next(self):
+        """The next complete frame's payload, or None. Raises CodecError for an oversized frame."""
+        if len(self.buf) < 4:
+            return None
+        (n,) = _LEN.unpack_from(self.buf)
+        if n > MAX_FRAME_BYTES:
+            raise CodecError("frame too large")
+        if len(self.buf) < 4 + n:
+            return None
+        payload = bytes(self.buf[4:4 + n])
+        del self.buf[:4 + n]
+        return payload
+
+
+def recv(fd: int, reader: FrameReader | None = None):
+    """Blocking read of one framed value from fd (program side). Raises EOFError at end of stream."""
+    reader = reader or FrameReader()
+    while True:
+        payload = reader.next()
+        if payload is not None:
+            return payload
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            raise EOFError("stream closed")
+        reader.feed(chunk)

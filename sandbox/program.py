@@ -1,0 +1,289 @@
+"""The program's side: a zygote that forks one fresh process per program, and what that process runs.
+
+The zygote is forked by the worker before the worker reads any request, so it (and every process it
+forks) never holds a request's tests or expected values. It imports `site` (a normal interpreter:
+exit/quit, site-packages), then serves spawn requests from the worker on a unix socket: each carries
+the new process's four fds (channel, stdin, stdout, stderr) and its limits. The forked process closes
+everything else, leaves the zygote's signal set-up, drops to the unprivileged uid, and runs the
+program (`run_program`); the zygote reports every exit (pid, wait status, CPU seconds) to the worker.
+
+In the program's process, everything here is untrusted: it sends the worker plain data over its
+channel (codec.py), and the worker treats every field as a claim (see worker.py).
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import sys
+
+try:
+    from . import codec, tracer as _tracer
+except ImportError:  # loaded flat inside the sandbox
+    import codec
+    import tracer as _tracer
+
+CHANNEL_FD = 3
+SOLUTION_FILENAME = _tracer.SOLUTION_FILENAME
+MESSAGE_CAP = 500
+CLONE_NEWIPC = 0x08000000
+# Imported once in the zygote so that the programs using them (most HumanEval/MBPP programs) do not pay
+# for the import. Pure-Python or built-in modules only: every shared library mapped here (libcrypto for
+# hashlib, _decimal) would make each fork dearer under gVisor's ptrace platform.
+PRELOAD = ("collections", "itertools", "functools", "math", "re", "heapq", "bisect", "string", "typing",
+           "copy", "operator")
+
+
+# --- zygote ------------------------------------------------------------------------------------------
+def zygote(sock: socket.socket):
+    """Serve spawn requests forever; return only in a freshly forked program process (its spawn spec).
+    `sock` is a SOCK_SEQPACKET socket: one codec value per message, the new process's fds attached."""
+    import site
+    site.main()
+    for name in PRELOAD:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(-8, 2)  # M_ARENA_MAX: threads must not exhaust RLIMIT_AS with 64 MiB arenas each
+    rfd, wfd = os.pipe()
+    os.set_blocking(wfd, False)
+    signal.set_wakeup_fd(wfd)
+    signal.signal(signal.SIGCHLD, lambda *a: None)
+    while True:
+        ready, _, _ = select.select([sock, rfd], [], [])
+        if rfd in ready:
+            try:
+                os.read(rfd, 4096)
+            except BlockingIOError:
+                pass
+            _report_exits(sock)
+        if sock not in ready:
+            continue
+        msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 8)
+        if not msg:
+            os._exit(0)  # the worker is gone
+        spec = codec.decode(msg)
+        pid = os.fork()
+        if pid == 0:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            sock.detach()  # its fd is closed below; the socket object must not close a reused number
+            _become_program(spec, fds, libc=libc)
+            return spec
+        for fd in fds:
+            os.close(fd)
+        sock.send(codec.encode({"spawned": pid}))
+
+
+def _report_exits(sock):
+    while True:
+        try:
+            pid, status, ru = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        sock.send(codec.encode({"exited": pid, "status": status, "cpu_s": ru.ru_utime + ru.ru_stime}))
+
+
+def _libc():
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True)
+    except (ImportError, OSError):
+        return None
+
+
+def _become_program(spec: dict, fds: list, libc) -> None:
+    """In the forked process: fds, scratch, limits, uid. Runs before any program code."""
+    import resource
+    os.setsid()
+    chan, stdin, stdout, stderr = fds
+    for src, dst in ((stdin, 0), (stdout, 1), (stderr, 2), (chan, CHANNEL_FD)):
+        os.dup2(src, dst)
+    for name in os.listdir("/proc/self/fd"):  # a few syscalls, where closerange costs thousands under ptrace
+        n = int(name)
+        if n > CHANNEL_FD:
+            try:
+                os.close(n)
+            except OSError:
+                pass
+    os.set_inheritable(CHANNEL_FD, False)
+    os.chdir(spec["scratch"])
+    if spec.get("private_ipc") and libc is not None:
+        libc.unshare(CLONE_NEWIPC)  # SysV IPC objects die with this namespace
+    cpu, mem = spec["cpu_s"], spec["memory_mb"] << 20
+    for lim, val in ((resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_AS, (mem, mem)),
+                     (resource.RLIMIT_FSIZE, (spec["file_bytes"],) * 2), (resource.RLIMIT_CORE, (0, 0))):
+        try:
+            resource.setrlimit(lim, val)
+        except (ValueError, OSError):
+            pass
+    uid = spec.get("uid")
+    if uid is not None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (spec["nproc"],) * 2)
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": spec["scratch"], "TMPDIR": spec["scratch"],
+                       "LANG": "C.UTF-8"})
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1)
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+    sys.argv = ["solution.py"]
+
+
+# --- the program's process ------------------------------------------------------------------------
+def _exc_info(e: BaseException) -> dict:
+    """type / message / deepest solution line of an exception (reported as a claim)."""
+    line, tb = None, e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == SOLUTION_FILENAME:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    if line is None and isinstance(e, SyntaxError) and e.filename == SOLUTION_FILENAME:
+        line = e.lineno
+    try:
+        message = str(e.msg if isinstance(e, SyntaxError) else e)
+    except BaseException:
+        message = "<unprintable>"
+    return {"type": type(e).__name__[:100], "message": message[:MESSAGE_CAP], "line": line}
+
+
+class _Program:
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.tracer = _tracer.Tracer() if spec.get("trace") else None
+        self.reader = codec.FrameReader()
+        self.objects: dict[int, object] = {}
+
+    def send(self, msg: dict) -> None:
+        codec.send(CHANNEL_FD, msg, self._handle)
+
+    def _handle(self, obj) -> int:
+        i = len(self.objects) + 1
+        self.objects[i] = obj
+        return i
+
+    def traced(self, fn, *args, **kwargs):
+        if self.tracer is None or self.tracer.truncated:
+            return fn(*args, **kwargs)
+        self.tracer.start()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.tracer.stop()
+
+    def trace(self):
+        return self.tracer.to_dict() if self.tracer is not None else None
+
+    def failure(self, e: BaseException) -> dict:
+        if self.tracer is not None:
+            self.tracer.record_exception(e)
+        return _exc_info(e)
+
+    def run(self) -> int:
+        """Exit code of the program's main path (0 = it ended normally)."""
+        if self.tracer is not None:
+            signal.signal(signal.SIGUSR1, lambda *a: self._send_quietly({"t": "trace", "trace": self.trace()}))
+        try:
+            code = compile(self.spec["solution"], SOLUTION_FILENAME, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+            self._send_quietly({"t": "syntax", "exc": _exc_info(e)})
+            return 1
+        main = self.spec["mode"] == "main"
+        ns = {"__name__": "__main__" if main else "__solution__", "__builtins__": __builtins__}
+        if main:
+            sys.modules["__main__"].__dict__.clear()
+            sys.modules["__main__"].__dict__.update(ns)
+            ns = sys.modules["__main__"].__dict__
+        try:
+            self.traced(exec, code, ns)
+        except SystemExit as e:
+            if main:
+                self._send_quietly({"t": "done", "trace": self.trace()})
+                raise
+            self._send_quietly({"t": "loaded", "exc": self.failure(e), "trace": self.trace()})
+            return 1
+        except BaseException as e:
+            info = self.failure(e)
+            import traceback
+            traceback.print_exception(e)  # before the report: the judge may end the process right after it
+            sys.stderr.flush()
+            self._send_quietly({"t": "done" if main else "loaded", "exc": info, "trace": self.trace()})
+            return 1
+        if main:
+            self._send_quietly({"t": "done", "trace": self.trace()})
+            return 0
+        self.send({"t": "loaded", "names": self._describe(ns)})
+        self.serve(ns)
+        return 0
+
+    def _send_quietly(self, msg):
+        try:
+            self.send(msg)
+        except Exception:
+            pass
+
+    def _describe(self, ns: dict) -> dict:
+        """What each top-level name is: a callable (called remotely), a module, or a value."""
+        import types
+        out = {}
+        for name, value in list(ns.items())[:10_000]:
+            if name.startswith("__") or type(name) is not str:
+                continue
+            if isinstance(value, types.ModuleType):
+                out[name] = ("module", str(getattr(value, "__name__", name))[:200])
+            elif callable(value):
+                out[name] = ("callable", value)  # sent as a handle
+            else:
+                out[name] = ("value", value)
+        return out
+
+    def serve(self, ns: dict) -> None:
+        while True:
+            try:
+                msg = codec.decode(codec.recv(CHANNEL_FD, self.reader), self.objects.__getitem__)
+            except EOFError:
+                return
+            op = msg.get("op")
+            if op == "exit":
+                self._send_quietly({"t": "bye", "trace": self.trace()})
+                return
+            seq = msg.get("seq")
+            try:
+                if op == "getattr":
+                    value = getattr(msg["obj"], msg["name"])
+                    args = []
+                elif op == "setattr":
+                    value = setattr(msg["obj"], msg["name"], msg["value"])
+                    args = []
+                else:
+                    target = ns[msg["fn"]] if isinstance(msg["fn"], str) else msg["fn"]
+                    if msg.get("method"):
+                        target = getattr(target, msg["method"])
+                    args = msg["args"]
+                    value = self.traced(target, *args, **msg["kwargs"])
+            except BaseException as e:
+                self.send({"t": "raise", "seq": seq, "exc": self.failure(e)})
+                continue
+            mutated = {i: a for i, a in enumerate(args) if type(a) in (list, dict, set)}
+            try:
+                self.send({"t": "return", "seq": seq, "value": value, "args": mutated})
+            except codec.CodecError as e:
+                self.send({"t": "raise", "seq": seq, "exc": {"type": "UnencodableValue", "message": str(e)[:200],
+                                                                "line": None}})
+
+
+def run_program(spec: dict) -> None:
+    """The program's process after `zygote` returned: run it, then end like `python program.py`."""
+    sys.exit(_Program(spec).run())
