@@ -80,7 +80,8 @@ class EndpointPolicy:
         self.chat = config.prompt_format == "chat"
         self.api = None
         if distributed.is_primary():
-            self.api = api.APIPolicy(config.policy, config.policy_model_name, mode="chat" if self.chat else "completions",
+            self.api = api.APIPolicy(config.policy, config.policy_model_name,
+                                     mode="chat" if self.chat else "completions",
                                      cache_dir=os.path.join(workdir, "api_cache", "policy"),
                                      max_concurrency=config.api.max_concurrency)
 

@@ -145,7 +145,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writers = heldout.MetricWriters(run.workdir.path("tensorboard"))
     with executor as ex:
         run = dataclasses.replace(run, executor=ex, writers=writers)
-        run = dataclasses.replace(run, judge=signals.make_judge(run))
+        run = dataclasses.replace(run, judge=signals.make_judge(run))  # None unless RLAIF asks an AI judge
         if config.policy:  # a hosted model: evaluated only (start-up refuses methods that train)
             start_policy = policy_lib.EndpointPolicy(config, run.workdir.root)
         else:
@@ -182,7 +182,8 @@ def _meta(run: Run) -> dict:
     c = run.config
     ws = (run.workdir.read_json(os.path.join(run.model_dir, "warm_start.json"))
           if c.model == "tiny" and not c.policy else None)
-    meta = {"dataset": c.dataset, "model": f"{c.policy_model_name} at {c.policy}" if c.policy else c.model, "num_iterations": c.num_iterations,
+    model = f"{c.policy_model_name} at {c.policy}" if c.policy else c.model
+    meta = {"dataset": c.dataset, "model": model, "num_iterations": c.num_iterations,
             "num_train_tasks": len(run.train_tasks), "num_eval_tasks": len(run.eval_tasks),
             "num_samples": c.num_samples, "eval_num_samples": c.eval_num_samples,
             "pass_at_k": list(c.pass_at_k), "sandbox": c.sandbox.backend}
