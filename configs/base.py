@@ -13,13 +13,14 @@ from typing import Any, Callable, Optional
 
 import ml_collections
 
+from ieta_jax.api.judge import FEEDBACK_MODES
+
 METHODS = ("baseline", "dpo", "rlaif", "all")
 DATASETS = ("synthetic", "humaneval", "mbpp", "apps")
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
 BACKENDS = ("gvisor", "process", "ray")
 DTYPES = ("float32", "bfloat16", "float16")
 SCHEDULES = ("cosine", "linear", "constant")
-FEEDBACK_MODES = ("execution", "judge", "both")  # ieta_jax.api.judge.FEEDBACK_MODES
 
 
 class ConfigError(ValueError):
