@@ -127,6 +127,8 @@ def test_rlaif_with_judge_feedback_end_to_end(local_baseline, judge_checkpoint, 
         else:                                                                # execution decides what it can
             assert (j["source"], j["label"]) == ("execution", j["execution_label"])
             assert j["agrees"] == (None if parsed not in ("A", "B") else parsed == j["execution_label"])
+    sources = {(j["execution_label"] == "tie", j["source"]) for j in rows}
+    assert sources == {(True, "judge"), (False, "execution")}, sources   # both kinds occurred (fixed seeds)
     decided = [j for j in rows if j["label"] in ("A", "B")]
     pairs = _jsonl(workdir, "rlaif", "iter_1", "pairs.jsonl")
     assert len(pairs) <= len(decided) and all(p["reason"].split(":")[0] in ("execution", "judge") for p in pairs)
