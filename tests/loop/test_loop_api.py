@@ -157,3 +157,11 @@ def test_start_up_refusals_are_one_line_and_write_nothing(tmp_path, overrides, w
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], proc.stderr
     assert not os.path.exists(workdir)
+
+
+def test_an_endpoint_that_refuses_the_model_is_one_error_line(judge_checkpoint, tmp_path):
+    with _serve(judge_checkpoint, "judge") as server:
+        proc = _run(str(tmp_path / "wd"), *GREEDY_BASELINE, f"--config.policy={_uri(server)}",
+                    "--config.policy_model_name=nope", expect=2)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 404 from ") and "model 'nope' not found" in last, proc.stderr[-2000:]
