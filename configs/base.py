@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional
 
 import ml_collections
 
+from ieta_jax.api.judge import FEEDBACK_MODES
+
 METHODS = ("baseline", "dpo", "rlaif", "all")
 DATASETS = ("synthetic", "humaneval", "mbpp", "apps")
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
@@ -173,6 +175,18 @@ FIELDS: tuple[Field, ...] = (
     Field("checkpoint_keep", 2, "Orbax checkpoints kept per trainer", int_at_least(1), changes_results=False),
     Field("num_text_samples", 4, "sample programs (with traces) written to TensorBoard per evaluation",
           int_at_least(0), changes_results=False),
+    # API models (ieta_jax.api): a hosted policy (baseline evaluation only) and the AI judge of RLAIF.
+    Field("policy", "", 'an `openai://host[:port]/path` or `anthropic://` endpoint evaluated instead of `model` '
+          '(method baseline only); "" = the local `model`'),
+    Field("policy_model_name", "", "the endpoint's model name (required with `policy`)"),
+    Field("api.max_concurrency", 8, "requests in flight per endpoint", int_at_least(1), changes_results=False),
+    Field("rlaif.feedback", "execution", "who decides RLAIF's preference pairs: execution (the sandbox) / judge (an "
+          "AI judge) / both (execution, the judge breaks its ties)", one_of(FEEDBACK_MODES)),
+    Field("rlaif.judge", "", "the judge's `openai://` / `anthropic://` endpoint (required unless feedback=execution)"),
+    Field("rlaif.judge_model", "", "the judge endpoint's model name"),
+    Field("rlaif.judge_swap", False, "ask each pair in both orders; keep only verdicts that survive the swap"),
+    Field("rlaif.judge_audit", True, "with feedback=both, also ask the judge about pairs execution decides (its "
+          "agreement with execution is reported)"),
 )
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 
@@ -242,11 +256,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
              f"must be one of {DATASETS} or an existing local file", c.dataset)
     _require(c.train_dataset == "" or c.train_dataset in DATASETS or os.path.exists(str(c.train_dataset)),
              "train_dataset", f'must be "", one of {DATASETS} or an existing local file', c.train_dataset)
-    if c.model == "tiny":
+    check_endpoints(c)
+    if c.model == "tiny" and not c.policy:
         _require(c.dataset == "synthetic" and c.train_dataset in ("", "synthetic"), "dataset",
                  "must be 'synthetic' with model='tiny' (the tiny model is trained on the synthetic corpus)",
                  c.dataset)
-    _require(c.prompt_format != "chat" or c.model != "tiny", "prompt_format",
+    _require(c.prompt_format != "chat" or c.model != "tiny" or bool(c.policy), "prompt_format",
              "must be 'completion' with model='tiny' (its tokenizer has no chat template)", c.prompt_format)
     for field, dataset in (("train_split", c.train_dataset or c.dataset), ("eval_split", c.dataset)):
         splits = dataset_splits(dataset)
@@ -289,6 +304,26 @@ def validate(c: ml_collections.ConfigDict) -> None:
     sizes = {name: c.mesh[name] for name in ("data", "fsdp", "tensor")}
     _require(sum(1 for s in sizes.values() if s == -1) <= 1, "mesh",
              "may have at most one axis of size -1", dict(sizes))
+
+
+def check_endpoints(c: ml_collections.ConfigDict) -> None:
+    """An API policy or judge: a well-formed URI with a model name; a hosted policy is only evaluated."""
+    from ieta_jax.api.client import parse_endpoint
+
+    for field, uri, name_field, name in (("policy", c.policy, "policy_model_name", c.policy_model_name),
+                                         ("rlaif.judge", c.rlaif.judge, "rlaif.judge_model", c.rlaif.judge_model)):
+        if uri:
+            try:
+                parse_endpoint(uri, name)
+            except ValueError as e:
+                raise ConfigError(f"config.{field}: {str(e).replace('(--model_name)', f'(config.{name_field})')}"
+                                  ) from None
+    _require(not c.policy or c.method == "baseline", "method",
+             f"must be 'baseline' with config.policy={c.policy!r} (a hosted model is evaluated, not trained: its "
+             "weights are not here)", c.method)
+    if c.method in ("rlaif", "all") and c.rlaif.feedback != "execution":
+        _require(bool(c.rlaif.judge), "rlaif.judge",
+                 f"must name the judge endpoint with config.rlaif.feedback={c.rlaif.feedback!r}", c.rlaif.judge)
 
 
 def check_devices(c: ml_collections.ConfigDict, num_devices: int) -> None:

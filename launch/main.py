@@ -97,9 +97,11 @@ def main(argv):
                                    process_id=FLAGS.process_id)
     from ieta_jax.experiment import run_experiment
 
+    from ieta_jax.api import APIError
+
     try:
         run_experiment(config, workdir)
-    except start_lib.StartError as e:
+    except (start_lib.StartError, APIError) as e:  # APIError: a key, model or request the endpoint refused
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

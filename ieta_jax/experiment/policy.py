@@ -3,6 +3,8 @@
 The rollout and evaluation stages only ask a policy for a task's prompt text and for ``n`` samples per prompt,
 so a policy behind an API can be plugged in by implementing these two methods. Training needs the weights and
 the tokenizer, which only a :class:`LocalPolicy` has; each method takes one and returns the trained one.
+:class:`EndpointPolicy` is the policy behind an ``openai://`` / ``anthropic://`` endpoint (``config.policy``),
+for the baseline evaluation.
 """
 from __future__ import annotations
 
@@ -66,6 +68,36 @@ class LocalPolicy:
 
     def with_model(self, model) -> "LocalPolicy":
         return dataclasses.replace(self, model=model)
+
+
+class EndpointPolicy:
+    """``api.APIPolicy`` as the experiment's :class:`Policy`; process 0 sends the requests, every process gets
+    the samples (``distributed.on_primary``), so only process 0 needs the API key."""
+
+    def __init__(self, config, workdir: str):
+        from ieta_jax import api
+
+        self.chat = config.prompt_format == "chat"
+        self.api = None
+        if distributed.is_primary():
+            self.api = api.APIPolicy(config.policy, config.policy_model_name,
+                                     mode="chat" if self.chat else "completions",
+                                     cache_dir=os.path.join(workdir, "api_cache", "policy"),
+                                     max_concurrency=config.api.max_concurrency)
+
+    def prompt(self, task: Task) -> str:
+        from ieta_jax.api.policy import chat_messages
+
+        # The same text APIPolicy.prompt_for gives, without needing the client (processes other than 0).
+        return chat_messages(task)[-1]["content"] if self.chat else task.prompt
+
+    def generate(self, prompts: list[str], n: int, temperature: float, top_p: float, max_new_tokens: int,
+                 seed: int) -> list[list[str]]:
+        return distributed.on_primary(lambda: self.api.generate(prompts, n, temperature, top_p, max_new_tokens, seed))
+
+    def usage(self) -> dict | None:
+        """Requests and tokens of this invocation (``api.Usage``); None on processes other than 0."""
+        return None if self.api is None else self.api.usage.to_dict()
 
 
 def load_tokenizer(model_dir: str):

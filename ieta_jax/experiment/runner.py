@@ -61,7 +61,7 @@ def run_iteration(run: Run, method: str, k: int, current: Models, start_policy) 
         seed=rollout.stable_seed(c.seed, "train", 1) if k == 1 else rollout.stable_seed(c.seed, method, k, "train"),
         desc=f"{method} iter {k}: sample+execute")
     times["sampling"], times["execution"] = samples.time_s["sampling"], samples.time_s["execution"]
-    pairs, records = signals.preference_pairs(run, samples, current.policy)
+    pairs, records, judge_summary = signals.iteration_pairs(run, method, it, samples, current.policy)
     run.workdir.write_jsonl(os.path.join(it, "pairs.jsonl"), [p.to_dict() for p in records])
 
     train = run.workdir.read_json(os.path.join(it, "train.json"))
@@ -90,6 +90,8 @@ def run_iteration(run: Run, method: str, k: int, current: Models, start_policy) 
     stats = signals.sample_stats(samples)
     record = {"iteration": k, **heldout.metric_view(metrics), "train_samples": stats, "num_pairs": train["num_pairs"],
               "time_s": times, "train": {kk: v for kk, v in train.items() if kk in ("loss", "reward_model_loss")}}
+    if judge_summary is not None:
+        record["judge"] = judge_summary
     log.info("%s iter %d: %s | train-task pass rate %.3f, %d pairs | time: sampling %.1fs, execution "
              "(not overlapped) %.1fs, training %.1fs, evaluation %.1fs", method, k, heldout.format_metrics(metrics),
              stats["pass_rate"], train["num_pairs"], *(times[key] for key in TIME_KEYS))
@@ -143,13 +145,17 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writers = heldout.MetricWriters(run.workdir.path("tensorboard"))
     with executor as ex:
         run = dataclasses.replace(run, executor=ex, writers=writers)
-        if config.model == "tiny":
-            from ieta_jax import tiny
+        run = dataclasses.replace(run, judge=signals.make_judge(run))  # None unless RLAIF asks an AI judge
+        if config.policy:  # a hosted model: evaluated only (start-up refuses methods that train)
+            start_policy = policy_lib.EndpointPolicy(config, run.workdir.root)
+        else:
+            if config.model == "tiny":
+                from ieta_jax import tiny
 
-            tiny.ensure_tiny_model(config, run.workdir.root, run.mesh, executor=ex)
-        start_policy = policy_lib.LocalPolicy(
-            policy_lib.load_model(run.model_dir, config, run.mesh), policy_lib.load_tokenizer(run.model_dir),
-            max_prompt_len=config.max_prompt_len, top_k=config.top_k, chat=config.prompt_format == "chat")
+                tiny.ensure_tiny_model(config, run.workdir.root, run.mesh, executor=ex)
+            start_policy = policy_lib.LocalPolicy(
+                policy_lib.load_model(run.model_dir, config, run.mesh), policy_lib.load_tokenizer(run.model_dir),
+                max_prompt_len=config.max_prompt_len, top_k=config.top_k, chat=config.prompt_format == "chat")
         initial = heldout.evaluate(run, start_policy, "initial", "initial")
         log.info("starting policy: %s", heldout.format_metrics(initial))
         results = {"meta": _meta(run), "methods": {}}
@@ -157,6 +163,10 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict:
             results["methods"][m] = run_method(run, m, start_policy, initial)
             run.workdir.write_json("results.json", results)
     results["meta"]["seconds"] = time.perf_counter() - t0
+    usage = {"policy": start_policy.usage() if config.policy else None,
+             "judge": run.judge.usage.to_dict() if run.judge is not None else None}
+    if any(usage.values()):  # this invocation's requests; answers from the cache count as cache_hits
+        results["meta"]["api_usage"] = {k: v for k, v in usage.items() if v is not None}
     run.workdir.write_json("results.json", results)
     writers.close()
     if distributed.is_primary():
@@ -170,8 +180,10 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _meta(run: Run) -> dict:
     c = run.config
-    ws = run.workdir.read_json(os.path.join(run.model_dir, "warm_start.json")) if c.model == "tiny" else None
-    meta = {"dataset": c.dataset, "model": c.model, "num_iterations": c.num_iterations,
+    ws = (run.workdir.read_json(os.path.join(run.model_dir, "warm_start.json"))
+          if c.model == "tiny" and not c.policy else None)
+    model = f"{c.policy_model_name} at {c.policy}" if c.policy else c.model
+    meta = {"dataset": c.dataset, "model": model, "num_iterations": c.num_iterations,
             "num_train_tasks": len(run.train_tasks), "num_eval_tasks": len(run.eval_tasks),
             "num_samples": c.num_samples, "eval_num_samples": c.eval_num_samples,
             "pass_at_k": list(c.pass_at_k), "sandbox": c.sandbox.backend}

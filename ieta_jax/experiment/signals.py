@@ -1,6 +1,8 @@
-"""Feedback: sandbox verdicts -> preference pairs (DPO, reward model) and execution rewards (RL)."""
+"""Feedback: sandbox verdicts -> preference pairs (DPO, reward model) and execution rewards (RL); for RLAIF
+with ``rlaif.feedback`` judge/both, an AI judge decides the pairs (or the ties execution leaves)."""
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import numpy as np
@@ -13,23 +15,76 @@ from ieta_jax.experiment.start import Run
 
 def preference_pairs(run: Run, samples: SampleSet, policy: LocalPolicy) -> tuple[list, list]:
     """(trainer ``PreferencePair``s as token ids, the ``feedback.Pair`` records they came from)."""
+    c = run.config
+    tasks = {t.task_id: t for t in run.train_tasks}
+    pairs = []
+    for tid, rows in samples.by_task().items():
+        pairs += feedback.build_pairs(tasks[tid], [r["program"] for r in rows], [r["result"] for r in rows],
+                                      max_pairs=c.dpo.max_pairs_per_task, completions=[r["completion"] for r in rows])
+    return _tokenized(run, pairs, policy)
+
+
+def _tokenized(run: Run, pairs: list, policy: LocalPolicy) -> tuple[list, list]:
+    """(trainer ``PreferencePair``s, the ``feedback.Pair``s kept): pairs with a completion under 2 tokens
+    (EOS alone) are dropped."""
     from ieta_jax.trainers import PreferencePair
 
     c = run.config
     tasks = {t.task_id: t for t in run.train_tasks}
+    prompts: dict[str, list[int]] = {}
     token_pairs, records = [], []
-    for tid, rows in samples.by_task().items():
-        pairs = feedback.build_pairs(tasks[tid], [r["program"] for r in rows], [r["result"] for r in rows],
-                                     max_pairs=c.dpo.max_pairs_per_task, completions=[r["completion"] for r in rows])
-        prompt = policy.prompt_ids(policy.prompt(tasks[tid]))
-        for p in pairs:
-            chosen = policy.completion_ids(p.chosen, c.max_new_tokens)
-            rejected = policy.completion_ids(p.rejected, c.max_new_tokens)
-            if len(chosen) < 2 or len(rejected) < 2:
-                continue
-            token_pairs.append(PreferencePair(prompt, chosen, rejected))
-            records.append(p)
+    for p in pairs:
+        if p.task_id not in prompts:
+            prompts[p.task_id] = policy.prompt_ids(policy.prompt(tasks[p.task_id]))
+        chosen = policy.completion_ids(p.chosen, c.max_new_tokens)
+        rejected = policy.completion_ids(p.rejected, c.max_new_tokens)
+        if len(chosen) < 2 or len(rejected) < 2:
+            continue
+        token_pairs.append(PreferencePair(prompts[p.task_id], chosen, rejected))
+        records.append(p)
     return token_pairs, records
+
+
+def make_judge(run: Run):
+    """The AI judge of RLAIF (``config.rlaif.feedback`` judge/both) on process 0, its answers cached in
+    ``<workdir>/api_cache/judge``; None when no method needs it and on the other processes."""
+    c = run.config
+    if c.rlaif.feedback == "execution" or c.method not in ("rlaif", "all") or not distributed.is_primary():
+        return None
+    from ieta_jax import api
+
+    return api.judge.Judge(c.rlaif.judge, c.rlaif.judge_model, cache_dir=run.workdir.path("api_cache", "judge"),
+                           swap=c.rlaif.judge_swap, max_concurrency=c.api.max_concurrency)
+
+
+def iteration_pairs(run: Run, method: str, stage: str, samples: SampleSet, policy: LocalPolicy
+                    ) -> tuple[list, list, dict | None]:
+    """This iteration's pairs: ``preference_pairs``, or for RLAIF with judge feedback the pairs the judge (and
+    execution) decided, every judgement written to ``<stage>/judgements.jsonl``, and the judge summary
+    (``api.judge.summarize``; None without a judge). Judge answers are cached, so a resumed run asks nothing."""
+    c = run.config
+    if method != "rlaif" or c.rlaif.feedback == "execution":
+        return (*preference_pairs(run, samples, policy), None)
+    from ieta_jax.api import judge as judge_lib
+
+    tasks = {t.task_id: t for t in run.train_tasks}
+
+    def judge_all() -> dict:  # process 0 asks the judge; everyone gets pairs, judgements and the summary
+        pairs, judgements = [], []
+        for tid, rows in samples.by_task().items():
+            p, js = judge_lib.judged_pairs(run.judge, tasks[tid], [r["program"] for r in rows],
+                                           [r["result"] for r in rows], feedback_mode=c.rlaif.feedback,
+                                           completions=[r["completion"] for r in rows],
+                                           max_pairs=c.dpo.max_pairs_per_task, audit=c.rlaif.judge_audit)
+            pairs += p
+            judgements += js
+        return {"pairs": [p.to_dict() for p in pairs], "judgements": [j.to_dict() for j in judgements],
+                "summary": judge_lib.summarize(judgements)}
+
+    out = distributed.on_primary(judge_all)
+    run.workdir.write_jsonl(os.path.join(stage, "judgements.jsonl"), out["judgements"])
+    token_pairs, records = _tokenized(run, [feedback.Pair(**d) for d in out["pairs"]], policy)
+    return token_pairs, records, out["summary"]
 
 
 def execution_reward_fn(run: Run, policy: LocalPolicy, tasks: list) -> Callable[[np.ndarray, list], list[float]]:

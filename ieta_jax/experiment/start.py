@@ -42,6 +42,7 @@ class Run:
     eval_tasks: list
     executor: Any = None       # sandbox.Executor on process 0, None elsewhere (set by the runner)
     writers: Any = None        # MetricWriters
+    judge: Any = None          # api.judge.Judge for RLAIF with judge feedback (process 0; set by the runner)
 
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -99,7 +100,9 @@ def start_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     log.info("devices: %d x %s, mesh %s", jax.device_count(), jax.devices()[0].platform, dict(mesh.shape))
     train, held_out = load_task_sets(config)
     wd = workdir_lib.Workdir(workdir)
-    if config.model == "tiny":
+    if config.policy:  # a hosted model (base.check_endpoints checked the URI); no local checkpoint
+        model_dir = ""
+    elif config.model == "tiny":
         model_dir = wd.path(TINY_DIR)
     else:
         model_dir = config.model
