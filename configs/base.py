@@ -239,7 +239,7 @@ def dataset_splits(name: str) -> Optional[tuple[str, ...]]:
     """The splits a named dataset has (None for local files and hub ids: only loading them tells)."""
     from ieta_jax.data import apps, mbpp, synthetic
 
-    return {"synthetic": (*synthetic.SPLITS, "test"), "humaneval": ("test",), "mbpp": tuple(mbpp.SPLIT_RANGES),
+    return {"synthetic": (*synthetic.SPLITS, *synthetic.SPLIT_ALIASES), "humaneval": ("test",), "mbpp": tuple(mbpp.SPLIT_RANGES),
             "apps": apps.SPLITS}.get(name)
 
 

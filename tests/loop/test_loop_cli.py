@@ -38,7 +38,7 @@ def test_missing_config_file(tmp_path):
 @pytest.mark.parametrize("override,needle", [
     ("--config.checkpoint_keep=0", "config.checkpoint_keep must be an integer >= 1, got 0"),
     ("--config.train_split=trian", "config.train_split must be a split of synthetic: one of ('train', 'heldout', "
-                                   "'test'), got 'trian'"),
+                                   "'heldout_families', 'test', 'test_families'), got 'trian'"),
     ("--config.dpo.beta=-0.5", "config.dpo.beta must be > 0, got -0.5"),
     ("--config.num_iterations=two", "--config.num_iterations"),
 ])
