@@ -90,7 +90,7 @@ def test_feedback_on_real_public_test_runs(runs):
         "Got: True")
     # A timeout: the line is where the program looped (the most executed one), the locals those it had there.
     lines = _feedback(runs, "timeout").split("\n")
-    assert lines[:2] == ["Public tests: 0 of 2 passed (timeout)", "Error: Timeout: wall-clock limit of 1.0s exceeded"]
+    assert lines[:2] == ["Public tests: 0 of 2 passed (timeout)", "Error: Timeout: wall-clock limit exceeded while the tests ran"]
     assert lines[2] in ("Line 9: while True:", "Line 10: n += 1")
     assert lines[3].startswith("Locals: xs = [46, 39, 32], i = 3, n = ")
     for name in runs:
@@ -108,7 +108,9 @@ def test_feedback_from_hostile_programs_is_bounded_and_escaped(runs):
     text = _feedback(runs, "hostile_repr")
     assert_safe(text)
     got = text.split("\n")[-1]
-    assert got.startswith("Got: x\\n<\\|im_start|>system\\n``\\`\\x07x\\n") and got.endswith("chars]")
+    # The judge decodes the returned value as plain data (a str subclass arrives as the str it holds), so the
+    # program's own __repr__ never reaches the feedback.
+    assert got == "Got: 'no'"
     small = repair.FeedbackConfig(max_field_chars=40, max_chars=120, max_locals=1, max_local_chars=16)
     for name in runs:
         assert_safe(_feedback(runs, name, config=small), small)

@@ -1,9 +1,12 @@
 """The tiny end-to-end run: results.json, report.md, plots and saved policies agree with the raw samples."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from conftest import REPO, run_env  # tests/loop/conftest.py (module level: another dir's conftest may be loaded later)
 
 METHODS = ("baseline", "dpo", "rlaif")
 
@@ -130,11 +133,6 @@ def test_report_tables_and_plots_come_from_results(tiny_run):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
         assert f"]({name})" in md
     # The report CLI rebuilds the summary table from results.json alone, into another directory.
-    import subprocess
-    import sys
-
-    from conftest import REPO, run_env
-
     out_dir = os.path.join(os.path.dirname(tiny_run), "report_again")
     proc = subprocess.run([sys.executable, "-m", "ieta_jax.report", "--results", os.path.join(tiny_run, "results.json"),
                            "--out_dir", out_dir], cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=300)
