@@ -1,6 +1,7 @@
 """Feedback: sandbox verdicts -> preference pairs (DPO, reward model) and execution rewards (RL)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import numpy as np
@@ -12,23 +13,25 @@ from ieta_jax.experiment.start import Run
 
 
 def preference_pairs(run: Run, samples: SampleSet, policy: LocalPolicy) -> tuple[list, list]:
-    """(trainer ``PreferencePair``s as token ids, the ``feedback.Pair`` records they came from)."""
+    """(trainer ``PreferencePair``s as token ids, the ``feedback.Pair`` records they came from); ``samples`` is a
+    ``SampleSet`` or an ``episodes.EpisodeSet`` (pairs at every turn, each pair from one prompt)."""
     from ieta_jax.trainers import PreferencePair
 
     c = run.config
     tasks = {t.task_id: t for t in run.train_tasks}
     token_pairs, records = [], []
-    for tid, rows in samples.by_task().items():
+    # Samples that share one prompt: a task's turn-1 samples, or the fixes of one failing program + feedback.
+    for tid, prompt_text, rows in samples.pair_groups():
         pairs = feedback.build_pairs(tasks[tid], [r["program"] for r in rows], [r["result"] for r in rows],
                                      max_pairs=c.dpo.max_pairs_per_task, completions=[r["completion"] for r in rows])
-        prompt = policy.prompt_ids(policy.prompt(tasks[tid]))
+        prompt = policy.prompt_ids(policy.prompt(tasks[tid]) if prompt_text is None else prompt_text)
         for p in pairs:
             chosen = policy.completion_ids(p.chosen, c.max_new_tokens)
             rejected = policy.completion_ids(p.rejected, c.max_new_tokens)
             if len(chosen) < 2 or len(rejected) < 2:
                 continue
             token_pairs.append(PreferencePair(prompt, chosen, rejected))
-            records.append(p)
+            records.append(p if prompt_text is None else dataclasses.replace(p, prompt=prompt_text))
     return token_pairs, records
 
 
