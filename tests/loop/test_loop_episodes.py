@@ -231,3 +231,17 @@ def test_repair_pairs_share_the_prompt_of_the_failing_program():
     assert fix[0].prompt == pol.prompt_ids("REPAIR PROMPT") and fix[1].prompt == "REPAIR PROMPT"
     assert fix[0].chosen == pol.completion_ids("    return 2\n", c.max_new_tokens)
     assert fix[0].rejected == pol.completion_ids("    return 1\n", c.max_new_tokens)
+
+
+def test_report_shows_the_turn_and_family_tables():
+    from ieta_jax import report
+
+    m = heldout.metric_view(episodes.summarize_episodes(hand_built(), (1, 2), 2))
+    fam = {**m, "repair_rate": 0.25, "num_turn_1_failures": 4}
+    results = {"methods": {"dpo": {"iterations": [{"iteration": 0, **m}], "final": {**m, "test_families": fam}}}}
+    assert "| dpo | 0.167 | 0.667 | 0.600 (of 5) | 0.667 | 0.833 |" in report.turn_table(results)
+    assert "| dpo | 0.167 | 0.667 | 0.250 (of 4) | 0.667 | 0.833 |" in report.turn_table(results, "test_families")
+    assert "| ZeroDivisionError | 0.000 | 0.167 | -0.167 |" in report.turn_error_table(results, "dpo")
+    one_turn = {"methods": {"dpo": {"iterations": [{"iteration": 0, **m}],
+                                    "final": {k: v for k, v in m.items() if not k.startswith("turn_2")}}}}
+    assert report.turn_table(one_turn) is None and report.turn_error_table(one_turn, "dpo") is None
