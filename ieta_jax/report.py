@@ -356,7 +356,7 @@ def _render(results: dict, out_dir: str) -> str:
     parts = ["# IETA experiment report", ""]
     if meta:
         desc = ", ".join(f"{k}={meta[k]}" for k in ("dataset", "model", "num_iterations", "num_eval_tasks",
-                                                    "eval_num_samples", "num_train_tasks", "num_samples") if k in meta)
+                                                    "eval_num_samples", "num_train_tasks", "num_samples", "max_turns") if k in meta)
         parts += [f"Run: {desc}.", ""]
     parts += ["## Summary (held-out tasks, final policy of each method)", "", summary_table(results), "",
               "Pass@k for a k above the samples drawn per held-out task is n/a.", ""]

@@ -174,7 +174,7 @@ def _meta(run: Run) -> dict:
     meta = {"dataset": c.dataset, "model": c.model, "num_iterations": c.num_iterations,
             "num_train_tasks": len(run.train_tasks), "num_eval_tasks": len(run.eval_tasks),
             "num_samples": c.num_samples, "eval_num_samples": c.eval_num_samples,
-            "pass_at_k": list(c.pass_at_k), "sandbox": c.sandbox.backend}
+            "pass_at_k": list(c.pass_at_k), "max_turns": c.max_turns, "sandbox": c.sandbox.backend}
     if ws:
         meta["warm_start"] = {k: v for k, v in ws.items() if k != "loss"}
     return meta
