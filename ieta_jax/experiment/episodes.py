@@ -64,10 +64,16 @@ def needs_repair(row: dict) -> bool:
 
 
 def repair_prompt_for(run: Run, policy: Policy, task, row: dict) -> str:
-    """The next turn's prompt after ``row``'s program failed its public tests (chat per ``prompt_format``)."""
+    """The next turn's prompt after ``row``'s program failed its public tests (chat per ``prompt_format``).
+
+    A policy that formats its own prompts (e.g. behind an API without a local tokenizer) may define
+    ``repair_prompt(task, program, feedback) -> str``; it gets the rendered feedback."""
     tokenizer = getattr(policy, "tokenizer", None)
     markers = list(getattr(tokenizer, "all_special_tokens", None) or [])
     feedback = repair.render_feedback(row["public_result"], row["program"], task.public_test, markers=markers)
+    own = getattr(policy, "repair_prompt", None)
+    if own is not None:
+        return own(task, row["program"], feedback)
     return repair.repair_prompt(task, row["program"], feedback, tokenizer,
                                 chat=run.config.prompt_format == "chat")
 
