@@ -245,3 +245,20 @@ def test_report_shows_the_turn_and_family_tables():
     one_turn = {"methods": {"dpo": {"iterations": [{"iteration": 0, **m}],
                                     "final": {k: v for k, v in m.items() if not k.startswith("turn_2")}}}}
     assert report.turn_table(one_turn) is None and report.turn_error_table(one_turn, "dpo") is None
+
+
+def test_a_policy_may_format_its_own_repair_prompt():
+    task = synthetic.make_tasks("train", seed=0)[0]
+    r = row(task.task_id, 0, "error", "IndexError")
+    r["public_result"] = {**res("error", "IndexError"), "error_message": "list index out of range"}
+    expected = repair.render_feedback(r["public_result"], r["program"], task.public_test)
+
+    class OwnFormat:
+        def repair_prompt(self, t, program, feedback):
+            return f"{t.task_id}|{program}|{feedback}"
+
+    c = config()
+    c.prompt_format = "chat"  # what an API policy would use (the tiny model itself refuses it)
+    run = make_run(c, "/nonexistent", [task])
+    assert episodes.repair_prompt_for(run, OwnFormat(), task, r) == f"{task.task_id}|{r['program']}|{expected}"
+    assert "IndexError: list index out of range" in expected
