@@ -119,6 +119,11 @@ FIELDS: tuple[Field, ...] = (
     Field("eval_temperature", 0.8, "sampling temperature for held-out evaluation", number_at_least(0.0)),
     Field("sample_batch_size", 64, "sequences per generate() call; each batch goes to the sandbox at once",
           int_at_least(1)),
+    # Repair episodes.
+    Field("max_turns", 2, "turns per episode: a program failing its public tests gets a repair turn (the task, the "
+          "program, its feedback); 1 = one program per sample", int_at_least(1)),
+    Field("repair_num_samples", 2, "fixes sampled per failing train program (repair DPO pairs compare them); the "
+          "episode continues with the first", int_at_least(1)),
     # Optimisation shared by the trainers.
     Field("batch_size", 16, "pairs per DPO / reward-model step; completions per RL update", int_at_least(1)),
     Field("learning_rate", 1e-4, "policy learning rate (DPO and RL)", number_at_least(0.0, strict=True)),

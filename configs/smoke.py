@@ -17,13 +17,15 @@ def get_config():
     c.num_samples = 8
     c.eval_num_samples = 10
     c.pass_at_k = (1, 10)
-    c.max_prompt_len = 64
+    # Turn-1 prompts (with the docstring's public examples) are 55 tiny-BPE tokens on average, 125 at most.
+    c.max_prompt_len = 128
     c.max_new_tokens = 64
     c.temperature = 1.0
     c.eval_temperature = 0.4
     c.sample_batch_size = 128
+    c.max_turns = 1                # one program per task; configs/smoke_repair.py runs two-turn repair episodes
 
-    c.tiny.max_position_embeddings = 128
+    c.tiny.max_position_embeddings = 192
     c.tiny.warm_start_steps = 300
     c.tiny.warm_start_lr = 3e-3
     c.tiny.bug_fraction = 0.5

@@ -120,12 +120,56 @@ def _error_keys(results: dict) -> list[str]:
     return [k for k in ERROR_ORDER if k in keys] + sorted(keys - set(ERROR_ORDER))
 
 
-def summary_table(results: dict) -> str:
+def _final(results: dict, name: str, split: str | None = None) -> dict:
+    final = results["methods"][name]["final"]
+    return final if split is None else final.get(split) or {}
+
+
+def summary_table(results: dict, split: str | None = None) -> str:
+    """Final pass@k and execution rate per method (``split``: the metrics under that key, e.g. test_families)."""
     lines = ["| Method | Pass@1 | Pass@10 | Pass@100 | Execution Rate |", "|---|---|---|---|---|"]
     for name in _methods(results):
-        final = results["methods"][name]["final"]
+        final = _final(results, name, split)
         cells = [_fmt(final.get(f"pass@{k}")) for k in SUMMARY_KS]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(final.get('execution_rate'))} |")
+    return "\n".join(lines)
+
+
+def last_turn(m: dict) -> int:
+    """The highest turn with metrics in ``m`` (0: no per-turn metrics)."""
+    turns = [int(k.split("/")[0][5:]) for k in m if k.startswith("turn_") and k.split("/")[0][5:].isdigit()]
+    return max(turns, default=0)
+
+
+def turn_table(results: dict, split: str | None = None) -> str | None:
+    """Per method, the final policy's pass@1 and execution rate after turn 1 and after the last turn, and its
+    repair rate; None without repair turns."""
+    finals = {name: _final(results, name, split) for name in _methods(results)}
+    t = max((last_turn(m) for m in finals.values()), default=0)
+    if t < 2:
+        return None
+    lines = [f"| Method | Turn 1 Pass@1 | Turn {t} Pass@1 | Repair Rate | Turn 1 Execution Rate | "
+             f"Turn {t} Execution Rate |", "|---|---|---|---|---|---|"]
+    for name, m in finals.items():
+        failures = m.get("num_turn_1_failures")
+        rate = _fmt(m.get("repair_rate")) + (f" (of {failures})" if failures is not None else "")
+        lines.append(f"| {name} | {_fmt(m.get('turn_1/pass@1'))} | {_fmt(m.get(f'turn_{t}/pass@1'))} | {rate} | "
+                     f"{_fmt(m.get('turn_1/execution_rate'))} | {_fmt(m.get(f'turn_{t}/execution_rate'))} |")
+    return "\n".join(lines)
+
+
+def turn_error_table(results: dict, method: str) -> str | None:
+    """The final policy's error frequencies after turn 1 and after the last turn; None without repair turns."""
+    m = results["methods"][method]["final"]
+    t = last_turn(m)
+    if t < 2:
+        return None
+    first, last = m.get("turn_1/error_frequencies", {}), m.get(f"turn_{t}/error_frequencies", {})
+    lines = [f"| Error Type | Turn 1 | Turn {t} | Reduction |", "|---|---|---|---|"]
+    for key in [k for k in ERROR_ORDER if k in first or k in last] + sorted((set(first) | set(last)) - set(ERROR_ORDER)):
+        a, b = first.get(key, 0.0), last.get(key, 0.0)
+        rel = f" ({(a - b) / a:+.0%})" if a > 0 else ""
+        lines.append(f"| {key} | {a:.3f} | {b:.3f} | {a - b:+.3f}{rel} |")
     return "\n".join(lines)
 
 
@@ -312,13 +356,30 @@ def _render(results: dict, out_dir: str) -> str:
     parts = ["# IETA experiment report", ""]
     if meta:
         desc = ", ".join(f"{k}={meta[k]}" for k in ("dataset", "model", "num_iterations", "num_eval_tasks",
-                                                    "eval_num_samples", "num_train_tasks", "num_samples") if k in meta)
+                                                    "eval_num_samples", "num_train_tasks", "num_samples", "max_turns") if k in meta)
         parts += [f"Run: {desc}.", ""]
     parts += ["## Summary (held-out tasks, final policy of each method)", "", summary_table(results), "",
               "Pass@k for a k above the samples drawn per held-out task is n/a.", ""]
+    turns = turn_table(results)
+    if turns:
+        parts += ["## Repair episodes (held-out tasks, final policy of each method)", "",
+                  "Pass@1 after turn 1 and after the last turn (an episode's latest program, scored on the hidden "
+                  "tests); repair rate: the fraction of episodes failing the hidden tests at turn 1 that pass them "
+                  "after the last turn. The summary above is the last turn.", "", turns, ""]
+    if any(_final(results, name, "test_families") for name in _methods(results)):
+        parts += ["## Held-out families (final policy of each method)", "",
+                  "Whole task families never seen in training (the table above: new parameters of seen families).",
+                  "", summary_table(results, "test_families"), ""]
+        family_turns = turn_table(results, "test_families")
+        if family_turns:
+            parts += [family_turns, ""]
     for name in _methods(results):
         parts += [f"## Errors: {name}", "", "Fraction of held-out samples per failure class, starting policy "
                   "(Initial) vs final policy (Final).", "", error_table(results, name), ""]
+        per_turn = turn_error_table(results, name)
+        if per_turn:
+            parts += ["Final policy, per turn (the same episodes after turn 1 and after the last turn):", "",
+                      per_turn, ""]
     time_rows = []
     for name in _methods(results):
         for it in results["methods"][name]["iterations"]:

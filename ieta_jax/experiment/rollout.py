@@ -31,27 +31,40 @@ class SampleSet:
     time_s: dict[str, float]   # sampling, execution (wait not hidden by sampling), sandbox_busy, total
 
     def by_task(self) -> dict[str, list[dict]]:
-        out: dict[str, list[dict]] = {}
-        for r in self.rows:
-            out.setdefault(r["task_id"], []).append(r)
-        return out
+        return group_by_task(self.rows)
+
+    def pair_groups(self):
+        """(task_id, prompt text or None = the task's own prompt, rows): the samples that share a prompt."""
+        return [(tid, None, rows) for tid, rows in self.by_task().items()]
 
 
-def request(run: Run, task, completion: str, request_id: str, *, trace: bool | None = None) -> dict:
-    """The sandbox request for one completion, with the run's limits (a task may ask for a shorter timeout)."""
+def group_by_task(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        out.setdefault(r["task_id"], []).append(r)
+    return out
+
+
+def request(run: Run, task, completion: str, request_id: str, *, trace: bool | None = None,
+            public: bool = False) -> dict:
+    """The sandbox request for one completion, with the run's limits (a task may ask for a shorter timeout);
+    ``public=True``: against the task's public test (repair feedback) instead of its hidden one (the score)."""
     from ieta_jax.data import task as task_lib
 
     c = run.config
     timeout = min(c.timeout_s, float(task.metadata.get("timeout_s", c.timeout_s)))
     return task_lib.to_request(task, completion, request_id, trace=c.trace if trace is None else trace,
-                               timeout_s=timeout, memory_mb=c.memory_mb)
+                               timeout_s=timeout, memory_mb=c.memory_mb, public=public)
 
 
 def sample_and_execute(run: Run, policy: Policy, tasks: list, n: int, *, temperature: float, seed: int,
-                       desc: str, prompts: list[str] | None = None) -> SampleSet:
+                       desc: str, prompts: list[str] | None = None, public: bool = False) -> SampleSet:
     """``n`` completions per task from ``policy``, each executed against the task's hidden tests.
 
-    ``prompts`` (one per task) replace ``policy.prompt(task)``, e.g. the repair prompt of a later turn."""
+    ``prompts`` (one per task) replace ``policy.prompt(task)``, e.g. the repair prompt of a later turn.
+    ``public=True``: each program of a task with a public test also runs against it (trace on), in the same
+    batch; the row's ``public_result`` is that verdict (None for a task without public test), the feedback of
+    a repair turn. Scores and rewards come only from ``result`` (the hidden tests)."""
     from tqdm.auto import tqdm
 
     from ieta_jax.data import completions as comp_lib
@@ -74,16 +87,20 @@ def sample_and_execute(run: Run, policy: Policy, tasks: list, n: int, *, tempera
             for j, raw in enumerate(texts):
                 completion = comp_lib.completion_from_sample(raw, t, chat=chat)
                 req = request(run, t, completion, f"{t.task_id}#{j}")
+                pub = (request(run, t, completion, f"{t.task_id}#{j}/public", trace=True, public=True)
+                       if public and t.public_test is not None else None)
                 if primary:  # process 0 runs the programs; the others get the verdicts below
-                    futures.append(run.executor.submit(req))
+                    futures.append((run.executor.submit(req), pub and run.executor.submit(pub)))
                 meta.append({"task_id": t.task_id, "sample": j, "completion": completion, "program": req["solution"]})
         bar.update(len(chunk) * n)
     t_wait = time.perf_counter()
-    results = distributed.on_primary(lambda: [fut.result().to_dict() for fut in futures])
+    results = distributed.on_primary(lambda: [(f.result().to_dict(), p and p.result().to_dict())
+                                              for f, p in futures])
     bar.close()
-    rows = [{**m, "result": res} for m, res in zip(meta, results)]
+    rows = [{**m, "result": res, **({"public_result": pub} if public else {})} for m, (res, pub) in zip(meta, results)]
     now = time.perf_counter()
-    busy = sum(r["result"]["duration_s"] or 0.0 for r in rows)
+    busy = sum((r["result"]["duration_s"] or 0.0) + ((r.get("public_result") or {}).get("duration_s") or 0.0)
+               for r in rows)
     times = {"sampling": t_sample, "execution": now - t_wait, "sandbox_busy": busy, "total": now - t_start}
     log.info("%s: %d samples; sampling %.1fs, execution not hidden by sampling %.1fs (sandbox busy %.1fs), "
              "total %.1fs", desc, len(rows), t_sample, now - t_wait, busy, now - t_start)
@@ -91,14 +108,14 @@ def sample_and_execute(run: Run, policy: Policy, tasks: list, n: int, *, tempera
 
 
 def samples_stage(run: Run, rel: str, policy: Policy, tasks: list, n: int, *, temperature: float, seed: int,
-                  desc: str) -> SampleSet:
+                  desc: str, public: bool = False) -> SampleSet:
     """``sample_and_execute``, stored at ``rel`` (+ ``.time.json``); a finished stage is read back instead."""
     rows, time_s = run.workdir.read_jsonl(rel), run.workdir.read_json(rel + ".time.json")
     if rows is not None and time_s is not None:
         log.info("%s: %d samples already in %s, reused (finished earlier or shared)", desc, len(rows),
                  run.workdir.path(rel))
         return SampleSet(rows, time_s)
-    ss = sample_and_execute(run, policy, tasks, n, temperature=temperature, seed=seed, desc=desc)
+    ss = sample_and_execute(run, policy, tasks, n, temperature=temperature, seed=seed, desc=desc, public=public)
     run.workdir.write_jsonl(rel, ss.rows)
     run.workdir.write_json(rel + ".time.json", ss.time_s)
     return ss

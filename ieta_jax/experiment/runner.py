@@ -1,7 +1,7 @@
 """The runner: start, evaluate the starting policy, then per method a short loop over iterations.
 
-An iteration: sample + execute the train tasks with the current policy (iteration 1 shares the starting policy's
-samples across methods), build pairs, train (the method function returns the trained policy), save it, evaluate
+An iteration: sample + execute repair episodes of the train tasks with the current policy (iteration 1 shares the
+starting policy's episodes across methods), build pairs (turn-1 pairs and repair pairs), train (the method function returns the trained policy), save it, evaluate
 it, record. Every stage's output is read back when a previous run finished it, so a killed run restarted with
 the same command continues where it stopped.
 """
@@ -16,7 +16,7 @@ import time
 import ml_collections
 
 from ieta_jax import distributed
-from ieta_jax.experiment import heldout, library_configs, methods, policy as policy_lib, rollout, signals
+from ieta_jax.experiment import episodes, heldout, library_configs, methods, policy as policy_lib, rollout, signals
 from ieta_jax.experiment.start import Run, start_run
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,11 @@ def run_iteration(run: Run, method: str, k: int, current: Models, start_policy) 
     it_dir = run.workdir.path(it)
     times = dict.fromkeys(TIME_KEYS, 0.0)
     # Iteration 1 samples the shared starting policy: every method reuses the same samples.
-    samples = rollout.samples_stage(
+    samples = episodes.episodes_stage(
         run, os.path.join("initial", "train_samples.jsonl") if k == 1 else os.path.join(it, "samples.jsonl"),
         current.policy, run.train_tasks, c.num_samples, temperature=c.temperature,
         seed=rollout.stable_seed(c.seed, "train", 1) if k == 1 else rollout.stable_seed(c.seed, method, k, "train"),
-        desc=f"{method} iter {k}: sample+execute")
+        desc=f"{method} iter {k}: sample+execute", fixes=c.repair_num_samples)
     times["sampling"], times["execution"] = samples.time_s["sampling"], samples.time_s["execution"]
     pairs, records, judge_summary = signals.iteration_pairs(run, method, it, samples, current.policy)
     run.workdir.write_jsonl(os.path.join(it, "pairs.jsonl"), [p.to_dict() for p in records])
@@ -186,7 +186,7 @@ def _meta(run: Run) -> dict:
     meta = {"dataset": c.dataset, "model": model, "num_iterations": c.num_iterations,
             "num_train_tasks": len(run.train_tasks), "num_eval_tasks": len(run.eval_tasks),
             "num_samples": c.num_samples, "eval_num_samples": c.eval_num_samples,
-            "pass_at_k": list(c.pass_at_k), "sandbox": c.sandbox.backend}
+            "pass_at_k": list(c.pass_at_k), "max_turns": c.max_turns, "sandbox": c.sandbox.backend}
     if ws:
         meta["warm_start"] = {k: v for k, v in ws.items() if k != "loss"}
     return meta

@@ -2,6 +2,7 @@
 with ``rlaif.feedback`` judge/both, an AI judge decides the pairs (or the ties execution leaves)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Callable
 
@@ -14,33 +15,44 @@ from ieta_jax.experiment.start import Run
 
 
 def preference_pairs(run: Run, samples: SampleSet, policy: LocalPolicy) -> tuple[list, list]:
-    """(trainer ``PreferencePair``s as token ids, the ``feedback.Pair`` records they came from)."""
+    """(trainer ``PreferencePair``s as token ids, the ``feedback.Pair`` records they came from); ``samples`` is a
+    ``SampleSet`` or an ``episodes.EpisodeSet`` (pairs at every turn, each pair from one prompt)."""
     c = run.config
     tasks = {t.task_id: t for t in run.train_tasks}
     pairs = []
-    for tid, rows in samples.by_task().items():
-        pairs += feedback.build_pairs(tasks[tid], [r["program"] for r in rows], [r["result"] for r in rows],
-                                      max_pairs=c.dpo.max_pairs_per_task, completions=[r["completion"] for r in rows])
+    # Samples that share one prompt: a task's turn-1 samples, or the fixes of one failing program + feedback.
+    for tid, prompt_text, rows in samples.pair_groups():
+        group = feedback.build_pairs(tasks[tid], [r["program"] for r in rows], [r["result"] for r in rows],
+                                     max_pairs=c.dpo.max_pairs_per_task, completions=[r["completion"] for r in rows])
+        pairs += _with_prompt(group, prompt_text)
     return _tokenized(run, pairs, policy)
+
+
+def _with_prompt(pairs: list, prompt_text: str | None) -> list:
+    """A repair group's pairs carry the repair prompt they were sampled from (turn-1 pairs keep the task's)."""
+    return pairs if prompt_text is None else [dataclasses.replace(p, prompt=prompt_text) for p in pairs]
 
 
 def _tokenized(run: Run, pairs: list, policy: LocalPolicy) -> tuple[list, list]:
     """(trainer ``PreferencePair``s, the ``feedback.Pair``s kept): pairs with a completion under 2 tokens
-    (EOS alone) are dropped."""
+    (EOS alone) are dropped. A pair whose ``prompt`` is its task's own is prompted as turn 1 (the policy's prompt
+    format), any other prompt (a repair turn's) as it stands."""
     from ieta_jax.trainers import PreferencePair
 
     c = run.config
     tasks = {t.task_id: t for t in run.train_tasks}
-    prompts: dict[str, list[int]] = {}
+    prompts: dict[tuple, list[int]] = {}
     token_pairs, records = [], []
     for p in pairs:
-        if p.task_id not in prompts:
-            prompts[p.task_id] = policy.prompt_ids(policy.prompt(tasks[p.task_id]))
+        task = tasks[p.task_id]
+        key = (p.task_id, p.prompt)
+        if key not in prompts:
+            prompts[key] = policy.prompt_ids(policy.prompt(task) if p.prompt == task.prompt else p.prompt)
         chosen = policy.completion_ids(p.chosen, c.max_new_tokens)
         rejected = policy.completion_ids(p.rejected, c.max_new_tokens)
         if len(chosen) < 2 or len(rejected) < 2:
             continue
-        token_pairs.append(PreferencePair(prompts[p.task_id], chosen, rejected))
+        token_pairs.append(PreferencePair(prompts[key], chosen, rejected))
         records.append(p)
     return token_pairs, records
 
@@ -71,12 +83,12 @@ def iteration_pairs(run: Run, method: str, stage: str, samples: SampleSet, polic
 
     def judge_all() -> dict:  # process 0 asks the judge; everyone gets pairs, judgements and the summary
         pairs, judgements = [], []
-        for tid, rows in samples.by_task().items():
+        for tid, prompt_text, rows in samples.pair_groups():
             p, js = judge_lib.judged_pairs(run.judge, tasks[tid], [r["program"] for r in rows],
                                            [r["result"] for r in rows], feedback_mode=c.rlaif.feedback,
                                            completions=[r["completion"] for r in rows],
                                            max_pairs=c.dpo.max_pairs_per_task, audit=c.rlaif.judge_audit)
-            pairs += p
+            pairs += _with_prompt(p, prompt_text)
             judgements += js
         return {"pairs": [p.to_dict() for p in pairs], "judgements": [j.to_dict() for j in judgements],
                 "summary": judge_lib.summarize(judgements)}

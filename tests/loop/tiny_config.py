@@ -28,4 +28,7 @@ def get_config():
     c.rlaif.prompts_per_step = 2
     c.rlaif.execution_reward_weight = 0.5
     c.num_text_samples = 2
+    # One turn keeps these CLI runs minutes-scale; tests/loop/test_loop_episodes.py covers repair turns in-process.
+    c.max_turns = 1
+    c.tiny.repair_examples_per_task = 0
     return c
