@@ -68,8 +68,11 @@ def test_api_policy_reproduces_the_local_baseline_and_then_answers_from_the_cach
         assert r["completion"] == by_key[r["task_id"], r["sample"]]["completion"], r["task_id"]
         assert r["result"]["status"] == by_key[r["task_id"], r["sample"]]["result"]["status"]
     assert remote["methods"]["baseline"]["final"] == local["methods"]["baseline"]["final"]
+    # One request (n samples) per held-out task: the 12 of the eval split and the 12 of the held-out families.
+    families = _jsonl(api_run, "initial", "test_families", "eval_samples.jsonl")
+    assert len({r["task_id"] for r in families}) == 12
     usage = remote["meta"]["api_usage"]["policy"]
-    assert (usage["requests"], usage["cache_hits"]) == (12, 0) and usage["completion_tokens"] > 0
+    assert (usage["requests"], usage["cache_hits"]) == (24, 0) and usage["completion_tokens"] > 0
     assert "API usage" in open(os.path.join(api_run, "report.md")).read()
 
     # A new workdir holding the first one's response cache, the server gone: every answer comes from the cache.
@@ -77,7 +80,7 @@ def test_api_policy_reproduces_the_local_baseline_and_then_answers_from_the_cach
     shutil.copytree(os.path.join(api_run, "api_cache"), os.path.join(again, "api_cache"))
     _run(again, *GREEDY_BASELINE, f"--config.policy={_uri(server)}", "--config.policy_model_name=tiny")
     usage = _read(again, "results.json")["meta"]["api_usage"]["policy"]
-    assert (usage["requests"], usage["cache_hits"]) == (0, 12)
+    assert (usage["requests"], usage["cache_hits"]) == (0, 24)
     def view(rs):
         return [(r["task_id"], r["sample"], r["completion"], r["result"]["status"]) for r in rs]
 
