@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import socket
 import sys
-import tempfile
 import urllib.parse
 from typing import Any, Sequence
 
-from ieta_jax import data, evaluation
+from ieta_jax import data, evaluation, workdir
 from ieta_jax.data import rows
 
 
@@ -186,28 +184,6 @@ def check_limits(workers: int | None, timeout_s: float | None, memory_mb: int) -
         raise SamplesError(f"--memory_mb must be in [32, {MAX_MEMORY_MB}], got {memory_mb}")
 
 
-def _write_atomic(path: str, write) -> None:
-    """`write(file)` into a temp file beside `path`, then rename: never a half-written or truncated file."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    _write_atomic(path, lambda f: json.dump(obj, f, indent=2))
-
-
-def write_jsonl_atomic(path: str, rows: Sequence[dict]) -> None:
-    _write_atomic(path, lambda f: f.writelines(json.dumps(r) + "\n" for r in rows))
-
-
 POLICY_DEFAULTS = {"n": 1, "temperature": 0.0, "top_p": 1.0, "max_tokens": 512, "seed": 0, "max_concurrency": 8}
 POLICY_FLAGS = ("model_name", "api_mode", *POLICY_DEFAULTS, "limit", "cache_dir", "save_samples")
 
@@ -305,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples = generate_samples(policy, tasks, n=args.n, temperature=args.temperature, top_p=args.top_p,
                                        max_tokens=args.max_tokens, seed=args.seed)
             if args.save_samples:
-                write_jsonl_atomic(args.save_samples, samples)
+                workdir.write_jsonl(args.save_samples, samples)
         check_samples({t.task_id: t for t in tasks}, samples, ks)
     except (SamplesError, data.RowError, ValueError, RuntimeError, OSError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the cause
@@ -329,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         u = policy.usage
         print(f"api: {u.requests} request(s) sent ({u.prompt_tokens} prompt + {u.completion_tokens} completion "
               f"tokens), {u.cache_hits} answered from the cache, {u.retries} retried")
-    write_json_atomic(args.out, metrics)
+    workdir.write_json(args.out, metrics)
     summary = {**metrics["pass_at_k"], "execution_rate": round(metrics["execution_rate"], 4)}
     print(f"{metrics['num_samples']} samples over {metrics['num_tasks']} tasks: "
           + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))

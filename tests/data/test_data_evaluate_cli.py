@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ieta_jax import data, evaluate, evaluation
+from ieta_jax import data, evaluate, evaluation, workdir
 from ieta_jax.data import synthetic
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -169,7 +169,7 @@ def test_cli_writes_metrics_atomically(tmp_path, monkeypatch):
         pass
 
     with pytest.raises(TypeError):
-        evaluate.write_json_atomic(str(out), {"pass_at_k": Unserializable()})
+        workdir.write_json(str(out), {"pass_at_k": Unserializable()})
     assert out.read_text() == '{"previous": true}' and os.listdir(tmp_path) == ["m.json"]
-    evaluate.write_json_atomic(str(out), {"pass_at_k": {"pass@1": 0.5}})
+    workdir.write_json(str(out), {"pass_at_k": {"pass@1": 0.5}})
     assert json.loads(out.read_text()) == {"pass_at_k": {"pass@1": 0.5}}
