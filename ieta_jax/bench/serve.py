@@ -5,7 +5,7 @@
 
 The server runs in this process on a free port and the clients are threads using the official `openai` client
 over real HTTP, each sending `--requests` completions one after another (temperature 1, a synthetic-suite task
-prompt each). Every concurrency level first runs one untimed round (compiling the batch shapes it produces),
+prompt each; unseeded, so concurrent requests can share a sampler call, `--seeded` gives each its own seed). Every concurrency level first runs one untimed round (compiling the batch shapes it produces),
 then a timed one. Tokens/s counts completion tokens as the server reports them in `usage`.
 
 Wall-clock figures are only meaningful on a quiet machine: the 1-minute load average is printed before and
@@ -41,7 +41,8 @@ def _tiny_checkpoint(out_dir: str, vocab_size: int = 1024) -> str:
     return path
 
 
-def run_clients(url: str, model: str, prompts: list[str], clients: int, requests: int, max_tokens: int) -> dict:
+def run_clients(url: str, model: str, prompts: list[str], clients: int, requests: int, max_tokens: int,
+                seeded: bool = False) -> dict:
     """`clients` threads, each sending `requests` completions in sequence; wall time and usage totals."""
     import openai
 
@@ -53,8 +54,9 @@ def run_clients(url: str, model: str, prompts: list[str], clients: int, requests
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=3600)
         try:
             for r in range(requests):
+                seed = {"seed": c * requests + r} if seeded else {}
                 out = client.completions.create(model=model, prompt=prompts[(c * requests + r) % len(prompts)],
-                                                max_tokens=max_tokens, temperature=1.0, seed=c * requests + r)
+                                                max_tokens=max_tokens, temperature=1.0, **seed)
                 with lock:
                     totals["requests"] += 1
                     totals["completion_tokens"] += out.usage.completion_tokens
@@ -80,6 +82,8 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=8, help="requests per client per round")
     p.add_argument("--max_tokens", type=int, default=64, help="completion tokens per request")
     p.add_argument("--max_batch_rows", type=int, default=64)
+    p.add_argument("--seeded", action="store_true",
+                   help="give each request its own seed (reproducible samples; the server then runs each alone)")
     p.add_argument("--max_load", type=float, default=1.0, help="refuse figures above this 1-minute load average")
     p.add_argument("--force", action="store_true", help="run and print figures whatever the load")
     args = p.parse_args(argv)
@@ -110,9 +114,10 @@ def main(argv=None) -> int:
         rows = []
         with serve.Server(serve.API(engine, name), port=0) as server:
             for clients in levels:
-                run_clients(server.url, name, prompts, clients, 1, args.max_tokens)     # compile this level's shapes
+                run_clients(server.url, name, prompts, clients, 1, args.max_tokens, args.seeded)  # compile its shapes
                 calls = engine.sampler_calls
-                r = run_clients(server.url, name, prompts, clients, args.requests, args.max_tokens)
+                r = run_clients(server.url, name, prompts, clients, args.requests, args.max_tokens,
+                                args.seeded)
                 r["sampler_calls"] = engine.sampler_calls - calls
                 rows.append((clients, r))
     load1 = os.getloadavg()[0]
