@@ -5,8 +5,11 @@
 
 The server runs in this process on a free port and the clients are threads using the official `openai` client
 over real HTTP, each sending `--requests` completions one after another (temperature 1, a synthetic-suite task
-prompt each; unseeded, so concurrent requests can share a sampler call, `--seeded` gives each its own seed). Every concurrency level first runs one untimed round (compiling the batch shapes it produces),
-then a timed one. Tokens/s counts completion tokens as the server reports them in `usage`.
+prompt each; unseeded, so concurrent requests can share a sampler call; `--seeded` gives each its own seed, and the
+server then runs it alone). Every concurrency level first runs the same round untimed (the sampler compiles once
+per batch shape: rows and prompt length, bucketed), then the timed one: the figures are steady-state throughput,
+and a fresh server's first requests of each new shape also pay a compilation. Tokens/s counts completion tokens as
+the server reports them in `usage`.
 
 Wall-clock figures are only meaningful on a quiet machine: the 1-minute load average is printed before and
 after, and above --max_load (default 1.0) the benchmark refuses to run, or withholds its figures if the load
@@ -114,7 +117,8 @@ def main(argv=None) -> int:
         rows = []
         with serve.Server(serve.API(engine, name), port=0) as server:
             for clients in levels:
-                run_clients(server.url, name, prompts, clients, 1, args.max_tokens, args.seeded)  # compile its shapes
+                run_clients(server.url, name, prompts, clients, args.requests, args.max_tokens,  # untimed: compiles
+                            args.seeded)
                 calls = engine.sampler_calls
                 r = run_clients(server.url, name, prompts, clients, args.requests, args.max_tokens,
                                 args.seeded)
