@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -30,13 +31,19 @@ def json_default(x):
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once at import (os.umask can only be read by setting it)
+
+
 def atomic_write(path: str, write: Callable[[Any], None], mode: str = "w") -> None:
-    """``write(f)`` into a temporary file beside ``path``, fsync, then rename it over ``path``."""
+    """``write(f)`` into a temporary file beside ``path``, fsync, then rename it over ``path``. The temporary name
+    is unique (mkstemp), so threads writing the same path at once never share a temporary file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.{os.getpid()}")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
-        with open(tmp, mode) as f:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # the mode open() would give (mkstemp makes 0600)
+        with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -21,11 +21,12 @@ import hashlib
 import inspect
 import json
 import os
-import tempfile
 import threading
 import time
 import urllib.parse
 from typing import Any, Callable, Sequence
+
+from ieta_jax import workdir
 
 PROVIDERS = {"openai": ("OPENAI_API_KEY", "https://api.openai.com/v1"),
              "anthropic": ("ANTHROPIC_API_KEY", "https://api.anthropic.com")}
@@ -103,12 +104,7 @@ class ResponseCache:
             return None
 
     def put(self, key: str, value: dict) -> None:
-        path = self._path(key)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(value, f)
-        os.replace(tmp, path)
+        workdir.write_json(self._path(key), value)
 
 
 def _status_of(err: Exception) -> int | None:
