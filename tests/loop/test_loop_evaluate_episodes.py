@@ -8,30 +8,16 @@ import sys
 
 import pytest
 
-from configs import base
-from ieta_jax import evaluate, sharding
+from ieta_jax import evaluate
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(scope="module")
-def saved_policy(tmp_path_factory):
-    """A tiny policy in the experiment's saved format (tokenizer trained on the synthetic corpus, random weights)."""
-    from ieta_jax import tiny
-
-    c = base.get_config()
-    c.tiny.max_position_embeddings, c.tiny.hidden_size, c.tiny.intermediate_size = 160, 32, 64
-    c.tiny.num_heads, c.tiny.num_kv_heads, c.tiny.vocab_size = 2, 1, 320
-    c.tiny.solutions_per_task, c.tiny.warm_start_steps = 1, 0
-    c.max_prompt_len, c.max_new_tokens = 128, 16
-    return tiny.ensure_tiny_model(c, str(tmp_path_factory.mktemp("evaluate")), sharding.make_mesh())
-
-
-def test_evaluate_runs_repair_episodes_of_a_saved_policy(saved_policy, tmp_path):
+def test_evaluate_runs_repair_episodes_of_a_saved_tiny_policy(saved_tiny_policy, tmp_path):
     out = tmp_path / "m.json"
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-m", "ieta_jax.evaluate", "--dataset", "synthetic", "--split", "heldout",
-                           "--model", saved_policy, "--max_turns", "2", "--n", "2", "--k", "1,2", "--limit", "3",
+                           "--model", saved_tiny_policy, "--max_turns", "2", "--n", "2", "--k", "1,2", "--limit", "3",
                            "--temperature", "1.0", "--max_tokens", "16", "--max_prompt_len", "128",
                            "--workers", "2", "--timeout_s", "2", "--no_progress", "--out", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -69,9 +55,9 @@ def test_evaluate_runs_repair_episodes_of_a_saved_policy(saved_policy, tmp_path)
     (["--max_tokens", "64", "--max_prompt_len", "128"], "max_position_embeddings=160"),
     (["--chat"], "--chat"),
 ])
-def test_bad_model_flags_exit_2_and_write_nothing(saved_policy, tmp_path, capsys, flags, message):
+def test_bad_model_flags_exit_2_and_write_nothing(saved_tiny_policy, tmp_path, capsys, flags, message):
     out = tmp_path / "m.json"
-    args = ["--dataset", "synthetic", "--split", "heldout", "--model", saved_policy, "--out", str(out), "--k", "1",
+    args = ["--dataset", "synthetic", "--split", "heldout", "--model", saved_tiny_policy, "--out", str(out), "--k", "1",
             *flags]
     assert evaluate.main(args) == 2
     err = capsys.readouterr().err
