@@ -166,6 +166,16 @@ def use_offline_hub_if_unreachable(dataset: str) -> bool:
     return True
 
 
+def load_dataset_tasks(dataset: str, split: str | None, limit: int | None) -> list[data.Task]:
+    """The dataset's tasks; without network a hub dataset missing from the local cache fails at once, saying so."""
+    offline = use_offline_hub_if_unreachable(dataset)
+    try:
+        return data.load_tasks(dataset, split=split, limit=limit)
+    except RuntimeError as e:
+        raise RuntimeError(f"the Hugging Face hub is unreachable and {dataset!r} is not in the local "
+                           f"cache: {e}" if offline else str(e)) from None
+
+
 def check_out_path(path: str) -> None:
     """Refuse an --out that cannot be written, before any sample runs."""
     if os.path.isdir(path):
@@ -290,12 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if given:
                 raise SamplesError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} only with --policy")
             samples = read_samples(args.samples)
-        offline = use_offline_hub_if_unreachable(args.dataset)
-        try:
-            tasks = data.load_tasks(args.dataset, split=args.split, limit=args.limit if args.policy else None)
-        except RuntimeError as e:
-            raise RuntimeError(f"the Hugging Face hub is unreachable and {args.dataset!r} is not in the local "
-                               f"cache: {e}" if offline else str(e)) from None
+        tasks = load_dataset_tasks(args.dataset, args.split, args.limit if args.policy else None)
         if args.policy:
             samples = generate_samples(policy, tasks, n=args.n, temperature=args.temperature, top_p=args.top_p,
                                        max_tokens=args.max_tokens, seed=args.seed)
@@ -392,12 +397,7 @@ def evaluate_model(args) -> int:
         check_limits(args.workers, args.timeout_s, args.memory_mb)
         check_out_path(args.out)
         c = _episode_config(args, ks)
-        offline = use_offline_hub_if_unreachable(args.dataset)
-        try:
-            tasks = data.load_tasks(args.dataset, split=args.split, limit=args.limit)
-        except RuntimeError as e:
-            raise RuntimeError(f"the Hugging Face hub is unreachable and {args.dataset!r} is not in the local "
-                               f"cache: {e}" if offline else str(e)) from None
+        tasks = load_dataset_tasks(args.dataset, args.split, args.limit)
         if not tasks:
             raise SamplesError(f"{args.dataset} split {args.split!r}: no tasks")
     except (SamplesError, data.RowError, ValueError, RuntimeError, OSError) as e:
