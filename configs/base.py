@@ -309,6 +309,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _require(rollout % c.batch_size == 0, "batch_size",
                  f"must divide config.rlaif.prompts_per_step x config.num_samples = {rollout} (RL mini-batches)",
                  c.batch_size)
+        _require(c.batch_size >= c.max_turns, "batch_size",
+                 f"must be >= config.max_turns={c.max_turns} (every RL mini-batch of episode turns needs a real one)",
+                 c.batch_size)
     sizes = {name: c.mesh[name] for name in ("data", "fsdp", "tensor")}
     _require(sum(1 for s in sizes.values() if s == -1) <= 1, "mesh",
              "may have at most one axis of size -1", dict(sizes))

@@ -101,8 +101,9 @@ class RLConfig(TrainerConfig):
         if self.num_generations < 2:
             raise ValueError(f"RLConfig.num_generations must be >= 2 for group-relative advantages, "
                              f"got {self.num_generations}")
-        if self.max_turns < 1:
-            raise ValueError(f"RLConfig.max_turns must be >= 1, got {self.max_turns}")
+        if not 1 <= self.max_turns <= self.batch_size:
+            # batch_size >= max_turns: every mini-batch of a padded rollout gets at least one real sequence.
+            raise ValueError(f"RLConfig.max_turns must be in [1, batch_size={self.batch_size}], got {self.max_turns}")
         if self.rollout_rows % self.batch_size:
             raise ValueError(f"prompts_per_step x num_generations x max_turns = {self.rollout_rows} is not divisible "
                              f"by batch_size={self.batch_size}")
