@@ -161,6 +161,9 @@ FIELDS: tuple[Field, ...] = (
     Field("rlaif.execution_reward_weight", 0.0, "add feedback.execution_reward x weight to the RM score",
           number_at_least(0.0)),
     Field("rlaif.prompts_per_step", 4, "train tasks per RL step (x num_samples completions each)", int_at_least(1)),
+    Field("rlaif.turn_rewards", False, "with max_turns > 1: each turn's tokens get the group-relative advantage of "
+          "the episode's program after that turn (muCode-style per-turn rewards) instead of the episode's final "
+          "reward"),
     # Sandbox fleet.
     Field("sandbox.backend", "gvisor", "gvisor / process (unisolated, warns) / ray", one_of(BACKENDS)),
     Field("sandbox.workers", 0, "sandboxes (with ray: per actor); 0 = the backend default (gVisor: two per CPU "
@@ -305,6 +308,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
         rollout = c.rlaif.prompts_per_step * c.num_samples
         _require(rollout % c.batch_size == 0, "batch_size",
                  f"must divide config.rlaif.prompts_per_step x config.num_samples = {rollout} (RL mini-batches)",
+                 c.batch_size)
+        _require(c.batch_size >= c.max_turns, "batch_size",
+                 f"must be >= config.max_turns={c.max_turns} (every RL mini-batch of episode turns needs a real one)",
                  c.batch_size)
     sizes = {name: c.mesh[name] for name in ("data", "fsdp", "tensor")}
     _require(sum(1 for s in sizes.values() if s == -1) <= 1, "mesh",

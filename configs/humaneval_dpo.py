@@ -17,7 +17,7 @@ def get_config():
     c.model = "Qwen/Qwen2.5-Coder-1.5B"
     c.dtype = "bfloat16"
     c.param_dtype = "float32"
-    c.max_prompt_len = 512
+    c.max_prompt_len = 1024          # repair prompts: the task twice, the previous program and its feedback
     c.max_new_tokens = 384
     c.num_iterations = 3
     c.num_samples = 16

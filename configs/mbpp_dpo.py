@@ -12,6 +12,6 @@ def get_config():
     c.train_dataset = "mbpp"
     c.train_split = "train"
     c.eval_split = "test"
-    c.max_prompt_len = 384
+    c.max_prompt_len = 768           # room for repair prompts (task, previous program, feedback)
     c.max_new_tokens = 256
     return c

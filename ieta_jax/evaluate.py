@@ -4,6 +4,14 @@
     python -m ieta_jax.evaluate --dataset humaneval --policy openai://127.0.0.1:8000/v1 --model_name NAME \
         --n 10 --temperature 0.8 --k 1,10 --out metrics.json
 
+    python -m ieta_jax.evaluate --dataset synthetic --split heldout --model WORKDIR/dpo/iter_2/policy \
+        --max_turns 2 --n 4 --temperature 0.8 --k 1,4 --out metrics.json
+
+With --model (a policy the experiment saved, HF format with its tokenizer) the policy runs repair episodes of up
+to --max_turns turns (ieta_jax.experiment.episodes: a program failing its public tests gets a repair turn with
+its rendered feedback) and metrics.json holds the experiment's episode metrics: pass@k after the last turn,
+turn_<t>/pass@k, turn_<t>/execution_rate, turn_<t>/error_frequencies, repair_rate, num_turn_1_failures.
+
 With --policy the samples are generated through the endpoint (ieta_jax.api: completions or --api_mode chat,
 the project's prompt templates and code extraction, retries, and a response cache under --cache_dir so a
 repeated run pays nothing), then evaluated the same way; metrics.json also holds `api_usage`.
@@ -158,6 +166,16 @@ def use_offline_hub_if_unreachable(dataset: str) -> bool:
     return True
 
 
+def load_dataset_tasks(dataset: str, split: str | None, limit: int | None) -> list[data.Task]:
+    """The dataset's tasks; without network a hub dataset missing from the local cache fails at once, saying so."""
+    offline = use_offline_hub_if_unreachable(dataset)
+    try:
+        return data.load_tasks(dataset, split=split, limit=limit)
+    except RuntimeError as e:
+        raise RuntimeError(f"the Hugging Face hub is unreachable and {dataset!r} is not in the local "
+                           f"cache: {e}" if offline else str(e)) from None
+
+
 def check_out_path(path: str) -> None:
     """Refuse an --out that cannot be written, before any sample runs."""
     if os.path.isdir(path):
@@ -232,6 +250,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--samples", help="JSONL of {task_id, completion} lines")
     source.add_argument("--policy", help="openai://host[:port]/path or anthropic://... (see ieta_jax.api)")
+    source.add_argument("--model", help="a saved policy directory (HF format + tokenizer): run repair episodes")
+    model_flags = parser.add_argument_group("with --model (and --n, --temperature, --top_p, --max_tokens, --seed, "
+                                            "--limit)")
+    model_flags.add_argument("--max_turns", type=int, default=None, help="turns per episode (default 2)")
+    model_flags.add_argument("--max_prompt_len", type=int, default=None,
+                             help="prompts are left-truncated to this many tokens (default 256)")
     api_flags = parser.add_argument_group("with --policy")
     api_flags.add_argument("--model_name", default=None, help="the endpoint's model name")
     api_flags.add_argument("--api_mode", default=None, choices=("completions", "chat"),
@@ -259,6 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="completions are chat answers: run the first fenced code block of each")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.model:
+        return evaluate_model(args)
+    if args.max_turns is not None or args.max_prompt_len is not None:
+        print("error: --max_turns and --max_prompt_len apply only with --model", file=sys.stderr)
+        return 2
 
     try:
         ks = parse_ks(args.k)
@@ -271,12 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if given:
                 raise SamplesError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} only with --policy")
             samples = read_samples(args.samples)
-        offline = use_offline_hub_if_unreachable(args.dataset)
-        try:
-            tasks = data.load_tasks(args.dataset, split=args.split, limit=args.limit if args.policy else None)
-        except RuntimeError as e:
-            raise RuntimeError(f"the Hugging Face hub is unreachable and {args.dataset!r} is not in the local "
-                               f"cache: {e}" if offline else str(e)) from None
+        tasks = load_dataset_tasks(args.dataset, args.split, args.limit if args.policy else None)
         if args.policy:
             samples = generate_samples(policy, tasks, n=args.n, temperature=args.temperature, top_p=args.top_p,
                                        max_tokens=args.max_tokens, seed=args.seed)
@@ -311,6 +335,97 @@ def main(argv: Sequence[str] | None = None) -> int:
           + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
     if metrics["num_sandbox_errors"]:
         print(f"warning: {metrics['num_sandbox_errors']} sample(s) hit sandbox errors", file=sys.stderr)
+    print(f"wrote {args.out}")
+    return 0
+
+
+MODEL_FLAGS = ("max_turns", "max_prompt_len")
+MODEL_DEFAULTS = {"n": 1, "temperature": 0.0, "top_p": 1.0, "seed": 0, "max_turns": 2}
+
+
+def _episode_config(args, ks: Sequence[int]):
+    """The experiment config the episode stage reads, from the flags (checked; nothing loaded or run yet)."""
+    import json
+
+    from configs import base
+
+    c = base.get_config()
+    for name, default in MODEL_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    for name in ("model_name", "api_mode", "cache_dir", "max_concurrency", "save_samples"):
+        if getattr(args, name) is not None:
+            raise SamplesError(f"--{name} applies only with --policy")
+    if args.chat:
+        raise SamplesError("--chat applies only to --samples")
+    args.max_tokens = c.max_new_tokens if args.max_tokens is None else args.max_tokens
+    args.max_prompt_len = c.max_prompt_len if args.max_prompt_len is None else args.max_prompt_len
+    if args.max_turns < 1 or args.max_tokens < 1 or args.max_prompt_len < 1 or (args.limit is not None
+                                                                               and args.limit < 1):
+        raise SamplesError("--max_turns, --max_tokens, --max_prompt_len and --limit must be >= 1")
+    if args.n < max(ks):
+        raise SamplesError(f"--n {args.n} samples per task cannot estimate pass@{max(ks)}; raise --n or lower --k")
+    if not 0 <= args.temperature <= 2 or not 0 < args.top_p <= 1:
+        raise SamplesError(f"--temperature must be in [0, 2] and --top_p in (0, 1], got {args.temperature}, "
+                           f"{args.top_p}")
+    model_config = os.path.join(args.model, "config.json")
+    if not os.path.isfile(model_config):
+        raise SamplesError(f"--model {args.model}: no config.json there (expected a saved policy directory)")
+    with open(model_config) as f:
+        positions = json.load(f).get("max_position_embeddings")
+    if positions is not None and args.max_prompt_len + args.max_tokens > positions:
+        raise SamplesError(f"--max_prompt_len {args.max_prompt_len} + --max_tokens {args.max_tokens} exceeds the "
+                           f"model's max_position_embeddings={positions}")
+    c.dataset, c.max_turns, c.max_new_tokens, c.max_prompt_len = args.dataset, args.max_turns, args.max_tokens, \
+        args.max_prompt_len
+    c.top_p, c.memory_mb, c.trace, c.seed = args.top_p, args.memory_mb, args.trace, args.seed
+    if args.timeout_s is not None:
+        c.timeout_s = args.timeout_s
+    return c
+
+
+def evaluate_model(args) -> int:
+    """``--model``: repair episodes of a saved policy on the dataset's tasks, scored by their hidden tests, with
+    the experiment's stages (``experiment.episodes``), so the metrics mean what the experiment's mean."""
+    import tempfile
+
+    from ieta_jax import sharding
+    from ieta_jax.experiment import episodes, heldout, policy as policy_lib, start
+
+    try:
+        ks = parse_ks(args.k)
+        check_limits(args.workers, args.timeout_s, args.memory_mb)
+        check_out_path(args.out)
+        c = _episode_config(args, ks)
+        tasks = load_dataset_tasks(args.dataset, args.split, args.limit)
+        if not tasks:
+            raise SamplesError(f"{args.dataset} split {args.split!r}: no tasks")
+    except (SamplesError, data.RowError, ValueError, RuntimeError, OSError) as e:
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the cause
+        return 2
+
+    from sandbox import Executor
+
+    mesh = sharding.make_mesh()
+    policy = policy_lib.LocalPolicy(policy_lib.load_model(args.model, c, mesh), policy_lib.load_tokenizer(args.model),
+                                    max_prompt_len=c.max_prompt_len, top_k=c.top_k)
+    with Executor(backend=args.backend, workers=args.workers, memory_mb=args.memory_mb,
+                  **({"timeout_s": args.timeout_s} if args.timeout_s is not None else {})) as executor, \
+            tempfile.TemporaryDirectory() as scratch:
+        run = start.Run(config=c, workdir=workdir.Workdir(scratch), mesh=mesh, model_dir=args.model, train_tasks=[],
+                        eval_tasks=tasks, executor=executor)
+        es = episodes.episodes_stage(run, None, policy, tasks, args.n, temperature=args.temperature, seed=args.seed,
+                                     desc="episodes")
+    metrics = episodes.summarize_episodes(es, tuple(ks), c.max_turns)
+    metrics["num_sandbox_errors"] = sum(r["result"]["status"] == "sandbox_error" for rows in es.turns for r in rows)
+    metrics["config"] = {"dataset": args.dataset, "split": args.split, "model": args.model, "k": ks,
+                         "max_turns": c.max_turns, "n": args.n, "temperature": args.temperature, "top_p": args.top_p,
+                         "max_tokens": args.max_tokens, "max_prompt_len": args.max_prompt_len, "seed": args.seed,
+                         "limit": args.limit, "backend": args.backend, "timeout_s": args.timeout_s,
+                         "memory_mb": args.memory_mb}
+    metrics["episodes"] = es.turns  # every turn's rows: program, prompt (repair turns), verdicts
+    workdir.write_json(args.out, metrics)
+    print(f"{len(es.rows)} episodes over {metrics['num_tasks']} tasks: {heldout.format_metrics(metrics)}")
     print(f"wrote {args.out}")
     return 0
 

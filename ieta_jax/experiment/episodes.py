@@ -83,10 +83,11 @@ def turn_rel(rel: str, turn: int) -> str:
     return f"{stem}.turn_{turn}.jsonl"
 
 
-def episodes_stage(run: Run, rel: str, policy: Policy, tasks: list, n: int, *, temperature: float, seed: int,
+def episodes_stage(run: Run, rel: str | None, policy: Policy, tasks: list, n: int, *, temperature: float, seed: int,
                    desc: str, fixes: int = 1) -> EpisodeSet:
     """``n`` episodes per task of up to ``config.max_turns`` turns; each turn is stored (and read back on a
-    restart) on its own. ``max_turns=1`` is exactly the one-turn rollout (no public-test runs)."""
+    restart) on its own (``rel=None``: nothing stored). ``max_turns=1`` is exactly the one-turn rollout (no
+    public-test runs)."""
     max_turns = run.config.max_turns
     first = samples_stage(run, rel, policy, tasks, n, temperature=temperature, seed=seed, desc=desc,
                           public=max_turns > 1)
@@ -96,8 +97,9 @@ def episodes_stage(run: Run, rel: str, policy: Policy, tasks: list, n: int, *, t
         failing = [r for r in EpisodeSet(turns, time_s).after(turn - 1) if needs_repair(r)]
         if not failing:
             break
-        rel_t = turn_rel(rel, turn)
-        rows, t_time = run.workdir.read_jsonl(rel_t), run.workdir.read_json(rel_t + ".time.json")
+        rel_t = rel and turn_rel(rel, turn)
+        rows, t_time = ((None, None) if rel is None else
+                        (run.workdir.read_jsonl(rel_t), run.workdir.read_json(rel_t + ".time.json")))
         if rows is None or t_time is None:
             prompts = [repair_prompt_for(run, policy, by_id[r["task_id"]], r) for r in failing]
             ss = sample_and_execute(run, policy, [by_id[r["task_id"]] for r in failing], fixes,
@@ -108,8 +110,9 @@ def episodes_stage(run: Run, rel: str, policy: Policy, tasks: list, n: int, *, t
                     for i, (ep, prompt) in enumerate(zip(failing, prompts))
                     for row in ss.rows[i * fixes:(i + 1) * fixes]]
             t_time = ss.time_s
-            run.workdir.write_jsonl(rel_t, rows)
-            run.workdir.write_json(rel_t + ".time.json", t_time)
+            if rel is not None:
+                run.workdir.write_jsonl(rel_t, rows)
+                run.workdir.write_json(rel_t + ".time.json", t_time)
         turns.append(rows)
         for k, v in t_time.items():
             time_s[k] = time_s.get(k, 0.0) + v

@@ -39,9 +39,10 @@ def reward_config(c: ml_collections.ConfigDict, pad_token_id: int) -> RewardConf
 
 
 def rl_updates_per_step(c: ml_collections.ConfigDict) -> int:
-    """Optimizer updates of one RL step: PPO epochs x mini-batches of one rollout."""
+    """Optimizer updates of one RL step: PPO epochs x mini-batches of one rollout (every turn of every episode,
+    padded to ``max_turns`` sequences per episode)."""
     r = c.rlaif
-    return r.inner_epochs * r.prompts_per_step * c.num_samples // c.batch_size
+    return r.inner_epochs * r.prompts_per_step * c.num_samples * c.max_turns // c.batch_size
 
 
 def rl_config(c: ml_collections.ConfigDict, pad_token_id: int, eos_token_id: int) -> RLConfig:
@@ -55,7 +56,8 @@ def rl_config(c: ml_collections.ConfigDict, pad_token_id: int, eos_token_id: int
                     ppo_epochs=r.inner_epochs, clip_eps=r.clip_eps, beta=r.kl_beta, scale_rewards=r.scale_rewards,
                     loss_type=r.loss_type, epsilon_high=r.epsilon_high or None,
                     use_bias_correction_kl=r.kl_importance_correction,
-                    reward_model_weight=1.0, execution_reward_weight=r.execution_reward_weight)
+                    reward_model_weight=1.0, execution_reward_weight=r.execution_reward_weight,
+                    max_turns=c.max_turns, turn_rewards=r.turn_rewards)
 
 
 def executor_kwargs(c: ml_collections.ConfigDict) -> dict:

@@ -17,7 +17,7 @@ import numpy as np
 from ieta_jax.experiment import library_configs
 from ieta_jax.experiment.policy import LocalPolicy
 from ieta_jax.experiment.rollout import stable_seed
-from ieta_jax.experiment.signals import execution_reward_fn
+from ieta_jax.experiment.signals import episode_rollout_fn, execution_reward_fn
 from ieta_jax.experiment.start import Run
 
 
@@ -63,7 +63,8 @@ def train_dpo(run: Run, policy: LocalPolicy, pairs: list, iteration: int, it_dir
 def train_rlaif(run: Run, policy: LocalPolicy, reward_model, reference, pairs: list, iteration: int,
                 it_dir: str) -> Trained:
     """The reward model continues on this iteration's pairs, then group-relative RL of ``policy`` against it
-    (plus the weighted execution reward), with the KL to ``reference`` (the starting policy)."""
+    (plus the weighted execution reward), with the KL to ``reference`` (the starting policy); with
+    ``max_turns > 1`` over repair episodes (the final program's reward, every turn trained)."""
     from ieta_jax.trainers import RewardTrainer, RLTrainer
 
     c = run.config
@@ -81,10 +82,14 @@ def train_rlaif(run: Run, policy: LocalPolicy, reward_model, reference, pairs: l
     order = np.random.default_rng(stable_seed(c.seed, "rl_prompts", iteration)).permutation(len(run.train_tasks))
     tasks = [run.train_tasks[i] for i in order]
     prompts = [policy.prompt_ids(policy.prompt(t)) for t in tasks]
-    exec_fn = execution_reward_fn(run, policy, tasks) if c.rlaif.execution_reward_weight > 0 else None
+    execution = c.rlaif.execution_reward_weight > 0
+    # max_turns > 1: G repair episodes per task, every turn's tokens trained (signals.episode_rollout_fn).
+    episodes = episode_rollout_fn(run, policy, tasks, execution=execution) if c.max_turns > 1 else None
+    exec_fn = execution_reward_fn(run, policy, tasks) if execution and episodes is None else None
     trainer = RLTrainer(policy.model, library_configs.rl_config(c, pad, policy.tokenizer.eos_token_id),
-                        reward_model=reward_model, execution_reward=exec_fn, ref_model=reference, mesh=run.mesh,
-                        workdir=os.path.join(it_dir, "train"), writer=run.writers("rlaif"))
+                        reward_model=reward_model, execution_reward=exec_fn, episode_rollout=episodes,
+                        ref_model=reference, mesh=run.mesh, workdir=os.path.join(it_dir, "train"),
+                        writer=run.writers("rlaif"))
     _continue_schedule(trainer, (iteration - 1) * c.train_steps * library_configs.rl_updates_per_step(c))
     rows = _fit(trainer, prompts, c.train_steps, f"RL iteration {iteration}")
     trained = policy.with_model(trainer.model)

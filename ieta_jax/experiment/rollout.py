@@ -107,9 +107,12 @@ def sample_and_execute(run: Run, policy: Policy, tasks: list, n: int, *, tempera
     return SampleSet(rows, times)
 
 
-def samples_stage(run: Run, rel: str, policy: Policy, tasks: list, n: int, *, temperature: float, seed: int,
+def samples_stage(run: Run, rel: str | None, policy: Policy, tasks: list, n: int, *, temperature: float, seed: int,
                   desc: str, public: bool = False) -> SampleSet:
-    """``sample_and_execute``, stored at ``rel`` (+ ``.time.json``); a finished stage is read back instead."""
+    """``sample_and_execute``, stored at ``rel`` (+ ``.time.json``); a finished stage is read back instead.
+    ``rel=None``: not stored (an RL step's rollout, which its checkpoint makes resumable)."""
+    if rel is None:
+        return sample_and_execute(run, policy, tasks, n, temperature=temperature, seed=seed, desc=desc, public=public)
     rows, time_s = run.workdir.read_jsonl(rel), run.workdir.read_json(rel + ".time.json")
     if rows is not None and time_s is not None:
         log.info("%s: %d samples already in %s, reused (finished earlier or shared)", desc, len(rows),

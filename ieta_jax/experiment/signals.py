@@ -118,6 +118,47 @@ def execution_reward_fn(run: Run, policy: LocalPolicy, tasks: list) -> Callable[
     return lambda prompt_indices, completions: distributed.on_primary(lambda: execute(prompt_indices, completions))
 
 
+def episode_rollout_fn(run: Run, policy: LocalPolicy, tasks: list, *, execution: bool):
+    """For the RL trainer with ``max_turns > 1`` (``trainers.rl.EpisodeRolloutFn``): ``num_samples`` repair
+    episodes of each prompt's task (``episodes.episodes_stage``, not stored: the trainer's checkpoint makes the
+    iteration resumable), every turn one sequence: the prompt it was sampled from and its completion as the
+    trainers tokenize completions (``LocalPolicy.completion_ids``). ``execution``: each sequence's execution
+    reward (``feedback.execution_reward`` of its hidden-test result). ``tasks[i]`` is the task of the fit's
+    prompt ``i``; the sampling seed comes from the trainer's key, so a resumed iteration samples the same."""
+    import jax
+
+    from ieta_jax.experiment import episodes as episodes_lib
+    from ieta_jax.trainers.rl import EpisodeRollout
+
+    c = run.config
+
+    def rollout(model, prompt_indices, key) -> EpisodeRollout:
+        pol = policy.with_model(model)
+        chunk, seen = [], {}
+        for i in prompt_indices:  # a task drawn twice in one step (across an epoch boundary) gets its own ids
+            t = tasks[int(i)]
+            seen[t.task_id] = seen.get(t.task_id, 0) + 1
+            chunk.append(t if seen[t.task_id] == 1 else dataclasses.replace(t, task_id=f"{t.task_id}@{seen[t.task_id]}"))
+        seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
+        es = episodes_lib.episodes_stage(run, None, pol, chunk, c.num_samples, temperature=c.temperature, seed=seed,
+                                         desc="rl episodes", fixes=1)
+        position = {t.task_id: g for g, t in enumerate(chunk)}
+        by_id = {t.task_id: t for t in chunk}
+        prompts, completions, eps, turns, ex = [], [], [], [], []
+        for turn, rows in enumerate(es.turns, start=1):
+            for r in rows:
+                task = by_id[r["task_id"]]
+                prompts.append(pol.prompt_ids(pol.prompt(task) if turn == 1 else r["prompt"]))
+                completions.append(pol.completion_ids(r["completion"], c.max_new_tokens))
+                eps.append(position[r["task_id"]] * c.num_samples + r["sample"])
+                turns.append(turn)
+                ex.append(float(feedback.execution_reward(r["result"])))
+        return EpisodeRollout(prompts, completions, np.asarray(eps), np.asarray(turns),
+                              np.asarray(ex, np.float32) if execution else None)
+
+    return rollout
+
+
 def sample_stats(samples: SampleSet) -> dict:
     statuses = [r["result"]["status"] for r in samples.rows]
     return {"num": len(statuses), "pass_rate": sum(s == "passed" for s in statuses) / max(1, len(statuses))}

@@ -16,6 +16,17 @@ rollout; the reference is not run when ``beta == 0``; ``loss_type``,
 ``scale_rewards``, ``epsilon_high``, ``use_bias_correction_kl`` and the
 logged metrics mean what they mean there (``losses.grpo_loss``,
 ``losses.group_relative_advantages``).
+
+Multi-turn episodes (``episode_rollout``): the caller rolls out G episodes per
+prompt (turn 1 from the prompt, later turns from repair prompts) and returns
+every turn as one (prompt, completion) sequence (``EpisodeRollout``). An
+episode's reward is that of its final program; the advantages are
+group-relative over the G episodes of a prompt, and every turn's sequence
+carries its episode's advantage (``turn_rewards``: the turn-t sequence carries
+the advantage of the episode's program after turn t instead, muCode-style).
+A rollout is padded to ``prompts_per_step x G x max_turns`` rows (padding rows
+score no token), so an iteration is always the same number of updates and
+resumes exactly; ``grpo`` and ``dr_grpo`` average over the real sequences.
 """
 
 from __future__ import annotations
@@ -36,6 +47,26 @@ from ieta_jax.trainers.batching import TokenIds, left_pad_prompts, stream_indice
 # execution_reward(prompt_indices, completions) -> rewards: indices into the fit's prompt list and the generated
 # token ids of each completion (EOS included when it was produced), one float per completion.
 ExecutionReward = Callable[[np.ndarray, list[list[int]]], Sequence[float]]
+
+
+@dataclasses.dataclass
+class EpisodeRollout:
+    """The turns of one iteration's episodes, one (prompt, completion) sequence per turn.
+
+    Episode ``e`` is sample ``e % num_generations`` of prompt ``prompt_indices[e // num_generations]`` (group-major),
+    and has exactly one turn-1 sequence and at most one sequence per later turn.
+    """
+
+    prompts: list[TokenIds]          # per sequence: the turn's prompt (turn 1: the task's; later: the repair prompt)
+    completions: list[TokenIds]      # per sequence: the program's tokens, EOS included, 1..max_new_tokens of them
+    episodes: np.ndarray             # [sequences] the episode each sequence belongs to
+    turns: np.ndarray                # [sequences] its turn, 1-based
+    execution: Optional[np.ndarray] = None  # [sequences] execution reward of the sequence's program (NaN: unscorable)
+
+
+# episode_rollout(model, prompt_indices, key) -> EpisodeRollout: num_generations episodes of each prompt sampled from
+# ``model`` (the current policy) with randomness from ``key`` (the same key gives the same episodes).
+EpisodeRolloutFn = Callable[[nnx.Module, np.ndarray, jax.Array], EpisodeRollout]
 
 
 @dataclasses.dataclass
@@ -61,6 +92,8 @@ class RLConfig(TrainerConfig):
     scale_rewards: str = "group"
     reward_model_weight: float = 1.0
     execution_reward_weight: float = 1.0
+    max_turns: int = 1  # turns per episode (> 1 needs an episode_rollout); rollout rows = prompts x G x max_turns
+    turn_rewards: bool = False  # episodes: turn t's tokens get the advantage after turn t, not the final one
 
     def __post_init__(self):
         self.max_length = self.max_prompt_length + self.max_new_tokens
@@ -68,10 +101,12 @@ class RLConfig(TrainerConfig):
         if self.num_generations < 2:
             raise ValueError(f"RLConfig.num_generations must be >= 2 for group-relative advantages, "
                              f"got {self.num_generations}")
-        rollout = self.prompts_per_step * self.num_generations
-        if rollout % self.batch_size:
-            raise ValueError(f"prompts_per_step x num_generations = {rollout} is not divisible by "
-                             f"batch_size={self.batch_size}")
+        if not 1 <= self.max_turns <= self.batch_size:
+            # batch_size >= max_turns: every mini-batch of a padded rollout gets at least one real sequence.
+            raise ValueError(f"RLConfig.max_turns must be in [1, batch_size={self.batch_size}], got {self.max_turns}")
+        if self.rollout_rows % self.batch_size:
+            raise ValueError(f"prompts_per_step x num_generations x max_turns = {self.rollout_rows} is not divisible "
+                             f"by batch_size={self.batch_size}")
         if self.ppo_epochs < 1:
             raise ValueError(f"RLConfig.ppo_epochs must be >= 1, got {self.ppo_epochs}")
         if isinstance(self.scale_rewards, bool):
@@ -86,8 +121,13 @@ class RLConfig(TrainerConfig):
             raise ValueError(f"RLConfig.epsilon_high must be >= 0, got {self.epsilon_high}")
 
     @property
+    def rollout_rows(self) -> int:
+        """Sequences of one rollout: every turn of every episode, padded to the most there can be."""
+        return self.prompts_per_step * self.num_generations * self.max_turns
+
+    @property
     def updates_per_iteration(self) -> int:
-        return self.ppo_epochs * self.prompts_per_step * self.num_generations // self.batch_size
+        return self.ppo_epochs * self.rollout_rows // self.batch_size
 
 
 class RLTrainer(Trainer):
@@ -101,19 +141,30 @@ class RLTrainer(Trainer):
     ``beta != 0``), ``clip_ratio/*``, ``entropy``,
     ``rewards/{reward_model,execution}/{mean,std}``, plus ``train/*``,
     ``perf/*`` and ``time/{generation,reward,update}_s``.
+
+    ``episode_rollout`` (see ``EpisodeRolloutFn``) replaces the one-turn
+    sampling and the ``execution_reward`` by multi-turn episodes that carry
+    their own execution rewards; ``reward``/``rewards/*`` are then the
+    episodes' final rewards, plus ``episodes/mean_turns``.
     """
 
     name = "rl"
 
     def __init__(self, model: nnx.Module, config: RLConfig, *, reward_model: Optional[nnx.Module] = None,
-                 execution_reward: Optional[ExecutionReward] = None, ref_model: Optional[nnx.Module] = None, **kw):
-        if reward_model is None and execution_reward is None:
+                 execution_reward: Optional[ExecutionReward] = None, ref_model: Optional[nnx.Module] = None,
+                 episode_rollout: Optional[EpisodeRolloutFn] = None, **kw):
+        if reward_model is None and execution_reward is None and episode_rollout is None:
             raise ValueError("RLTrainer needs a reward_model, an execution_reward, or both")
+        if episode_rollout is not None and execution_reward is not None:
+            raise ValueError("with an episode_rollout the execution rewards come from it; pass no execution_reward")
+        if config.max_turns > 1 and episode_rollout is None:
+            raise ValueError(f"RLConfig.max_turns={config.max_turns} needs an episode_rollout")
         kw["mesh"] = kw.get("mesh") or sharding.make_mesh()
         # The reference is taken before the base class restores a checkpoint: on resume it stays the initial policy.
         _, self.ref_params, _, _, _ = split_model(ref_model if ref_model is not None else model, kw["mesh"])
         super().__init__(model, config, **kw)
         self.execution_reward = execution_reward
+        self.episode_rollout = episode_rollout
         self.reward_model = None
         if reward_model is not None:
             self._rm_graphdef, self._rm_params, _, self._rm_frozen, _ = split_model(reward_model, self.mesh)
@@ -150,6 +201,11 @@ class RLTrainer(Trainer):
                                          loss_type=cfg.loss_type, normalizer=batch["normalizer"][0],
                                          max_completion_length=cfg.max_new_tokens,
                                          kl_importance_correction=cfg.use_bias_correction_kl)
+        if cfg.loss_type in ("grpo", "dr_grpo"):
+            # Their divisor counts sequences; an episode rollout's padding rows (no scored token) are not ones.
+            # Without padding the factor is exactly 1.
+            rows = jnp.float32(mask.shape[0])
+            loss = loss * (rows / jnp.maximum((mask.sum(-1) > 0).sum().astype(jnp.float32), 1.0))
         ent = losses.token_entropy(jax.lax.stop_gradient(logits[:, :-1]))
         metrics["entropy"] = (ent * mask).sum() / jnp.maximum(mask.sum(), 1.0)
         return loss, metrics
@@ -240,16 +296,97 @@ class RLTrainer(Trainer):
         batch["advantages"], adv_metrics = self.advantages({k: v for k, v in per_func.items()})
         metrics.update(adv_metrics)
         metrics["completions/mean_length"] = float(lengths.mean())
+        return self._with_logps(batch), metrics
+
+    def _with_logps(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The rollout's old (off-policy updates only) and reference (``beta != 0``) token log-probs added."""
         fwd = {k: batch[k] for k in ("input_ids", "attention_mask", "loss_mask")}
         if not self.on_policy:
             batch["old_logps"] = self._chunked(
                 lambda b: self._logps_fn(self.state.params, self.aux, b["input_ids"], b["attention_mask"],
                                          b["loss_mask"]), fwd)
-        if cfg.beta != 0.0:
+        if self.config.beta != 0.0:
             batch["ref_logps"] = self._chunked(
                 lambda b: self._logps_fn(self.ref_params, self.aux, b["input_ids"], b["attention_mask"],
                                          b["loss_mask"]), fwd)
+        return batch
+
+    def episode_rollout_batch(self, prompt_indices: np.ndarray, key: jax.Array) -> tuple[dict, dict]:
+        """The caller's episodes from the current policy, then ``build_episode_rollout``."""
+        t0 = time.perf_counter()
+        ep = self.episode_rollout(self.model, prompt_indices, key)
+        gen_s = time.perf_counter() - t0
+        batch, metrics = self.build_episode_rollout(len(prompt_indices), ep)
+        metrics["time/generation_s"] = gen_s  # sampling and executing every turn (the rollout interleaves them)
         return batch, metrics
+
+    def build_episode_rollout(self, num_prompts: int, ep: EpisodeRollout) -> tuple[dict[str, np.ndarray],
+                                                                                  dict[str, float]]:
+        """The update batch of one iteration of episodes: every turn one row, padded to ``rollout_rows``.
+
+        Rewards: the weighted reward-model score and execution reward of an episode's latest program after turn
+        t (a sequence's own values); advantages group-relative over the G episodes of a prompt (``advantages``),
+        of the final rewards, or per turn with ``turn_rewards``. Padding rows repeat the first sequence with
+        no scored token.
+        """
+        cfg = self.config
+        G, T = cfg.num_generations, cfg.max_turns
+        n_eps, n_seq = num_prompts * G, len(ep.completions)
+        episodes, turns = np.asarray(ep.episodes, np.int64), np.asarray(ep.turns, np.int64)
+        if not (len(ep.prompts) == n_seq == len(episodes) == len(turns)) or n_seq > cfg.rollout_rows:
+            raise ValueError(f"episode rollout: {len(ep.prompts)} prompts, {n_seq} completions, {len(episodes)} "
+                             f"episode ids, {len(turns)} turns (at most {cfg.rollout_rows} sequences)")
+        if episodes.min() < 0 or episodes.max() >= n_eps or turns.min() < 1 or turns.max() > T:
+            raise ValueError(f"episode rollout: episode ids must be in [0, {n_eps}) and turns in [1, {T}]")
+        latest = np.full((n_eps, T), -1, np.int64)  # [episode, t-1] -> the sequence of its program after turn t
+        for i in np.lexsort((episodes, turns)):
+            if latest[episodes[i], turns[i] - 1] >= 0 and turns[latest[episodes[i], turns[i] - 1]] == turns[i]:
+                raise ValueError(f"episode rollout: episode {episodes[i]} has two turn-{turns[i]} sequences")
+            latest[episodes[i], turns[i] - 1:] = i
+        if (latest[:, 0] < 0).any():
+            raise ValueError("episode rollout: every episode needs a turn-1 sequence")
+        lengths = np.asarray([len(c) for c in ep.completions], np.int64)
+        if lengths.max() > cfg.max_new_tokens or lengths.min() < 1:
+            raise ValueError(f"completion lengths must be in [1, max_new_tokens={cfg.max_new_tokens}]")
+        rows = cfg.rollout_rows
+        fill = np.concatenate([np.arange(n_seq), np.zeros(rows - n_seq, np.int64)])  # padding: copies of row 0
+        p_ids, p_mask = left_pad_prompts([ep.prompts[i] for i in fill], cfg.max_prompt_length, cfg.pad_token_id)
+        tokens = np.full((rows, cfg.max_new_tokens), cfg.pad_token_id, np.int32)
+        for r, i in enumerate(fill):
+            tokens[r, :lengths[i]] = ep.completions[i]
+        comp_mask = (np.arange(cfg.max_new_tokens)[None, :] < lengths[fill][:, None]).astype(np.int32)
+        real = (np.arange(rows) < n_seq)[:, None]
+        batch = {
+            "input_ids": np.concatenate([p_ids, tokens], 1).astype(np.int32),
+            "attention_mask": np.concatenate([p_mask, comp_mask], 1).astype(np.int32),
+            "loss_mask": np.concatenate([np.zeros_like(p_mask), comp_mask * real], 1).astype(np.float32),
+        }
+        t_reward = time.perf_counter()
+        per_seq = {}
+        if self.reward_model is not None:
+            per_seq["reward_model"] = (cfg.reward_model_weight, self._chunked(
+                lambda b: self._rm_fn(self._rm_params, self._rm_frozen, b["input_ids"], b["attention_mask"]),
+                {k: batch[k] for k in ("input_ids", "attention_mask")})[:n_seq])
+        if ep.execution is not None:
+            ex = np.asarray(ep.execution, np.float32)
+            if ex.shape != (n_seq,):
+                raise ValueError(f"episode rollout: execution rewards of shape {ex.shape}, expected ({n_seq},)")
+            per_seq["execution"] = (cfg.execution_reward_weight, ex)
+        if not per_seq:
+            raise ValueError("episode rollout without execution rewards and no reward model: nothing to learn from")
+        # Group-relative advantages of the episodes' rewards after each turn (the episode order is group-major).
+        after = [self.advantages({k: (w, v[latest[:, t]]) for k, (w, v) in per_seq.items()}) for t in range(T)]
+        final_adv, metrics = after[-1]
+        adv = np.stack([a for a, _ in after], 1)[episodes, turns - 1] if cfg.turn_rewards else final_adv[episodes]
+        batch["advantages"] = np.concatenate([adv, np.zeros(rows - n_seq, np.float32)]).astype(np.float32)
+        metrics["time/reward_s"] = time.perf_counter() - t_reward
+        for name, (_, values) in per_seq.items():
+            final = values[latest[:, -1]]
+            metrics[f"rewards/{name}/mean"] = float(np.nanmean(final)) if np.isfinite(final).any() else float("nan")
+            metrics[f"rewards/{name}/std"] = float(losses.nanstd(jnp.asarray(final)))
+        metrics["completions/mean_length"] = float(lengths.mean())
+        metrics["episodes/mean_turns"] = n_seq / n_eps
+        return self._with_logps(batch), metrics
 
     # ------------------------------------------------------------------ the loop
     def update(self, batch: dict[str, np.ndarray], *, per_update: bool = False):
@@ -267,8 +404,12 @@ class RLTrainer(Trainer):
         batch = dict(batch, normalizer=np.full((n_rows,), gen_tokens / updates / cfg.optim.grad_accum_steps,
                                                np.float32))
         out = []
+        real = batch["loss_mask"][:, 1:].sum(1) > 0
         for epoch in range(cfg.ppo_epochs):
             order = np.random.default_rng([cfg.seed, self.step, epoch]).permutation(n_rows)
+            if not real.all():  # an episode rollout's padding: dealt out so every mini-batch has real rows
+                order = np.concatenate([order[real[order]], order[~real[order]]])
+                order = order.reshape(cfg.batch_size, updates).T.reshape(-1)
             for mb in range(updates):
                 sel = order[mb * cfg.batch_size:(mb + 1) * cfg.batch_size]
                 out.append(self.train_step({k: v[sel] for k, v in batch.items()}))
@@ -303,7 +444,9 @@ class RLTrainer(Trainer):
 
         def one_iteration(it: int):
             idx = stream_indices(len(prompts), it * cfg.prompts_per_step, cfg.prompts_per_step, cfg.seed, cfg.shuffle)
-            batch, row = self.rollout(prompts, idx, jax.random.fold_in(base_key, self.step))
+            key = jax.random.fold_in(base_key, self.step)
+            batch, row = (self.rollout(prompts, idx, key) if self.episode_rollout is None
+                          else self.episode_rollout_batch(idx, key))
             t_update = time.perf_counter()
             row.update(self.update(batch))
             row["time/update_s"] = time.perf_counter() - t_update

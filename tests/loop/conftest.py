@@ -29,3 +29,18 @@ def tiny_run(tmp_path_factory):
     proc = subprocess.run(main_cmd(workdir), cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return workdir
+
+
+@pytest.fixture(scope="session")
+def saved_tiny_policy(tmp_path_factory):
+    """A tiny policy in the experiment's saved format (tokenizer trained on the synthetic corpus, random weights;
+    160 positions: prompts up to 128 tokens + 16 new ones)."""
+    from configs import base
+    from ieta_jax import sharding, tiny
+
+    c = base.get_config()
+    c.tiny.max_position_embeddings, c.tiny.hidden_size, c.tiny.intermediate_size = 160, 32, 64
+    c.tiny.num_heads, c.tiny.num_kv_heads, c.tiny.vocab_size = 2, 1, 320
+    c.tiny.solutions_per_task, c.tiny.warm_start_steps = 1, 0
+    c.max_prompt_len, c.max_new_tokens = 128, 16
+    return tiny.ensure_tiny_model(c, str(tmp_path_factory.mktemp("tiny_policy")), sharding.make_mesh())

@@ -28,6 +28,7 @@ def test_shipped_configs_validate(name):
     ("model", "/nonexistent/ckpt", "config.model is not a checkpoint directory"),
     ("dataset", "humaneval", "config.dataset must be 'synthetic' with model='tiny'"),
     ("batch_size", 7, "config.batch_size must divide config.rlaif.prompts_per_step x config.num_samples"),
+    ("max_turns", 64, "config.batch_size must be >= config.max_turns=64"),
 ])
 def test_bad_value_names_the_field(field, value, message):
     config = importlib.import_module("configs.smoke").get_config()

@@ -231,28 +231,36 @@ def test_fsdp_and_tensor_mesh_match_data_parallel(tiny_dir, tmp_path):
     assert _losses(sharded) == pytest.approx(_losses(dp), rel=1e-4, abs=1e-5)
 
 
-def test_rlaif_continues_reward_model_and_schedule(tiny_dir, tmp_path):
+@pytest.mark.parametrize("max_turns", [1, 2])
+def test_rlaif_continues_reward_model_and_schedule(tiny_dir, tmp_path, max_turns):
+    """max_turns=2: RL over repair episodes (sandboxed), padded rollouts, the same schedule bookkeeping."""
+    import contextlib
+
+    from sandbox import Executor
+
     from ieta_jax import models
 
-    c = tiny_config(method="rlaif", lr_schedule="linear", rlaif__execution_reward_weight=0.0)
+    c = tiny_config(method="rlaif", lr_schedule="linear", rlaif__execution_reward_weight=0.0, max_turns=max_turns)
     mesh = sharding.make_mesh()
-    run = make_run(c, tmp_path, tiny_dir, mesh=mesh)
-    pol = local_policy(c, tiny_dir, mesh)
-    rm = policy_lib.load_model(tiny_dir, c, mesh, models.RewardModel)
-    pairs = token_pairs(pol, run.train_tasks)
-    reference = pol.model
-    upi = library_configs.rl_updates_per_step(c)
-    total_rm, total_rl = c.rlaif.reward_steps * c.num_iterations, c.train_steps * c.num_iterations * upi
-    for k in (1, 2):
-        trained = methods.train_rlaif(run, pol, rm, reference, pairs, k, str(tmp_path / f"iter_{k}"))
-        rm_lrs = trained.record["reward_model_learning_rate"]
-        first = (k - 1) * c.rlaif.reward_steps
-        assert rm_lrs == pytest.approx([c.rlaif.reward_learning_rate * (1 - s / total_rm)
-                                        for s in range(first, first + c.rlaif.reward_steps)], rel=1e-6)
-        assert trained.record["learning_rate"][0] == pytest.approx(
-            c.learning_rate * (1 - ((k - 1) * c.train_steps * upi + upi - 1) / total_rl), rel=1e-6)
-        assert trained.reward_model is not rm
-        pol, rm = trained.policy, trained.reward_model
+    with Executor(**library_configs.executor_kwargs(c)) if max_turns > 1 else contextlib.nullcontext() as ex:
+        run = make_run(c, tmp_path, tiny_dir, mesh=mesh, executor=ex)
+        pol = local_policy(c, tiny_dir, mesh)
+        rm = policy_lib.load_model(tiny_dir, c, mesh, models.RewardModel)
+        pairs = token_pairs(pol, run.train_tasks)
+        reference = pol.model
+        upi = library_configs.rl_updates_per_step(c)
+        total_rm, total_rl = c.rlaif.reward_steps * c.num_iterations, c.train_steps * c.num_iterations * upi
+        for k in (1, 2):
+            trained = methods.train_rlaif(run, pol, rm, reference, pairs, k, str(tmp_path / f"iter_{k}"))
+            rm_lrs = trained.record["reward_model_learning_rate"]
+            first = (k - 1) * c.rlaif.reward_steps
+            assert rm_lrs == pytest.approx([c.rlaif.reward_learning_rate * (1 - s / total_rm)
+                                            for s in range(first, first + c.rlaif.reward_steps)], rel=1e-6)
+            assert trained.record["learning_rate"][0] == pytest.approx(
+                c.learning_rate * (1 - ((k - 1) * c.train_steps * upi + upi - 1) / total_rl), rel=1e-6)
+            assert trained.reward_model is not rm
+            assert len(trained.record["learning_rate"]) == c.train_steps
+            pol, rm = trained.policy, trained.reward_model
 
 
 # ----------------------------------------------------------------------------- the whole runner

@@ -1,0 +1,172 @@
+"""Group-relative RL over multi-turn episodes (``RLTrainer(episode_rollout=...)``) on a tiny model: turn-2
+sequences when turn 1 fails, advantages of the episodes' final (or per-turn) rewards against an independent
+formula, every turn's completion tokens trained, padding rows inert, and an exact resume."""
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from ieta_jax import models, optim, sampling, sharding
+from ieta_jax.trainers import RLConfig, RLTrainer
+from ieta_jax.trainers.rl import EpisodeRollout
+
+CFG = models.ModelConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)
+PROMPTS = [[5, 6, 7], [8, 9], [10, 11, 12], [13]]
+FEEDBACK = 2  # the "feedback" token a repair prompt appends after the failing program
+GOOD = 3      # a program "passes" when its completion holds this token
+
+
+def config(**kw):
+    base = dict(batch_size=4, prompts_per_step=2, num_generations=4, max_prompt_length=12, max_new_tokens=4,
+                beta=0.05, max_turns=2, progress=False,
+                optim=optim.OptimConfig(learning_rate=1e-2, total_steps=100, schedule="constant"))
+    return RLConfig(**{**base, **kw})
+
+
+def reward_of(completion):
+    return sum(t == GOOD for t in completion) / len(completion)
+
+
+def sampled_episodes(prompts, G, crash_on_call=None):
+    """An episode rollout that samples from the trainer's model: turn 1 from the prompt; a program without GOOD
+    fails, and its repair prompt is prompt + program + FEEDBACK. Rewards: the fraction of GOOD tokens."""
+    calls = []
+
+    def rollout(model, prompt_indices, key):
+        calls.append(1)
+        if len(calls) == crash_on_call:
+            raise RuntimeError("simulated crash")
+        ps = [prompts[int(i)] for i in prompt_indices]
+        k1, k2 = jax.random.split(key)
+        out = sampling.generate(model, ps, max_new_tokens=4, rng=k1, num_samples=G, pad_token_id=0)
+        first = [np.asarray(out.tokens)[e, :int(out.lengths[e])].tolist() for e in range(len(ps) * G)]
+        seq_prompts = [ps[e // G] for e in range(len(first))]
+        eps, turns = list(range(len(first))), [1] * len(first)
+        failing = [e for e, c in enumerate(first) if GOOD not in c]
+        completions = list(first)
+        if failing:
+            repair = [ps[e // G] + first[e] + [FEEDBACK] for e in failing]
+            out2 = sampling.generate(model, repair, max_new_tokens=4, rng=k2, num_samples=1, pad_token_id=0)
+            completions += [np.asarray(out2.tokens)[j, :int(out2.lengths[j])].tolist() for j in range(len(failing))]
+            seq_prompts += repair
+            eps += failing
+            turns += [2] * len(failing)
+        return EpisodeRollout(seq_prompts, completions, np.asarray(eps), np.asarray(turns),
+                              np.asarray([reward_of(c) for c in completions], np.float32))
+
+    return rollout
+
+
+def group_advantages(rewards, G, eps=1e-4):
+    """TRL's group-relative advantages, written out: (r - group mean) / (unbiased group std + eps)."""
+    r = np.asarray(rewards, np.float64).reshape(-1, G)
+    return ((r - r.mean(1, keepdims=True)) / (r.std(1, ddof=1, keepdims=True) + eps)).reshape(-1)
+
+
+def scripted(execution):
+    """Two prompts x G=2 episodes; episodes 0 and 3 fail turn 1 and get a turn-2 sequence (listed first)."""
+    return EpisodeRollout(
+        prompts=[[5, 6, 7, 20, 21, FEEDBACK], [8, 9, 22, FEEDBACK], [5, 6, 7], [5, 6, 7], [8, 9], [8, 9]],
+        completions=[[3, 3, 1], [3, 1], [20, 21], [3, 1], [3, 3, 3, 1], [22]],
+        episodes=np.asarray([0, 3, 0, 1, 2, 3]), turns=np.asarray([2, 2, 1, 1, 1, 1]),
+        execution=np.asarray(execution, np.float32))
+
+
+def make(cfg, rollout=None, workdir=None):
+    return RLTrainer(models.CausalLM(CFG, rngs=nnx.Rngs(0)), cfg, episode_rollout=rollout or (lambda *a: None),
+                     mesh=sharding.make_mesh(), workdir=workdir)
+
+
+@pytest.mark.parametrize("turn_rewards", [False, True])
+def test_episode_batch_rows_masks_and_advantages(turn_rewards):
+    cfg = config(num_generations=2, turn_rewards=turn_rewards, loss_type="grpo")
+    trainer = make(cfg)
+    execution = [1.0, 0.5, -0.5, 0.0, 1.0, -1.0]  # per sequence (its own program)
+    batch, metrics = trainer.build_episode_rollout(2, scripted(execution))
+    P, T = cfg.max_prompt_length, cfg.max_new_tokens
+    assert batch["input_ids"].shape == (cfg.rollout_rows, P + T) == (8, 16)
+    ep = scripted(execution)
+    for r, (p, c) in enumerate(zip(ep.prompts, ep.completions)):  # left-padded prompt, completion, scored tokens
+        assert batch["input_ids"][r, P - len(p):P].tolist() == p and batch["input_ids"][r, P:P + len(c)].tolist() == c
+        assert batch["loss_mask"][r].tolist() == [0.0] * P + [1.0] * len(c) + [0.0] * (T - len(c))
+        assert batch["attention_mask"][r].tolist() == [0] * (P - len(p)) + [1] * (len(p) + len(c)) + [0] * (T - len(c))
+    assert not batch["loss_mask"][6:].any() and not batch["advantages"][6:].any()  # padding rows: inert
+    assert (batch["input_ids"][6:] == batch["input_ids"][0]).all()  # ... and copies of a real row (finite logits)
+    # The episodes' rewards after each turn: turn 1 its own; turn 2 the repair's where there is one.
+    after_1 = [-0.5, 0.0, 1.0, -1.0]
+    final = [1.0, 0.0, 1.0, 0.5]
+    adv_final, adv_1 = group_advantages(final, 2), group_advantages(after_1, 2)
+    seq_eps, seq_turns = ep.episodes, ep.turns
+    want = [adv_final[e] if not turn_rewards or t == 2 else adv_1[e] for e, t in zip(seq_eps, seq_turns)]
+    np.testing.assert_allclose(batch["advantages"][:6], want, rtol=1e-5, atol=1e-6)
+    assert metrics["reward"] == pytest.approx(np.mean(final))
+    assert metrics["episodes/mean_turns"] == 6 / 4
+    assert "ref_logps" in batch  # beta != 0
+
+
+def test_every_minibatch_gets_real_rows_and_grpo_averages_real_sequences():
+    cfg = config(num_generations=2, loss_type="grpo", beta=0.0)
+    trainer = make(cfg)
+    batch, _ = trainer.build_episode_rollout(2, scripted([1.0, 0.5, -0.5, 0.0, 1.0, -1.0]))
+    # On-policy the ratio is 1, so grpo's loss is minus the mean advantage over the real sequences (not over 8).
+    batch["advantages"] = np.asarray([1, 2, 3, 4, 5, 6, 0, 0], np.float32)
+    real = {k: v[:6] for k, v in batch.items()}
+    norm = np.full((8,), 1.0, np.float32)
+    params, aux = trainer.state.params, trainer.aux
+    padded_loss = trainer.loss_fn(params, aux, {**batch, "normalizer": norm}, None)[0]
+    real_loss = trainer.loss_fn(params, aux, {**real, "normalizer": norm[:6]}, None)[0]
+    assert float(padded_loss) == pytest.approx(-3.5, rel=1e-6) and float(real_loss) == pytest.approx(-3.5, rel=1e-6)
+    # Updates: 8 rows / batch 4 = 2 mini-batches, each with 3 of the 6 real rows.
+    seen = []
+    trainer.train_step = lambda b: seen.append(int((b["loss_mask"].sum(1) > 0).sum())) or {"x": np.float32(0)}
+    trainer.update(batch)
+    assert seen == [3, 3]
+
+
+def test_gradient_reaches_turn_2_tokens():
+    """Only a turn-2 sequence has a nonzero advantage: the update still moves the policy (its tokens are
+    trained), and its log-probs move in the advantage's direction."""
+    cfg = config(num_generations=2, beta=0.0, batch_size=8)
+    trainer = make(cfg)
+    ep = scripted([1.0, 0.5, -0.5, 0.0, 1.0, -1.0])
+    batch, _ = trainer.build_episode_rollout(2, ep)
+    turn2 = np.asarray(ep.turns) == 2
+    assert (batch["advantages"][:6][turn2] != 0).all()
+    only_turn2 = dict(batch)
+    only_turn2["loss_mask"] = batch["loss_mask"] * np.concatenate([turn2, [False, False]])[:, None]
+    before = trainer._logps_fn(trainer.state.params, trainer.aux, batch["input_ids"], batch["attention_mask"],
+                               batch["loss_mask"])
+    trainer.update(only_turn2)
+    after = trainer._logps_fn(trainer.state.params, trainer.aux, batch["input_ids"], batch["attention_mask"],
+                              batch["loss_mask"])
+    delta = (np.asarray(after) - np.asarray(before)).sum(1)[:6]
+    assert np.sign(delta[turn2]).tolist() == np.sign(batch["advantages"][:6][turn2]).tolist()
+
+
+def test_sampled_episodes_train_and_resume_exactly(tmp_path):
+    cfg = config(save_every=1)
+
+    def fit(workdir, crash_on_call=None, iterations=3):
+        t = make(cfg, sampled_episodes(PROMPTS, cfg.num_generations, crash_on_call), workdir=str(workdir))
+        try:
+            return t, t.fit(PROMPTS, iterations)
+        finally:
+            t.close()
+
+    _, full = fit(tmp_path / "full")
+    assert all(1.0 < r["episodes/mean_turns"] <= 2.0 for r in full)  # some turn-1 programs failed and were repaired
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(tmp_path / "run", crash_on_call=3)
+    resumed, rows = fit(tmp_path / "run")
+    assert [r["step"] for r in rows] == [4, 8, 12]  # 16 rows / batch 4 = 4 updates per iteration
+    assert len(rows) == 3
+    for a, b in zip(full, rows):
+        for k in ("reward", "kl", "entropy", "episodes/mean_turns", "train/loss", "train/grad_norm"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (a["step"], k)
+
+
+def test_max_turns_needs_an_episode_rollout():
+    with pytest.raises(ValueError, match="needs an episode_rollout"):
+        RLTrainer(models.CausalLM(CFG, rngs=nnx.Rngs(0)), config(), execution_reward=lambda i, c: [0.0] * len(c),
+                  mesh=sharding.make_mesh())
