@@ -47,7 +47,7 @@ MAX_N = 128
 MAX_TOP_LOGPROBS = 5          # as OpenAI: completions' `logprobs` and chat's `top_logprobs` are at most 5
 LENGTH_BUCKET = 16
 STREAM_CHUNK_TOKENS = 8       # decode steps per compiled call on the streaming path
-PROMPT_WARMUP_TOKENS = 64     # --warmup compiles prompts up to this many tokens (one prompt bucket)
+PROMPT_WARMUP_TOKENS = 64     # --warmup compiles the prompt buckets up to this many tokens
 
 
 class RequestError(ValueError):
@@ -163,24 +163,26 @@ class Engine:
             yield
 
     def warmup(self, prompt_tokens: int = PROMPT_WARMUP_TOKENS, max_tokens: int = LENGTH_BUCKET) -> int:
-        """Compiles the programs the common requests use before the server reports ready: for every batch size
-        (powers of two up to max_batch_rows) one prompt bucket of `prompt_tokens` and `max_tokens` new tokens,
-        without and with top log-probabilities, plus the streaming prefill and chunk programs for one row.
-        Returns the number of sampler calls made (they are not counted in `sampler_calls`)."""
+        """Compiles the programs common requests use, before the server reports ready: for every prompt bucket up
+        to `prompt_tokens` and every batch size (powers of two up to max_batch_rows) the one-loop sampler with
+        `max_tokens` new tokens, and for one row also its top-logprobs variant and the streaming programs.
+        Other shapes (longer prompts or max_tokens) still compile on first use. Returns the sampler calls made
+        (not counted in `sampler_calls`)."""
         from ieta_jax import sampling
 
-        prompt = [self.pad_id] * max(1, min(prompt_tokens, self.max_positions - max_tokens))
-        calls, rows = 0, 1
-        while rows <= _bucket_pow2(self.max_batch_rows):
-            for top in (0, MAX_TOP_LOGPROBS):
-                sampling.generate(self.model, [prompt] * rows, max_new_tokens=max_tokens, top_logprobs=top,
-                                  eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id)
-                calls += 1
-            rows *= 2
-        for _ in sampling.generate_stream(self.model, [prompt], max_new_tokens=max_tokens, pad_token_id=self.pad_id,
-                                          eos_token_id=self.eos_ids or None, chunk_tokens=STREAM_CHUNK_TOKENS):
-            pass
-        return calls + 1
+        kw = dict(max_new_tokens=max_tokens, eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id)
+        calls = 0
+        for length in range(sampling.PROMPT_BUCKET, min(prompt_tokens, self.max_positions - max_tokens) + 1,
+                            sampling.PROMPT_BUCKET):
+            prompt, rows = [self.pad_id] * length, 1
+            while rows <= _bucket_pow2(self.max_batch_rows):
+                sampling.generate(self.model, [prompt] * rows, **kw)
+                rows, calls = rows * 2, calls + 1
+            sampling.generate(self.model, [prompt], top_logprobs=MAX_TOP_LOGPROBS, **kw)
+            for _ in sampling.generate_stream(self.model, [prompt], chunk_tokens=STREAM_CHUNK_TOKENS, **kw):
+                pass
+            calls += 2
+        return calls
 
     def close(self) -> None:
         self._queue.put(None)
@@ -719,6 +721,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tensor", type=int, default=1, help="tensor-parallel mesh axis size")
     p.add_argument("--max_batch_rows", type=int, default=64, help="most sequences in one sampler call")
     p.add_argument("--seed", type=int, default=0, help="seeds requests that give no seed")
+    p.add_argument("--warmup", action="store_true",
+                   help="compile every batch size's sampler for prompts up to 64 tokens and 16 new tokens (and the "
+                        "logprobs and streaming variants for one row) before printing the ready line")
     p.add_argument("--verbose", action="store_true", help="log every request")
     args = p.parse_args(argv)
     if not os.path.isfile(os.path.join(args.model, "config.json")):
@@ -734,6 +739,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
+    if args.warmup:
+        start = time.perf_counter()
+        calls = api.engine.warmup()
+        print(f"warmed up: {calls} sampler calls in {time.perf_counter() - start:.1f}s", file=sys.stderr, flush=True)
     print(f"serving {api.model_name} at {server.url}", flush=True)
     try:
         server.httpd.serve_forever()

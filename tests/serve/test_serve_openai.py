@@ -262,3 +262,21 @@ def test_cli_serves_a_checkpoint_dir(tiny_checkpoint, tiny_policy, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_warmup_compiles_what_common_requests_use(tiny_policy):
+    from ieta_jax import serve
+
+    model, tok = tiny_policy
+    engine = serve.Engine(model, tok, max_batch_rows=2)
+    try:
+        assert engine.warmup(prompt_tokens=16) == 4      # batch sizes 1 and 2, logprobs, streaming
+        programs = [f._cache_size() for f in (sampling._generate, sampling._prefill, sampling._decode_chunk)]
+        ids = tok(PROMPTS[0])["input_ids"][:12]
+        assert len(engine.submit([ids], n=2, temperature=0, max_tokens=10).result()) == 2
+        assert engine.submit([ids], temperature=0, max_tokens=16, top_logprobs=2).result()[0].top
+        assert list(engine.stream([ids], temperature=0.7, max_tokens=5))[-1][0].done
+        assert [f._cache_size() for f in (sampling._generate, sampling._prefill, sampling._decode_chunk)] == programs
+        assert engine.sampler_calls == 3
+    finally:
+        engine.close()
