@@ -93,7 +93,8 @@ def _bucket_pow2(n: int) -> int:
 
 
 class Engine:
-    """Batches concurrent requests into `sampling.generate` calls on one model (one thread runs the sampler)."""
+    """Batches concurrent requests into sampler calls on one model (one thread runs the sampler): `submit` for a
+    finished result, `stream` for rows handed out while they decode (module docstring: the scheduling)."""
 
     def __init__(self, model, tokenizer, *, max_batch_rows: int = 64, seed: int = 0):
         self.model, self.tokenizer = model, tokenizer

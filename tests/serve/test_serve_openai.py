@@ -137,6 +137,32 @@ def test_stream_events_leave_while_later_tokens_decode(server):
     assert "".join(c.choices[0].text for c in chunks) == plain.choices[0].text
 
 
+def test_a_request_arriving_during_a_stream_runs_next(server, tiny_policy):
+    """Scheduling is first come, first served: a stream's batch runs to its end, then the queued request."""
+    engine, (_, tok) = server.api.engine, tiny_policy
+    ids = tok(PROMPTS[0])["input_ids"]
+    steps, release = [], threading.Event()
+
+    def hook(decoded):
+        steps.append(decoded)
+        if len(steps) == 1:
+            release.wait(timeout=120)
+    engine.chunk_hook = hook
+    try:
+        calls = engine.sampler_calls
+        stream = engine.stream([ids], temperature=0, max_tokens=20)
+        assert not next(stream)[0].done              # the stream's batch is decoding (held after its first chunk)
+        plain = engine.submit([ids], temperature=0, max_tokens=20)
+        assert engine.pending_rows() == 1 and not plain.done()   # queued, not merged into the running batch
+        release.set()
+        streamed = list(stream)[-1][0]
+        assert plain.result(timeout=300)[0].tokens == streamed.tokens
+        assert engine.sampler_calls == calls + 2
+    finally:
+        engine.chunk_hook = None
+        release.set()
+
+
 def test_streaming_n_samples_carry_their_index(server):
     client = _client(server)
     kw = dict(model=MODEL_NAME, prompt=PROMPTS[:2], max_tokens=12, temperature=1.0, n=2, seed=11)
