@@ -264,6 +264,8 @@ class Engine:
                 self.chunk_hook(chunk.start + chunk.tokens.shape[1])
             if finished:
                 break  # every request has its rows; the rest of the length bucket is not decoded
+        if not all(job.delivered for job in jobs):  # generate_stream ended with a row neither at EOS nor at length
+            raise RuntimeError("the streaming sampler stopped before every request was complete")
 
     def _deliver(self, jobs, tokens, logprobs, lengths, done, top_ids, top_logprobs) -> bool:
         """Hands each job its rows: streaming jobs a snapshot now, any job its result once all its rows are done.
