@@ -1,4 +1,8 @@
-"""Batched autoregressive sampling with a KV cache: one jitted prefill plus a `lax.while_loop` decode.
+"""Batched autoregressive sampling with a KV cache: a prefill plus a `lax.while_loop` decode.
+
+`generate` runs both in one compiled program. `generate_stream` runs the same two pieces (`_prefill_state`,
+`_decode_until`) as separate programs, the decode a chunk of steps at a time from a carried state, so callers see
+tokens while later ones are decoded; both draw step i's token with the same key, so their samples are identical.
 
 Shapes are static for a given (batch, prompt bucket, max_new_tokens, sampling settings), so a call compiles once and
 every decode step reuses the same program. Prompts are left-padded (each row's prompt ends at the same slot), so the
@@ -7,9 +11,10 @@ the training layout with the batch sharded over ("data", "fsdp").
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +42,8 @@ class GenerateOutput:
     lengths: np.ndarray
     prompt_ids: np.ndarray
     prompt_mask: np.ndarray
+    top_ids: np.ndarray | None = None          # [B, N, top_logprobs]: the most likely ids at each step, best first
+    top_logprobs: np.ndarray | None = None     # their log-probabilities (same definition as `logprobs`)
 
 
 def left_pad(prompts, mask=None, pad_id: int = 0, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -88,11 +95,19 @@ def sample_logits(logits: jax.Array, key: jax.Array, temperature, top_p, top_k) 
     return jnp.where(temperature > 0, sampled, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "eos_ids", "pad_token_id"))
-def _generate(graphdef, state, ids, mask, key_data, settings, *, max_new_tokens, eos_ids, pad_token_id):
-    model = nnx.merge(graphdef, state)
-    rng = jax.random.wrap_key_data(key_data)
-    temperature, top_p, top_k = settings[0], settings[1], settings[2].astype(jnp.int32)
+def _top(logp: jax.Array, top_n: int) -> tuple[jax.Array, jax.Array]:
+    """The `top_n` most likely ids [B, top_n] and their log-probabilities (empty arrays when top_n is 0)."""
+    if top_n == 0:
+        return jnp.zeros(logp.shape[:1] + (0,), jnp.int32), jnp.zeros(logp.shape[:1] + (0,), jnp.float32)
+    values, ids = jax.lax.top_k(logp, top_n)
+    return ids.astype(jnp.int32), values
+
+
+def _prefill_state(model, ids, mask, key_data, settings, *, max_new_tokens, eos_ids, pad_token_id, top_n):
+    """Runs the prompt through the model and picks token 0: the decode carry (`_decode_until` continues it).
+
+    carry = (step, tokens, logprobs, top_ids, top_logprobs, lengths, cache, last token, done, position).
+    """
     cfg = model.config
     batch, prompt_len = ids.shape
     cache = KVCache.init(cfg, batch, prompt_len + max_new_tokens)
@@ -101,56 +116,115 @@ def _generate(graphdef, state, ids, mask, key_data, settings, *, max_new_tokens,
     hidden, cache = model.model(ids, mask, None, cache)
     logits = model.logits_from_hidden(hidden[:, -1:])[:, 0]
     position = positions_from_mask(mask)[:, -1]
-    eos = jnp.asarray(eos_ids if eos_ids else (-1,), jnp.int32)
-
-    def pick(step, logits, done):
-        token = sample_logits(logits, jax.random.fold_in(rng, step), temperature, top_p, top_k)
-        logprob = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32), -1), token[:, None], -1)[:, 0]
-        token = jnp.where(done, pad_token_id, token)
-        logprob = jnp.where(done, 0.0, logprob)
-        return token, logprob, done | jnp.isin(token, eos)
-
     tokens = jnp.full((batch, max_new_tokens), pad_token_id, jnp.int32)
     logprobs = jnp.zeros((batch, max_new_tokens), jnp.float32)
+    top_ids = jnp.zeros((batch, max_new_tokens, top_n), jnp.int32)
+    top_logprobs = jnp.zeros((batch, max_new_tokens, top_n), jnp.float32)
     done = jnp.zeros((batch,), bool)
-    token, logprob, done_next = pick(0, logits, done)
-    lengths = jnp.ones((batch,), jnp.int32)
-    tokens, logprobs = tokens.at[:, 0].set(token), logprobs.at[:, 0].set(logprob)
+    carry = (jnp.asarray(0, jnp.int32), tokens, logprobs, top_ids, top_logprobs, jnp.zeros((batch,), jnp.int32),
+             cache, jnp.zeros((batch,), jnp.int32), done, position)
+    return _record(carry, logits, key_data, settings, eos_ids=eos_ids, pad_token_id=pad_token_id, top_n=top_n)
+
+
+def _record(carry, logits, key_data, settings, *, eos_ids, pad_token_id, top_n):
+    """Picks the token of step `carry[0]` from `logits` and writes it (and its log-probabilities) into the carry."""
+    step, tokens, logprobs, top_ids, top_logprobs, lengths, cache, _, done, position = carry
+    rng = jax.random.wrap_key_data(key_data)
+    temperature, top_p, top_k = settings[0], settings[1], settings[2].astype(jnp.int32)
+    eos = jnp.asarray(eos_ids if eos_ids else (-1,), jnp.int32)
+    token = sample_logits(logits, jax.random.fold_in(rng, step), temperature, top_p, top_k)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+    logprob = jnp.take_along_axis(logp, token[:, None], -1)[:, 0]
+    alt_ids, alt_logprobs = _top(logp, top_n)
+    token = jnp.where(done, pad_token_id, token)
+    logprob = jnp.where(done, 0.0, logprob)
+    tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, step))
+    logprobs = jax.lax.dynamic_update_slice(logprobs, logprob[:, None], (0, step))
+    if top_n:
+        top_ids = jax.lax.dynamic_update_slice(top_ids, alt_ids[:, None], (0, step, 0))
+        top_logprobs = jax.lax.dynamic_update_slice(top_logprobs, alt_logprobs[:, None], (0, step, 0))
+    lengths = lengths + (~done).astype(jnp.int32)
+    done = done | jnp.isin(token, eos)
+    return step + 1, tokens, logprobs, top_ids, top_logprobs, lengths, cache, token, done, position
+
+
+def _decode_until(model, carry, key_data, settings, limit, *, eos_ids, pad_token_id, top_n):
+    """Decodes steps `carry[0]` .. `limit - 1` (one compiled `lax.while_loop`), stopping early once every row is done."""
+    batch = carry[1].shape[0]
 
     def cond(carry):
-        step, _, _, _, _, _, done, _ = carry
-        return (step < max_new_tokens) & ~jnp.all(done)
+        step, done = carry[0], carry[8]
+        return (step < limit) & ~jnp.all(done)
 
     def body(carry):
-        step, tokens, logprobs, lengths, cache, token, done, position = carry
+        step, tokens, logprobs, top_ids, top_logprobs, lengths, cache, token, done, position = carry
         position = position + 1
         hidden, cache = model.model(token[:, None], jnp.ones((batch, 1), bool), position[:, None], cache)
         logits = model.logits_from_hidden(hidden)[:, 0]
-        token, logprob, new_done = pick(step, logits, done)
-        tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, step))
-        logprobs = jax.lax.dynamic_update_slice(logprobs, logprob[:, None], (0, step))
-        lengths = lengths + (~done).astype(jnp.int32)
-        return step + 1, tokens, logprobs, lengths, cache, token, new_done, position
+        carry = (step, tokens, logprobs, top_ids, top_logprobs, lengths, cache, token, done, position)
+        return _record(carry, logits, key_data, settings, eos_ids=eos_ids, pad_token_id=pad_token_id, top_n=top_n)
 
-    carry = (jnp.asarray(1, jnp.int32), tokens, logprobs, lengths, cache, token, done_next, position)
-    _, tokens, logprobs, lengths, _, _, _, _ = jax.lax.while_loop(cond, body, carry)
-    return tokens, logprobs, lengths
+    return jax.lax.while_loop(cond, body, carry)
 
 
-def generate(model, prompt_ids, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-             rng: jax.Array | int | None = None, eos_token_id: int | Sequence[int] | None = None,
-             prompt_mask=None, num_samples: int = 1, pad_token_id: int | None = None) -> GenerateOutput:
-    """Samples `max_new_tokens` tokens for every prompt (and `num_samples` samples per prompt).
+_STATIC = ("graphdef", "max_new_tokens", "eos_ids", "pad_token_id", "top_n")
 
-    prompt_ids: [B, T] array (with `prompt_mask` for padding, any side) or a list of token-id lists.
-    temperature 0 is greedy; top_k 0 and top_p 1 disable those filters. `rng` is a PRNG key or int seed: the same
-    key, prompts and settings give the same samples. Rows stop independently at any id in `eos_token_id`.
-    """
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _generate(graphdef, state, ids, mask, key_data, settings, *, max_new_tokens, eos_ids, pad_token_id, top_n=0):
+    """The whole generation in one program: prefill, then the decode loop to `max_new_tokens`."""
+    model = nnx.merge(graphdef, state)
+    kw = dict(eos_ids=eos_ids, pad_token_id=pad_token_id, top_n=top_n)
+    carry = _prefill_state(model, ids, mask, key_data, settings, max_new_tokens=max_new_tokens, **kw)
+    carry = _decode_until(model, carry, key_data, settings, max_new_tokens, **kw)
+    _, tokens, logprobs, top_ids, top_logprobs, lengths = carry[:6]
+    return tokens, logprobs, lengths, top_ids, top_logprobs
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _prefill(graphdef, state, ids, mask, key_data, settings, *, max_new_tokens, eos_ids, pad_token_id, top_n=0):
+    """Streaming's first program: the prompt and token 0; returns the carry `_decode_chunk` continues."""
+    model = nnx.merge(graphdef, state)
+    return _prefill_state(model, ids, mask, key_data, settings, max_new_tokens=max_new_tokens,
+                          eos_ids=eos_ids, pad_token_id=pad_token_id, top_n=top_n)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC, donate_argnames=("carry",))
+def _decode_chunk(graphdef, state, carry, key_data, settings, limit, *, max_new_tokens, eos_ids, pad_token_id,
+                  top_n=0):
+    """Streaming's step program: decodes up to step `limit` (traced, so every chunk size shares one compile)."""
+    model = nnx.merge(graphdef, state)
+    return _decode_until(model, carry, key_data, settings, jnp.minimum(limit, max_new_tokens),
+                         eos_ids=eos_ids, pad_token_id=pad_token_id, top_n=top_n)
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """`generate`'s inputs placed for the sampler programs (on the weights' mesh when there is one)."""
+
+    graphdef: object
+    state: object
+    ids: np.ndarray        # host copies, rows padded for the mesh
+    mask: np.ndarray
+    device_args: tuple     # (ids, mask, key_data, settings) on device
+    mesh: object
+    rows: int
+    static: dict
+
+    def context(self):
+        return jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
+
+    def host(self, x) -> np.ndarray:
+        return sharding.gather_to_host(x)[:self.rows]
+
+
+def _prepare(model, prompt_ids, max_new_tokens, temperature, top_p, top_k, rng, eos_token_id, prompt_mask,
+             num_samples, pad_token_id, top_logprobs) -> _Prepared:
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or num_samples < 1:
+    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or num_samples < 1 or top_logprobs < 0:
         raise ValueError(f"invalid sampling settings temperature={temperature} top_p={top_p} top_k={top_k} "
-                         f"num_samples={num_samples}")
+                         f"num_samples={num_samples} top_logprobs={top_logprobs}")
     if temperature > 0 and rng is None:
         raise ValueError("sampling with temperature > 0 needs an rng (PRNG key or int seed)")
     eos_ids = tuple(int(e) for e in np.atleast_1d(eos_token_id)) if eos_token_id is not None else ()
@@ -168,22 +242,87 @@ def generate(model, prompt_ids, max_new_tokens: int, temperature: float = 0.0, t
     settings = np.array([temperature, top_p, top_k], np.float32)
     graphdef, state = nnx.split(model)
     mesh = sharding.mesh_of(state)
+    static = dict(max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_token_id=int(pad_token_id),
+                  top_n=int(top_logprobs))
     if mesh is not None:
         shards = int(np.prod([mesh.shape[a] for a in sharding.BATCH_AXES]))
         pad_rows = -rows % shards  # pad the batch so it splits over ("data","fsdp"); extra rows are dropped
         ids = np.concatenate([ids, np.repeat(ids[:1], pad_rows, 0)])
         mask = np.concatenate([mask, np.repeat(mask[:1], pad_rows, 0)])
         ids_dev, mask_dev = sharding.shard_batch((ids, mask), mesh)
-        key_data = sharding.replicate(key_data, mesh)
-        with jax.set_mesh(mesh):
-            out = _generate(graphdef, state, ids_dev, mask_dev, key_data, sharding.replicate(settings, mesh),
-                            max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_token_id=int(pad_token_id))
+        args = (ids_dev, mask_dev, sharding.replicate(key_data, mesh), sharding.replicate(settings, mesh))
     else:
-        out = _generate(graphdef, state, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(key_data),
-                        jnp.asarray(settings), max_new_tokens=max_new_tokens, eos_ids=eos_ids,
-                        pad_token_id=int(pad_token_id))
-    tokens, logprobs, lengths = (sharding.gather_to_host(x)[:rows] for x in out)
-    return GenerateOutput(tokens, logprobs, lengths, ids[:rows], mask[:rows])
+        args = (jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(key_data), jnp.asarray(settings))
+    return _Prepared(graphdef, state, ids, mask, args, mesh, rows, static)
+
+
+def generate(model, prompt_ids, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+             rng: jax.Array | int | None = None, eos_token_id: int | Sequence[int] | None = None,
+             prompt_mask=None, num_samples: int = 1, pad_token_id: int | None = None,
+             top_logprobs: int = 0) -> GenerateOutput:
+    """Samples `max_new_tokens` tokens for every prompt (and `num_samples` samples per prompt).
+
+    prompt_ids: [B, T] array (with `prompt_mask` for padding, any side) or a list of token-id lists.
+    temperature 0 is greedy; top_k 0 and top_p 1 disable those filters. `rng` is a PRNG key or int seed: the same
+    key, prompts and settings give the same samples. Rows stop independently at any id in `eos_token_id`.
+    top_logprobs > 0 also returns each step's `top_logprobs` most likely tokens and their log-probabilities.
+    """
+    p = _prepare(model, prompt_ids, max_new_tokens, temperature, top_p, top_k, rng, eos_token_id, prompt_mask,
+                 num_samples, pad_token_id, top_logprobs)
+    with p.context():
+        out = _generate(p.graphdef, p.state, *p.device_args, **p.static)
+    tokens, logprobs, lengths, top_ids, top_lp = (p.host(x) for x in out)
+    tops = (top_ids, top_lp) if top_logprobs else (None, None)
+    return GenerateOutput(tokens, logprobs, lengths, p.ids[:p.rows], p.mask[:p.rows], *tops)
+
+
+@dataclasses.dataclass
+class GenerateChunk:
+    """The tokens one streaming step added: columns `start` .. `start + tokens.shape[1] - 1` of GenerateOutput.
+
+    lengths / done: every row's generated length so far (EOS included) and whether it has ended (EOS); after the
+    last chunk `lengths` equals `generate`'s. top_ids / top_logprobs: [B, k, top_logprobs], None without them.
+    """
+
+    start: int
+    tokens: np.ndarray
+    logprobs: np.ndarray
+    lengths: np.ndarray
+    done: np.ndarray
+    top_ids: np.ndarray | None = None
+    top_logprobs: np.ndarray | None = None
+
+
+def generate_stream(model, prompt_ids, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+                    top_k: int = 0, rng: jax.Array | int | None = None,
+                    eos_token_id: int | Sequence[int] | None = None, prompt_mask=None, num_samples: int = 1,
+                    pad_token_id: int | None = None, top_logprobs: int = 0,
+                    chunk_tokens: int = 8) -> Iterator[GenerateChunk]:
+    """`generate` (same arguments, same samples for the same rng) as chunks of at most `chunk_tokens` new tokens.
+
+    The first chunk is the prompt's first token alone (the earliest a client can see anything); each later one
+    is one `_decode_chunk` call, made only when the caller asks for the next chunk. Stops once every row is done.
+    """
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    p = _prepare(model, prompt_ids, max_new_tokens, temperature, top_p, top_k, rng, eos_token_id, prompt_mask,
+                 num_samples, pad_token_id, top_logprobs)
+    start = 0
+    with p.context():
+        carry = _prefill(p.graphdef, p.state, *p.device_args, **p.static)
+    while True:
+        step, tokens, logprobs, top_ids, top_lp, lengths = (p.host(x) if i else int(x)
+                                                             for i, x in enumerate(carry[:6]))
+        done = p.host(carry[8])
+        cols = slice(start, step)
+        yield GenerateChunk(start, tokens[:, cols], logprobs[:, cols], lengths, done,
+                            top_ids[:, cols] if top_logprobs else None, top_lp[:, cols] if top_logprobs else None)
+        start = step
+        if step >= max_new_tokens or done.all():
+            return
+        with p.context():
+            carry = _decode_chunk(p.graphdef, p.state, carry, p.device_args[2], p.device_args[3],
+                                  np.int32(step + chunk_tokens), **p.static)
 
 
 def decode_text(tokenizer, out: GenerateOutput, stop: Sequence[str] | None = None,

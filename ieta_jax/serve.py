@@ -4,18 +4,25 @@
 
 Endpoints: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (the tokenizer's chat template).
 Request fields: model, prompt (a string, a list of strings or of token ids) or messages, n, temperature, top_p,
-max_tokens (max_completion_tokens), stop, seed, logprobs (the sampled token's log-probability: `logprobs` 0/1 for
-completions, `logprobs: true` with top_logprobs 0 for chat), stream (+ stream_options.include_usage). Fields that
-change the distribution in ways this sampler does not implement (echo, best_of > n, presence/frequency penalties,
-logit_bias) are refused with a 400 rather than ignored.
+max_tokens (max_completion_tokens), stop, seed, logprobs (completions: `logprobs: N`, chat: `logprobs: true` with
+`top_logprobs: N`; N <= 5 most likely alternatives per token besides the sampled token's own log-probability), stream
+(+ stream_options.include_usage). Fields that change the distribution in ways this sampler does not implement (echo,
+best_of > n, presence/frequency penalties, logit_bias) are refused with a 400 rather than ignored.
 
 Every request waits in one queue; the engine thread takes everything queued, groups it by sampling settings
 (temperature and top_p; all greedy requests form one group; a request with a seed samples alone, so its samples
-depend only on the request) and runs each group as one `sampling.generate` call, so concurrent clients share a
-batch. Batch rows and generation length are rounded up (powers of two, multiples of 16) so a handful of compiled
-programs serve all requests. The sampler decodes in one compiled loop, so a streamed response is the SSE form of
-the finished generation: its chunks arrive when the batch ends, token by token.
-Log-probabilities are those of the untempered, untruncated model (as `sampling.GenerateOutput` defines them).
+depend only on the request) and runs each group as one sampler call, so concurrent clients share a batch. Batch rows
+and generation length are rounded up (powers of two, multiples of 16) so a handful of compiled programs serve all
+requests. A group without a streaming request runs `sampling.generate` (one compiled loop, the fast path). A group
+with one runs `sampling.generate_stream` (same samples): token 0, then chunks of STREAM_CHUNK_TOKENS steps, each
+streaming request getting its new tokens after every chunk, so its SSE events leave while later tokens decode.
+Text is held back only while it could be the start of a stop string (nothing at or past a stop string is sent).
+Scheduling is first come, first served: a batch, streamed or not, runs to its end (at most its longest max_tokens,
+and it ends early once every request in it has its tokens) before the engine takes the next, so a streaming request
+delays requests that arrive during it by at most that one batch, never indefinitely; they batch together next.
+Log-probabilities (sampled and alternatives) are those of the untempered, untruncated model (as
+`sampling.GenerateOutput` defines them). `--warmup` compiles the common batch shapes before the server says it is
+ready (see `Engine.warmup`).
 """
 from __future__ import annotations
 
@@ -34,8 +41,13 @@ import time
 import uuid
 from typing import Iterator, Sequence
 
+import numpy as np
+
 MAX_N = 128
+MAX_TOP_LOGPROBS = 5          # as OpenAI: completions' `logprobs` and chat's `top_logprobs` are at most 5
 LENGTH_BUCKET = 16
+STREAM_CHUNK_TOKENS = 8       # decode steps per compiled call on the streaming path
+PROMPT_WARMUP_TOKENS = 64     # --warmup compiles the prompt buckets up to this many tokens
 
 
 class RequestError(ValueError):
@@ -52,11 +64,15 @@ class RequestError(ValueError):
 
 @dataclasses.dataclass
 class Sampled:
-    """One generated row: token ids (EOS excluded), their log-probabilities, and whether EOS ended it."""
+    """One generated row so far: token ids (EOS excluded), their log-probabilities, whether EOS ended it, and
+    whether it is finished (EOS or the request's max_tokens). top: per token, the requested number of most likely
+    (id, log-probability) pairs, best first; empty lists when none were asked for."""
 
     tokens: list[int]
     logprobs: list[float]
     eos: bool
+    done: bool = True
+    top: list[list[tuple[int, float]]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -67,6 +83,9 @@ class _Job:
     max_tokens: int
     seed: int | None
     future: concurrent.futures.Future
+    top_logprobs: int = 0
+    updates: queue.Queue | None = None  # streaming: every chunk's rows so far, then the future's result
+    delivered: bool = False
 
 
 def _bucket_pow2(n: int) -> int:
@@ -74,7 +93,8 @@ def _bucket_pow2(n: int) -> int:
 
 
 class Engine:
-    """Batches concurrent requests into `sampling.generate` calls on one model (one thread runs the sampler)."""
+    """Batches concurrent requests into sampler calls on one model (one thread runs the sampler): `submit` for a
+    finished result, `stream` for rows handed out while they decode (module docstring: the scheduling)."""
 
     def __init__(self, model, tokenizer, *, max_batch_rows: int = 64, seed: int = 0):
         self.model, self.tokenizer = model, tokenizer
@@ -91,24 +111,46 @@ class Engine:
         self._waiting_lock = threading.Lock()
         self.sampler_calls = 0
         self.batch_rows: list[int] = []       # rows of each sampler call (before padding)
+        self.chunk_hook = None                # called on the engine thread with the steps decoded after each
+                                              # streamed chunk is handed out (tests order events with it)
         self._thread = threading.Thread(target=self._loop, name="serve-engine", daemon=True)
         self._thread.start()
 
     # ---------------------------------------------------------------- client side
     def submit(self, prompts: Sequence[Sequence[int]], *, n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
-               max_tokens: int = 16, seed: int | None = None) -> concurrent.futures.Future:
+               max_tokens: int = 16, seed: int | None = None, top_logprobs: int = 0) -> concurrent.futures.Future:
         """Future of `len(prompts) * n` Sampled rows (row i*n + j is sample j of prompt i)."""
+        return self._enqueue(prompts, n, temperature, top_p, max_tokens, seed, top_logprobs, stream=False).future
+
+    def stream(self, prompts: Sequence[Sequence[int]], *, n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
+               max_tokens: int = 16, seed: int | None = None, top_logprobs: int = 0) -> Iterator[list[Sampled]]:
+        """`submit`'s rows as they are decoded: snapshots of every row so far, the last one with every row done.
+        The request is queued here, before the first `next`."""
+        job = self._enqueue(prompts, n, temperature, top_p, max_tokens, seed, top_logprobs, stream=True)
+
+        def snapshots():
+            while True:
+                item = job.updates.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if all(row.done for row in item):
+                    return
+        return snapshots()
+
+    def _enqueue(self, prompts, n, temperature, top_p, max_tokens, seed, top_logprobs, stream) -> _Job:
         longest = max(len(p) for p in prompts)
         if -(-longest // 16) * 16 + max_tokens > self.max_positions:
             raise RequestError(f"this model's maximum context length is {self.max_positions} tokens; the prompt "
                                f"({longest} tokens) plus max_tokens ({max_tokens}) does not fit",
                                param="max_tokens", code="context_length_exceeded")
         rows = [list(p) for p in prompts for _ in range(n)]
-        job = _Job(rows, float(temperature), float(top_p), int(max_tokens), seed, concurrent.futures.Future())
+        job = _Job(rows, float(temperature), float(top_p), int(max_tokens), seed, concurrent.futures.Future(),
+                   int(top_logprobs), queue.Queue() if stream else None)
         with self._waiting_lock:
             self._waiting += len(rows)
         self._queue.put(job)
-        return job.future
+        return job
 
     def pending_rows(self) -> int:
         """Rows submitted and not yet taken into a sampler call."""
@@ -120,6 +162,28 @@ class Engine:
         """No batch starts while inside (requests queue up): lets tests and benchmarks fill a batch exactly."""
         with self._gate:
             yield
+
+    def warmup(self, prompt_tokens: int = PROMPT_WARMUP_TOKENS, max_tokens: int = LENGTH_BUCKET) -> int:
+        """Compiles the programs common requests use, before the server reports ready: for every prompt bucket up
+        to `prompt_tokens` and every batch size (powers of two up to max_batch_rows) the one-loop sampler with
+        `max_tokens` new tokens, and for one row also its top-logprobs variant and the streaming programs.
+        Other shapes (longer prompts or max_tokens) still compile on first use. Returns the sampler calls made
+        (not counted in `sampler_calls`)."""
+        from ieta_jax import sampling
+
+        kw = dict(max_new_tokens=max_tokens, eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id)
+        calls = 0
+        for length in range(sampling.PROMPT_BUCKET, min(prompt_tokens, self.max_positions - max_tokens) + 1,
+                            sampling.PROMPT_BUCKET):
+            prompt, rows = [self.pad_id] * length, 1
+            while rows <= _bucket_pow2(self.max_batch_rows):
+                sampling.generate(self.model, [prompt] * rows, **kw)
+                rows, calls = rows * 2, calls + 1
+            sampling.generate(self.model, [prompt], top_logprobs=MAX_TOP_LOGPROBS, **kw)
+            for _ in sampling.generate_stream(self.model, [prompt], chunk_tokens=STREAM_CHUNK_TOKENS, **kw):
+                pass
+            calls += 2
+        return calls
 
     def close(self) -> None:
         self._queue.put(None)
@@ -155,6 +219,8 @@ class Engine:
                     for job in group:
                         if not job.future.done():
                             job.future.set_exception(e)
+                        if job.updates is not None and not job.delivered:
+                            job.updates.put(e)
 
     @staticmethod
     def _group_key(job: _Job) -> tuple:
@@ -165,6 +231,8 @@ class Engine:
         return job.temperature, job.top_p, job.seed, None if job.seed is None else id(job)
 
     def _run(self, jobs: list[_Job], temperature: float, top_p: float, seed: int | None) -> None:
+        """One sampler call for `jobs`: the one-loop `generate` unless a job streams, else `generate_stream`,
+        handing each streaming job its rows after every chunk and ending once every job has its rows."""
         from ieta_jax import sampling
 
         prompts = [p for job in jobs for p in job.prompts]
@@ -174,22 +242,60 @@ class Engine:
         longest = -(-max(len(p) for p in prompts) // 16) * 16
         steps = min(-(-max_tokens // LENGTH_BUCKET) * LENGTH_BUCKET, self.max_positions - longest)
         rng = seed if seed is not None else next(self._rng)
+        top_n = MAX_TOP_LOGPROBS if any(job.top_logprobs for job in jobs) else 0
         self.sampler_calls += 1
         self.batch_rows.append(n_rows)
-        out = sampling.generate(self.model, padded, max_new_tokens=steps, temperature=temperature, top_p=top_p,
-                                rng=rng, eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id)
+        kw = dict(max_new_tokens=steps, temperature=temperature, top_p=top_p, rng=rng, top_logprobs=top_n,
+                  eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id)
+        if not any(job.updates is not None for job in jobs):
+            out = sampling.generate(self.model, padded, **kw)
+            done = np.ones(len(padded), bool)
+            self._deliver(jobs, out.tokens, out.logprobs, out.lengths, done, out.top_ids, out.top_logprobs)
+            return
+        parts = []
+        for chunk in sampling.generate_stream(self.model, padded, chunk_tokens=STREAM_CHUNK_TOKENS, **kw):
+            parts.append(chunk)
+            tokens, logprobs = (np.concatenate([getattr(c, f) for c in parts], 1) for f in ("tokens", "logprobs"))
+            top_ids, top_logprobs = ((np.concatenate([getattr(c, f) for c in parts], 1) if top_n else None)
+                                     for f in ("top_ids", "top_logprobs"))
+            done = chunk.done | (chunk.lengths >= steps)
+            finished = self._deliver(jobs, tokens, logprobs, chunk.lengths, done, top_ids, top_logprobs)
+            if self.chunk_hook is not None:
+                self.chunk_hook(chunk.start + chunk.tokens.shape[1])
+            if finished:
+                break  # every request has its rows; the rest of the length bucket is not decoded
+        if not all(job.delivered for job in jobs):  # generate_stream ended with a row neither at EOS nor at length
+            raise RuntimeError("the streaming sampler stopped before every request was complete")
+
+    def _deliver(self, jobs, tokens, logprobs, lengths, done, top_ids, top_logprobs) -> bool:
+        """Hands each job its rows: streaming jobs a snapshot now, any job its result once all its rows are done.
+        A row is done at EOS or at the job's max_tokens. Returns whether every job has its result."""
         start = 0
         for job in jobs:
+            if job.delivered:
+                start += len(job.prompts)
+                continue
             rows = []
             for r in range(start, start + len(job.prompts)):
-                length = min(int(out.lengths[r]), job.max_tokens)
-                tokens = out.tokens[r, :length].tolist()
-                eos = bool(tokens) and tokens[-1] in self.eos_ids
+                length = min(int(lengths[r]), job.max_tokens)
+                row_tokens = tokens[r, :length].tolist()
+                eos = bool(row_tokens) and bool(done[r]) and row_tokens[-1] in self.eos_ids
                 if eos:
-                    tokens = tokens[:-1]
-                rows.append(Sampled(tokens, out.logprobs[r, :len(tokens)].tolist(), eos))
+                    row_tokens = row_tokens[:-1]
+                n = len(row_tokens)
+                top = [] if not job.top_logprobs else [
+                    list(zip(top_ids[r, t, :job.top_logprobs].tolist(), top_logprobs[r, t, :job.top_logprobs].tolist()))
+                    for t in range(n)]
+                rows.append(Sampled(row_tokens, logprobs[r, :n].tolist(), eos,
+                                    bool(done[r]) or length >= job.max_tokens, top))
             start += len(job.prompts)
-            job.future.set_result(rows)
+            finished = all(row.done for row in rows)
+            if job.updates is not None and (finished or any(row.tokens for row in rows)):
+                job.updates.put(rows)
+            if finished:
+                job.delivered = True
+                job.future.set_result(rows)
+        return all(job.delivered for job in jobs)
 
 
 # -------------------------------------------------------------------- request parsing
@@ -252,47 +358,79 @@ def parse_sampling(body: dict, *, max_tokens_default: int | None) -> SamplingReq
                            bool(options.get("include_usage")))
 
 
-def token_pieces(tokenizer, tokens: Sequence[int]) -> list[str]:
-    """Text contributed by each token; their concatenation is the decoded text.
+@dataclasses.dataclass
+class Piece:
+    """The text one token contributes ("" for a token that ends inside a multi-byte character: the character goes
+    with the token that completes it), where it starts in the completion, its log-probability and alternatives."""
 
-    A token that ends inside a multi-byte character contributes "" and the character goes with the token that
-    completes it.
+    text: str
+    offset: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+class TextStream:
+    """One sample's text as its tokens arrive: the pieces that may be sent, never text at or past a stop string.
+
+    `update(row)` takes the row so far (a `Sampled` snapshot) and returns the pieces that became safe to send. A
+    piece is held back while the text it ends could still turn out to begin a stop string, and while its token
+    ends inside a multi-byte character. When the row is done (or a stop string appears) `finish_reason` and
+    `completion_tokens` are set and nothing more is returned. Fed all tokens at once it is the non-streamed choice.
     """
-    pieces, prev = [], ""
-    for i in range(1, len(tokens) + 1):
-        cur = tokenizer.decode(list(tokens[:i]), skip_special_tokens=True)
-        if cur.endswith("\ufffd") and i < len(tokens):
-            pieces.append("")
-            continue
-        pieces.append(cur[len(prev):])
-        prev = cur
-    return pieces
+
+    def __init__(self, tokenizer, stop: Sequence[str]):
+        self.tokenizer, self.stop = tokenizer, list(stop)
+        self.pieces: list[Piece] = []     # every decoded token's piece (sent or held back)
+        self.text = ""                    # the pieces joined
+        self.sent = 0                     # pieces handed out
+        self.finish_reason: str | None = None
+        self.completion_tokens = 0
+
+    def update(self, row: Sampled) -> list[Piece]:
+        if self.finish_reason is not None:
+            return []
+        tokens = row.tokens
+        for i in range(len(self.pieces) + 1, len(tokens) + 1):
+            cur = self.tokenizer.decode(tokens[:i], skip_special_tokens=True)
+            if cur.endswith("\ufffd") and i == len(tokens) and not row.done:
+                break  # the character may complete with the next token
+            piece = "" if cur.endswith("\ufffd") and i < len(tokens) else cur[len(self.text):]
+            self.pieces.append(Piece(piece, len(self.text), row.logprobs[i - 1],
+                                     row.top[i - 1] if row.top else []))
+            self.text += piece
+        cuts = [i for i in (self.text.find(s) for s in self.stop) if i != -1]
+        if cuts:
+            cut = min(cuts)
+            kept = [dataclasses.replace(p, text=p.text[:cut - p.offset]) for p in self.pieces if p.offset < cut]
+            self.finish_reason, self.completion_tokens = "stop", len(kept)
+            return kept[self.sent:]
+        if row.done:
+            self.finish_reason = "stop" if row.eos else "length"
+            self.completion_tokens = len(tokens) + row.eos
+            return self.pieces[self.sent:]
+        hold = max((h for s in self.stop for h in range(1, len(s)) if self.text.endswith(s[:h])), default=0)
+        safe = len(self.text) - hold
+        out = []
+        while self.sent < len(self.pieces) and self.pieces[self.sent].offset + len(self.pieces[self.sent].text) <= safe:
+            out.append(self.pieces[self.sent])
+            self.sent += 1
+        return out
 
 
 @dataclasses.dataclass
 class Choice:
-    """A finished sample as the API reports it: text (cut at the first stop string), its tokens, finish reason."""
+    """A finished sample as the API reports it: text (cut at the first stop string), its pieces, finish reason."""
 
     text: str
-    pieces: list[str]
-    logprobs: list[float]
+    pieces: list[Piece]
     finish_reason: str
     completion_tokens: int
 
 
 def make_choice(tokenizer, row: Sampled, stop: Sequence[str]) -> Choice:
-    pieces = token_pieces(tokenizer, row.tokens)
-    text = "".join(pieces)
-    cuts = [i for i in (text.find(s) for s in stop) if i != -1]
-    if cuts:
-        cut, kept, used = min(cuts), [], 0
-        for piece in pieces:
-            if used >= cut:
-                break
-            kept.append(piece[:cut - used])
-            used += len(piece)
-        return Choice(text[:cut], kept, row.logprobs[:len(kept)], "stop", len(kept))
-    return Choice(text, pieces, row.logprobs, "stop" if row.eos else "length", len(row.tokens) + row.eos)
+    stream = TextStream(tokenizer, stop)
+    pieces = stream.update(row)
+    return Choice("".join(p.text for p in pieces), pieces, stream.finish_reason, stream.completion_tokens)
 
 
 # -------------------------------------------------------------------- the API
@@ -337,16 +475,54 @@ class API:
         raise RequestError("'prompt' must be a non-empty string, list of strings, or list of token ids "
                            f"in [0, {vocab})", param="prompt")
 
-    def _sample(self, prompts, s: SamplingRequest):
+    def _usage(self, prompts, completion_tokens: int) -> dict:
+        prompt_tokens = sum(len(p) for p in prompts)
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens}
+
+    def _sample(self, prompts, s: SamplingRequest, top_logprobs: int):
         future = self.engine.submit(prompts, n=s.n, temperature=s.temperature, top_p=s.top_p,
-                                    max_tokens=s.max_tokens, seed=s.seed)
+                                    max_tokens=s.max_tokens, seed=s.seed, top_logprobs=top_logprobs)
         rows = future.result()
         with self._tok_lock:
             choices = [make_choice(self.engine.tokenizer, row, s.stop) for row in rows]
-        usage = {"prompt_tokens": sum(len(p) for p in prompts),
-                 "completion_tokens": sum(c.completion_tokens for c in choices)}
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        return choices, usage
+        return choices, self._usage(prompts, sum(c.completion_tokens for c in choices))
+
+    def _stream(self, prompts, s: SamplingRequest, top_logprobs: int, base: dict, start, delta, finish):
+        """SSE events of a streamed request, sent as the engine decodes: per choice (`index`), `start(i)` once,
+        `delta(i, piece)` per piece as soon as it is safe to send, `finish(i, reason)` when that choice ends; then
+        the usage chunk if asked for. An engine failure mid-stream becomes an error event."""
+        snapshots = self.engine.stream(prompts, n=s.n, temperature=s.temperature, top_p=s.top_p,
+                                       max_tokens=s.max_tokens, seed=s.seed, top_logprobs=top_logprobs)
+
+        def events():
+            texts = [TextStream(self.engine.tokenizer, s.stop) for _ in range(len(prompts) * s.n)]
+            for i in range(len(texts)):
+                if start is not None:
+                    yield {**base, "choices": [start(i)]}
+            try:
+                for rows in snapshots:
+                    for i, (text, row) in enumerate(zip(texts, rows)):
+                        if text.finish_reason is not None:
+                            continue
+                        with self._tok_lock:
+                            pieces = text.update(row)
+                        for piece in pieces:
+                            yield {**base, "choices": [delta(i, piece)]}
+                        if text.finish_reason is not None:
+                            yield {**base, "choices": [finish(i, text.finish_reason)]}
+                    if all(t.finish_reason is not None for t in texts):
+                        break
+            except Exception as e:
+                yield {"error": RequestError(f"{type(e).__name__}: {e}", status=500, type="server_error").body()["error"]}
+                return
+            if s.include_usage:
+                yield {**base, "choices": [], "usage": self._usage(prompts, sum(t.completion_tokens for t in texts))}
+        return events()
+
+    def _alternatives(self, top: list[tuple[int, float]]) -> list[tuple[str, float]]:
+        with self._tok_lock:
+            return [(self.engine.tokenizer.decode([i], skip_special_tokens=False), v) for i, v in top]
 
     def completions(self, body: dict):
         self._check_model(body)
@@ -355,37 +531,28 @@ class API:
         if body.get("suffix"):
             raise RequestError("'suffix' is not supported by this server", param="suffix")
         s = parse_sampling(body, max_tokens_default=16)
-        logprobs = _field(body, "logprobs", int, None, lambda v: 0 <= v <= 1,
-                          "0 or 1 (this server reports the sampled token's log-probability only)")
+        logprobs = _field(body, "logprobs", int, None, lambda v: 0 <= v <= MAX_TOP_LOGPROBS,
+                          f"an integer in [0, {MAX_TOP_LOGPROBS}]")
         prompts = self._prompts(body.get("prompt"))
-        choices, usage = self._sample(prompts, s)
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 
-        def lp(c: Choice, start: int = 0, stop: int | None = None):
+        def lp(pieces: list[Piece]):
             if logprobs is None:
                 return None
-            offsets = list(itertools.accumulate((len(p) for p in c.pieces), initial=0))
-            pieces, values = c.pieces[start:stop], c.logprobs[start:stop]
-            return {"tokens": pieces, "token_logprobs": values,
-                    "top_logprobs": [{p: v} for p, v in zip(pieces, values)] if logprobs else None,
-                    "text_offset": offsets[start:start + len(pieces)]}
+            return {"tokens": [p.text for p in pieces], "token_logprobs": [p.logprob for p in pieces],
+                    "top_logprobs": [dict(self._alternatives(p.top)) for p in pieces] if logprobs else None,
+                    "text_offset": [p.offset for p in pieces]}
 
-        if not s.stream:
-            return 200, {"id": rid, "object": "text_completion", "created": created, "model": self.model_name,
-                         "choices": [{"index": i, "text": c.text, "logprobs": lp(c), "finish_reason": c.finish_reason}
-                                     for i, c in enumerate(choices)], "usage": usage}
-
-        def events():
+        if s.stream:
             base = {"id": rid, "object": "text_completion", "created": created, "model": self.model_name}
-            for i, c in enumerate(choices):
-                for t, piece in enumerate(c.pieces):
-                    yield {**base, "choices": [{"index": i, "text": piece, "logprobs": lp(c, t, t + 1),
-                                                "finish_reason": None}]}
-                yield {**base, "choices": [{"index": i, "text": "", "logprobs": None,
-                                            "finish_reason": c.finish_reason}]}
-            if s.include_usage:
-                yield {**base, "choices": [], "usage": usage}
-        return 200, events()
+            return 200, self._stream(
+                prompts, s, logprobs or 0, base, None,
+                lambda i, p: {"index": i, "text": p.text, "logprobs": lp([p]), "finish_reason": None},
+                lambda i, reason: {"index": i, "text": "", "logprobs": None, "finish_reason": reason})
+        choices, usage = self._sample(prompts, s, logprobs or 0)
+        return 200, {"id": rid, "object": "text_completion", "created": created, "model": self.model_name,
+                     "choices": [{"index": i, "text": c.text, "logprobs": lp(c.pieces), "finish_reason": c.finish_reason}
+                                 for i, c in enumerate(choices)], "usage": usage}
 
     def chat_completions(self, body: dict):
         from ieta_jax.data.completions import has_chat_template
@@ -402,8 +569,10 @@ class API:
             raise RequestError(f"the model '{self.model_name}' has no chat template; use /v1/completions",
                                param="messages")
         logprobs = _field(body, "logprobs", bool, False, None, "true or false")
-        _field(body, "top_logprobs", int, 0, lambda v: v == 0,
-               "0 (this server reports the sampled token's log-probability only)")  # validated, nothing more
+        top_logprobs = _field(body, "top_logprobs", int, 0, lambda v: 0 <= v <= MAX_TOP_LOGPROBS,
+                              f"an integer in [0, {MAX_TOP_LOGPROBS}]")
+        if top_logprobs and not logprobs:
+            raise RequestError("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
         with self._tok_lock:
             text = tok.apply_chat_template([{"role": m["role"], "content": m["content"]} for m in messages],
                                            tokenize=False, add_generation_prompt=True)
@@ -411,34 +580,31 @@ class API:
         s = parse_sampling(body, max_tokens_default=None)
         if s.max_tokens is None:
             s.max_tokens = max(1, self.engine.max_positions - (-(-len(prompt) // 16) * 16))
-        choices, usage = self._sample([prompt], s)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
-        def lp(c: Choice, start: int = 0, stop: int | None = None):
+        def entry(token: str, value: float) -> dict:
+            return {"token": token, "logprob": value, "bytes": list(token.encode())}
+
+        def lp(pieces: list[Piece]):
             if not logprobs:
                 return None
-            return {"content": [{"token": p, "logprob": v, "bytes": list(p.encode()), "top_logprobs": []}
-                                for p, v in zip(c.pieces[start:stop], c.logprobs[start:stop])]}
+            return {"content": [{**entry(p.text, p.logprob),
+                                 "top_logprobs": [entry(t, v) for t, v in self._alternatives(p.top)]}
+                                for p in pieces]}
 
-        if not s.stream:
-            return 200, {"id": rid, "object": "chat.completion", "created": created, "model": self.model_name,
-                         "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
-                                      "logprobs": lp(c), "finish_reason": c.finish_reason}
-                                     for i, c in enumerate(choices)], "usage": usage}
-
-        def events():
+        if s.stream:
             base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": self.model_name}
-            for i, c in enumerate(choices):
-                yield {**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
-                                            "logprobs": None, "finish_reason": None}]}
-                for t, piece in enumerate(c.pieces):
-                    yield {**base, "choices": [{"index": i, "delta": {"content": piece}, "logprobs": lp(c, t, t + 1),
-                                                "finish_reason": None}]}
-                yield {**base, "choices": [{"index": i, "delta": {}, "logprobs": None,
-                                            "finish_reason": c.finish_reason}]}
-            if s.include_usage:
-                yield {**base, "choices": [], "usage": usage}
-        return 200, events()
+            return 200, self._stream(
+                [prompt], s, top_logprobs, base,
+                lambda i: {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                           "finish_reason": None},
+                lambda i, p: {"index": i, "delta": {"content": p.text}, "logprobs": lp([p]), "finish_reason": None},
+                lambda i, reason: {"index": i, "delta": {}, "logprobs": None, "finish_reason": reason})
+        choices, usage = self._sample([prompt], s, top_logprobs)
+        return 200, {"id": rid, "object": "chat.completion", "created": created, "model": self.model_name,
+                     "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
+                                  "logprobs": lp(c.pieces), "finish_reason": c.finish_reason}
+                                 for i, c in enumerate(choices)], "usage": usage}
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -466,6 +632,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
         for event in events:
             self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            self.wfile.flush()
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 
@@ -557,6 +724,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tensor", type=int, default=1, help="tensor-parallel mesh axis size")
     p.add_argument("--max_batch_rows", type=int, default=64, help="most sequences in one sampler call")
     p.add_argument("--seed", type=int, default=0, help="seeds requests that give no seed")
+    p.add_argument("--warmup", action="store_true",
+                   help="compile every batch size's sampler for prompts up to 64 tokens and 16 new tokens (and the "
+                        "logprobs and streaming variants for one row) before printing the ready line")
     p.add_argument("--verbose", action="store_true", help="log every request")
     args = p.parse_args(argv)
     if not os.path.isfile(os.path.join(args.model, "config.json")):
@@ -572,6 +742,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
+    if args.warmup:
+        start = time.perf_counter()
+        calls = api.engine.warmup()
+        print(f"warmed up: {calls} sampler calls in {time.perf_counter() - start:.1f}s", file=sys.stderr, flush=True)
     print(f"serving {api.model_name} at {server.url}", flush=True)
     try:
         server.httpd.serve_forever()

@@ -11,7 +11,8 @@ An endpoint is a URI plus a model name:
 Every request is sent with the client's own retries off: 429, 5xx, timeouts and connection errors are retried
 here with exponential backoff (honouring Retry-After), so the policy is the same for both providers. 401/403/404
 and other 4xx stop at once with one line that names what to fix. Responses are cached on disk, keyed by the
-endpoint, model and the full request, so a repeated or resumed run never pays twice.
+endpoint (provider and base URL, not the key), model and the full request, so a repeated or resumed run never
+pays twice; the same model moved to another host is asked again (see `APIClient.call`).
 """
 from __future__ import annotations
 
@@ -47,6 +48,16 @@ class Endpoint:
     @property
     def local(self) -> bool:
         return urllib.parse.urlparse(self.base_url).hostname in LOOPBACK
+
+    def api_key(self) -> str:
+        """The key from `api_key_env`; loopback servers take any key. APIError (one line) when it is missing, so
+        callers can check it before they write anything."""
+        key = os.environ.get(self.api_key_env)
+        if key:
+            return key
+        if self.local:
+            return "unused"
+        raise APIError(f"{self.api_key_env} is not set; export it to call {self.base_url}")
 
 
 def parse_endpoint(uri: str, model: str) -> Endpoint:
@@ -127,11 +138,7 @@ class APIClient:
         self.sleep = sleep
         self.usage = Usage()
         self._lock = threading.Lock()
-        key = os.environ.get(endpoint.api_key_env)
-        if not key:
-            if not endpoint.local:
-                raise APIError(f"{endpoint.api_key_env} is not set; export it to call {endpoint.base_url}")
-            key = "unused"  # local servers take any key
+        key = endpoint.api_key()
         if endpoint.provider == "openai":
             import openai
 
@@ -178,6 +185,11 @@ class APIClient:
     def call(self, kind: str, request: dict) -> dict:
         """One request (`kind` "completions" or "chat"; Anthropic: "messages"), answered from the cache when
         it was sent before; returns the response as a plain dict."""
+        # The base URL is part of the key on purpose: the same model name on another host may be another model
+        # (a fine-tune or a quantization served under the original's id, a proxy's alias), and a cached answer
+        # records what one server said. Moving a model to another host therefore asks again, once; the URL is
+        # normalised (parse_endpoint drops a trailing "/") and the API key is not in the key (rotating it keeps
+        # the cache).
         key = ResponseCache.key({"provider": self.endpoint.provider, "base_url": self.endpoint.base_url,
                                  "kind": kind, "request": request})
         if self.cache is not None:

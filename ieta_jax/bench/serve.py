@@ -9,7 +9,9 @@ prompt each; unseeded, so concurrent requests can share a sampler call; `--seede
 server then runs it alone). Every concurrency level first runs the same round untimed (the sampler compiles once
 per batch shape: rows and prompt length, bucketed), then the timed one: the figures are steady-state throughput,
 and a fresh server's first requests of each new shape also pay a compilation. Tokens/s counts completion tokens as
-the server reports them in `usage`.
+the server reports them in `usage`. `--stream` sends every request with stream=True and adds the median time to
+first token (request sent to the first text chunk received); streamed batches decode in chunks (serve's
+STREAM_CHUNK_TOKENS), so their throughput is not the one-loop path's.
 
 Wall-clock figures are only meaningful on a quiet machine: the 1-minute load average is printed before and
 after, and above --max_load (default 1.0) the benchmark refuses to run, or withholds its figures if the load
@@ -44,12 +46,25 @@ def _tiny_checkpoint(out_dir: str, vocab_size: int = 1024) -> str:
     return path
 
 
+def _streamed(client, **kw) -> tuple[int, float | None]:
+    """(completion tokens, seconds to the first text chunk) of one streamed completion."""
+    t0, first, usage = time.perf_counter(), None, 0
+    for chunk in client.completions.create(**kw, stream=True, stream_options={"include_usage": True}):
+        if first is None and chunk.choices and chunk.choices[0].text:
+            first = time.perf_counter() - t0
+        if chunk.usage is not None:
+            usage = chunk.usage.completion_tokens
+    return usage, first
+
+
 def run_clients(url: str, model: str, prompts: list[str], clients: int, requests: int, max_tokens: int,
-                seeded: bool = False) -> dict:
-    """`clients` threads, each sending `requests` completions in sequence; wall time and usage totals."""
+                seeded: bool = False, stream: bool = False) -> dict:
+    """`clients` threads, each sending `requests` completions in sequence; wall time, usage totals and (streamed)
+    the times to first token."""
     import openai
 
     totals = {"requests": 0, "completion_tokens": 0}
+    ttft: list[float] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
 
@@ -58,11 +73,17 @@ def run_clients(url: str, model: str, prompts: list[str], clients: int, requests
         try:
             for r in range(requests):
                 seed = {"seed": c * requests + r} if seeded else {}
-                out = client.completions.create(model=model, prompt=prompts[(c * requests + r) % len(prompts)],
-                                                max_tokens=max_tokens, temperature=1.0, **seed)
+                kw = dict(model=model, prompt=prompts[(c * requests + r) % len(prompts)], max_tokens=max_tokens,
+                          temperature=1.0, **seed)
+                if stream:
+                    tokens, first = _streamed(client, **kw)
+                else:
+                    tokens, first = client.completions.create(**kw).usage.completion_tokens, None
                 with lock:
                     totals["requests"] += 1
-                    totals["completion_tokens"] += out.usage.completion_tokens
+                    totals["completion_tokens"] += tokens
+                    if first is not None:
+                        ttft.append(first)
         except BaseException as e:  # reported after the round; a failed round has no figures
             errors.append(e)
 
@@ -75,7 +96,7 @@ def run_clients(url: str, model: str, prompts: list[str], clients: int, requests
     wall = time.perf_counter() - t0
     if errors:
         raise errors[0]
-    return {**totals, "seconds": wall}
+    return {**totals, "seconds": wall, "ttft": sorted(ttft)[len(ttft) // 2] if ttft else None}
 
 
 def main(argv=None) -> int:
@@ -87,6 +108,7 @@ def main(argv=None) -> int:
     p.add_argument("--max_batch_rows", type=int, default=64)
     p.add_argument("--seeded", action="store_true",
                    help="give each request its own seed (reproducible samples; the server then runs each alone)")
+    p.add_argument("--stream", action="store_true", help="stream every request; adds the median time to first token")
     p.add_argument("--max_load", type=float, default=1.0, help="refuse figures above this 1-minute load average")
     p.add_argument("--force", action="store_true", help="run and print figures whatever the load")
     args = p.parse_args(argv)
@@ -118,10 +140,10 @@ def main(argv=None) -> int:
         with serve.Server(serve.API(engine, name), port=0) as server:
             for clients in levels:
                 run_clients(server.url, name, prompts, clients, args.requests, args.max_tokens,  # untimed: compiles
-                            args.seeded)
+                            args.seeded, args.stream)
                 calls = engine.sampler_calls
                 r = run_clients(server.url, name, prompts, clients, args.requests, args.max_tokens,
-                                args.seeded)
+                                args.seeded, args.stream)
                 r["sampler_calls"] = engine.sampler_calls - calls
                 rows.append((clients, r))
     load1 = os.getloadavg()[0]
@@ -132,11 +154,12 @@ def main(argv=None) -> int:
         return 2
     note = f" (taken at load {max(load0, load1):.2f}: not a valid figure)" if max(load0, load1) > args.max_load else ""
     print(f"model {name}, {args.max_tokens} tokens per request, {args.requests} requests per client{note}")
-    print("| clients | requests | sampler calls | seconds | requests/s | tokens/s |")
-    print("|---|---|---|---|---|---|")
+    print("| clients | requests | sampler calls | seconds | requests/s | tokens/s | TTFT p50 s |")
+    print("|---|---|---|---|---|---|---|")
     for clients, r in rows:
+        ttft = f"{r['ttft']:.3f}" if r["ttft"] is not None else "- (not streamed)"
         print(f"| {clients} | {r['requests']} | {r['sampler_calls']} | {r['seconds']:.2f} | "
-              f"{r['requests'] / r['seconds']:.2f} | {r['completion_tokens'] / r['seconds']:.1f} |")
+              f"{r['requests'] / r['seconds']:.2f} | {r['completion_tokens'] / r['seconds']:.1f} | {ttft} |")
     return 0
 
 

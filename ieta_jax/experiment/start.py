@@ -85,6 +85,22 @@ def load_task_sets(config: ml_collections.ConfigDict) -> tuple[list, list]:
     return train, held_out
 
 
+def check_api_keys(config: ml_collections.ConfigDict) -> None:
+    """The API key of every endpoint this run will call (a hosted policy; the RLAIF judge when a method asks
+    it), so a missing OPENAI_API_KEY / ANTHROPIC_API_KEY is refused before the workdir is written."""
+    from ieta_jax.api.client import APIError, parse_endpoint
+
+    c = config
+    used = [(c.policy, c.policy_model_name)] if c.policy else []
+    if c.rlaif.judge and c.rlaif.feedback != "execution" and c.method in ("rlaif", "all"):
+        used.append((c.rlaif.judge, c.rlaif.judge_model))  # when signals.make_judge builds the judge
+    for uri, model in used:
+        try:
+            parse_endpoint(uri, model).api_key()
+        except APIError as e:
+            raise StartError(str(e)) from None
+
+
 def start_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     """The checked run; writes ``config.json`` (process 0) once nothing can refuse the run any more."""
     import jax
@@ -92,6 +108,8 @@ def start_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     from ieta_jax import distributed, sharding
 
     check_workdir(config, workdir)
+    if distributed.is_primary():  # process 0 alone sends API requests, so only it needs the keys
+        check_api_keys(config)
     try:
         base.check_devices(config, jax.device_count())
     except base.ConfigError as e:

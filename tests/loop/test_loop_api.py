@@ -153,8 +153,11 @@ def test_rlaif_with_judge_feedback_end_to_end(local_baseline, judge_checkpoint, 
     (("--config.policy=openai://127.0.0.1:1/v1", "--config.policy_model_name=m", "--config.method=dpo"),
      "must be 'baseline'"),
     (("--config.method=rlaif", "--config.rlaif.feedback=judge"), "config.rlaif.judge"),
+    (("--config.policy=openai://api.example.invalid/v1", "--config.policy_model_name=m", "--config.method=baseline"),
+     "OPENAI_API_KEY is not set"),
 ])
-def test_start_up_refusals_are_one_line_and_write_nothing(tmp_path, overrides, words):
+def test_start_up_refusals_are_one_line_and_write_nothing(tmp_path, overrides, words, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)       # run_env() copies os.environ
     workdir = str(tmp_path / "wd")
     proc = _run(workdir, *overrides, expect=2)
     lines = proc.stderr.strip().splitlines()

@@ -120,3 +120,32 @@ def test_one_compilation_serves_all_settings_and_prompt_lengths(hf_checkpoints):
     sampling.generate(model, [[3, 4, 9, 9, 9], [5]], 7, temperature=0.7, top_p=0.9, top_k=5, rng=1)
     sampling.generate(model, [[1] * 16, [2] * 9], 7, temperature=1.0, rng=2)
     assert sampling._generate._cache_size() == before + 1
+
+
+def test_stream_chunks_equal_generate_and_top_logprobs_are_exact(hf_checkpoints):
+    model = models.from_pretrained(hf_checkpoints["llama"])
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13]]
+    for kw in (dict(), dict(temperature=1.0, rng=3, num_samples=2)):
+        ref = sampling.generate(model, prompts, 12, top_logprobs=3, **kw)
+        chunks = list(sampling.generate_stream(model, prompts, 12, top_logprobs=3, chunk_tokens=4, **kw))
+        assert [c.start for c in chunks] == [0, 1, 5, 9]       # token 0 alone, then 4 per chunk
+        np.testing.assert_array_equal(np.concatenate([c.tokens for c in chunks], 1), ref.tokens)
+        np.testing.assert_array_equal(np.concatenate([c.top_ids for c in chunks], 1), ref.top_ids)
+        np.testing.assert_allclose(np.concatenate([c.logprobs for c in chunks], 1), ref.logprobs, atol=1e-6)
+        np.testing.assert_array_equal(chunks[-1].lengths, ref.lengths)
+        full_ids = np.concatenate([ref.prompt_ids, ref.tokens], 1)
+        full_mask = np.concatenate([ref.prompt_mask, np.ones_like(ref.tokens, bool)], 1)
+        p = ref.prompt_ids.shape[1]
+        logp = np.asarray(jax.nn.log_softmax(model(full_ids, full_mask), -1))[:, p - 1:-1]
+        best = np.argsort(-logp, -1, kind="stable")[..., :3]
+        np.testing.assert_array_equal(ref.top_ids, best)
+        np.testing.assert_allclose(ref.top_logprobs, np.take_along_axis(logp, best, -1), atol=2e-5)
+    # every row ends at EOS: the stream stops there instead of decoding to max_new_tokens
+    greedy = sampling.generate(model, prompts, 12)
+    eos = int(greedy.tokens[0, 2])
+    stopped = sampling.generate(model, prompts, 12, eos_token_id=[eos, int(greedy.tokens[1, 2])])
+    chunks = list(sampling.generate_stream(model, prompts, 12, eos_token_id=[eos, int(greedy.tokens[1, 2])],
+                                           chunk_tokens=4))
+    assert len(chunks) == 2 and chunks[-1].done.all()
+    np.testing.assert_array_equal(chunks[-1].lengths, stopped.lengths)
+    assert sampling.generate(model, prompts, 12).top_ids is None

@@ -92,6 +92,20 @@ def _messages_reply(path, body, headers):
                  "usage": {"input_tokens": 11, "output_tokens": 7}}, {}
 
 
+def test_cache_key_is_the_host_and_request_not_the_api_key(tmp_path, monkeypatch):
+    """Another host may serve another model under the same name, so it is asked again; the same host under
+    another key (or written with a trailing '/') is answered from the cache."""
+    reply = lambda path, body, headers: (200, completion_body("x"), {})  # noqa: E731
+    with StubServer(reply) as first, StubServer(reply) as second:
+        for key, uri in (("k1", f"openai://127.0.0.1:{first.port}/v1"), ("k2", f"openai://127.0.0.1:{first.port}/v1/"),
+                         ("k1", f"openai://127.0.0.1:{second.port}/v1")):
+            monkeypatch.setenv("OPENAI_API_KEY", key)
+            client = api.APIClient(api.parse_endpoint(uri, "m"), cache_dir=str(tmp_path))
+            client.call("completions", REQUEST)
+        assert len(first.requests) == 1 and len(second.requests) == 1
+        assert (client.usage.requests, client.usage.cache_hits) == (1, 0)
+
+
 def test_anthropic_policy_through_the_official_client(tmp_path, monkeypatch):
     from ieta_jax import data
 

@@ -51,7 +51,8 @@ def test_evaluate_policy_reproduces_in_process_greedy_and_caches(server, tiny_po
     assert second_samples == first_samples and second["pass_at_k"] == first["pass_at_k"]
 
 
-def test_evaluate_policy_refuses_bad_flags_before_sending(server, tmp_path, capsys):
+def test_evaluate_policy_refuses_bad_flags_before_sending(server, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     base = ["--dataset", "synthetic", "--split", "test", "--out", str(tmp_path / "m.json")]
     url = server.url.replace("http://", "openai://")
     calls = server.api.engine.sampler_calls
@@ -60,6 +61,8 @@ def test_evaluate_policy_refuses_bad_flags_before_sending(server, tmp_path, caps
                            (["--policy", "ftp://x", "--model_name", "m"], "policy URI 'ftp://x' must look like"),
                            (["--policy", url, "--model_name", MODEL_NAME, "--k", "1", "--chat"],
                             "--chat applies to --samples; with --policy use --api_mode chat"),
+                           (["--policy", "anthropic://", "--model_name", "claude", "--k", "1"],
+                            "ANTHROPIC_API_KEY is not set; export it to call https://api.anthropic.com"),
                            (["--samples", "s.jsonl", "--n", "3", "--temperature", "0.5"],
                             "--n, --temperature apply only with --policy")):
         assert evaluate.main(base + extra) == 2
@@ -69,3 +72,4 @@ def test_evaluate_policy_refuses_bad_flags_before_sending(server, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "404" in err[0] and "model 'nope' not found" in err[0], err
     assert server.api.engine.sampler_calls == calls and not (tmp_path / "m.json").exists()
+    assert not (tmp_path / "api_cache").exists()

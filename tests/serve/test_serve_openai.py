@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
+import jax
 import numpy as np
 import openai
 import pytest
@@ -85,7 +86,7 @@ def test_n_samples_per_prompt_and_seeds(server):
     assert r.usage.completion_tokens == sum(len(c.logprobs.tokens) + (c.finish_reason == "stop") for c in r.choices)
 
 
-def test_streaming_gives_the_same_text(server):
+def test_streaming_gives_the_same_text(server, tiny_policy):
     client = _client(server)
     plain = client.completions.create(model=MODEL_NAME, prompt=PROMPTS[2], max_tokens=16, temperature=0)
     chunks = list(client.completions.create(model=MODEL_NAME, prompt=PROMPTS[2], max_tokens=16, temperature=0,
@@ -99,6 +100,133 @@ def test_streaming_gives_the_same_text(server):
     stream = client.chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=10, temperature=0,
                                             stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream) == chat.choices[0].message.content
+    # a stop string is honoured across chunks: nothing at or past it is ever sent
+    _, tok = tiny_policy
+    full, _ = _greedy(tiny_policy, tok(PROMPTS[0])["input_ids"], 20)
+    stop = full[9:13]
+    streamed = [c.choices[0] for c in client.completions.create(
+        model=MODEL_NAME, prompt=PROMPTS[0], max_tokens=20, temperature=0, stop=[stop], stream=True)]
+    assert "".join(c.text for c in streamed) == full[:full.find(stop)] and streamed[-1].finish_reason == "stop"
+
+
+def test_stream_events_leave_while_later_tokens_decode(server):
+    """The engine pauses after its first streamed chunk until the client has read a token: a stream sent only
+    after decoding would leave the engine waiting out the timeout instead."""
+    engine, client = server.api.engine, _client(server)
+    plain = client.completions.create(model=MODEL_NAME, prompt=PROMPTS[1], max_tokens=32, temperature=0)
+    assert plain.usage.completion_tokens > 2          # more than the first chunk's one token to wait for
+    steps, waited, first_read = [], [], threading.Event()
+
+    def hook(decoded):
+        steps.append(decoded)
+        if len(steps) == 1:
+            waited.append(first_read.wait(timeout=120))
+    engine.chunk_hook = hook
+    try:
+        chunks, seen_at_first = [], None
+        for chunk in client.completions.create(model=MODEL_NAME, prompt=PROMPTS[1], max_tokens=32, temperature=0,
+                                               stream=True):
+            if seen_at_first is None:
+                seen_at_first = list(steps)
+                first_read.set()
+            chunks.append(chunk)
+    finally:
+        engine.chunk_hook = None
+    assert waited == [True] and seen_at_first == [1]  # the client read token 0 while 1 of the tokens existed
+    assert steps[-1] >= plain.usage.completion_tokens and len(steps) > 1
+    assert "".join(c.choices[0].text for c in chunks) == plain.choices[0].text
+
+
+def test_a_request_arriving_during_a_stream_runs_next(server, tiny_policy):
+    """Scheduling is first come, first served: a stream's batch runs to its end, then the queued request."""
+    engine, (_, tok) = server.api.engine, tiny_policy
+    ids = tok(PROMPTS[0])["input_ids"]
+    steps, release = [], threading.Event()
+
+    def hook(decoded):
+        steps.append(decoded)
+        if len(steps) == 1:
+            release.wait(timeout=120)
+    engine.chunk_hook = hook
+    try:
+        calls = engine.sampler_calls
+        stream = engine.stream([ids], temperature=0, max_tokens=20)
+        assert not next(stream)[0].done              # the stream's batch is decoding (held after its first chunk)
+        plain = engine.submit([ids], temperature=0, max_tokens=20)
+        assert engine.pending_rows() == 1 and not plain.done()   # queued, not merged into the running batch
+        release.set()
+        streamed = list(stream)[-1][0]
+        assert plain.result(timeout=300)[0].tokens == streamed.tokens
+        assert engine.sampler_calls == calls + 2
+    finally:
+        engine.chunk_hook = None
+        release.set()
+
+
+def test_streaming_n_samples_carry_their_index(server):
+    client = _client(server)
+    kw = dict(model=MODEL_NAME, prompt=PROMPTS[:2], max_tokens=12, temperature=1.0, n=2, seed=11)
+    plain = client.completions.create(**kw)
+    texts, finish = [""] * 4, [None] * 4
+    for chunk in client.completions.create(**kw, stream=True, stream_options={"include_usage": True}):
+        for c in chunk.choices:
+            texts[c.index] += c.text
+            finish[c.index] = c.finish_reason or finish[c.index]
+    assert texts == [c.text for c in plain.choices]           # same seed: the same samples, streamed or not
+    assert finish == [c.finish_reason for c in plain.choices]
+    assert chunk.usage.completion_tokens == plain.usage.completion_tokens
+    chat = client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": PROMPTS[0]}],
+                                          max_tokens=6, temperature=0.8, n=3, seed=2, stream=True)
+    by_index = {}
+    for chunk in chat:
+        for c in chunk.choices:
+            by_index.setdefault(c.index, []).append(c)
+    assert sorted(by_index) == [0, 1, 2] and all(cs[0].delta.role == "assistant" for cs in by_index.values())
+
+
+def _reference_logprobs(tiny_policy, prompt_ids, completion_ids):
+    model, _ = tiny_policy
+    ids = np.asarray([list(prompt_ids) + list(completion_ids)])
+    logits = model(ids, np.ones_like(ids, bool))
+    return np.asarray(jax.nn.log_softmax(logits.astype(jax.numpy.float32), -1))[0, len(prompt_ids) - 1:-1]
+
+
+def test_top_logprobs_are_the_models(server, tiny_policy):
+    _, tok = tiny_policy
+    client = _client(server)
+    ids = tok(PROMPTS[0])["input_ids"]
+    _, out = _greedy(tiny_policy, ids, 8)
+    n = int(out.lengths[0])
+    tokens = out.tokens[0, :n]
+    ref = _reference_logprobs(tiny_policy, ids, tokens)
+    best = np.argsort(-ref, -1, kind="stable")
+    r = client.completions.create(model=MODEL_NAME, prompt=PROMPTS[0], max_tokens=8, temperature=0, logprobs=3)
+    lp = r.choices[0].logprobs
+    shown = len(lp.tokens)                            # the EOS token, if any, is not part of the text
+    for t in range(shown):
+        expected = {tok.decode([int(i)], skip_special_tokens=False): ref[t, i] for i in best[t, :3]}
+        assert lp.top_logprobs[t].keys() == expected.keys()
+        np.testing.assert_allclose([lp.top_logprobs[t][k] for k in expected], list(expected.values()), atol=2e-5)
+        np.testing.assert_allclose(lp.token_logprobs[t], ref[t, tokens[t]], atol=2e-5)
+    messages = [{"role": "user", "content": PROMPTS[1]}]
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    chat_ids = tok(text)["input_ids"]
+    _, out = _greedy(tiny_policy, chat_ids, 6)
+    ref = _reference_logprobs(tiny_policy, chat_ids, out.tokens[0, :int(out.lengths[0])])
+    for stream in (False, True):
+        r = client.chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=6, temperature=0,
+                                           logprobs=True, top_logprobs=2, stream=stream)
+        content = ([e for c in r for e in (c.choices[0].logprobs.content if c.choices[0].logprobs else [])]
+                   if stream else r.choices[0].logprobs.content)
+        assert content
+        for t, entry in enumerate(content):
+            top = np.argsort(-ref[t], kind="stable")[:2]
+            assert [a.token for a in entry.top_logprobs] == [tok.decode([int(i)], skip_special_tokens=False)
+                                                            for i in top]
+            np.testing.assert_allclose([a.logprob for a in entry.top_logprobs], ref[t, top], atol=2e-5)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL_NAME, messages=messages, max_tokens=2, top_logprobs=2)
+    assert e.value.body["param"] == "top_logprobs"
 
 
 def test_concurrent_requests_share_one_sampler_call(server, tiny_policy):
@@ -128,7 +256,7 @@ def test_bad_requests_get_openai_errors(server):
     with pytest.raises(openai.NotFoundError) as e:
         client.completions.create(model="gpt-nope", prompt="x", max_tokens=1)
     assert "gpt-nope" in str(e.value) and e.value.body["code"] == "model_not_found"
-    for kw, param in ((dict(temperature=5), "temperature"), (dict(n=0), "n"), (dict(logprobs=3), "logprobs"),
+    for kw, param in ((dict(temperature=5), "temperature"), (dict(n=0), "n"), (dict(logprobs=6), "logprobs"),
                       (dict(max_tokens=2_000), "max_tokens"), (dict(presence_penalty=1.0), "presence_penalty")):
         with pytest.raises(openai.BadRequestError) as e:
             client.completions.create(model=MODEL_NAME, **{"prompt": "def f():", "max_tokens": 2, **kw})
@@ -160,3 +288,21 @@ def test_cli_serves_a_checkpoint_dir(tiny_checkpoint, tiny_policy, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_warmup_compiles_what_common_requests_use(tiny_policy):
+    from ieta_jax import serve
+
+    model, tok = tiny_policy
+    engine = serve.Engine(model, tok, max_batch_rows=2)
+    try:
+        assert engine.warmup(prompt_tokens=16) == 4      # batch sizes 1 and 2, logprobs, streaming
+        programs = [f._cache_size() for f in (sampling._generate, sampling._prefill, sampling._decode_chunk)]
+        ids = tok(PROMPTS[0])["input_ids"][:12]
+        assert len(engine.submit([ids], n=2, temperature=0, max_tokens=10).result()) == 2
+        assert engine.submit([ids], temperature=0, max_tokens=16, top_logprobs=2).result()[0].top
+        assert list(engine.stream([ids], temperature=0.7, max_tokens=5))[-1][0].done
+        assert [f._cache_size() for f in (sampling._generate, sampling._prefill, sampling._decode_chunk)] == programs
+        assert engine.sampler_calls == 3
+    finally:
+        engine.close()
