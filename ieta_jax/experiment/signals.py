@@ -11,7 +11,7 @@ import numpy as np
 from ieta_jax import distributed, feedback
 from ieta_jax.experiment.policy import LocalPolicy
 from ieta_jax.experiment.rollout import SampleSet, request
-from ieta_jax.experiment.start import Run
+from ieta_jax.experiment.start import Run, uses_judge
 
 
 def preference_pairs(run: Run, samples: SampleSet, policy: LocalPolicy) -> tuple[list, list]:
@@ -61,7 +61,7 @@ def make_judge(run: Run):
     """The AI judge of RLAIF (``config.rlaif.feedback`` judge/both) on process 0, its answers cached in
     ``<workdir>/api_cache/judge``; None when no method needs it and on the other processes."""
     c = run.config
-    if c.rlaif.feedback == "execution" or c.method not in ("rlaif", "all") or not distributed.is_primary():
+    if not uses_judge(c) or not distributed.is_primary():
         return None
     from ieta_jax import api
 

@@ -85,6 +85,11 @@ def load_task_sets(config: ml_collections.ConfigDict) -> tuple[list, list]:
     return train, held_out
 
 
+def uses_judge(c: ml_collections.ConfigDict) -> bool:
+    """Whether a method of this run asks the RLAIF AI judge (``rlaif.feedback`` judge/both, and RLAIF runs)."""
+    return c.rlaif.feedback != "execution" and c.method in ("rlaif", "all")
+
+
 def check_api_keys(config: ml_collections.ConfigDict) -> None:
     """The API key of every endpoint this run will call (a hosted policy; the RLAIF judge when a method asks
     it), so a missing OPENAI_API_KEY / ANTHROPIC_API_KEY is refused before the workdir is written."""
@@ -92,8 +97,8 @@ def check_api_keys(config: ml_collections.ConfigDict) -> None:
 
     c = config
     used = [(c.policy, c.policy_model_name)] if c.policy else []
-    if c.rlaif.judge and c.rlaif.feedback != "execution" and c.method in ("rlaif", "all"):
-        used.append((c.rlaif.judge, c.rlaif.judge_model))  # when signals.make_judge builds the judge
+    if c.rlaif.judge and uses_judge(c):
+        used.append((c.rlaif.judge, c.rlaif.judge_model))
     for uri, model in used:
         try:
             parse_endpoint(uri, model).api_key()
