@@ -159,6 +159,8 @@ class ProcessBackend:
     def start_worker(self, slot: int) -> PipeWorker:
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "IETA_SANDBOX_ISOLATION": "process",
                "IETA_SANDBOX_SCRATCH": self._scratch}
+        if os.environ.get("IETA_SANDBOX_PROFILE"):
+            env["IETA_SANDBOX_PROFILE"] = "1"  # debug: per-phase timings in each result (worker.PROFILE)
         argv = [sys.executable, "-I", "-S", "-c", BOOT.format(dir=SANDBOX_DIR)]
         return PipeWorker(argv, env, cwd=self._scratch)
 

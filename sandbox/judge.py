@@ -428,6 +428,7 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
         exc = _claimed_exc(msg.get("exc"))
         v.bad("syntax_error", exc["type"], exc["message"], exc["line"])
         return
+    worker.mark("load")
     if msg.get("t") != "loaded":
         raise Gone("ProtocolError", "the program did not report its names")
     if msg.get("exc") is not None:
@@ -465,6 +466,7 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
     else:
         _run_humaneval(ns, test, v, plan)
     signal.setitimer(signal.ITIMER_REAL, 0)
+    worker.mark("tests")
     try:
         proc.send({"op": "exit"})
         while True:
@@ -472,7 +474,9 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
             if bye.get("t") == "bye":
                 _merge_trace(v, bye.get("trace"))
                 break
+        worker.mark("bye")
         proc.wait_exit()
+        worker.mark("exit")
     except Gone:
         pass  # how the program ends after its tests does not change the verdict
 

@@ -46,6 +46,7 @@ CHILD_NPROC = 32                  # RLIMIT_NPROC for the unprivileged child uid
 EXIT_GRACE_S = 0.2                # after the program exits, how long its descendants may hold its stdout
 WATCH_INTERVAL_S = 0.02           # memory watchdog period (all of a program's processes together, gVisor)
 PARTIAL_TRACE_WAIT_S = 1.0        # how long a timed-out program gets to send its trace so far (busy hosts)
+PROFILE = bool(os.environ.get("IETA_SANDBOX_PROFILE"))  # debug: per-phase milliseconds in each result
 PR_SET_CHILD_SUBREAPER = 36
 MNT_DETACH = 2
 
@@ -302,6 +303,12 @@ class Worker:
         self._exits: list = []
         self._handles: dict[int, judge.RemoteObject] = {}
         self.proc: Proc | None = None
+        self.marks: list = []
+
+    def mark(self, phase: str) -> None:
+        """Debug mode (IETA_SANDBOX_PROFILE=1): note when `phase` ended; run() reports the durations."""
+        if PROFILE:
+            self.marks.append((phase, time.perf_counter()))
 
     # zygote protocol
     def spawn(self, req: dict, fds: list) -> int:
@@ -402,7 +409,9 @@ class Worker:
         if self.watch_memory:
             self.memory_base = sandbox_memory_used()
         self._make_scratch()
+        self.mark("scratch")
         self.proc = Proc(self, req, deadline, stdin)
+        self.mark("spawn")
         return self.proc
 
     def finish(self) -> None:
@@ -412,13 +421,20 @@ class Worker:
             if self.proc is not None:
                 self.proc.close()
                 self.proc = None
+            self.mark("kill")
             self._drop_scratch()
             self.read_exits()
+            self.mark("drop_scratch")
 
     def run(self, req: dict) -> dict:
         t0 = time.monotonic()
+        self.marks = [("start", time.perf_counter())] if PROFILE else []
         result = judge.judge(self, req, t0 + req["timeout_s"], OUTPUT_CAP_CHARS)
         result.update(id=req["id"], duration_s=round(time.monotonic() - t0, 6), isolation=self.isolation)
+        if PROFILE:
+            self.mark("verdict")
+            result["profile_ms"] = [(name, round((t - self.marks[i][1]) * 1e3, 3))
+                                    for i, (name, t) in enumerate(self.marks[1:])]
         if self.control_fd is not None and select.select([self.control_fd], [], [], 0)[0]:
             self.host_gone = True
         return result
