@@ -27,7 +27,7 @@ SANDBOX_DIR = os.path.dirname(os.path.abspath(__file__))
 # Host-side slack on top of a request's own timeout before a worker counts as hung.
 HANG_SLACK_S = 5.0
 STARTUP_TIMEOUT_S = 60.0
-BOOT = "import sys; sys.path.insert(0, {dir!r}); import worker; worker.bootstrap()"
+BOOT = "import sys; sys.path.insert(0, {dir!r}); import program; program.boot()"
 
 
 def _libc():

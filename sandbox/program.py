@@ -16,6 +16,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 
 try:
@@ -28,6 +29,9 @@ CHANNEL_FD = 3
 SOLUTION_FILENAME = _tracer.SOLUTION_FILENAME
 MESSAGE_CAP = 500
 CLONE_NEWIPC = 0x08000000
+# Zygote -> worker: (b"S", pid, 0, 0.0) when a program process was forked, (b"E", pid, wait status, CPU
+# seconds) when one exited.
+ZYGOTE_MSG = struct.Struct("<cxxxiid")
 # Imported once in the zygote so that the programs using them (most HumanEval/MBPP programs) do not pay
 # for the import. Pure-Python or built-in modules only: every shared library mapped here (libcrypto for
 # hashlib, _decimal) would make each fork dearer under gVisor's ptrace platform.
@@ -35,10 +39,45 @@ PRELOAD = ("collections", "itertools", "functools", "math", "re", "heapq", "bise
            "copy", "operator")
 
 
+# --- boot ----------------------------------------------------------------------------------------------
+def boot():
+    """Entry point of the backends (backends.BOOT, `python -I -S`): fork the zygote first, while this
+    process has imported nothing but this module, then become the worker (worker.main).
+
+    Forking before the worker imports its judge, json, ctypes, ... keeps the zygote small, and under
+    gVisor's ptrace platform each fork, and each page a fresh program process touches, costs in
+    proportion to what it inherits. -S skips site in the worker (no .pth side effects); the zygote
+    imports it for the programs."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        parent.close()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1):
+            os.dup2(devnull, fd)
+        keep = {0, 1, 2, child.fileno()}
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) not in keep:
+                try:
+                    os.close(int(name))
+                except OSError:
+                    pass
+        run_program(zygote(child))  # returns only in a freshly forked program process
+    child.close()
+    import site
+    sys.path.extend(p for p in site.getsitepackages() if p not in sys.path)
+    try:
+        from . import worker
+    except ImportError:  # loaded flat inside the sandbox
+        import worker
+    worker.main(parent, pid)
+
+
 # --- zygote ------------------------------------------------------------------------------------------
 def zygote(sock: socket.socket):
     """Serve spawn requests forever; return only in a freshly forked program process (its spawn spec).
-    `sock` is a SOCK_SEQPACKET socket: one codec value per message, the new process's fds attached."""
+    `sock` is a SOCK_SEQPACKET socket: from the worker one codec value per message (the spawn spec) with
+    the new process's fds attached; to the worker ZYGOTE_MSG structs."""
     import site
     site.main()
     for name in PRELOAD:
@@ -53,6 +92,10 @@ def zygote(sock: socket.socket):
     os.set_blocking(wfd, False)
     signal.set_wakeup_fd(wfd)
     signal.signal(signal.SIGCHLD, lambda *a: None)
+    # Between two forks the zygote does as little as it can: after each fork every page it writes is a
+    # copy-on-write fault, which gVisor's ptrace platform makes dear. So the spec is decoded by the child
+    # and the replies are fixed-size structs.
+    spawned = ZYGOTE_MSG.pack
     while True:
         ready, _, _ = select.select([sock, rfd], [], [])
         if rfd in ready:
@@ -66,17 +109,17 @@ def zygote(sock: socket.socket):
         msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 8)
         if not msg:
             os._exit(0)  # the worker is gone
-        spec = codec.decode(msg)
         pid = os.fork()
         if pid == 0:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             sock.detach()  # its fd is closed below; the socket object must not close a reused number
+            spec = codec.decode(msg)
             _become_program(spec, fds, libc=libc)
             return spec
         for fd in fds:
             os.close(fd)
-        sock.send(codec.encode({"spawned": pid}))
+        sock.send(spawned(b"S", pid, 0, 0.0))
 
 
 def _report_exits(sock):
@@ -87,7 +130,7 @@ def _report_exits(sock):
             return
         if pid == 0:
             return
-        sock.send(codec.encode({"exited": pid, "status": status, "cpu_s": ru.ru_utime + ru.ru_stime}))
+        sock.send(ZYGOTE_MSG.pack(b"E", pid, status, ru.ru_utime + ru.ru_stime))
 
 
 def _libc():

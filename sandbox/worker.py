@@ -14,8 +14,8 @@ program's objects never enter the judge: non-plain values stay there as opaque h
 comparison). `error_type`, `error_message`, `error_line` and `trace` are the program's own claims:
 validated and bounded here, and nothing that ranks results may trust them beyond that.
 
-Usage: python -I -S -c "import worker; worker.bootstrap()"   (stdlib only; one request per stdin line,
-one result per stdout line)
+Started by program.boot() (the backends' BOOT command: stdlib only; one request per stdin line, one
+result per stdout line).
 """
 from __future__ import annotations
 
@@ -74,13 +74,21 @@ def _process_table() -> dict[int, tuple[int, bytes]]:
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
+            stat = _read_proc(f"/proc/{name}/stat")
             rest = stat[stat.rindex(b")") + 2:].split()
             table[int(name)] = (int(rest[1]), rest[0])
         except (OSError, ValueError, IndexError):
             continue
     return table
+
+
+def _read_proc(path: str) -> bytes:
+    """A small /proc file in three syscalls (open() adds four more, each a round trip under ptrace)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
 
 
 def _descendants(root: int, table: dict, exclude: int | None = None) -> list[int]:
@@ -95,8 +103,7 @@ def _descendants(root: int, table: dict, exclude: int | None = None) -> list[int
 def sandbox_memory_used() -> int:
     """Bytes in use in the whole sandbox (gVisor's /proc/meminfo describes the sandbox, not the host;
     shared copy-on-write pages count once, tmpfs files count too)."""
-    with open("/proc/meminfo", "rb") as f:
-        fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+    fields = dict(line.split(b":", 1) for line in _read_proc("/proc/meminfo").splitlines() if b":" in line)
     return (int(fields[b"MemTotal"].split()[0]) - int(fields[b"MemFree"].split()[0])) << 10
 
 
@@ -318,26 +325,26 @@ class Worker:
                 "trace": bool(req.get("trace"))}
         socket.send_fds(self.zsock_obj, [codec.encode(spec)], fds)
         while True:
-            msg = self._zmsg(blocking=True)
-            if "spawned" in msg:
-                return msg["spawned"]
-            self._exits.append((msg["exited"], msg["status"], msg["cpu_s"]))
+            kind, pid, status, cpu = self._zmsg(blocking=True)
+            if kind == b"S":
+                return pid
+            self._exits.append((pid, status, cpu))
 
     def _zmsg(self, blocking: bool):
         if not blocking and not select.select([self.zsock], [], [], 0)[0]:
             return None
-        data = self.zsock_obj.recv(1 << 16)
+        data = self.zsock_obj.recv(64)
         if not data:
             raise RuntimeError("the zygote died")
-        return codec.decode(data)
+        return program.ZYGOTE_MSG.unpack(data)
 
     def read_exits(self):
         while True:
             msg = self._zmsg(blocking=False)
             if msg is None:
                 break
-            if "exited" in msg:
-                self._exits.append((msg["exited"], msg["status"], msg["cpu_s"]))
+            if msg[0] == b"E":
+                self._exits.append(msg[1:])
         out, self._exits = self._exits, []
         return out
 
@@ -349,6 +356,8 @@ class Worker:
                 except OSError:
                     pass
         for _ in range(rounds):
+            if self.isolated and self._alone():
+                return
             table = _process_table()
             pids = [p for p in _descendants(os.getpid(), table, exclude=self.zygote_pid)
                     if table.get(p, (0, b"Z"))[1] != b"Z"]
@@ -368,6 +377,15 @@ class Worker:
                     raise RuntimeError("the zygote died")
             if not pids:
                 return
+
+    def _alone(self) -> bool:
+        """True if the sandbox holds no process but the worker and the zygote (its own pid namespace:
+        /proc lists only its processes), so no stat file needs reading."""
+        try:
+            pids = {int(n) for n in os.listdir("/proc") if n.isdigit()}
+        except OSError:
+            return False
+        return pids <= {os.getpid(), self.zygote_pid}
 
     # handles of program objects (valid for one request)
     def handles(self, hid: int):
@@ -440,28 +458,6 @@ class Worker:
         return result
 
 
-def start_zygote():
-    """Fork the zygote before any request is read. Returns (socket, pid) in the worker; in a program's
-    process (forked later by the zygote) returns its spawn spec instead."""
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    pid = os.fork()
-    if pid == 0:
-        parent.close()
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1):
-            os.dup2(devnull, fd)
-        keep = {0, 1, 2, child.fileno()}
-        for name in os.listdir("/proc/self/fd"):
-            if int(name) not in keep:
-                try:
-                    os.close(int(name))
-                except OSError:
-                    pass
-        return program.zygote(child)
-    child.close()
-    return parent, pid
-
-
 def main(zsock, zygote_pid):
     # The protocol owns the original stdout; fd 1 is pointed at /dev/null so stray writes cannot corrupt it.
     proto = os.fdopen(os.dup(1), "wb", buffering=0)
@@ -502,16 +498,3 @@ def main(zsock, zygote_pid):
         if worker.host_gone:
             return
         proto.write((json.dumps(result) + "\n").encode())
-
-
-def bootstrap():
-    """Entry point used by the backends: `python -I -S -c "...; import worker; worker.bootstrap()"`.
-
-    -S skips site in the worker (no .pth side effects); the zygote imports it for the programs.
-    """
-    import site
-    sys.path.extend(p for p in site.getsitepackages() if p not in sys.path)
-    started = start_zygote()
-    if isinstance(started, dict):  # a program's process
-        program.run_program(started)
-    main(*started)
