@@ -32,6 +32,8 @@ CLONE_NEWIPC = 0x08000000
 # Zygote -> worker: (b"S", pid, 0, 0.0) when a program process was forked, (b"E", pid, wait status, CPU
 # seconds) when one exited.
 ZYGOTE_MSG = struct.Struct("<cxxxiid")
+SPEC_LIMIT = 1 << 20   # largest spawn spec (the program's source and its limits)
+_FD_SIZE = struct.calcsize("i")
 # Imported once in the zygote so that the programs using them (most HumanEval/MBPP programs) do not pay
 # for the import. Pure-Python or built-in modules only: every shared library mapped here (libcrypto for
 # hashlib, _decimal) would make each fork dearer under gVisor's ptrace platform.
@@ -96,6 +98,7 @@ def zygote(sock: socket.socket):
     # copy-on-write fault, which gVisor's ptrace platform makes dear. So the spec is decoded by the child
     # and the replies are fixed-size structs.
     spawned = ZYGOTE_MSG.pack
+    buf = memoryview(bytearray(SPEC_LIMIT))  # one receive buffer: a fresh 1 MiB each time is mmap + munmap
     while True:
         ready, _, _ = select.select([sock, rfd], [], [])
         if rfd in ready:
@@ -106,8 +109,8 @@ def zygote(sock: socket.socket):
             _report_exits(sock)
         if sock not in ready:
             continue
-        msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 8)
-        if not msg:
+        msg, fds = _recv_spec(sock, buf)
+        if msg is None:
             os._exit(0)  # the worker is gone
         pid = os.fork()
         if pid == 0:
@@ -120,6 +123,20 @@ def zygote(sock: socket.socket):
         for fd in fds:
             os.close(fd)
         sock.send(spawned(b"S", pid, 0, 0.0))
+
+
+def _recv_spec(sock: socket.socket, buf: memoryview):
+    """One spawn message (bytes) and the fds attached to it; (None, []) when the worker is gone."""
+    n, ancdata, flags, _ = sock.recvmsg_into([buf], socket.CMSG_SPACE(8 * _FD_SIZE))
+    fds = []
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.extend(struct.unpack(f"{len(data) // _FD_SIZE}i", data[:len(data) - len(data) % _FD_SIZE]))
+    if not n:
+        return None, fds
+    if flags & socket.MSG_TRUNC:
+        raise RuntimeError(f"spawn spec larger than {SPEC_LIMIT} bytes")
+    return bytes(buf[:n]), fds
 
 
 def _report_exits(sock):
@@ -148,13 +165,8 @@ def _become_program(spec: dict, fds: list, libc) -> None:
     chan, stdin, stdout, stderr = fds
     for src, dst in ((stdin, 0), (stdout, 1), (stderr, 2), (chan, CHANNEL_FD)):
         os.dup2(src, dst)
-    for name in os.listdir("/proc/self/fd"):  # a few syscalls, where closerange costs thousands under ptrace
-        n = int(name)
-        if n > CHANNEL_FD:
-            try:
-                os.close(n)
-            except OSError:
-                pass
+    # one close_range syscall (no fd is at or above the soft limit: nothing here lowers it)
+    os.closerange(CHANNEL_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     os.set_inheritable(CHANNEL_FD, False)
     os.chdir(spec["scratch"])
     if spec.get("private_ipc") and libc is not None:

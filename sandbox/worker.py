@@ -126,6 +126,7 @@ class Proc:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         self.chan, self.in_w, self.out_r, self.err_r = chan_j, in_w, out_r, err_r
+        chan_j.setblocking(False)
         os.set_blocking(in_w, False)
         self.pid = worker.spawn(req, [chan_c.fileno(), in_r, out_w, err_w])
         for fd in (in_r, out_w, err_w):
@@ -226,19 +227,20 @@ class Proc:
         return msg
 
     def send(self, msg) -> None:
+        """Send without waiting when the channel has room (one syscall); otherwise wait for room while
+        still reading the program's output and checking the limits."""
         data = memoryview(codec.frame(codec.encode(msg, self.worker.handle_id)))
         while data:
-            _, w, _ = select.select([], [self.chan], [], max(0.0, self.deadline - time.monotonic()))
-            if not w:
-                self.pump(0)  # raises the timeout
-                continue
             try:
-                n = self.chan.send(data)
+                data = data[self.chan.send(data):]
+                continue
+            except BlockingIOError:
+                pass
             except (BrokenPipeError, ConnectionResetError):
                 self.wait_exit()
                 raise self.fate() from None
-            data = data[n:]
-            self.pump(0)
+            select.select([], [self.chan], [], max(0.0, min(WATCH_INTERVAL_S, self.deadline - time.monotonic())))
+            self.pump(0)  # raises at the deadline
 
     def wait_exit(self) -> None:
         """Until the process exited and its stdout/stderr closed (or a short grace after the exit)."""
@@ -477,15 +479,15 @@ def main(zsock, zygote_pid):
     worker = Worker(zsock, zygote_pid, scratch_root=os.environ.get("IETA_SANDBOX_SCRATCH") or None,
                     child_uid=int(uid) if uid else None,
                     isolation=os.environ.get("IETA_SANDBOX_ISOLATION", "process"), control_fd=0)
-    stdin = os.fdopen(0, "rb", buffering=0)
     proto.write((json.dumps({"ready": True, "pid": os.getpid()}) + "\n").encode())
     buf = b""
+    chunk = memoryview(bytearray(1 << 20))  # reused: a fresh 1 MiB per read is an mmap + munmap
     while True:
         while b"\n" not in buf:
-            chunk = stdin.read(1 << 20)
-            if not chunk:
+            n = os.readv(0, [chunk])
+            if not n:
                 return
-            buf += chunk
+            buf += chunk[:n]
         line, buf = buf.split(b"\n", 1)
         req = None
         try:
