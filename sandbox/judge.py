@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import importlib
 import signal
 import sys
@@ -22,6 +23,7 @@ except ImportError:  # loaded flat inside the sandbox
 TEST_FILENAME = "<test>"
 MESSAGE_CAP = 500
 MAX_TRACE_BYTES = 200_000
+PLAN_CACHE = 512   # distinct test sources whose compiled plan is kept
 
 
 class Limit(BaseException):
@@ -193,11 +195,20 @@ def _escapes_statement(node) -> bool:
     return isinstance(node, _NOT_SPLITTABLE)
 
 
+@functools.lru_cache(maxsize=PLAN_CACHE)
+def compiled(src: str):
+    """Code object of trusted test source (cached: the samples of one task share their tests; code
+    objects are immutable and each request execs them in a fresh namespace)."""
+    return compile(src, TEST_FILENAME, "exec", dont_inherit=True)
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE)
 def humaneval_plan(test_src: str):
     """Split `check(candidate)` into top-level statements; those containing asserts are cases.
 
-    Returns (param_name, [(is_case, code, source)]) or (None, None) when the body cannot be split.
-    Raises ValueError when there is no check() or it asserts nothing (a request error).
+    Returns (param_name, ((is_case, code, source), ...)) or (None, None) when the body cannot be split.
+    Raises ValueError when there is no check() or it asserts nothing (a request error). Cached like
+    `compiled`.
     """
     tree = ast.parse(test_src, TEST_FILENAME)
     checks = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"]
@@ -217,7 +228,7 @@ def humaneval_plan(test_src: str):
         mod = ast.Module(body=[stmt], type_ignores=[])
         steps.append((_contains_assert(stmt), compile(mod, TEST_FILENAME, "exec", dont_inherit=True),
                       ast.get_source_segment(test_src, stmt) or ""))
-    return fn.args.args[0].arg, steps
+    return fn.args.args[0].arg, tuple(steps)
 
 
 _NO_IMPORT = frozenset({"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "pydoc", "webbrowser"})
@@ -496,14 +507,14 @@ def _case(v: _Verdict, fn, label: str = "") -> None:
 
 def _run_asserts(ns, test, v) -> None:
     try:
-        exec(compile(test.get("setup") or "", TEST_FILENAME, "exec", dont_inherit=True), ns)
+        exec(compiled(test.get("setup") or ""), ns)
     except Exception as e:
         if isinstance(e, Gone):
             raise
         _exc_verdict(v, e)
     for i, a in enumerate(test["asserts"]):
         try:
-            code = compile(a, TEST_FILENAME, "exec", dont_inherit=True)
+            code = compiled(a)
         except SyntaxError as e:
             v.bad("error", "SyntaxError", f"test assert {i}: {e.msg}")
             continue
@@ -518,7 +529,7 @@ def _run_humaneval(ns, test, v, plan) -> None:
         v.bad("error", "NameError", f"entry point {entry!r} is not defined")
         return
     try:
-        exec(compile(test["test"], TEST_FILENAME, "exec", dont_inherit=True), ns)
+        exec(compiled(test["test"]), ns)
     except Exception as e:
         if isinstance(e, Gone):
             raise

@@ -122,18 +122,20 @@ class Proc:
         self.worker, self.req, self.deadline = worker, req, deadline
         self.stdin = memoryview(stdin)
         chan_j, chan_c = socket.socketpair()
-        in_r, in_w = os.pipe()
+        if self.stdin:
+            in_r, in_w = os.pipe()
+            os.set_blocking(in_w, False)
+        else:  # nothing to feed: /dev/null reads as the same empty stream, without a pipe per program
+            in_r, in_w = worker.devnull, None
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         self.chan, self.in_w, self.out_r, self.err_r = chan_j, in_w, out_r, err_r
         chan_j.setblocking(False)
-        os.set_blocking(in_w, False)
         self.pid = worker.spawn(req, [chan_c.fileno(), in_r, out_w, err_w])
         for fd in (in_r, out_w, err_w):
-            os.close(fd)
+            if fd != worker.devnull:
+                os.close(fd)
         chan_c.close()
-        if not self.stdin:
-            self._close_stdin()
         self.reader = codec.FrameReader()
         self.frames: list = []
         self.out, self.err = bytearray(), bytearray()
@@ -313,6 +315,7 @@ class Worker:
         self._handles: dict[int, judge.RemoteObject] = {}
         self.proc: Proc | None = None
         self.marks: list = []
+        self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
     def mark(self, phase: str) -> None:
         """Debug mode (IETA_SANDBOX_PROFILE=1): note when `phase` ended; run() reports the durations."""
