@@ -392,14 +392,13 @@ class Worker:
                 return
 
     def _alone(self) -> bool:
-        """True if the sandbox holds no process but the worker, the zygote and the program's own
-        process, already sent SIGKILL (its own pid namespace: /proc lists only its processes), so no
-        stat file needs reading."""
+        """True if the sandbox holds no process but the worker and the zygote (its own pid namespace:
+        /proc lists only its processes), so no stat file needs reading."""
         try:
             pids = {int(n) for n in os.listdir("/proc") if n.isdigit()}
         except OSError:
             return False
-        return pids <= {os.getpid(), self.zygote_pid, self.proc.pid if self.proc is not None else -1}
+        return pids <= {os.getpid(), self.zygote_pid}
 
     # handles of program objects (valid for one request)
     def handles(self, hid: int):
