@@ -447,7 +447,7 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
         exc = _claimed_exc(msg["exc"])
         v.bad("memory" if exc["type"] == "MemoryError" else "error", exc["type"], exc["message"], exc["line"])
         try:
-            proc.wait_exit(need_status=False)  # its atexit output, as a local run shows it; the verdict is decided
+            proc.wait_exit()  # its atexit output, as a local run shows it; the verdict is already decided
         except (Gone, Limit):
             pass
         return
@@ -486,7 +486,7 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
                 _merge_trace(v, bye.get("trace"))
                 break
         worker.mark("bye")
-        proc.wait_exit(need_status=False)
+        proc.wait_exit()
         worker.mark("exit")
     except Gone:
         pass  # how the program ends after its tests does not change the verdict

@@ -244,15 +244,10 @@ class Proc:
             select.select([], [self.chan], [], max(0.0, min(WATCH_INTERVAL_S, self.deadline - time.monotonic())))
             self.pump(0)  # raises at the deadline
 
-    def wait_exit(self, need_status: bool = True) -> None:
-        """Until the process exited and its stdout/stderr closed (or a short grace after the exit).
-        need_status=False: once its channel, stdout and stderr are all closed (what a process's exit
-        does), without waiting for the zygote's exit report; for a verdict already decided, whose
-        output is all the judge still needs."""
+    def wait_exit(self) -> None:
+        """Until the process exited and its stdout/stderr closed (or a short grace after the exit)."""
         while self.exit_status is None or (self.open - {self.chan.fileno()} and
                                            time.monotonic() - self.exited_at < EXIT_GRACE_S):
-            if not need_status and not self.open:
-                return
             self.pump(0.05 if self.exit_status is not None else 1.0)
 
     def partial_trace(self):
@@ -337,9 +332,6 @@ class Worker:
         while True:
             kind, pid, status, cpu = self._zmsg(blocking=True)
             if kind == b"S":
-                # Exit reports come before the spawn of a process that reuses their pid: those are stale
-                # (a verdict no longer waits for its process's report, so one may still be queued).
-                self._exits = [e for e in self._exits if e[0] != pid]
                 return pid
             self._exits.append((pid, status, cpu))
 
