@@ -480,7 +480,7 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
     worker.mark("tests")
     try:
         proc.send({"op": "exit"})
-        while True:
+        while req.get("trace"):  # the trace of the last calls comes with the goodbye
             bye = proc.message()
             if bye.get("t") == "bye":
                 _merge_trace(v, bye.get("trace"))

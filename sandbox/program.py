@@ -314,7 +314,8 @@ class _Program:
                 return
             op = msg.get("op")
             if op == "exit":
-                self._send_quietly({"t": "bye", "trace": self.trace()})
+                if self.tracer is not None:  # untraced, the judge just waits for the exit
+                    self._send_quietly({"t": "bye", "trace": self.trace()})
                 return
             seq = msg.get("seq")
             try:
