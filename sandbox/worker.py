@@ -143,7 +143,7 @@ class Proc:
         self.exit_status = None
         self.cpu_s = 0.0
         self.exited_at = None
-        self.next_watch = 0.0
+        self.next_watch = time.monotonic() + WATCH_INTERVAL_S  # nothing to see at the start; a read is dear in gVisor
 
     def _close_stdin(self):
         if self.in_w is not None:
