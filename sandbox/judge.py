@@ -272,10 +272,11 @@ _EXPR_NODES = (ast.Compare, ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Cons
 MAX_PREFETCH = 256
 
 
-def _literal_call(source: str, param: str):
-    """codec bytes of [args, kwargs] if `source` is `assert <expr>[, "message"]` whose expr makes exactly one
-    call, of `param`, with literal arguments, around which there is nothing but literals, comparisons,
-    arithmetic and _PURE builtins (so the call is made, and made once, whatever it returns); else None."""
+def _literal_call(source: str, param: str | None = None):
+    """(name, codec bytes of [args, kwargs]) if `source` is `assert <expr>[, "message"]` whose expr makes
+    exactly one call of a name other than the _PURE builtins (`param`, if given), with literal arguments,
+    and around it nothing but literals, comparisons, arithmetic and _PURE builtins (so the call is made,
+    and made once, whatever it returns); else None."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -289,49 +290,71 @@ def _literal_call(source: str, param: str):
     for node in ast.walk(stmt.test):
         if not isinstance(node, _EXPR_NODES):
             return None
-        if isinstance(node, ast.Name) and node.id != param and node.id not in _PURE:
-            return None
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name):
                 return None
-            if node.func.id == param:
+            if node.func.id not in _PURE:
                 calls.append(node)
-    if len(calls) != 1 or any(isinstance(a, ast.Starred) for a in calls[0].args) or \
-            any(k.arg is None for k in calls[0].keywords):
+    if len(calls) != 1:
+        return None
+    call = calls[0]
+    name = call.func.id
+    if (param is not None and name != param) or any(
+            isinstance(n, ast.Name) and n.id not in _PURE and n.id != name for n in ast.walk(stmt.test)):
+        return None
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
         return None
     try:
-        return codec.encode([[ast.literal_eval(a) for a in calls[0].args],
-                             {k.arg: ast.literal_eval(k.value) for k in calls[0].keywords}])
+        return name, codec.encode([[ast.literal_eval(a) for a in call.args],
+                                   {k.arg: ast.literal_eval(k.value) for k in call.keywords}])
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, codec.CodecError):
         return None
 
 
-@functools.lru_cache(maxsize=PLAN_CACHE)
-def prefetch_plan(test_src: str) -> tuple:
-    """The candidate calls that check()'s leading steps will make, in order (codec bytes of [args, kwargs]
-    each): the longest run of steps from the first that are each one `_literal_call`."""
-    param, steps = humaneval_plan(test_src)
+def _leading_literal_calls(sources, param: str | None = None) -> tuple:
+    """The longest run of `sources`, from the first, that are each one `_literal_call`: ((name, key), ...)."""
     out = []
-    for _, _, source in steps or ():
-        key = _literal_call(source, param)
-        if key is None or len(out) == MAX_PREFETCH:
+    for source in sources:
+        call = _literal_call(source, param)
+        if call is None or len(out) == MAX_PREFETCH:
             break
-        out.append(key)
+        out.append(call)
     return tuple(out)
 
 
-def _prefetch(worker, candidate, keys) -> None:
-    """Send the calls of `keys` to the program in one message, ahead of the test code: it answers each
+@functools.lru_cache(maxsize=PLAN_CACHE)
+def prefetch_plan(test_src: str) -> tuple:
+    """The candidate calls that humaneval check()'s leading steps will make, in order: ((param, key), ...)
+    with key the codec bytes of [args, kwargs]."""
+    param, steps = humaneval_plan(test_src)
+    return _leading_literal_calls([source for _, _, source in steps or ()], param)
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE)
+def asserts_prefetch_plan(asserts: tuple) -> tuple:
+    """The same for the leading asserts of an `asserts` test (each calling one function of the program)."""
+    return _leading_literal_calls(asserts)
+
+
+def _prefetch(worker, ns: dict, plan) -> None:
+    """Send the calls of `plan` ((name or proxy, key), ...) to the program in one message, ahead of the test code: it answers each
     in order, and the proxies take those answers as the test code makes the same calls (one round trip
     for the lot instead of one per assert; under gVisor each is several sentry round trips). The
-    program's calls happen in the order, and with the arguments, of a plain run."""
+    program's calls happen in the order, and with the arguments, of a plain run. Only while the names
+    are the program's callables and the test's _PURE names are the builtins."""
+    if _PURE & ns.keys():
+        return
     batch = []
-    for key in keys:
+    for name, key in plan:
+        fn = name if isinstance(name, RemoteObject) else ns.get(name)
+        if not isinstance(fn, RemoteObject):
+            break
         seq = _next_seq(worker)
         args, kwargs = codec.decode(key)
-        batch.append([seq, args, kwargs])
-        worker.prefetched.append((candidate, key, seq))
-    worker.proc.send({"op": "calls", "fn": candidate, "calls": batch})
+        batch.append([seq, fn, args, kwargs])
+        worker.prefetched.append((fn, key, seq))
+    if batch:
+        worker.proc.send({"op": "calls", "calls": batch})
 
 
 _NO_IMPORT = frozenset({"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "pydoc", "webbrowser"})
@@ -577,7 +600,7 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
     if kind == "call":
         _run_call(ns, test, v)
     elif kind == "asserts":
-        _run_asserts(ns, test, v)
+        _run_asserts(worker, ns, test, v)
     else:
         _run_humaneval(ns, test, v, plan)
     signal.setitimer(signal.ITIMER_REAL, 0)
@@ -609,13 +632,14 @@ def _case(v: _Verdict, fn, label: str = "") -> None:
         v.ok()
 
 
-def _run_asserts(ns, test, v) -> None:
+def _run_asserts(worker, ns, test, v) -> None:
     try:
         exec(compiled(test.get("setup") or ""), ns)
     except Exception as e:
         if isinstance(e, Gone):
             raise
         _exc_verdict(v, e)
+    _prefetch(worker, ns, asserts_prefetch_plan(tuple(test["asserts"])))
     for i, a in enumerate(test["asserts"]):
         try:
             code = compiled(a)
@@ -643,9 +667,7 @@ def _run_humaneval(ns, test, v, plan) -> None:
         _case(v, lambda: ns["check"](candidate))
         return
     ns[param] = candidate
-    keys = prefetch_plan(test["test"])
-    if keys and not (_PURE & ns.keys()):  # the test's abs/len/... are the builtins
-        _prefetch(candidate._worker, candidate, keys)
+    _prefetch(candidate._worker, ns, prefetch_plan(test["test"]))
     for is_case, code, label in steps:
         if is_case:
             _case(v, lambda code=code: exec(code, ns), label)
@@ -668,6 +690,13 @@ def _run_call(ns, test, v) -> None:
     if not isinstance(fn, RemoteObject):
         v.bad("error", "NameError", f"function {name!r} is not defined")
         return
+    plan = []
+    for case in test["cases"][:MAX_PREFETCH]:
+        try:
+            plan.append((fn, codec.encode([list(case["args"]), {}])))
+        except codec.CodecError:
+            break
+    _prefetch(fn._worker, ns, plan)
     for i, case in enumerate(test["cases"]):
         def one(case=case, i=i):
             got = fn(*copy.deepcopy(case["args"]))

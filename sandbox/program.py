@@ -318,8 +318,8 @@ class _Program:
                     self._send_quietly({"t": "bye", "trace": self.trace()})
                 return
             if op == "calls":  # the judge's calls made ahead of its test code, in its order
-                for seq, args, kwargs in msg["calls"]:
-                    self.answer(ns, {"op": "call", "seq": seq, "fn": msg["fn"], "args": args, "kwargs": kwargs})
+                for seq, fn, args, kwargs in msg["calls"]:
+                    self.answer(ns, {"op": "call", "seq": seq, "fn": fn, "args": args, "kwargs": kwargs})
             else:
                 self.answer(ns, msg)
 

@@ -15,7 +15,8 @@ def test_prefetch_plan_takes_the_leading_literal_asserts():
              "    n = 3\n"
              "    assert candidate(n) == n\n"
              "    assert candidate(4) == 4\n")
-    assert [codec.decode(k) for k in judge.prefetch_plan(check)] == [[[1], {}], [[2.5], {}], [[], {"x": [1, (2, 3)]}]]
+    assert [(name, codec.decode(k)) for name, k in judge.prefetch_plan(check)] == [
+        ("candidate", [[1], {}]), ("candidate", [[2.5], {}]), ("candidate", [[], {"x": [1, (2, 3)]}])]
     for first in ("assert candidate(1) == candidate(1)",      # two calls
                   "assert helper(candidate(1))",              # a function that is not a pure builtin
                   "assert candidate(1) or candidate(2)",      # a call that may not happen
@@ -46,3 +47,14 @@ def test_a_call_the_test_code_does_not_make_is_skipped(executor):
     [r] = executor.run([he("skip-raise", "def f(x):\n    if x == 5:\n        raise KeyError(x)\n    return x\n",
                            check.replace("1 // 0 == ", "")[:-1] + "\n    assert candidate(5) == 5\n")])
     assert (r.status, r.error_type, r.tests_passed, r.tests_total) == ("error", "KeyError", 1, 3)
+
+
+def test_asserts_and_call_kinds_keep_order_and_counts(executor):
+    counter = "calls = []\ndef f(x):\n    calls.append(x)\n    return len(calls) * 10 + x\n"
+    asserts = ["assert f(1) == 11", "assert f(2) == 22", "assert f(3) == 0", "assert f(4) == 44"]
+    assert [n for n, _ in judge.asserts_prefetch_plan(tuple(asserts))] == ["f"] * 4
+    [r] = executor.run([{"id": "as", "solution": counter, "test": {"kind": "asserts", "asserts": asserts}}])
+    assert (r.status, r.tests_passed, r.tests_total, r.error_message) == ("failed", 3, 4, "assert f(3) == 0")
+    cases = [{"args": [1], "expected": 11}, {"args": [2], "expected": 22}, {"args": [3], "expected": 33}]
+    [r] = executor.run([{"id": "call", "solution": counter, "test": {"kind": "call", "fn_name": "f", "cases": cases}}])
+    assert (r.status, r.tests_passed, r.tests_total) == ("passed", 3, 3), r.error_message
