@@ -1,7 +1,7 @@
 """The program's side: a zygote that forks one fresh process per program, and what that process runs.
 
-The zygote is forked by the worker before the worker reads any request, so it (and every process it
-forks) never holds a request's tests or expected values. It imports `site` (a normal interpreter:
+The zygote is forked at boot (`boot`), before the worker module is even imported and long before any
+request is read, so it (and every process it forks) never holds a request's tests or expected values. It imports `site` (a normal interpreter:
 exit/quit, site-packages), then serves spawn requests from the worker on a unix socket: each carries
 the new process's four fds (channel, stdin, stdout, stderr) and its limits. The forked process closes
 everything else, leaves the zygote's signal set-up, drops to the unprivileged uid, and runs the
