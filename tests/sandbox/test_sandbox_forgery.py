@@ -286,6 +286,8 @@ HONEST_FN = {
     "namedtuple": "from collections import namedtuple\nP = namedtuple('P', 'x')\ndef add(a, b):\n    return P(a + b).x\n",
     "exit_defined": "def add(a, b):\n    assert callable(exit) and callable(quit)\n    return a + b\n",
     "atexit_in_module": "import atexit\natexit.register(print, 'bye')\n" + GOOD_ADD,
+    # site-packages are importable (program._site: their paths, not the .pth files' start-up code)
+    "site_package": "import sys, pluggy\nassert any(p.endswith('site-packages') for p in sys.path)\n" + GOOD_ADD,
 }
 
 
