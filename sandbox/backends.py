@@ -27,7 +27,7 @@ SANDBOX_DIR = os.path.dirname(os.path.abspath(__file__))
 # Host-side slack on top of a request's own timeout before a worker counts as hung.
 HANG_SLACK_S = 5.0
 STARTUP_TIMEOUT_S = 60.0
-BOOT = "import sys; sys.path.insert(0, {dir!r}); import worker; worker.bootstrap()"
+BOOT = "import sys; sys.path.insert(0, {dir!r}); import program; program.boot()"
 
 
 def _libc():
@@ -159,6 +159,8 @@ class ProcessBackend:
     def start_worker(self, slot: int) -> PipeWorker:
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "IETA_SANDBOX_ISOLATION": "process",
                "IETA_SANDBOX_SCRATCH": self._scratch}
+        if os.environ.get("IETA_SANDBOX_PROFILE"):
+            env["IETA_SANDBOX_PROFILE"] = "1"  # debug: per-phase timings in each result (worker.PROFILE)
         argv = [sys.executable, "-I", "-S", "-c", BOOT.format(dir=SANDBOX_DIR)]
         return PipeWorker(argv, env, cwd=self._scratch)
 

@@ -141,6 +141,8 @@ def build_bundle(bundle: str, *, memory_mb: int, scratch_mb: int, pids: int, boo
             os.symlink(os.readlink(host), os.path.join(rootfs, link))
     env = ["PATH=/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/tmp", f"IETA_SANDBOX_CHILD_UID={CHILD_UID}",
            "IETA_SANDBOX_ISOLATION=gvisor", "IETA_SANDBOX_SCRATCH=/tmp", "PYTHONDONTWRITEBYTECODE=1"]
+    if os.environ.get("IETA_SANDBOX_PROFILE"):
+        env.append("IETA_SANDBOX_PROFILE=1")  # debug: per-phase timings in each result (worker.PROFILE)
     config = {
         "ociVersion": "1.0.0",
         "process": {

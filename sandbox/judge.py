@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import builtins
+import collections
+import functools
 import importlib
 import signal
 import sys
@@ -22,6 +24,7 @@ except ImportError:  # loaded flat inside the sandbox
 TEST_FILENAME = "<test>"
 MESSAGE_CAP = 500
 MAX_TRACE_BYTES = 200_000
+PLAN_CACHE = 512   # distinct test sources whose compiled plan is kept
 
 
 class Limit(BaseException):
@@ -145,20 +148,51 @@ class RemoteObject:
         return "<object in the program's process>"
 
 
-def _call(worker, msg: dict, args):
-    """One remote call: send, wait for the matching answer, apply mutations of list/dict/set args."""
-    proc = worker.proc
-    worker.seq = seq = getattr(worker, "seq", 0) + 1
-    msg["seq"] = seq
-    if msg["op"] in ("call", "setattr"):
-        try:
-            codec.encode(msg, worker.handle_id)
-        except codec.CodecError as e:
-            raise UnencodableValue(f"test argument cannot be sent to the program: {e}") from None
-    proc.send(msg)
+def _next_seq(worker) -> int:
+    worker.seq = getattr(worker, "seq", 0) + 1
+    return worker.seq
+
+
+def _reply(proc, seq: int) -> dict:
     reply = proc.message()
     if reply.get("seq") != seq or reply.get("t") not in ("return", "raise"):
         raise Gone("ProtocolError", "the program answered out of turn")
+    return reply
+
+
+def _take_prefetched(worker, msg: dict):
+    """The answer to `msg` if it is the next call sent ahead (see _prefetch), else None; when the test
+    code went another way, the answers still due are taken and dropped first."""
+    pending = worker.prefetched
+    if not pending:
+        return None
+    fn, key, seq = pending[0]
+    if msg["op"] == "call" and msg["fn"] is fn and not msg.get("method"):
+        try:
+            same = codec.encode([msg["args"], msg["kwargs"]]) == key
+        except codec.CodecError:
+            same = False
+        if same:
+            pending.popleft()
+            return _reply(worker.proc, seq)
+    while pending:
+        _reply(worker.proc, pending.popleft()[2])
+    return None
+
+
+def _call(worker, msg: dict, args):
+    """One remote call: send, wait for the matching answer, apply mutations of list/dict/set args."""
+    proc = worker.proc
+    reply = _take_prefetched(worker, msg)
+    if reply is None:
+        msg["seq"] = seq = _next_seq(worker)
+        if msg["op"] in ("call", "setattr"):
+            try:
+                codec.encode(msg, worker.handle_id)
+            except codec.CodecError as e:
+                raise UnencodableValue(f"test argument cannot be sent to the program: {e}") from None
+        proc.send(msg)
+        reply = _reply(proc, seq)
     if reply["t"] == "raise":
         raise _remote_exception(_claimed_exc(reply.get("exc")))
     mutated = reply.get("args")
@@ -193,11 +227,20 @@ def _escapes_statement(node) -> bool:
     return isinstance(node, _NOT_SPLITTABLE)
 
 
+@functools.lru_cache(maxsize=PLAN_CACHE)
+def compiled(src: str):
+    """Code object of trusted test source (cached: the samples of one task share their tests; code
+    objects are immutable and each request execs them in a fresh namespace)."""
+    return compile(src, TEST_FILENAME, "exec", dont_inherit=True)
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE)
 def humaneval_plan(test_src: str):
     """Split `check(candidate)` into top-level statements; those containing asserts are cases.
 
-    Returns (param_name, [(is_case, code, source)]) or (None, None) when the body cannot be split.
-    Raises ValueError when there is no check() or it asserts nothing (a request error).
+    Returns (param_name, ((is_case, code, source), ...)) or (None, None) when the body cannot be split.
+    Raises ValueError when there is no check() or it asserts nothing (a request error). Cached like
+    `compiled`.
     """
     tree = ast.parse(test_src, TEST_FILENAME)
     checks = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"]
@@ -217,7 +260,101 @@ def humaneval_plan(test_src: str):
         mod = ast.Module(body=[stmt], type_ignores=[])
         steps.append((_contains_assert(stmt), compile(mod, TEST_FILENAME, "exec", dont_inherit=True),
                       ast.get_source_segment(test_src, stmt) or ""))
-    return fn.args.args[0].arg, steps
+    return fn.args.args[0].arg, tuple(steps)
+
+
+# Builtins a prefetchable assert may apply to the candidate's value (pure: they cannot call the program).
+_PURE = frozenset({"abs", "round", "len", "sorted", "set", "frozenset", "list", "tuple", "dict", "str", "int",
+                   "float", "bool", "sum", "max", "min", "repr"})
+_EXPR_NODES = (ast.Compare, ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Constant, ast.List, ast.Tuple,
+               ast.Set, ast.Dict, ast.Subscript, ast.Slice, ast.keyword, ast.expr_context, ast.operator,
+               ast.cmpop, ast.unaryop)
+MAX_PREFETCH = 256
+
+
+def _literal_call(source: str, param: str | None = None):
+    """(name, codec bytes of [args, kwargs]) if `source` is `assert <expr>[, "message"]` whose expr makes
+    exactly one call of a name other than the _PURE builtins (`param`, if given), with literal arguments,
+    and around it nothing but literals, comparisons, arithmetic and _PURE builtins (so the call is made,
+    and made once, whatever it returns); else None."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
+        return None
+    stmt = tree.body[0]
+    if stmt.msg is not None and not isinstance(stmt.msg, ast.Constant):
+        return None
+    calls = []
+    for node in ast.walk(stmt.test):
+        if not isinstance(node, _EXPR_NODES):
+            return None
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name):
+                return None
+            if node.func.id not in _PURE:
+                calls.append(node)
+    if len(calls) != 1:
+        return None
+    call = calls[0]
+    name = call.func.id
+    if (param is not None and name != param) or any(
+            isinstance(n, ast.Name) and n.id not in _PURE and n.id != name for n in ast.walk(stmt.test)):
+        return None
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+        return None
+    try:
+        return name, codec.encode([[ast.literal_eval(a) for a in call.args],
+                                   {k.arg: ast.literal_eval(k.value) for k in call.keywords}])
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, codec.CodecError):
+        return None
+
+
+def _leading_literal_calls(sources, param: str | None = None) -> tuple:
+    """The longest run of `sources`, from the first, that are each one `_literal_call`: ((name, key), ...)."""
+    out = []
+    for source in sources:
+        call = _literal_call(source, param)
+        if call is None or len(out) == MAX_PREFETCH:
+            break
+        out.append(call)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE)
+def prefetch_plan(test_src: str) -> tuple:
+    """The candidate calls that humaneval check()'s leading steps will make, in order: ((param, key), ...)
+    with key the codec bytes of [args, kwargs]."""
+    param, steps = humaneval_plan(test_src)
+    return _leading_literal_calls([source for _, _, source in steps or ()], param)
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE)
+def asserts_prefetch_plan(asserts: tuple) -> tuple:
+    """The same for the leading asserts of an `asserts` test (each calling one function of the program)."""
+    return _leading_literal_calls(asserts)
+
+
+def _prefetch(worker, ns: dict, plan) -> None:
+    """Send the calls of `plan` ((name or proxy, key), ...) to the program in one message, ahead of the test code: it answers each
+    in order, and the proxies take those answers as the test code makes the same calls (one round trip
+    for the lot instead of one per assert; under gVisor each is several sentry round trips). The
+    program's calls happen in the order, and with the arguments, of a plain run. Only while the names
+    are the program's callables and the test's _PURE names are the builtins."""
+    if _PURE & ns.keys():
+        return
+    batch = []
+    for name, key in plan:
+        fn = name if isinstance(name, RemoteObject) else ns.get(name)
+        if not isinstance(fn, RemoteObject):
+            break
+        seq = _next_seq(worker)
+        args, kwargs = codec.decode(key)
+        batch.append([seq, fn, args, kwargs])
+        worker.prefetched.append((fn, key, seq))
+    if batch:
+        worker.proc.send({"op": "calls", "calls": batch})
 
 
 _NO_IMPORT = frozenset({"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "pydoc", "webbrowser"})
@@ -344,6 +481,7 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
     else:
         total = len(test["cases"])
     v = _Verdict(total)
+    worker.prefetched = collections.deque()
     try:
         if kind == "stdio":
             _run_stdio(worker, req, deadline, v)
@@ -428,6 +566,7 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
         exc = _claimed_exc(msg.get("exc"))
         v.bad("syntax_error", exc["type"], exc["message"], exc["line"])
         return
+    worker.mark("load")
     if msg.get("t") != "loaded":
         raise Gone("ProtocolError", "the program did not report its names")
     if msg.get("exc") is not None:
@@ -461,18 +600,21 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
     if kind == "call":
         _run_call(ns, test, v)
     elif kind == "asserts":
-        _run_asserts(ns, test, v)
+        _run_asserts(worker, ns, test, v)
     else:
         _run_humaneval(ns, test, v, plan)
     signal.setitimer(signal.ITIMER_REAL, 0)
+    worker.mark("tests")
     try:
         proc.send({"op": "exit"})
-        while True:
+        while req.get("trace"):  # the trace of the last calls comes with the goodbye
             bye = proc.message()
             if bye.get("t") == "bye":
                 _merge_trace(v, bye.get("trace"))
                 break
+        worker.mark("bye")
         proc.wait_exit()
+        worker.mark("exit")
     except Gone:
         pass  # how the program ends after its tests does not change the verdict
 
@@ -490,16 +632,17 @@ def _case(v: _Verdict, fn, label: str = "") -> None:
         v.ok()
 
 
-def _run_asserts(ns, test, v) -> None:
+def _run_asserts(worker, ns, test, v) -> None:
     try:
-        exec(compile(test.get("setup") or "", TEST_FILENAME, "exec", dont_inherit=True), ns)
+        exec(compiled(test.get("setup") or ""), ns)
     except Exception as e:
         if isinstance(e, Gone):
             raise
         _exc_verdict(v, e)
+    _prefetch(worker, ns, asserts_prefetch_plan(tuple(test["asserts"])))
     for i, a in enumerate(test["asserts"]):
         try:
-            code = compile(a, TEST_FILENAME, "exec", dont_inherit=True)
+            code = compiled(a)
         except SyntaxError as e:
             v.bad("error", "SyntaxError", f"test assert {i}: {e.msg}")
             continue
@@ -514,7 +657,7 @@ def _run_humaneval(ns, test, v, plan) -> None:
         v.bad("error", "NameError", f"entry point {entry!r} is not defined")
         return
     try:
-        exec(compile(test["test"], TEST_FILENAME, "exec", dont_inherit=True), ns)
+        exec(compiled(test["test"]), ns)
     except Exception as e:
         if isinstance(e, Gone):
             raise
@@ -524,6 +667,7 @@ def _run_humaneval(ns, test, v, plan) -> None:
         _case(v, lambda: ns["check"](candidate))
         return
     ns[param] = candidate
+    _prefetch(candidate._worker, ns, prefetch_plan(test["test"]))
     for is_case, code, label in steps:
         if is_case:
             _case(v, lambda code=code: exec(code, ns), label)
@@ -546,6 +690,13 @@ def _run_call(ns, test, v) -> None:
     if not isinstance(fn, RemoteObject):
         v.bad("error", "NameError", f"function {name!r} is not defined")
         return
+    plan = []
+    for case in test["cases"][:MAX_PREFETCH]:
+        try:
+            plan.append((fn, codec.encode([list(case["args"]), {}])))
+        except codec.CodecError:
+            break
+    _prefetch(fn._worker, ns, plan)
     for i, case in enumerate(test["cases"]):
         def one(case=case, i=i):
             got = fn(*copy.deepcopy(case["args"]))

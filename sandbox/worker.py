@@ -14,8 +14,8 @@ program's objects never enter the judge: non-plain values stay there as opaque h
 comparison). `error_type`, `error_message`, `error_line` and `trace` are the program's own claims:
 validated and bounded here, and nothing that ranks results may trust them beyond that.
 
-Usage: python -I -S -c "import worker; worker.bootstrap()"   (stdlib only; one request per stdin line,
-one result per stdout line)
+Started by program.boot() (the backends' BOOT command: stdlib only; one request per stdin line, one
+result per stdout line).
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ CHILD_NPROC = 32                  # RLIMIT_NPROC for the unprivileged child uid
 EXIT_GRACE_S = 0.2                # after the program exits, how long its descendants may hold its stdout
 WATCH_INTERVAL_S = 0.02           # memory watchdog period (all of a program's processes together, gVisor)
 PARTIAL_TRACE_WAIT_S = 1.0        # how long a timed-out program gets to send its trace so far (busy hosts)
+PROFILE = bool(os.environ.get("IETA_SANDBOX_PROFILE"))  # debug: per-phase milliseconds in each result
 PR_SET_CHILD_SUBREAPER = 36
 MNT_DETACH = 2
 
@@ -73,13 +74,21 @@ def _process_table() -> dict[int, tuple[int, bytes]]:
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
+            stat = _read_proc(f"/proc/{name}/stat")
             rest = stat[stat.rindex(b")") + 2:].split()
             table[int(name)] = (int(rest[1]), rest[0])
         except (OSError, ValueError, IndexError):
             continue
     return table
+
+
+def _read_proc(path: str) -> bytes:
+    """A small /proc file in three syscalls (open() adds four more, each a round trip under ptrace)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
 
 
 def _descendants(root: int, table: dict, exclude: int | None = None) -> list[int]:
@@ -94,8 +103,7 @@ def _descendants(root: int, table: dict, exclude: int | None = None) -> list[int
 def sandbox_memory_used() -> int:
     """Bytes in use in the whole sandbox (gVisor's /proc/meminfo describes the sandbox, not the host;
     shared copy-on-write pages count once, tmpfs files count too)."""
-    with open("/proc/meminfo", "rb") as f:
-        fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+    fields = dict(line.split(b":", 1) for line in _read_proc("/proc/meminfo").splitlines() if b":" in line)
     return (int(fields[b"MemTotal"].split()[0]) - int(fields[b"MemFree"].split()[0])) << 10
 
 
@@ -114,17 +122,20 @@ class Proc:
         self.worker, self.req, self.deadline = worker, req, deadline
         self.stdin = memoryview(stdin)
         chan_j, chan_c = socket.socketpair()
-        in_r, in_w = os.pipe()
+        if self.stdin:
+            in_r, in_w = os.pipe()
+            os.set_blocking(in_w, False)
+        else:  # nothing to feed: /dev/null reads as the same empty stream, without a pipe per program
+            in_r, in_w = worker.devnull, None
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         self.chan, self.in_w, self.out_r, self.err_r = chan_j, in_w, out_r, err_r
-        os.set_blocking(in_w, False)
+        chan_j.setblocking(False)
         self.pid = worker.spawn(req, [chan_c.fileno(), in_r, out_w, err_w])
         for fd in (in_r, out_w, err_w):
-            os.close(fd)
+            if fd != worker.devnull:
+                os.close(fd)
         chan_c.close()
-        if not self.stdin:
-            self._close_stdin()
         self.reader = codec.FrameReader()
         self.frames: list = []
         self.out, self.err = bytearray(), bytearray()
@@ -132,7 +143,7 @@ class Proc:
         self.exit_status = None
         self.cpu_s = 0.0
         self.exited_at = None
-        self.next_watch = 0.0
+        self.next_watch = time.monotonic() + WATCH_INTERVAL_S  # nothing to see at the start; a read is dear in gVisor
 
     def _close_stdin(self):
         if self.in_w is not None:
@@ -218,19 +229,20 @@ class Proc:
         return msg
 
     def send(self, msg) -> None:
+        """Send without waiting when the channel has room (one syscall); otherwise wait for room while
+        still reading the program's output and checking the limits."""
         data = memoryview(codec.frame(codec.encode(msg, self.worker.handle_id)))
         while data:
-            _, w, _ = select.select([], [self.chan], [], max(0.0, self.deadline - time.monotonic()))
-            if not w:
-                self.pump(0)  # raises the timeout
-                continue
             try:
-                n = self.chan.send(data)
+                data = data[self.chan.send(data):]
+                continue
+            except BlockingIOError:
+                pass
             except (BrokenPipeError, ConnectionResetError):
                 self.wait_exit()
                 raise self.fate() from None
-            data = data[n:]
-            self.pump(0)
+            select.select([], [self.chan], [], max(0.0, min(WATCH_INTERVAL_S, self.deadline - time.monotonic())))
+            self.pump(0)  # raises at the deadline
 
     def wait_exit(self) -> None:
         """Until the process exited and its stdout/stderr closed (or a short grace after the exit)."""
@@ -302,6 +314,13 @@ class Worker:
         self._exits: list = []
         self._handles: dict[int, judge.RemoteObject] = {}
         self.proc: Proc | None = None
+        self.marks: list = []
+        self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+    def mark(self, phase: str) -> None:
+        """Debug mode (IETA_SANDBOX_PROFILE=1): note when `phase` ended; run() reports the durations."""
+        if PROFILE:
+            self.marks.append((phase, time.perf_counter()))
 
     # zygote protocol
     def spawn(self, req: dict, fds: list) -> int:
@@ -311,26 +330,26 @@ class Worker:
                 "trace": bool(req.get("trace"))}
         socket.send_fds(self.zsock_obj, [codec.encode(spec)], fds)
         while True:
-            msg = self._zmsg(blocking=True)
-            if "spawned" in msg:
-                return msg["spawned"]
-            self._exits.append((msg["exited"], msg["status"], msg["cpu_s"]))
+            kind, pid, status, cpu = self._zmsg(blocking=True)
+            if kind == b"S":
+                return pid
+            self._exits.append((pid, status, cpu))
 
     def _zmsg(self, blocking: bool):
         if not blocking and not select.select([self.zsock], [], [], 0)[0]:
             return None
-        data = self.zsock_obj.recv(1 << 16)
+        data = self.zsock_obj.recv(64)
         if not data:
             raise RuntimeError("the zygote died")
-        return codec.decode(data)
+        return program.ZYGOTE_MSG.unpack(data)
 
     def read_exits(self):
         while True:
             msg = self._zmsg(blocking=False)
             if msg is None:
                 break
-            if "exited" in msg:
-                self._exits.append((msg["exited"], msg["status"], msg["cpu_s"]))
+            if msg[0] == b"E":
+                self._exits.append(msg[1:])
         out, self._exits = self._exits, []
         return out
 
@@ -342,6 +361,8 @@ class Worker:
                 except OSError:
                     pass
         for _ in range(rounds):
+            if self.isolated and self._alone():
+                return
             table = _process_table()
             pids = [p for p in _descendants(os.getpid(), table, exclude=self.zygote_pid)
                     if table.get(p, (0, b"Z"))[1] != b"Z"]
@@ -361,6 +382,15 @@ class Worker:
                     raise RuntimeError("the zygote died")
             if not pids:
                 return
+
+    def _alone(self) -> bool:
+        """True if the sandbox holds no process but the worker and the zygote (its own pid namespace:
+        /proc lists only its processes), so no stat file needs reading."""
+        try:
+            pids = {int(n) for n in os.listdir("/proc") if n.isdigit()}
+        except OSError:
+            return False
+        return pids <= {os.getpid(), self.zygote_pid}
 
     # handles of program objects (valid for one request)
     def handles(self, hid: int):
@@ -402,7 +432,9 @@ class Worker:
         if self.watch_memory:
             self.memory_base = sandbox_memory_used()
         self._make_scratch()
+        self.mark("scratch")
         self.proc = Proc(self, req, deadline, stdin)
+        self.mark("spawn")
         return self.proc
 
     def finish(self) -> None:
@@ -412,38 +444,23 @@ class Worker:
             if self.proc is not None:
                 self.proc.close()
                 self.proc = None
+            self.mark("kill")
             self._drop_scratch()
             self.read_exits()
+            self.mark("drop_scratch")
 
     def run(self, req: dict) -> dict:
         t0 = time.monotonic()
+        self.marks = [("start", time.perf_counter())] if PROFILE else []
         result = judge.judge(self, req, t0 + req["timeout_s"], OUTPUT_CAP_CHARS)
         result.update(id=req["id"], duration_s=round(time.monotonic() - t0, 6), isolation=self.isolation)
+        if PROFILE:
+            self.mark("verdict")
+            result["profile_ms"] = [(name, round((t - self.marks[i][1]) * 1e3, 3))
+                                    for i, (name, t) in enumerate(self.marks[1:])]
         if self.control_fd is not None and select.select([self.control_fd], [], [], 0)[0]:
             self.host_gone = True
         return result
-
-
-def start_zygote():
-    """Fork the zygote before any request is read. Returns (socket, pid) in the worker; in a program's
-    process (forked later by the zygote) returns its spawn spec instead."""
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    pid = os.fork()
-    if pid == 0:
-        parent.close()
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1):
-            os.dup2(devnull, fd)
-        keep = {0, 1, 2, child.fileno()}
-        for name in os.listdir("/proc/self/fd"):
-            if int(name) not in keep:
-                try:
-                    os.close(int(name))
-                except OSError:
-                    pass
-        return program.zygote(child)
-    child.close()
-    return parent, pid
 
 
 def main(zsock, zygote_pid):
@@ -465,15 +482,15 @@ def main(zsock, zygote_pid):
     worker = Worker(zsock, zygote_pid, scratch_root=os.environ.get("IETA_SANDBOX_SCRATCH") or None,
                     child_uid=int(uid) if uid else None,
                     isolation=os.environ.get("IETA_SANDBOX_ISOLATION", "process"), control_fd=0)
-    stdin = os.fdopen(0, "rb", buffering=0)
     proto.write((json.dumps({"ready": True, "pid": os.getpid()}) + "\n").encode())
     buf = b""
+    chunk = memoryview(bytearray(1 << 20))  # reused: a fresh 1 MiB per read is an mmap + munmap
     while True:
         while b"\n" not in buf:
-            chunk = stdin.read(1 << 20)
-            if not chunk:
+            n = os.readv(0, [chunk])
+            if not n:
                 return
-            buf += chunk
+            buf += chunk[:n]
         line, buf = buf.split(b"\n", 1)
         req = None
         try:
@@ -486,16 +503,3 @@ def main(zsock, zygote_pid):
         if worker.host_gone:
             return
         proto.write((json.dumps(result) + "\n").encode())
-
-
-def bootstrap():
-    """Entry point used by the backends: `python -I -S -c "...; import worker; worker.bootstrap()"`.
-
-    -S skips site in the worker (no .pth side effects); the zygote imports it for the programs.
-    """
-    import site
-    sys.path.extend(p for p in site.getsitepackages() if p not in sys.path)
-    started = start_zygote()
-    if isinstance(started, dict):  # a program's process
-        program.run_program(started)
-    main(*started)

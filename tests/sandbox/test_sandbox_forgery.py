@@ -272,6 +272,12 @@ HONEST_IO = {
     "dunder_stdout": "import sys\na, b = map(int, input().split())\nsys.__stdout__.write(f'{a + b}\\n')\n",
     "thread_main": "import threading\ndef main():\n    a, b = map(int, input().split())\n    print(a + b)\n"
                    "threading.Thread(target=main).start()\n",
+    # the program's process ends without the interpreter's teardown (program._finish): what a plain run
+    # flushes at exit must still come out
+    "no_newline_unflushed": "import sys\na, b = map(int, input().split())\nsys.stdout.write(str(a + b))\n",
+    "unclosed_fd1_file": "a, b = map(int, input().split())\nout = open(1, 'w', closefd=False)\nout.write(f'{a + b}\\n')\n",
+    "replaced_stdout": "import io, sys\nsys.stdout = io.TextIOWrapper(open(1, 'wb', closefd=False))\n"
+                       "a, b = map(int, input().split())\nprint(a + b)\n",
 }
 HONEST_FN = {
     "userlist": "from collections import UserList\ndef add(a, b):\n    return UserList([a + b])[0]\n",
@@ -280,6 +286,8 @@ HONEST_FN = {
     "namedtuple": "from collections import namedtuple\nP = namedtuple('P', 'x')\ndef add(a, b):\n    return P(a + b).x\n",
     "exit_defined": "def add(a, b):\n    assert callable(exit) and callable(quit)\n    return a + b\n",
     "atexit_in_module": "import atexit\natexit.register(print, 'bye')\n" + GOOD_ADD,
+    # site-packages are importable (program._site: their paths, not the .pth files' start-up code)
+    "site_package": "import sys, pluggy\nassert any(p.endswith('site-packages') for p in sys.path)\n" + GOOD_ADD,
 }
 
 

@@ -178,6 +178,9 @@ def test_stdio_every_input_and_output_path(executor):
     reqs = [{"id": k, "solution": v, "test": {"kind": "stdio", "cases": cases}} for k, v in readers.items()]
     for r in executor.run(reqs):
         assert (r.id, r.status, r.tests_passed) == (r.id, "passed", 2), (r.error_type, r.error_message)
+    [r] = executor.run([{"id": "exit-msg", "solution": "import sys\nprint(1)\nsys.exit('bad input')\n",
+                         "test": {"kind": "stdio", "cases": [{"input": "", "output": "1\n"}]}}])
+    assert (r.status, r.error_type, r.stderr) == ("error", "SystemExit", "bad input\n"), r.error_message
     [r] = executor.run([{"id": "flood", "solution": "while True:\n    print('z' * 10000)\n", "timeout_s": 5,
                          "test": {"kind": "stdio", "cases": [{"input": "", "output": ""}]}}])
     assert (r.status, r.error_type) == ("error", "OutputLimitExceeded"), r.error_message
