@@ -20,8 +20,11 @@ _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
 class KVCache(NamedTuple):
-    """Per-layer keys/values [batch, max_len, kv_heads, head_dim]; `mask` [batch, max_len] marks filled, non-pad
-    slots; `index` is the next slot to write (the same for all rows: prompts are left-padded)."""
+    """Per-layer keys/values [batch, kv_heads, max_len, head_dim]; `mask` [batch, max_len] marks filled, non-pad
+    slots; `index` is the next slot to write (the same for all rows: prompts are left-padded).
+
+    Head-major, the layout the attention matmuls read (batch and head leading): slot-major, XLA copied the
+    whole cache into that layout in every decode step."""
 
     keys: tuple[jax.Array, ...]
     values: tuple[jax.Array, ...]
@@ -30,7 +33,7 @@ class KVCache(NamedTuple):
 
     @classmethod
     def init(cls, cfg: ModelConfig, batch: int, max_len: int) -> "KVCache":
-        shape = (batch, max_len, cfg.num_key_value_heads, cfg.head_dim)
+        shape = (batch, cfg.num_key_value_heads, max_len, cfg.head_dim)
         zeros = tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.num_hidden_layers))
         return cls(zeros, tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.num_hidden_layers)),
                    jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32))
@@ -96,18 +99,22 @@ class Attention(nnx.Module):
         n_kv, d = cfg.num_key_value_heads, cfg.head_dim
         groups = cfg.num_attention_heads // n_kv
         q = _rotate(self.q_proj(x).reshape(b, t, cfg.num_attention_heads, d), cos, sin)
-        k = _rotate(self.k_proj(x).reshape(b, t, n_kv, d), cos, sin)
-        v = self.v_proj(x).reshape(b, t, n_kv, d)
+        # Keys and values head-major [B, kv, T, D], as the cache stores them.
+        k = _rotate(self.k_proj(x).reshape(b, t, n_kv, d), cos, sin).transpose(0, 2, 1, 3)
+        v = self.v_proj(x).reshape(b, t, n_kv, d).transpose(0, 2, 1, 3)
         new_kv = None
         if cache_kv is not None:
-            k = jax.lax.dynamic_update_slice(cache_kv[0], k.astype(cache_kv[0].dtype), (0, cache_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(cache_kv[1], v.astype(cache_kv[1].dtype), (0, cache_index, 0, 0))
+            k = jax.lax.dynamic_update_slice(cache_kv[0], k.astype(cache_kv[0].dtype), (0, 0, cache_index, 0))
+            v = jax.lax.dynamic_update_slice(cache_kv[1], v.astype(cache_kv[1].dtype), (0, 0, cache_index, 0))
             new_kv = (k, v)
-        q = q.reshape(b, t, n_kv, groups, d)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * (d ** -0.5)
+        # Both matmuls in canonical form (batch dims leading, contraction over the minor dim of the lhs), so XLA
+        # runs them as batched GEMMs without relayouting their operands.
+        q = q.reshape(b, t, n_kv, groups, d).transpose(0, 2, 3, 1, 4)
+        scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32) * (d ** -0.5)
         scores = jnp.where(allowed[:, None, None, :, :], scores, _MASK_VALUE)
         probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(x.dtype)).reshape(b, t, cfg.num_attention_heads * d)
+        out = jnp.einsum("bkgts,bksd->bkgtd", probs, v.astype(x.dtype))
+        out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, cfg.num_attention_heads * d)
         return self.o_proj(out), new_kv
 
 
