@@ -93,7 +93,8 @@ class Attention(nnx.Module):
         self.v_proj = Linear(cfg, h, kv, ("embed", "kv_heads"), cfg.attention_bias, rngs)
         self.o_proj = Linear(cfg, q, h, ("q_heads", "embed"), False, rngs)
 
-    def __call__(self, x, cos, sin, allowed, cache_kv=None, cache_index=None):
+    def __call__(self, x, cos, sin, mask_bias, cache_kv=None, cache_index=None):
+        """`mask_bias` [B, T, S]: 0 where query t may attend to key slot s, a large negative value elsewhere."""
         cfg = self.cfg
         b, t, _ = x.shape
         n_kv, d = cfg.num_key_value_heads, cfg.head_dim
@@ -111,7 +112,7 @@ class Attention(nnx.Module):
         # runs them as batched GEMMs without relayouting their operands.
         q = q.reshape(b, t, n_kv, groups, d).transpose(0, 2, 3, 1, 4)
         scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32) * (d ** -0.5)
-        scores = jnp.where(allowed[:, None, None, :, :], scores, _MASK_VALUE)
+        scores = scores + mask_bias[:, None, None, :, :]
         probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
         out = jnp.einsum("bkgts,bksd->bkgtd", probs, v.astype(x.dtype))
         out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, cfg.num_attention_heads * d)
@@ -136,8 +137,8 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg, rngs)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x, cos, sin, allowed, cache_kv=None, cache_index=None):
-        attn, new_kv = self.self_attn(self.input_layernorm(x), cos, sin, allowed, cache_kv, cache_index)
+    def __call__(self, x, cos, sin, mask_bias, cache_kv=None, cache_index=None):
+        attn, new_kv = self.self_attn(self.input_layernorm(x), cos, sin, mask_bias, cache_kv, cache_index)
         x = x + attn
         x = x + self.mlp(self.post_attention_layernorm(x))
         return sharding.constrain(x, ("batch", "seq", None)), new_kv
@@ -180,15 +181,18 @@ class Backbone(nnx.Module):
         causal = k_slot[None, :] <= q_slot[:, None]
         allowed_full = key_valid[:, None, :] & causal[None]
         windows = {cfg.layer_window(i) for i in range(cfg.num_hidden_layers)} - {None}
-        allowed_window = {w: allowed_full & ((q_slot[:, None] - k_slot[None, :]) < w)[None] for w in windows}
+        allowed = {None: allowed_full}
+        allowed.update({w: allowed_full & ((q_slot[:, None] - k_slot[None, :]) < w)[None] for w in windows})
+        # Additive float32 biases, built once for all layers: adding one costs the same as masking with a select in
+        # the forward, and its gradient is the identity (a select's is another select per layer).
+        biases = {w: jnp.where(a, 0.0, _MASK_VALUE).astype(jnp.float32) for w, a in allowed.items()}
 
         x = sharding.constrain(self.embed_tokens(input_ids), ("batch", "seq", None))
         new_keys, new_values = [], []
         for i, layer in enumerate(self.layers):
             window = cfg.layer_window(i)
-            allowed = allowed_full if window is None else allowed_window[window]
             cache_kv = None if cache is None else (cache.keys[i], cache.values[i])
-            x, kv = layer(x, cos, sin, allowed, cache_kv, index)
+            x, kv = layer(x, cos, sin, biases[window], cache_kv, index)
             if kv is not None:
                 new_keys.append(kv[0])
                 new_values.append(kv[1])
