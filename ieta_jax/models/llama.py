@@ -108,13 +108,22 @@ class Attention(nnx.Module):
             k = jax.lax.dynamic_update_slice(cache_kv[0], k.astype(cache_kv[0].dtype), (0, 0, cache_index, 0))
             v = jax.lax.dynamic_update_slice(cache_kv[1], v.astype(cache_kv[1].dtype), (0, 0, cache_index, 0))
             new_kv = (k, v)
-        # Both matmuls in canonical form (batch dims leading, contraction over the minor dim of the lhs), so XLA
-        # runs them as batched GEMMs without relayouting their operands.
-        q = q.reshape(b, t, n_kv, groups, d).transpose(0, 2, 3, 1, 4)
-        scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32) * (d ** -0.5)
-        scores = scores + mask_bias[:, None, None, :, :]
-        probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-        out = jnp.einsum("bkgts,bksd->bkgtd", probs, v.astype(x.dtype))
+        q = q.reshape(b, t, n_kv, groups, d).transpose(0, 2, 3, 1, 4)  # [B, kv, G, T, D]
+        if t == 1:
+            # A decode step: multiply-reduces, which XLA fuses with the softmax, cost less on CPU than the many tiny
+            # GEMMs (one per batch row and head) the einsums become for a single query. Same precision as the
+            # einsums: inputs in x.dtype, accumulated in float32.
+            scores = jnp.sum(q.astype(jnp.float32) * k[:, :, None].astype(jnp.float32), axis=-1)[:, :, :, None]
+            probs = jax.nn.softmax(scores * (d ** -0.5) + mask_bias[:, None, None], axis=-1).astype(x.dtype)
+            v32 = v[:, :, None].astype(x.dtype).astype(jnp.float32)
+            out = jnp.sum(probs[:, :, :, 0, :, None].astype(jnp.float32) * v32, axis=-2)[:, :, :, None]
+            out = out.astype(x.dtype)
+        else:
+            # Both matmuls in canonical form (batch dims leading, contraction over the lhs's minor dim), so XLA runs
+            # them as batched GEMMs without relayouting their operands.
+            scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
+            probs = jax.nn.softmax(scores * (d ** -0.5) + mask_bias[:, None, None], axis=-1).astype(x.dtype)
+            out = jnp.einsum("bkgts,bksd->bkgtd", probs, v.astype(x.dtype))
         out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, cfg.num_attention_heads * d)
         return self.o_proj(out), new_kv
 
