@@ -295,12 +295,24 @@ def grpo_loss(
     return loss, metrics
 
 
+def token_logps(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """``log softmax(logits)[..., target]``, ``[..., V], [...] -> [...]`` (float32).
+
+    The target logit is picked with a one-hot select-and-sum, not a gather: its
+    gradient is then an elementwise select that fuses with the softmax
+    gradient, where a gather's is a scatter into a zeroed ``[..., V]`` buffer;
+    and no full ``[..., V]`` float32 log-softmax is materialised.
+    """
+    logits = logits.astype(jnp.float32)
+    hit = jnp.arange(logits.shape[-1], dtype=targets.dtype) == targets[..., None]
+    return jnp.sum(jnp.where(hit, logits, 0.0), axis=-1) - jax.nn.logsumexp(logits, axis=-1)
+
+
 def masked_mean_cross_entropy(
     logits: jax.Array, targets: jax.Array, mask: jax.Array, normalizer: Optional[jax.Array] = None
 ) -> jax.Array:
     """Next-token cross-entropy summed over ``mask`` tokens / ``normalizer`` (default mask count)."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    nll = -token_logps(logits, targets)
     m = mask.astype(jnp.float32)
     norm = jnp.maximum(m.sum(), 1.0) if normalizer is None else normalizer
     return (nll * m).sum() / norm

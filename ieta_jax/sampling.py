@@ -73,7 +73,7 @@ def sample_logits(logits: jax.Array, key: jax.Array, temperature, top_p, top_k) 
     """Next token ids [B] from logits [B, V]: greedy at temperature 0, else temperature + top-k + top-p.
 
     The settings may be traced scalars, so one compiled sampler serves every setting; the sort that top-k/top-p
-    need runs only when one of them is active (lax.cond).
+    need runs only when one of them is active, the random draw only when temperature > 0 (lax.cond).
     """
     logits = logits.astype(jnp.float32)
     scaled = logits / jnp.maximum(temperature, 1e-6)
@@ -90,9 +90,12 @@ def sample_logits(logits: jax.Array, key: jax.Array, temperature, top_p, top_k) 
         return jnp.where(x < jnp.maximum(cutoff, kth), -jnp.inf, x)
 
     active = ((top_k > 0) & (top_k < logits.shape[-1])) | (top_p < 1.0)
-    scaled = jax.lax.cond(active, truncate, lambda x: x, scaled)
-    sampled = jax.random.categorical(key, scaled, axis=-1)
-    return jnp.where(temperature > 0, sampled, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
+
+    def draw(x):
+        return jax.random.categorical(key, jax.lax.cond(active, truncate, lambda y: y, x), axis=-1).astype(jnp.int32)
+
+    # Greedy decoding draws no Gumbel noise (a threefry hash over [B, V] per step) and sorts nothing.
+    return jax.lax.cond(temperature > 0, draw, lambda _: jnp.argmax(logits, axis=-1).astype(jnp.int32), scaled)
 
 
 def _top(logp: jax.Array, top_n: int) -> tuple[jax.Array, jax.Array]:

@@ -22,6 +22,7 @@ from flax import nnx
 
 from ieta_jax import models, sampling, sharding
 from ieta_jax.bench.load import LoadGuard, add_force_flag
+from ieta_jax.trainers.base import sequence_logps
 
 PRESETS = {
     # The tiny embedded policy size (what the CPU loop trains).
@@ -64,10 +65,8 @@ def jax_train_step(model, mesh):
 
     def loss_fn(params, ids, mask):
         logits = nnx.merge(graphdef, params)(ids, mask)
-        logp = jax.nn.log_softmax(logits[:, :-1], -1)
-        tok = jnp.take_along_axis(logp, ids[:, 1:, None], -1)[..., 0]
-        m = mask[:, 1:].astype(jnp.float32)
-        return -(tok * m).sum() / m.sum()
+        logp, n_tok, _, _ = sequence_logps(logits, ids, mask)  # the trainers' own log-prob helper
+        return -logp.sum() / n_tok.sum()
 
     step = jax.jit(jax.value_and_grad(loss_fn))
     return params, step

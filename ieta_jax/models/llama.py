@@ -20,8 +20,11 @@ _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
 class KVCache(NamedTuple):
-    """Per-layer keys/values [batch, max_len, kv_heads, head_dim]; `mask` [batch, max_len] marks filled, non-pad
-    slots; `index` is the next slot to write (the same for all rows: prompts are left-padded)."""
+    """Per-layer keys/values [batch, kv_heads, max_len, head_dim]; `mask` [batch, max_len] marks filled, non-pad
+    slots; `index` is the next slot to write (the same for all rows: prompts are left-padded).
+
+    Head-major, the layout the attention matmuls read (batch and head leading): slot-major, XLA copied the
+    whole cache into that layout in every decode step."""
 
     keys: tuple[jax.Array, ...]
     values: tuple[jax.Array, ...]
@@ -30,7 +33,7 @@ class KVCache(NamedTuple):
 
     @classmethod
     def init(cls, cfg: ModelConfig, batch: int, max_len: int) -> "KVCache":
-        shape = (batch, max_len, cfg.num_key_value_heads, cfg.head_dim)
+        shape = (batch, cfg.num_key_value_heads, max_len, cfg.head_dim)
         zeros = tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.num_hidden_layers))
         return cls(zeros, tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.num_hidden_layers)),
                    jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32))
@@ -90,24 +93,38 @@ class Attention(nnx.Module):
         self.v_proj = Linear(cfg, h, kv, ("embed", "kv_heads"), cfg.attention_bias, rngs)
         self.o_proj = Linear(cfg, q, h, ("q_heads", "embed"), False, rngs)
 
-    def __call__(self, x, cos, sin, allowed, cache_kv=None, cache_index=None):
+    def __call__(self, x, cos, sin, mask_bias, cache_kv=None, cache_index=None):
+        """`mask_bias` [B, T, S]: 0 where query t may attend to key slot s, a large negative value elsewhere."""
         cfg = self.cfg
         b, t, _ = x.shape
         n_kv, d = cfg.num_key_value_heads, cfg.head_dim
         groups = cfg.num_attention_heads // n_kv
         q = _rotate(self.q_proj(x).reshape(b, t, cfg.num_attention_heads, d), cos, sin)
-        k = _rotate(self.k_proj(x).reshape(b, t, n_kv, d), cos, sin)
-        v = self.v_proj(x).reshape(b, t, n_kv, d)
+        # Keys and values head-major [B, kv, T, D], as the cache stores them.
+        k = _rotate(self.k_proj(x).reshape(b, t, n_kv, d), cos, sin).transpose(0, 2, 1, 3)
+        v = self.v_proj(x).reshape(b, t, n_kv, d).transpose(0, 2, 1, 3)
         new_kv = None
         if cache_kv is not None:
-            k = jax.lax.dynamic_update_slice(cache_kv[0], k.astype(cache_kv[0].dtype), (0, cache_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(cache_kv[1], v.astype(cache_kv[1].dtype), (0, cache_index, 0, 0))
+            k = jax.lax.dynamic_update_slice(cache_kv[0], k.astype(cache_kv[0].dtype), (0, 0, cache_index, 0))
+            v = jax.lax.dynamic_update_slice(cache_kv[1], v.astype(cache_kv[1].dtype), (0, 0, cache_index, 0))
             new_kv = (k, v)
-        q = q.reshape(b, t, n_kv, groups, d)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * (d ** -0.5)
-        scores = jnp.where(allowed[:, None, None, :, :], scores, _MASK_VALUE)
-        probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(x.dtype)).reshape(b, t, cfg.num_attention_heads * d)
+        q = q.reshape(b, t, n_kv, groups, d).transpose(0, 2, 3, 1, 4)  # [B, kv, G, T, D]
+        if t == 1:
+            # A decode step: multiply-reduces, which XLA fuses with the softmax, cost less on CPU than the many tiny
+            # GEMMs (one per batch row and head) the einsums become for a single query. Same precision as the
+            # einsums: inputs in x.dtype, accumulated in float32.
+            scores = jnp.sum(q.astype(jnp.float32) * k[:, :, None].astype(jnp.float32), axis=-1)[:, :, :, None]
+            probs = jax.nn.softmax(scores * (d ** -0.5) + mask_bias[:, None, None], axis=-1).astype(x.dtype)
+            v32 = v[:, :, None].astype(x.dtype).astype(jnp.float32)
+            out = jnp.sum(probs[:, :, :, 0, :, None].astype(jnp.float32) * v32, axis=-2)[:, :, :, None]
+            out = out.astype(x.dtype)
+        else:
+            # Both matmuls in canonical form (batch dims leading, contraction over the lhs's minor dim), so XLA runs
+            # them as batched GEMMs without relayouting their operands.
+            scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
+            probs = jax.nn.softmax(scores * (d ** -0.5) + mask_bias[:, None, None], axis=-1).astype(x.dtype)
+            out = jnp.einsum("bkgts,bksd->bkgtd", probs, v.astype(x.dtype))
+        out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, cfg.num_attention_heads * d)
         return self.o_proj(out), new_kv
 
 
@@ -129,8 +146,8 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg, rngs)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x, cos, sin, allowed, cache_kv=None, cache_index=None):
-        attn, new_kv = self.self_attn(self.input_layernorm(x), cos, sin, allowed, cache_kv, cache_index)
+    def __call__(self, x, cos, sin, mask_bias, cache_kv=None, cache_index=None):
+        attn, new_kv = self.self_attn(self.input_layernorm(x), cos, sin, mask_bias, cache_kv, cache_index)
         x = x + attn
         x = x + self.mlp(self.post_attention_layernorm(x))
         return sharding.constrain(x, ("batch", "seq", None)), new_kv
@@ -173,15 +190,18 @@ class Backbone(nnx.Module):
         causal = k_slot[None, :] <= q_slot[:, None]
         allowed_full = key_valid[:, None, :] & causal[None]
         windows = {cfg.layer_window(i) for i in range(cfg.num_hidden_layers)} - {None}
-        allowed_window = {w: allowed_full & ((q_slot[:, None] - k_slot[None, :]) < w)[None] for w in windows}
+        allowed = {None: allowed_full}
+        allowed.update({w: allowed_full & ((q_slot[:, None] - k_slot[None, :]) < w)[None] for w in windows})
+        # Additive float32 biases, built once for all layers: adding one costs the same as masking with a select in
+        # the forward, and its gradient is the identity (a select's is another select per layer).
+        biases = {w: jnp.where(a, 0.0, _MASK_VALUE).astype(jnp.float32) for w, a in allowed.items()}
 
         x = sharding.constrain(self.embed_tokens(input_ids), ("batch", "seq", None))
         new_keys, new_values = [], []
         for i, layer in enumerate(self.layers):
             window = cfg.layer_window(i)
-            allowed = allowed_full if window is None else allowed_window[window]
             cache_kv = None if cache is None else (cache.keys[i], cache.values[i])
-            x, kv = layer(x, cos, sin, allowed, cache_kv, index)
+            x, kv = layer(x, cos, sin, biases[window], cache_kv, index)
             if kv is not None:
                 new_keys.append(kv[0])
                 new_values.append(kv[1])

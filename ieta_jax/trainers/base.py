@@ -31,7 +31,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
-from ieta_jax import optim, sharding
+from ieta_jax import losses, optim, sharding
 from ieta_jax.checkpointing import Checkpointer, abstract_like
 from ieta_jax.metric_writer import MetricWriter
 
@@ -435,12 +435,12 @@ def sequence_logps(logits: jax.Array, input_ids: jax.Array, loss_mask: jax.Array
                    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Per-sequence sums over scored tokens: ``(sum log p, token count, sum mean-logit, per-token log p)``.
 
-    ``loss_mask[:, t]`` scores token ``t`` with the logits at ``t - 1``.
+    ``loss_mask[:, t]`` scores token ``t`` with the logits at ``t - 1``. The logits are read in place (the targets
+    are shifted instead of slicing off the last position, which would copy the ``[B, T, V]`` array).
     """
-    logits = logits[:, :-1].astype(jnp.float32)
-    targets = input_ids[:, 1:]
+    targets = jnp.concatenate([input_ids[:, 1:], input_ids[:, :1]], axis=1)  # the last column is never scored
+    tok_logp = losses.token_logps(logits, targets)[:, :-1]
+    mean_logit = jnp.mean(logits.astype(jnp.float32), axis=-1)[:, :-1]
     mask = loss_mask[:, 1:].astype(jnp.float32)
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    tok_logp = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0] - lse
     tok_logp = tok_logp * mask
-    return tok_logp.sum(-1), mask.sum(-1), (logits.mean(-1) * mask).sum(-1), tok_logp
+    return tok_logp.sum(-1), mask.sum(-1), (mean_logit * mask).sum(-1), tok_logp

@@ -214,3 +214,19 @@ def test_masked_cross_entropy_matches_numpy():
     lse = np.log(np.exp(logits.astype(np.float64)).sum(-1))
     nll = lse - np.take_along_axis(logits, targets[..., None], -1)[..., 0]
     np.testing.assert_allclose(float(out), (nll * mask).sum() / mask.sum(), rtol=1e-5)
+
+
+def test_token_logps_value_and_gradient_match_log_softmax():
+    """The select-and-sum pick equals log_softmax[target], and so does its gradient (softmax - one-hot)."""
+    logits = RNG.normal(0, 3, size=(2, 5, 13)).astype(np.float32)
+    targets = RNG.integers(0, 13, size=(2, 5))
+    x = logits.astype(np.float64)
+    lse = np.log(np.exp(x).sum(-1))
+    want = np.take_along_axis(x, targets[..., None], -1)[..., 0] - lse
+    np.testing.assert_allclose(np.asarray(losses.token_logps(jnp.asarray(logits), jnp.asarray(targets))), want,
+                               rtol=1e-5, atol=1e-5)
+    w = RNG.normal(size=(2, 5))
+    grad = jax.grad(lambda z: (losses.token_logps(z, jnp.asarray(targets)) * w).sum())(jnp.asarray(logits))
+    soft = np.exp(x - lse[..., None])
+    onehot = np.eye(13)[targets]
+    np.testing.assert_allclose(np.asarray(grad), (onehot - soft) * w[..., None], rtol=1e-4, atol=1e-5)
