@@ -14,8 +14,8 @@ first token (request sent to the first text chunk received); streamed batches de
 STREAM_CHUNK_TOKENS), so their throughput is not the one-loop path's.
 
 Wall-clock figures are only meaningful on a quiet machine: the 1-minute load average is printed before and
-after, and above --max_load (default 1.0) the benchmark refuses to run, or withholds its figures if the load
-rose during the run, unless --force (figures then carry the load they were taken at).
+after (`bench.load.LoadGuard`, as every benchmark): above 1.0 at start it refuses to run unless --force (figures
+then say so). The load at the end includes the benchmark's own server and client threads.
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ import sys
 import tempfile
 import threading
 import time
+
+from ieta_jax.bench import load
 
 
 def _tiny_checkpoint(out_dir: str, vocab_size: int = 1024) -> str:
@@ -109,8 +111,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeded", action="store_true",
                    help="give each request its own seed (reproducible samples; the server then runs each alone)")
     p.add_argument("--stream", action="store_true", help="stream every request; adds the median time to first token")
-    p.add_argument("--max_load", type=float, default=1.0, help="refuse figures above this 1-minute load average")
-    p.add_argument("--force", action="store_true", help="run and print figures whatever the load")
+    load.add_force_flag(p)
     args = p.parse_args(argv)
     try:
         levels = [int(c) for c in args.clients.split(",") if c.strip()]
@@ -120,11 +121,10 @@ def main(argv=None) -> int:
         print("error: --clients must list positive integers; --requests and --max_tokens must be >= 1",
               file=sys.stderr)
         return 2
-    load0 = os.getloadavg()[0]
-    print(f"load average (1 min) before: {load0:.2f} on {os.cpu_count()} CPUs")
-    if load0 > args.max_load and not args.force:
-        print(f"error: load average {load0:.2f} > {args.max_load}: wall-clock figures would be invalid; "
-              "run on a quiet machine or pass --force", file=sys.stderr)
+    guard = load.LoadGuard.start(force=args.force)
+    if not guard.ratios_allowed:
+        print(f"error: load average {guard.start_load[0]:.2f} > {load.MAX_START_LOAD} at start: wall-clock figures "
+              "would be invalid; run on a quiet machine or pass --force", file=sys.stderr)
         return 2
 
     from ieta_jax import models, serve
@@ -146,13 +146,8 @@ def main(argv=None) -> int:
                                 args.seeded, args.stream)
                 r["sampler_calls"] = engine.sampler_calls - calls
                 rows.append((clients, r))
-    load1 = os.getloadavg()[0]
-    print(f"load average (1 min) after: {load1:.2f}")
-    if max(load0, load1) > args.max_load and not args.force:
-        print(f"error: load average rose to {load1:.2f} > {args.max_load} during the run; figures withheld "
-              "(rerun on a quiet machine, or --force)", file=sys.stderr)
-        return 2
-    note = f" (taken at load {max(load0, load1):.2f}: not a valid figure)" if max(load0, load1) > args.max_load else ""
+    guard.finish()  # the load the benchmark itself adds (server + client threads) shows here; only the start gates
+    note = f" (--force at load {guard.start_load[0]:.2f}: not a valid figure)" if guard.busy else ""
     print(f"model {name}, {args.max_tokens} tokens per request, {args.requests} requests per client{note}")
     print("| clients | requests | sampler calls | seconds | requests/s | tokens/s | TTFT p50 s |")
     print("|---|---|---|---|---|---|---|")
