@@ -93,7 +93,7 @@ def ensure_tiny_model(config: ml_collections.ConfigDict, workdir: str, mesh, exe
         optim=optim.OptimConfig(learning_rate=t.warm_start_lr, warmup_steps=max(1, t.warm_start_steps // 20),
                                 schedule="cosine", total_steps=max(1, t.warm_start_steps), weight_decay=0.0,
                                 max_grad_norm=1.0),
-        seed=config.seed, save_every=max(50, t.warm_start_steps // 4), keep_checkpoints=1)
+        seed=config.seed, save_every=max(50, t.warm_start_steps // 4), keep_checkpoints=1, group_by_length=True)
     writer = MetricWriter(os.path.join(workdir, "tensorboard", "warm_start"))
     trainer = SFTTrainer(model, sft_cfg, mesh=mesh, workdir=os.path.join(build_dir, "sft"), writer=writer)
     history = trainer.fit(examples, t.warm_start_steps) if t.warm_start_steps > 0 else []

@@ -324,6 +324,13 @@ class Trainer:
         idx = np.arange(min(self.config.batch_size, n)) if indices is None else np.asarray(indices)
         return self._finalize_batch(self._fit_inputs({k: v[idx] for k, v in arrays.items()}))
 
+    def _batch_indices(self, arrays: dict[str, np.ndarray], start: int, count: int) -> np.ndarray:
+        """Examples ``start .. start + count`` of fit's data order (a pure function of the position)."""
+        from ieta_jax.trainers.batching import stream_indices
+
+        n = next(iter(arrays.values())).shape[0]
+        return stream_indices(n, start, count, self.config.seed, self.config.shuffle)
+
     def _begin_fit(self, arrays: dict[str, np.ndarray], num_steps: int) -> int:
         """The step this fit started at: resumed from the checkpoint when it holds the same data set."""
         fp = self._fingerprint(arrays)
@@ -346,8 +353,6 @@ class Trainer:
         Re-running the same call after a crash (same workdir, data and
         ``num_steps``) continues from the last checkpoint instead of starting over.
         """
-        from ieta_jax.trainers.batching import stream_indices
-
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         arrays = self._prepare(data)
@@ -356,7 +361,7 @@ class Trainer:
         bs = self.config.batch_size
 
         def one_step(k: int):
-            idx = stream_indices(n, k * bs, bs, self.config.seed, self.config.shuffle)
+            idx = self._batch_indices(arrays, k * bs, bs)
             batch = self._finalize_batch({key: v[idx] for key, v in arrays.items()})
             return self.train_step(batch), self.count_tokens(batch), self.flops_per_example(batch) * bs
 

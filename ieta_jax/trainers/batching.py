@@ -110,6 +110,46 @@ def stream_indices(num_examples: int, start: int, count: int, seed: int, shuffle
     return out
 
 
+def length_grouped_indices(lengths: np.ndarray, start: int, count: int, batch_size: int, seed: int,
+                           group_batches: int = 16, shuffle: bool = True) -> np.ndarray:
+    """``stream_indices`` regrouped so that each batch holds examples of similar length.
+
+    The stream is cut into groups of ``group_batches`` batches; a group's examples are sorted by length (longest
+    first) and split into batches, which are then visited in an order seeded by ``(seed, group)`` (as Hugging
+    Face's ``group_by_length`` sampler does). Every example is still seen once per epoch of the stream, and the
+    batch at any position is a pure function of the position (exact resume). Batches trimmed to their longest
+    example then cost what their examples need, not what the longest example of the data set needs.
+    ``start`` must be a multiple of ``batch_size``.
+    """
+    if start % batch_size:
+        raise ValueError(f"start={start} is not a multiple of batch_size={batch_size}")
+    lengths = np.asarray(lengths)
+    group = batch_size * group_batches
+    out = np.empty(count, np.int64)
+    groups: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for j, pos in enumerate(range(start, start + count)):
+        g, offset = divmod(pos, group)
+        if g not in groups:
+            members = stream_indices(len(lengths), g * group, group, seed, shuffle)
+            members = members[np.argsort(-lengths[members], kind="stable")]
+            order = (np.random.default_rng([seed, g, 1]).permutation(group_batches) if shuffle
+                     else np.arange(group_batches))
+            groups[g] = members, order
+        members, order = groups[g]
+        b, i = divmod(offset, batch_size)
+        out[j] = members[order[b] * batch_size + i]
+    return out
+
+
+def trim_padding(batch: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:
+    """The right-padded ``[N, L]`` arrays of ``batch`` cut to its longest row, rounded up to ``multiple`` (few
+    distinct shapes, few compilations). Exactly the same loss: causal attention never reads right padding."""
+    full = batch["attention_mask"].shape[1]
+    used = int(batch["attention_mask"].sum(axis=1).max(initial=1))
+    keep = min(full, -(-used // multiple) * multiple)
+    return {k: v[:, :keep] if v.ndim == 2 and v.shape[1] == full else v for k, v in batch.items()}
+
+
 _PERM_CACHE: dict[tuple[int, int, int], np.ndarray] = {}
 
 

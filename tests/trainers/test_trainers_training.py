@@ -273,3 +273,59 @@ def test_dpo_sft_weight_adds_token_mean_nll_of_chosen():
     row = trainer.fit(pairs, 1)[0]
     assert row["nll_loss"] == pytest.approx(-row["logps/chosen"] / 5, rel=1e-5)
     assert row["train/loss"] == pytest.approx(np.log(2) + 0.7 * row["nll_loss"], rel=1e-5)
+
+
+def test_length_grouped_order_is_a_permutation_per_epoch_pure_in_the_position_and_groups_lengths():
+    from ieta_jax.trainers.batching import length_grouped_indices, stream_indices
+
+    rng = np.random.default_rng(0)
+    lengths = np.where(rng.random(96) < 0.2, rng.integers(200, 380, 96), rng.integers(20, 120, 96))
+    bs, groups = 8, 4
+    order = length_grouped_indices(lengths, 0, 96, bs, seed=3, group_batches=groups)
+    # Every group of 4 batches (32 stream positions, here one third of an epoch) holds the same examples as the
+    # plain stream; over the epoch each example is seen exactly once.
+    plain = stream_indices(96, 0, 96, 3)
+    for g in range(3):
+        assert sorted(order[g * 32:(g + 1) * 32]) == sorted(plain[g * 32:(g + 1) * 32])
+    assert sorted(order) == list(range(96))
+    # The batch at a position does not depend on how the stream was requested (exact resume).
+    again = np.concatenate([length_grouped_indices(lengths, k * bs, bs, bs, seed=3, group_batches=groups)
+                            for k in range(12)])
+    np.testing.assert_array_equal(order, again)
+    # Within a group the batches split the sorted lengths: no batch's length range overlaps another's.
+    for g in range(3):
+        spans = sorted((lengths[order[g * 32 + b * bs:g * 32 + (b + 1) * bs]].min(),
+                        lengths[order[g * 32 + b * bs:g * 32 + (b + 1) * bs]].max()) for b in range(groups))
+        assert all(hi <= lo2 for (_, hi), (lo2, _) in zip(spans, spans[1:]))
+    with pytest.raises(ValueError, match="multiple of batch_size"):
+        length_grouped_indices(lengths, 3, bs, bs, seed=3)
+
+
+def test_sft_grouped_and_trimmed_batches_train_like_full_length_batches():
+    from ieta_jax.trainers.batching import trim_padding
+
+    rng = np.random.default_rng(1)
+    data = [PromptCompletion(rng.integers(1, 32, int(n)).tolist(), rng.integers(1, 32, 3).tolist())
+            for n in rng.choice([2, 3, 20, 40], 16)]
+
+    def trainer(group):
+        return SFTTrainer(models.CausalLM(CFG, rngs=nnx.Rngs(0)),
+                          SFTConfig(batch_size=4, max_length=128, progress=False, group_by_length=group,
+                                    optim=_const_optim(1e-2)), mesh=sharding.make_mesh())
+
+    grouped, full = trainer(True), trainer(False)
+    idx = grouped._batch_indices(grouped._prepare(data), 0, 4)
+    batch = grouped.make_batch(data, idx)
+    lengths = grouped._prepare(data)["attention_mask"].sum(axis=1)[idx]
+    assert batch["input_ids"].shape[1] == min(128, -(-int(lengths.max()) // 64) * 64)
+    # The same examples, trimmed or not: the same loss and the same update (trimming drops padding only).
+    m_grouped = jax.device_get(grouped.train_step(batch))
+    m_full = jax.device_get(full.train_step(full.make_batch(data, idx)))
+    np.testing.assert_allclose(m_grouped["train/loss"], m_full["train/loss"], rtol=1e-5)
+    for x, y in zip(jax.tree.leaves(grouped.state.params), jax.tree.leaves(full.state.params)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+    short = {"attention_mask": np.array([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0]]), "x": np.zeros((2, 5)), "n": np.ones(2)}
+    cut = trim_padding(short, 2)
+    assert cut["attention_mask"].shape == (2, 2) and cut["x"].shape == (2, 2) and cut["n"].shape == (2,)
+    rows = grouped.fit(data, 8)  # a whole grouped fit runs (several shapes) and learns
+    assert rows[-1]["train/loss"] < rows[0]["train/loss"]
