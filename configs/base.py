@@ -84,6 +84,8 @@ FIELDS: tuple[Field, ...] = (
     Field("eval_split", "test", "held-out split for evaluation (checked against the dataset's splits)"),
     Field("num_train_tasks", 0, "0 = every task of the split", int_at_least(0)),
     Field("num_eval_tasks", 0, "0 = every task of the split", int_at_least(0)),
+    Field("num_family_tasks", 0, "synthetic suite: tasks of the held-out-family split evaluated beside `eval_split` "
+          "(0 = as many as `num_eval_tasks`)", int_at_least(0)),
     Field("prompt_format", "completion", "completion / chat (the tokenizer's chat template, fenced-code extraction)",
           one_of(("completion", "chat"))),
     # Policy model.

@@ -51,7 +51,7 @@ def family_tasks(run: Run) -> list:
     c = run.config
     if c.dataset != "synthetic" or c.eval_split in (FAMILIES, "heldout_families"):
         return []
-    return list(_family_tasks(c.seed, c.num_eval_tasks))
+    return list(_family_tasks(c.seed, c.num_family_tasks or c.num_eval_tasks))
 
 
 def _evaluate_tasks(run: Run, policy: Policy, tasks: list, stage: str, seed_key: str) -> dict:

@@ -160,7 +160,13 @@ class DPOTrainer(Trainer):
             return start
         fit = self.meta["fit"]
         if "ref_chosen_logps" not in fit:  # fresh fit; a resumed one reads them from the checkpoint
-            c, r = self.reference_logps(arrays)
+            # Only the pairs this fit's num_steps batches draw (the data order is known in advance): with more
+            # pairs than steps x batch_size the rest would be scored for nothing. The others get 0 (never read).
+            n = next(iter(arrays.values())).shape[0]
+            bs = self.config.batch_size
+            used = np.unique(np.concatenate([self._batch_indices(arrays, k * bs, bs) for k in range(num_steps)]))
+            c, r = np.zeros(n, np.float32), np.zeros(n, np.float32)
+            c[used], r[used] = self.reference_logps({k: v[used] for k, v in arrays.items()})
             fit["ref_chosen_logps"] = [float(x) for x in c]
             fit["ref_rejected_logps"] = [float(x) for x in r]
         arrays["ref_chosen_logps"] = np.asarray(fit["ref_chosen_logps"], np.float32)

@@ -329,3 +329,23 @@ def test_sft_grouped_and_trimmed_batches_train_like_full_length_batches():
     assert cut["attention_mask"].shape == (2, 2) and cut["x"].shape == (2, 2) and cut["n"].shape == (2,)
     rows = grouped.fit(data, 8)  # a whole grouped fit runs (several shapes) and learns
     assert rows[-1]["train/loss"] < rows[0]["train/loss"]
+
+
+def test_dpo_scores_the_reference_only_for_the_pairs_its_steps_draw():
+    pairs = _pairs(40, seed=2)
+    mk = lambda **kw: DPOTrainer(models.CausalLM(CFG, rngs=nnx.Rngs(0)),  # noqa: E731
+                                 DPOConfig(batch_size=4, max_length=12, beta=0.5, progress=False,
+                                           optim=_const_optim(3e-3), **kw), mesh=sharding.make_mesh())
+    pre, online = mk(), mk(online_reference=True)
+    full_c, full_r = pre.reference_logps(pre._prepare(pairs))
+    a, b = pre.fit(pairs, 3), online.fit(pairs, 3)
+    for k in ("train/loss", "rewards/margins", "logps/chosen"):  # the same training as scoring every batch online
+        np.testing.assert_allclose([r[k] for r in a], [r[k] for r in b], rtol=1e-4, atol=1e-6)
+    arrays = pre._prepare(pairs)
+    used = np.unique(np.concatenate([pre._batch_indices(arrays, k * 4, 4) for k in range(3)]))
+    stored_c = np.asarray(pre.meta["fit"]["ref_chosen_logps"])
+    stored_r = np.asarray(pre.meta["fit"]["ref_rejected_logps"])
+    assert 0 < len(used) <= 12
+    np.testing.assert_allclose(stored_c[used], full_c[used], rtol=1e-5)
+    np.testing.assert_allclose(stored_r[used], full_r[used], rtol=1e-5)
+    assert np.all(np.delete(stored_c, used) == 0)
