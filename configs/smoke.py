@@ -1,7 +1,9 @@
-"""Smoke experiment: synthetic suite, embedded tiny model, CPU, baseline vs DPO vs RLAIF.
+"""Smoke experiment: synthetic suite, embedded tiny model, CPU, baseline vs DPO vs RLAIF over two-turn repair
+episodes (a program failing its public tests gets one repair turn with its execution feedback).
 
 Budget: at most 15 minutes on 2 CPU cores, warm start included.
     python -m launch.main --config=configs/smoke.py --workdir=runs/smoke
+One program per task (no repair turn): add --config.max_turns=1 --config.tiny.repair_examples_per_task=0.
 """
 from configs import base
 
@@ -12,31 +14,36 @@ def get_config():
     c.dataset = "synthetic"
     c.model = "tiny"
     c.num_iterations = 2
-    c.num_train_tasks = 192        # round-robin over the families, so every family is covered
+    c.num_train_tasks = 128        # round-robin over the families, so every family is covered
     c.num_eval_tasks = 96          # round-robin over the families (every family is covered)
+    c.num_family_tasks = 24        # the held-out-family split (whole families never trained on), 4 per family
     c.num_samples = 8
     c.eval_num_samples = 10
     c.pass_at_k = (1, 10)
-    # Turn-1 prompts (with the docstring's public examples) are 55 tiny-BPE tokens on average, 125 at most.
-    c.max_prompt_len = 128
+    c.max_turns = 2
+    c.repair_num_samples = 2
+    # Turn-1 prompts (with the docstring's public examples) are 55 tiny-BPE tokens on average, 125 at most; repair
+    # prompts (the task, the failing program, its feedback) ~200 on average, 289 at the 95th percentile, 496 at
+    # most: longer ones are left-truncated (the task's own prompt, at the end, stays).
+    c.max_prompt_len = 320
     c.max_new_tokens = 64
     c.temperature = 1.0
     c.eval_temperature = 0.4
     c.sample_batch_size = 128
-    c.max_turns = 1                # one program per task; configs/smoke_repair.py runs two-turn repair episodes
 
-    c.tiny.max_position_embeddings = 192
+    c.tiny.max_position_embeddings = 384
     c.tiny.warm_start_steps = 300
     c.tiny.warm_start_lr = 3e-3
     c.tiny.bug_fraction = 0.5
+    c.tiny.repair_examples_per_task = 1   # the starting policy has seen feedback -> fix examples
 
     c.batch_size = 16
-    c.learning_rate = 5e-5
+    c.learning_rate = 1e-4
     c.train_steps = 20
     c.dpo.beta = 0.1
     c.rlaif.reward_steps = 30
     c.rlaif.reward_learning_rate = 3e-4
-    c.rlaif.prompts_per_step = 8
+    c.rlaif.prompts_per_step = 6
     c.rlaif.kl_beta = 0.02
     c.rlaif.execution_reward_weight = 1.0
 
