@@ -485,15 +485,24 @@ def _merge_trace(v: _Verdict, t) -> None:
         v.trace["events_total"] = None
 
 
-def _test_alarm(deadline: float):
-    """The test code's own time limit: SIGALRM at the request's deadline raises Limit in the judge."""
+def _alarm(*_):
+    raise Limit("timeout", "Timeout", "wall-clock limit exceeded while the tests ran")
+
+
+def _test_alarm(worker, deadline: float):
+    """The test code's own time limit: SIGALRM at the request's deadline raises Limit in the judge.
+    (The handler is installed once per worker, and only an armed timer is cancelled: a syscall each.)"""
     import time
-
-    def fire(*_):
-        raise Limit("timeout", "Timeout", "wall-clock limit exceeded while the tests ran")
-
-    signal.signal(signal.SIGALRM, fire)
+    if signal.getsignal(signal.SIGALRM) is not _alarm:
+        signal.signal(signal.SIGALRM, _alarm)
+    worker.alarm_armed = True
     signal.setitimer(signal.ITIMER_REAL, max(0.001, deadline - time.monotonic()))
+
+
+def _cancel_alarm(worker):
+    if worker.alarm_armed:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        worker.alarm_armed = False
 
 
 def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
@@ -509,6 +518,7 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
         total = len(test["cases"])
     v = _Verdict(total)
     worker.prefetched = collections.deque()
+    worker.alarm_armed = False
     try:
         if kind == "stdio":
             _run_stdio(worker, req, deadline, v)
@@ -521,7 +531,7 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
     except Gone as e:
         v.bad(e.status, e.etype, e.message)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        _cancel_alarm(worker)
         if worker.proc is not None:
             worker.proc.drain()
             v.stdout += worker.proc.out
@@ -623,14 +633,14 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
             ns[name] = value
         elif what == "callable" and isinstance(value, RemoteObject):
             ns[name] = value
-    _test_alarm(deadline)
+    _test_alarm(worker, deadline)
     if kind == "call":
         _run_call(ns, test, v)
     elif kind == "asserts":
         _run_asserts(worker, ns, test, v)
     else:
         _run_humaneval(ns, test, v, plan)
-    signal.setitimer(signal.ITIMER_REAL, 0)
+    _cancel_alarm(worker)
     worker.mark("tests")
     try:
         proc.send({"op": "exit"})
