@@ -235,7 +235,7 @@ def compiled(src: str):
     return compile(src, TEST_FILENAME, "exec", dont_inherit=True)
 
 
-@functools.lru_cache(maxsize=PLAN_CACHE)
+@functools.lru_cache(maxsize=8)  # shared by humaneval_plan and prefetch_plan of one request; ASTs are big
 def _check_statements(test_src: str):
     """(param_name, check()'s statements without its docstring), or (None, None) when the body cannot
     be split. Raises ValueError when there is no check() or it asserts nothing (a request error)."""
