@@ -13,6 +13,7 @@ import builtins
 import collections
 import functools
 import importlib
+import re
 import signal
 import sys
 
@@ -234,14 +235,10 @@ def compiled(src: str):
     return compile(src, TEST_FILENAME, "exec", dont_inherit=True)
 
 
-@functools.lru_cache(maxsize=PLAN_CACHE)
-def humaneval_plan(test_src: str):
-    """Split `check(candidate)` into top-level statements; those containing asserts are cases.
-
-    Returns (param_name, ((is_case, code, source), ...)) or (None, None) when the body cannot be split.
-    Raises ValueError when there is no check() or it asserts nothing (a request error). Cached like
-    `compiled`.
-    """
+@functools.lru_cache(maxsize=8)  # shared by humaneval_plan and prefetch_plan of one request; ASTs are big
+def _check_statements(test_src: str):
+    """(param_name, check()'s statements without its docstring), or (None, None) when the body cannot
+    be split. Raises ValueError when there is no check() or it asserts nothing (a request error)."""
     tree = ast.parse(test_src, TEST_FILENAME)
     checks = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"]
     if not checks:
@@ -253,14 +250,40 @@ def humaneval_plan(test_src: str):
         return None, None
     if any(_escapes_statement(stmt) for stmt in fn.body):
         return None, None
-    steps = []
-    for stmt in fn.body:
-        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
-            continue  # docstring
-        mod = ast.Module(body=[stmt], type_ignores=[])
-        steps.append((_contains_assert(stmt), compile(mod, TEST_FILENAME, "exec", dont_inherit=True),
-                      ast.get_source_segment(test_src, stmt) or ""))
-    return fn.args.args[0].arg, tuple(steps)
+    return fn.args.args[0].arg, tuple(stmt for stmt in fn.body
+                                      if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)))
+
+
+def _segments(src: str, nodes) -> list[str]:
+    """ast.get_source_segment of each node, with the source split into lines once (get_source_segment
+    splits it on every call: most of the plan's cost on long tests). Columns are UTF-8 byte offsets."""
+    parts = re.split(r"(\r\n|\r|\n)", src)
+    lines = [text + end for text, end in zip(parts[::2], parts[1::2] + [""])]
+    out = []
+    for node in nodes:
+        first, last = node.lineno - 1, node.end_lineno - 1
+        if first == last:
+            out.append(lines[first].encode()[node.col_offset:node.end_col_offset].decode())
+        else:
+            out.append(lines[first].encode()[node.col_offset:].decode() + "".join(lines[first + 1:last])
+                       + lines[last].encode()[:node.end_col_offset].decode())
+    return out
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE)
+def humaneval_plan(test_src: str):
+    """Split `check(candidate)` into top-level statements; those containing asserts are cases.
+
+    Returns (param_name, ((is_case, code, source), ...)) or (None, None) when the body cannot be split.
+    Raises ValueError when there is no check() or it asserts nothing (a request error). Cached like
+    `compiled`.
+    """
+    param, stmts = _check_statements(test_src)
+    if stmts is None:
+        return None, None
+    return param, tuple((_contains_assert(stmt), compile(ast.Module(body=[stmt], type_ignores=[]), TEST_FILENAME,
+                                                         "exec", dont_inherit=True), source)
+                        for stmt, source in zip(stmts, _segments(test_src, stmts)))
 
 
 # Builtins a prefetchable assert may apply to the candidate's value (pure: they cannot call the program).
@@ -272,18 +295,13 @@ _EXPR_NODES = (ast.Compare, ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Cons
 MAX_PREFETCH = 256
 
 
-def _literal_call(source: str, param: str | None = None):
-    """(name, codec bytes of [args, kwargs]) if `source` is `assert <expr>[, "message"]` whose expr makes
-    exactly one call of a name other than the _PURE builtins (`param`, if given), with literal arguments,
-    and around it nothing but literals, comparisons, arithmetic and _PURE builtins (so the call is made,
-    and made once, whatever it returns); else None."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
+def _literal_call(stmt, param: str | None = None):
+    """(name, codec bytes of [args, kwargs]) if the parsed statement `stmt` is `assert <expr>[, "message"]`
+    whose expr makes exactly one call of a name other than the _PURE builtins (`param`, if given), with
+    literal arguments, and around it nothing but literals, comparisons, arithmetic and _PURE builtins (so
+    the call is made, and made once, whatever it returns); else None."""
+    if not isinstance(stmt, ast.Assert):
         return None
-    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
-        return None
-    stmt = tree.body[0]
     if stmt.msg is not None and not isinstance(stmt.msg, ast.Constant):
         return None
     calls = []
@@ -311,11 +329,11 @@ def _literal_call(source: str, param: str | None = None):
         return None
 
 
-def _leading_literal_calls(sources, param: str | None = None) -> tuple:
-    """The longest run of `sources`, from the first, that are each one `_literal_call`: ((name, key), ...)."""
+def _leading_literal_calls(stmts, param: str | None = None) -> tuple:
+    """The longest run of `stmts`, from the first, that are each one `_literal_call`: ((name, key), ...)."""
     out = []
-    for source in sources:
-        call = _literal_call(source, param)
+    for stmt in stmts:
+        call = _literal_call(stmt, param)
         if call is None or len(out) == MAX_PREFETCH:
             break
         out.append(call)
@@ -326,14 +344,23 @@ def _leading_literal_calls(sources, param: str | None = None) -> tuple:
 def prefetch_plan(test_src: str) -> tuple:
     """The candidate calls that humaneval check()'s leading steps will make, in order: ((param, key), ...)
     with key the codec bytes of [args, kwargs]."""
-    param, steps = humaneval_plan(test_src)
-    return _leading_literal_calls([source for _, _, source in steps or ()], param)
+    param, stmts = _check_statements(test_src)
+    return _leading_literal_calls(stmts or (), param)
 
 
 @functools.lru_cache(maxsize=PLAN_CACHE)
 def asserts_prefetch_plan(asserts: tuple) -> tuple:
     """The same for the leading asserts of an `asserts` test (each calling one function of the program)."""
-    return _leading_literal_calls(asserts)
+    return _leading_literal_calls(map(_one_statement, asserts))
+
+
+def _one_statement(source: str):
+    """The statement `source` holds if it is exactly one, else None."""
+    try:
+        body = ast.parse(source).body
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    return body[0] if len(body) == 1 else None
 
 
 def _prefetch(worker, ns: dict, plan) -> None:
@@ -458,15 +485,24 @@ def _merge_trace(v: _Verdict, t) -> None:
         v.trace["events_total"] = None
 
 
-def _test_alarm(deadline: float):
-    """The test code's own time limit: SIGALRM at the request's deadline raises Limit in the judge."""
+def _alarm(*_):
+    raise Limit("timeout", "Timeout", "wall-clock limit exceeded while the tests ran")
+
+
+def _test_alarm(worker, deadline: float):
+    """The test code's own time limit: SIGALRM at the request's deadline raises Limit in the judge.
+    (The handler is installed once per worker, and only an armed timer is cancelled: a syscall each.)"""
     import time
-
-    def fire(*_):
-        raise Limit("timeout", "Timeout", "wall-clock limit exceeded while the tests ran")
-
-    signal.signal(signal.SIGALRM, fire)
+    if signal.getsignal(signal.SIGALRM) is not _alarm:
+        signal.signal(signal.SIGALRM, _alarm)
+    worker.alarm_armed = True
     signal.setitimer(signal.ITIMER_REAL, max(0.001, deadline - time.monotonic()))
+
+
+def _cancel_alarm(worker):
+    if worker.alarm_armed:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        worker.alarm_armed = False
 
 
 def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
@@ -482,6 +518,7 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
         total = len(test["cases"])
     v = _Verdict(total)
     worker.prefetched = collections.deque()
+    worker.alarm_armed = False
     try:
         if kind == "stdio":
             _run_stdio(worker, req, deadline, v)
@@ -494,7 +531,7 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
     except Gone as e:
         v.bad(e.status, e.etype, e.message)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        _cancel_alarm(worker)
         if worker.proc is not None:
             worker.proc.drain()
             v.stdout += worker.proc.out
@@ -596,14 +633,14 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
             ns[name] = value
         elif what == "callable" and isinstance(value, RemoteObject):
             ns[name] = value
-    _test_alarm(deadline)
+    _test_alarm(worker, deadline)
     if kind == "call":
         _run_call(ns, test, v)
     elif kind == "asserts":
         _run_asserts(worker, ns, test, v)
     else:
         _run_humaneval(ns, test, v, plan)
-    signal.setitimer(signal.ITIMER_REAL, 0)
+    _cancel_alarm(worker)
     worker.mark("tests")
     try:
         proc.send({"op": "exit"})

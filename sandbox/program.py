@@ -90,6 +90,13 @@ def zygote(sock: socket.socket):
     libc = _libc()
     if libc is not None:
         libc.mallopt(-8, 2)  # M_ARENA_MAX: threads must not exhaust RLIMIT_AS with 64 MiB arenas each
+    import resource
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    # The signal dispositions of `python program.py`, set once here rather than in every program process
+    # (each change is a syscall there); the zygote itself writes no files and dies with its worker.
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rfd, wfd = os.pipe()
     os.set_blocking(wfd, False)
     signal.set_wakeup_fd(wfd)
@@ -118,7 +125,7 @@ def zygote(sock: socket.socket):
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             sock.detach()  # its fd is closed below; the socket object must not close a reused number
             spec = codec.decode(msg)
-            _become_program(spec, fds, libc=libc)
+            _become_program(spec, fds, libc=libc, nofile=nofile)
             return spec
         for fd in fds:
             os.close(fd)
@@ -188,16 +195,17 @@ def _libc():
         return None
 
 
-def _become_program(spec: dict, fds: list, libc) -> None:
-    """In the forked process: fds, scratch, limits, uid. Runs before any program code."""
+def _become_program(spec: dict, fds: list, libc, nofile: int) -> None:
+    """In the forked process: fds, scratch, limits, uid. Runs before any program code. `nofile`: the
+    RLIMIT_NOFILE soft limit (the zygote's, read once)."""
     import resource
     os.setsid()
     chan, stdin, stdout, stderr = fds
-    for src, dst in ((stdin, 0), (stdout, 1), (stderr, 2), (chan, CHANNEL_FD)):
+    for src, dst in ((stdin, 0), (stdout, 1), (stderr, 2)):
         os.dup2(src, dst)
+    os.dup2(chan, CHANNEL_FD, inheritable=False)
     # one close_range syscall (no fd is at or above the soft limit: nothing here lowers it)
-    os.closerange(CHANNEL_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-    os.set_inheritable(CHANNEL_FD, False)
+    os.closerange(CHANNEL_FD + 1, nofile)
     os.chdir(spec["scratch"])
     if spec.get("private_ipc") and libc is not None:
         libc.unshare(CLONE_NEWIPC)  # SysV IPC objects die with this namespace
@@ -217,9 +225,6 @@ def _become_program(spec: dict, fds: list, libc) -> None:
     os.environ.clear()
     os.environ.update({"PATH": "/usr/bin:/bin", "HOME": spec["scratch"], "TMPDIR": spec["scratch"],
                        "LANG": "C.UTF-8"})
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
     sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
     sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1)

@@ -311,6 +311,10 @@ class Worker:
         # sandbox's root (gVisor); the unisolated process backend uses a scratch dir.
         self.isolated = child_uid is not None
         self.watch_memory = self.isolated
+        self.pid = os.getpid()
+        self.mount_point = os.path.join(self.scratch_root, "run") if self.isolated and _LIBC is not None else None
+        if self.mount_point is not None:
+            os.makedirs(self.mount_point, exist_ok=True)  # once: each program gets a fresh tmpfs mounted here
         self._exits: list = []
         self._handles: dict[int, judge.RemoteObject] = {}
         self.proc: Proc | None = None
@@ -336,9 +340,10 @@ class Worker:
             self._exits.append((pid, status, cpu))
 
     def _zmsg(self, blocking: bool):
-        if not blocking and not select.select([self.zsock], [], [], 0)[0]:
+        try:
+            data = self.zsock_obj.recv(64, 0 if blocking else socket.MSG_DONTWAIT)
+        except BlockingIOError:
             return None
-        data = self.zsock_obj.recv(64)
         if not data:
             raise RuntimeError("the zygote died")
         return program.ZYGOTE_MSG.unpack(data)
@@ -354,6 +359,8 @@ class Worker:
         return out
 
     def kill_program(self, rounds: int = 50) -> None:
+        if self.isolated and self._alone():
+            return  # the usual case: the program and all it started are gone
         if self.proc is not None:
             for kill in (os.killpg, os.kill):
                 try:
@@ -364,7 +371,7 @@ class Worker:
             if self.isolated and self._alone():
                 return
             table = _process_table()
-            pids = [p for p in _descendants(os.getpid(), table, exclude=self.zygote_pid)
+            pids = [p for p in _descendants(self.pid, table, exclude=self.zygote_pid)
                     if table.get(p, (0, b"Z"))[1] != b"Z"]
             for p in pids:
                 try:
@@ -390,7 +397,7 @@ class Worker:
             pids = {int(n) for n in os.listdir("/proc") if n.isdigit()}
         except OSError:
             return False
-        return pids <= {os.getpid(), self.zygote_pid}
+        return pids <= {self.pid, self.zygote_pid}
 
     # handles of program objects (valid for one request)
     def handles(self, hid: int):
@@ -406,9 +413,8 @@ class Worker:
 
     # scratch
     def _make_scratch(self) -> None:
-        if self.isolated and _LIBC is not None:
-            self.scratch = os.path.join(self.scratch_root, "run")
-            os.makedirs(self.scratch, exist_ok=True)
+        if self.mount_point is not None:
+            self.scratch = self.mount_point
             if _LIBC.mount(b"tmpfs", self.scratch.encode(), b"tmpfs", 0,
                            f"size={SCRATCH_MB}m,mode=0700".encode()) == 0:
                 os.chown(self.scratch, self.child_uid, self.child_uid)
