@@ -69,11 +69,22 @@ def left_pad(prompts, mask=None, pad_id: int = 0, multiple: int = 1) -> tuple[np
     return out_ids, out_mask
 
 
+def _argmax(x: jax.Array) -> jax.Array:
+    """`jnp.argmax(x, -1)` (the first maximum, or the first NaN) as two plain reductions.
+
+    XLA CPU emits argmax as one variadic (value, index) reduction that it does not vectorise: over [16, 2048] it
+    took 1.2 ms per decode step. A max, then the smallest index that reaches it, pick the same index for less."""
+    top = jnp.max(x, axis=-1, keepdims=True)
+    ids = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    return jnp.min(jnp.where((x == top) | jnp.isnan(x), ids, x.shape[-1]), axis=-1)
+
+
 def sample_logits(logits: jax.Array, key: jax.Array, temperature, top_p, top_k) -> jax.Array:
     """Next token ids [B] from logits [B, V]: greedy at temperature 0, else temperature + top-k + top-p.
 
     The settings may be traced scalars, so one compiled sampler serves every setting; the sort that top-k/top-p
-    need runs only when one of them is active, the random draw only when temperature > 0 (lax.cond).
+    need runs only when one of them is active, the random draw only when temperature > 0 (lax.cond). The draw is
+    `jax.random.categorical`'s (argmax of logits + Gumbel noise), so a key gives the tokens categorical would.
     """
     logits = logits.astype(jnp.float32)
     scaled = logits / jnp.maximum(temperature, 1e-6)
@@ -92,10 +103,11 @@ def sample_logits(logits: jax.Array, key: jax.Array, temperature, top_p, top_k) 
     active = ((top_k > 0) & (top_k < logits.shape[-1])) | (top_p < 1.0)
 
     def draw(x):
-        return jax.random.categorical(key, jax.lax.cond(active, truncate, lambda y: y, x), axis=-1).astype(jnp.int32)
+        x = jax.lax.cond(active, truncate, lambda y: y, x)
+        return _argmax(jax.random.gumbel(key, x.shape, x.dtype) + x)
 
     # Greedy decoding draws no Gumbel noise (a threefry hash over [B, V] per step) and sorts nothing.
-    return jax.lax.cond(temperature > 0, draw, lambda _: jnp.argmax(logits, axis=-1).astype(jnp.int32), scaled)
+    return jax.lax.cond(temperature > 0, draw, lambda _: _argmax(logits), scaled)
 
 
 def _top(logp: jax.Array, top_n: int) -> tuple[jax.Array, jax.Array]:

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ieta_jax import sharding
@@ -65,6 +66,16 @@ class Linear(nnx.Module):
         return y
 
 
+def _fused(x, linears):
+    """The outputs of several Linears of the same input from one matmul over their concatenated kernels."""
+    kernel = jnp.concatenate([l.kernel[...].astype(l.dtype) for l in linears], axis=1)
+    y = jnp.dot(x, kernel)
+    if linears[0].bias is not None:
+        y = y + jnp.concatenate([l.bias[...].astype(l.dtype) for l in linears])
+    sizes = [l.kernel.shape[1] for l in linears]
+    return jnp.split(y, np.cumsum(sizes)[:-1], axis=-1)
+
+
 class RMSNorm(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.eps = cfg.rms_norm_eps
@@ -99,10 +110,14 @@ class Attention(nnx.Module):
         b, t, _ = x.shape
         n_kv, d = cfg.num_key_value_heads, cfg.head_dim
         groups = cfg.num_attention_heads // n_kv
-        q = _rotate(self.q_proj(x).reshape(b, t, cfg.num_attention_heads, d), cos, sin)
+        if t == 1:
+            q, k, v = _fused(x, (self.q_proj, self.k_proj, self.v_proj))
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = _rotate(q.reshape(b, t, cfg.num_attention_heads, d), cos, sin)
         # Keys and values head-major [B, kv, T, D], as the cache stores them.
-        k = _rotate(self.k_proj(x).reshape(b, t, n_kv, d), cos, sin).transpose(0, 2, 1, 3)
-        v = self.v_proj(x).reshape(b, t, n_kv, d).transpose(0, 2, 1, 3)
+        k = _rotate(k.reshape(b, t, n_kv, d), cos, sin).transpose(0, 2, 1, 3)
+        v = v.reshape(b, t, n_kv, d).transpose(0, 2, 1, 3)
         new_kv = None
         if cache_kv is not None:
             k = jax.lax.dynamic_update_slice(cache_kv[0], k.astype(cache_kv[0].dtype), (0, 0, cache_index, 0))
@@ -136,7 +151,8 @@ class MLP(nnx.Module):
         self.down_proj = Linear(cfg, m, h, ("mlp", "embed"), cfg.mlp_bias, rngs)
 
     def __call__(self, x):
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = _fused(x, (self.gate_proj, self.up_proj)) if x.shape[1] == 1 else (self.gate_proj(x), self.up_proj(x))
+        return self.down_proj(jax.nn.silu(gate) * up)
 
 
 class DecoderLayer(nnx.Module):

@@ -90,6 +90,16 @@ def test_sample_logits_top_k_top_p_support():
     assert set(np.unique(full)) == {0, 1, 2, 3}
 
 
+def test_sample_logits_picks_what_argmax_and_categorical_pick():
+    """The sampler's own argmax: first of tied maxima, first NaN; its draw is jax.random.categorical's for a key."""
+    x = jax.random.normal(jax.random.key(1), (64, 300))
+    x = x.at[3, 7].set(9.0).at[3, 200].set(9.0).at[5, 11].set(jnp.nan).at[5, 40].set(jnp.nan).at[6].set(-jnp.inf)
+    np.testing.assert_array_equal(sampling.sample_logits(x, jax.random.key(0), 0.0, 1.0, 0), jnp.argmax(x, -1))
+    key = jax.random.key(2)
+    np.testing.assert_array_equal(sampling.sample_logits(x[:3], key, 0.7, 1.0, 0),
+                                  jax.random.categorical(key, x[:3] / 0.7, axis=-1))
+
+
 def test_generate_on_training_mesh_matches_single_device(hf_checkpoints):
     model = models.from_pretrained(hf_checkpoints["llama"])
     prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [4]]
