@@ -50,6 +50,16 @@ def _param(rngs: nnx.Rngs, cfg: ModelConfig, shape, names, init="normal") -> nnx
     return nnx.Param(value.astype(cfg.param_dtype), sharding_names=tuple(names), eager_sharding=False)
 
 
+def matmul_tokens(x: jax.Array, kernel: jax.Array, **dot_kwargs) -> jax.Array:
+    """``x [..., in] @ kernel [in, out]`` as one 2-D matmul over the flattened token dims.
+
+    On XLA CPU a dot contracting over several leading dims (the weight gradient of a [B, T, in] input) is emitted
+    with a transposed copy of its [B, T, out] operand per matmul; over [B*T, in] it is a plain GEMM with none
+    (the MLP block's forward+backward ran 1.5x faster)."""
+    y = jnp.dot(x.reshape(-1, x.shape[-1]), kernel, **dot_kwargs)
+    return y.reshape(*x.shape[:-1], kernel.shape[-1])
+
+
 class Linear(nnx.Module):
     """y = x @ kernel (+ bias); kernel is [in, out] (the transpose of the HF weight)."""
 
@@ -60,7 +70,7 @@ class Linear(nnx.Module):
         self.bias = _param(rngs, cfg, (d_out,), names[1:], init="zeros") if bias else None
 
     def __call__(self, x):
-        y = jnp.dot(x, self.kernel[...].astype(self.dtype))
+        y = matmul_tokens(x, self.kernel[...].astype(self.dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y
@@ -239,8 +249,7 @@ class Embedding(nnx.Module):
 
     def attend(self, x):
         """Tied output projection: x @ weight.T, accumulated in float32."""
-        return jnp.einsum("bth,vh->btv", x, self.weight[...].astype(self.dtype),
-                          preferred_element_type=jnp.float32)
+        return matmul_tokens(x, self.weight[...].astype(self.dtype).T, preferred_element_type=jnp.float32)
 
 
 class CausalLM(nnx.Module):
@@ -257,8 +266,8 @@ class CausalLM(nnx.Module):
     def logits_from_hidden(self, hidden):
         if self.lm_head is None:
             return self.model.embed_tokens.attend(hidden)
-        return jnp.einsum("bth,hv->btv", hidden, self.lm_head.kernel[...].astype(hidden.dtype),
-                          preferred_element_type=jnp.float32)
+        return matmul_tokens(hidden, self.lm_head.kernel[...].astype(hidden.dtype),
+                             preferred_element_type=jnp.float32)
 
     def __call__(self, input_ids, attention_mask=None, *, positions=None, cache: KVCache | None = None):
         """Logits [B, T, V] (float32); with `cache`, returns (logits, updated cache)."""
