@@ -17,5 +17,6 @@ def get_config():
     c.tiny.num_kv_heads = 4
     c.sample_batch_size = 256
     c.batch_size = 32
+    c.rlaif.prompts_per_step = 8   # 8 x num_samples completions per RL step: two mini-batches of 32
     c.num_iterations = 3
     return c

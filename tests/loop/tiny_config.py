@@ -7,6 +7,7 @@ def get_config():
     c.num_iterations = 2
     c.num_train_tasks = 24
     c.num_eval_tasks = 12
+    c.num_family_tasks = 0         # as many as num_eval_tasks
     c.num_samples = 4
     c.eval_num_samples = 4
     c.pass_at_k = (1, 4)
