@@ -43,7 +43,7 @@ def get_config():
     c.dpo.beta = 0.1
     c.rlaif.reward_steps = 30
     c.rlaif.reward_learning_rate = 3e-4
-    c.rlaif.prompts_per_step = 6
+    c.rlaif.prompts_per_step = 4
     c.rlaif.kl_beta = 0.02
     c.rlaif.execution_reward_weight = 1.0
 
