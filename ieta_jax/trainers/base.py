@@ -356,7 +356,6 @@ class Trainer:
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         arrays = self._prepare(data)
-        n = next(iter(arrays.values())).shape[0]
         start = self._begin_fit(arrays, num_steps)
         bs = self.config.batch_size
 
