@@ -126,6 +126,9 @@ FIELDS: tuple[Field, ...] = (
           "program, its feedback); 1 = one program per sample", int_at_least(1)),
     Field("repair_num_samples", 2, "fixes sampled per failing train program (repair DPO pairs compare them); the "
           "episode continues with the first", int_at_least(1)),
+    Field("repair_relabel", 2, "repair pairs (DPO, reward model) also compare a failing program's fixes with the "
+          "program itself and with up to this many of the task's programs that passed (muCode-style relabelling; "
+          "0 = the fixes only)", int_at_least(0)),
     # Optimisation shared by the trainers.
     Field("batch_size", 16, "pairs per DPO / reward-model step; completions per RL update", int_at_least(1)),
     Field("learning_rate", 1e-4, "policy learning rate (DPO and RL)", number_at_least(0.0, strict=True)),
@@ -144,6 +147,8 @@ FIELDS: tuple[Field, ...] = (
           number_in(0.0, 0.5, low_open=False, high_open=True)),
     Field("dpo.max_pairs_per_task", 8, "preference pairs kept per task per iteration (DPO and reward model)",
           int_at_least(1)),
+    Field("dpo.max_repair_pairs", 1, "preference pairs kept per failing program's repair turn (DPO and reward "
+          "model); bounds the share of repair pairs", int_at_least(1)),
     Field("dpo.sft_weight", 0.0, "+ weight x NLL of the chosen completion (RPO); 0 = plain DPO",
           number_at_least(0.0)),
     # RLAIF.

@@ -45,15 +45,31 @@ class EpisodeSet:
                     latest[(r["task_id"], r["sample"])] = r
         return list(latest.values())
 
-    def pair_groups(self) -> list[tuple[str, str | None, list[dict]]]:
+    def pair_groups(self, relabel: int = 0) -> list[tuple[str, str | None, list[dict]]]:
         """(task_id, prompt text or None = the task's own prompt, rows) of the samples that share one prompt:
-        turn 1 per task, a repair turn per failing program (its fixes)."""
+        turn 1 per task, a repair turn per failing program (its fixes).
+
+        ``relabel`` > 0 (muCode-style relabelling, Jain et al. 2025, "Multi-Turn Code Generation Is One-Step
+        Recoverable"): a repair group also holds the failing program it shows (repeating it is a wrong answer)
+        and up to ``relabel`` distinct programs of the same task that passed the hidden tests at any turn (a
+        correct program is the right answer to every turn's prompt), so a failing program gets repair pairs
+        even when none of its own fixes passed. Every program keeps its own hidden-test verdict."""
         groups = [(tid, None, rows) for tid, rows in self.by_task().items()]
-        for rows in self.turns[1:]:
+        passing: dict[str, list[dict]] = {}
+        if relabel:
+            for rows in self.turns:
+                for r in rows:
+                    if r["result"]["status"] == "passed" and all(r["program"] != p["program"]
+                                                                 for p in passing.get(r["task_id"], [])):
+                        passing.setdefault(r["task_id"], []).append(r)
+        for t, rows in enumerate(self.turns[1:], start=2):
+            shown = {(r["task_id"], r["sample"]): r for r in self.after(t - 1)} if relabel else {}
             by_prompt: dict[tuple, list[dict]] = {}
             for r in rows:
                 by_prompt.setdefault((r["task_id"], r["sample"]), []).append(r)
-            groups += [(tid, rs[0]["prompt"], rs) for (tid, _), rs in by_prompt.items()]
+            for (tid, ep), rs in by_prompt.items():
+                extra = [shown[(tid, ep)], *passing.get(tid, [])[:relabel]] if relabel else []
+                groups.append((tid, rs[0]["prompt"], rs + extra))
         return groups
 
 

@@ -34,7 +34,7 @@ class LocalPolicy:
     max_prompt_len: int        # prompts are left-truncated to this many tokens
     top_k: int = 0
     chat: bool = False
-    _width: dict = dataclasses.field(default_factory=dict, repr=False)  # n -> prompts per generate() call
+    _width: dict = dataclasses.field(default_factory=dict, repr=False)  # n -> most prompts in one generate() call
 
     def prompt(self, task: Task) -> str:
         from ieta_jax.data import completions
@@ -56,8 +56,11 @@ class LocalPolicy:
         from ieta_jax import sampling
 
         ids = [self.prompt_ids(p) for p in prompts]
-        # Static batch shape: a short last batch is padded to the widest batch seen for this n (one compilation).
-        width = self._width[n] = max(self._width.get(n, 0), len(ids))
+        # Prompts per call padded to a power of two, capped at the widest call seen for this n: few compiled
+        # shapes, full batches unpadded, and a small call (an RL step's rollout, a short last batch) does not pay
+        # for the widest batch (sampling cost grows with the rows).
+        widest = self._width[n] = max(self._width.get(n, 0), len(ids))
+        width = min(1 << (len(ids) - 1).bit_length(), widest)
         ids += [ids[-1]] * (width - len(ids))
         out = sampling.generate(self.model, ids, max_new_tokens=max_new_tokens, temperature=temperature,
                                 top_p=top_p, top_k=self.top_k, rng=jax.random.key(seed),

@@ -33,8 +33,9 @@ class SampleSet:
     def by_task(self) -> dict[str, list[dict]]:
         return group_by_task(self.rows)
 
-    def pair_groups(self):
-        """(task_id, prompt text or None = the task's own prompt, rows): the samples that share a prompt."""
+    def pair_groups(self, relabel: int = 0):
+        """(task_id, prompt text or None = the task's own prompt, rows): the samples that share a prompt
+        (``relabel``: see ``episodes.EpisodeSet.pair_groups``; one turn has no repair groups)."""
         return [(tid, None, rows) for tid, rows in self.by_task().items()]
 
 
@@ -73,18 +74,23 @@ def sample_and_execute(run: Run, policy: Policy, tasks: list, n: int, *, tempera
     chat = c.prompt_format == "chat"
     primary = distributed.is_primary()
     per_batch = max(1, c.sample_batch_size // n)  # prompts per generate() call
+    texts = [policy.prompt(t) for t in tasks] if prompts is None else list(prompts)
+    # Batches of similar prompt length (the longest prompt of a batch sets its padded length, and sampling cost
+    # grows with it: repair prompts range from ~100 to max_prompt_len tokens); rows go back to task order below.
+    order = sorted(range(len(tasks)), key=lambda i: len(texts[i]))
     futures, meta = [], []
     t_sample = 0.0
     t_start = time.perf_counter()
     bar = tqdm(total=len(tasks) * n, desc=desc, unit="sample", leave=False, disable=not primary)
     for b, first in enumerate(range(0, len(tasks), per_batch)):
-        chunk = tasks[first:first + per_batch]
+        batch = order[first:first + per_batch]
         t0 = time.perf_counter()
-        texts_in = ([policy.prompt(t) for t in chunk] if prompts is None else prompts[first:first + per_batch])
-        samples = policy.generate(texts_in, n, temperature, c.top_p, c.max_new_tokens, stable_seed(seed, b))
+        samples = policy.generate([texts[i] for i in batch], n, temperature, c.top_p, c.max_new_tokens,
+                                  stable_seed(seed, b))
         t_sample += time.perf_counter() - t0
-        for t, texts in zip(chunk, samples):
-            for j, raw in enumerate(texts):
+        for i, outs in zip(batch, samples):
+            t = tasks[i]
+            for j, raw in enumerate(outs):
                 completion = comp_lib.completion_from_sample(raw, t, chat=chat)
                 req = request(run, t, completion, f"{t.task_id}#{j}")
                 pub = (request(run, t, completion, f"{t.task_id}#{j}/public", trace=True, public=True)
@@ -92,12 +98,14 @@ def sample_and_execute(run: Run, policy: Policy, tasks: list, n: int, *, tempera
                 if primary:  # process 0 runs the programs; the others get the verdicts below
                     futures.append((run.executor.submit(req), pub and run.executor.submit(pub)))
                 meta.append({"task_id": t.task_id, "sample": j, "completion": completion, "program": req["solution"]})
-        bar.update(len(chunk) * n)
+        bar.update(len(batch) * n)
     t_wait = time.perf_counter()
     results = distributed.on_primary(lambda: [(f.result().to_dict(), p and p.result().to_dict())
                                               for f, p in futures])
     bar.close()
     rows = [{**m, "result": res, **({"public_result": pub} if public else {})} for m, (res, pub) in zip(meta, results)]
+    position = {i: k for k, i in enumerate(order)}  # generation order -> task order (rows of a task stay together)
+    rows = [rows[position[i] * n + j] for i in range(len(tasks)) for j in range(n)]
     now = time.perf_counter()
     busy = sum((r["result"]["duration_s"] or 0.0) + ((r.get("public_result") or {}).get("duration_s") or 0.0)
                for r in rows)

@@ -21,11 +21,16 @@ def preference_pairs(run: Run, samples: SampleSet, policy: LocalPolicy) -> tuple
     tasks = {t.task_id: t for t in run.train_tasks}
     pairs = []
     # Samples that share one prompt: a task's turn-1 samples, or the fixes of one failing program + feedback.
-    for tid, prompt_text, rows in samples.pair_groups():
+    for tid, prompt_text, rows in samples.pair_groups(c.repair_relabel):
         group = feedback.build_pairs(tasks[tid], [r["program"] for r in rows], [r["result"] for r in rows],
-                                     max_pairs=c.dpo.max_pairs_per_task, completions=[r["completion"] for r in rows])
+                                     max_pairs=max_pairs(c, prompt_text), completions=[r["completion"] for r in rows])
         pairs += _with_prompt(group, prompt_text)
     return _tokenized(run, pairs, policy)
+
+
+def max_pairs(c, prompt_text: str | None) -> int:
+    """Pairs kept from one group: a task's turn-1 samples, or (a repair prompt) one failing program's fixes."""
+    return c.dpo.max_pairs_per_task if prompt_text is None else c.dpo.max_repair_pairs
 
 
 def _with_prompt(pairs: list, prompt_text: str | None) -> list:
@@ -83,11 +88,11 @@ def iteration_pairs(run: Run, method: str, stage: str, samples: SampleSet, polic
 
     def judge_all() -> dict:  # process 0 asks the judge; everyone gets pairs, judgements and the summary
         pairs, judgements = [], []
-        for tid, prompt_text, rows in samples.pair_groups():
+        for tid, prompt_text, rows in samples.pair_groups(c.repair_relabel):
             p, js = judge_lib.judged_pairs(run.judge, tasks[tid], [r["program"] for r in rows],
                                            [r["result"] for r in rows], feedback_mode=c.rlaif.feedback,
                                            completions=[r["completion"] for r in rows],
-                                           max_pairs=c.dpo.max_pairs_per_task, audit=c.rlaif.judge_audit)
+                                           max_pairs=max_pairs(c, prompt_text), audit=c.rlaif.judge_audit)
             pairs += _with_prompt(p, prompt_text)
             judgements += js
         return {"pairs": [p.to_dict() for p in pairs], "judgements": [j.to_dict() for j in judgements],

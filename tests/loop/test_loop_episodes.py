@@ -101,7 +101,9 @@ def test_failing_public_test_gets_a_repair_turn_with_its_feedback(executor, scri
         assert r["program"] == task.prompt + r["completion"]
         assert "public_result" not in r  # the last turn's programs need no feedback
     assert "TypeError" in t2[0]["prompt"] and "Got: " in t2[2]["prompt"]
-    assert pol.prompts[:2] == [t.prompt for t in tasks] and pol.prompts[2:] == [t2[0]["prompt"], t2[2]["prompt"]]
+    # Each turn's prompts are sampled in length order (rows stay in task order).
+    assert sorted(pol.prompts[:2]) == sorted(t.prompt for t in tasks)
+    assert sorted(pol.prompts[2:]) == sorted([t2[0]["prompt"], t2[2]["prompt"]])
     assert [r["result"]["status"] for r in t2] == ["passed", "error", "passed", "error"]
     # The episode continues with fix 0: both repaired.
     m = episodes.summarize_episodes(es, (1, 2), 2)
@@ -115,6 +117,39 @@ def test_failing_public_test_gets_a_repair_turn_with_its_feedback(executor, scri
     again = episodes.episodes_stage(run, "eval_samples.jsonl", Scripted(tasks, {}, {}), tasks, 2, temperature=0.5,
                                     seed=3, desc="ep", fixes=2)
     assert again.turns == es.turns
+
+
+def test_relabelled_repair_pairs_use_the_tasks_passing_programs(executor, scripted, tmp_path):
+    """muCode-style relabelling (``config.repair_relabel``): a failing program whose fixes all failed still
+    gets a repair pair from its own repair prompt, a passing program of its task (chosen) against the failing
+    program the prompt shows or a failing fix (rejected); without relabelling it gets none."""
+    tasks, first, fixes = scripted
+    add, elem = tasks
+    fixes = {add.task_id: [solution(add, "IndexError")] * 2, elem.task_id: fixes[elem.task_id]}
+    c = config(max_turns=2)
+    run = make_run(c, tmp_path, tasks, executor)
+    pol = ScriptedLocal(tasks, first, fixes)
+    es = episodes.episodes_stage(run, None, pol, tasks, 2, temperature=0.5, seed=3, desc="ep", fixes=2)
+    shown, passing = es.turns[0][0], es.turns[0][1]  # add: sample 0 (TypeError) failed, sample 1 passed
+    assert shown["result"]["status"] == "error" and passing["result"]["status"] == "passed"
+    add_prompt = next(r["prompt"] for r in es.turns[1] if r["task_id"] == add.task_id)
+
+    def repair_pairs(relabel):
+        c.repair_relabel = relabel
+        _, records = signals.preference_pairs(run, es, pol)
+        return [p for p in records if p.prompt != add.prompt and p.prompt != elem.prompt]
+
+    assert [p.task_id for p in repair_pairs(0)] == [elem.task_id]  # add's two fixes are the same failing program
+    [groups] = [rows for tid, prompt, rows in es.pair_groups(2) if tid == add.task_id and prompt is not None]
+    assert [r["program"] for r in groups[2:]] == [shown["program"], passing["program"]]
+    pairs = repair_pairs(2)
+    [add_pair] = [p for p in pairs if p.task_id == add.task_id]
+    assert add_pair.prompt == add_prompt and add_pair.chosen == passing["completion"]
+    assert add_pair.rejected in (shown["completion"], fixes[add.task_id][0])
+    assert len(pairs) == 2  # config.dpo.max_repair_pairs = 1 per failing program
+    c.dpo.max_repair_pairs = 3
+    assert {p.rejected for p in repair_pairs(2) if p.task_id == add.task_id} == {shown["completion"],
+                                                                                 fixes[add.task_id][0]}
 
 
 def test_one_turn_is_the_one_turn_rollout(executor, scripted, tmp_path):
@@ -302,7 +337,8 @@ def test_rl_episode_rollout_trains_every_turn_with_the_episodes_advantages(execu
     ep = rollout(None, np.asarray([1, 0]), jax.random.key(0))  # prompt order: elem (episodes 0, 1), add (2, 3)
     assert ep.turns.tolist() == [1, 1, 1, 1, 2, 2]
     assert ep.episodes.tolist() == [0, 1, 2, 3, 1, 2]  # elem sample 1 (wrong answer), add sample 0 (TypeError)
-    repair_prompts = pol.prompts[2:]
+    # The rollout samples a turn's prompts in length order; the sequences follow the episodes.
+    repair_prompts = [next(p for p in pol.prompts[2:] if t.prompt in p) for t in (elem, add)]
     assert ep.prompts[:4] == [pol.prompt_ids(t.prompt) for t in (elem, elem, add, add)]
     assert ep.prompts[4:] == [pol.prompt_ids(p) for p in repair_prompts]
     assert "Got: " in repair_prompts[0] and "TypeError" in repair_prompts[1]

@@ -145,12 +145,13 @@ def test_rollout_with_a_chat_policy_behind_the_interface(tmp_path):
 
 
 def test_rollout_takes_given_prompts_for_later_turns(tmp_path):
-    """A later turn's prompt (e.g. task + failing program + feedback) reaches generate() in place of the task's."""
+    """A later turn's prompt (e.g. task + failing program + feedback) reaches generate() in place of the task's;
+    prompts are sampled shortest first, one call per batch, and the rows come back in task order."""
     from sandbox import Executor
 
     from ieta_jax.data import synthetic
 
-    c = tiny_config(num_train_tasks=2, sample_batch_size=4)
+    c = tiny_config(num_train_tasks=2, sample_batch_size=2)
     tasks = synthetic.make_tasks("train", seed=0)[:2]
     good = synthetic.warm_start_corpus(tasks[:1], solutions_per_task=1, bug_fraction=0.0)[0].completion
     seen = []
@@ -166,8 +167,8 @@ def test_rollout_takes_given_prompts_for_later_turns(tmp_path):
     with Executor(**library_configs.executor_kwargs(c)) as ex:
         run = dataclasses.replace(make_run(c, tmp_path, model_dir=""), executor=ex)
         ss = rollout.sample_and_execute(run, Echo(), tasks, 2, temperature=1.0, seed=0, desc="turn 2",
-                                        prompts=["fix 0: ...", "fix 1: ..."])
-    assert seen == ["fix 0: ...", "fix 1: ..."]
+                                        prompts=["fix 0: a longer prompt", "fix 1: ..."])
+    assert seen == ["fix 1: ...", "fix 0: a longer prompt"]
     assert [r["result"]["status"] for r in ss.rows] == ["passed", "passed", "failed", "failed"]
     assert ss.rows[0]["program"] == tasks[0].prompt + good
 
@@ -184,6 +185,20 @@ def test_local_policy_chat_prompt_uses_the_template(tiny_dir):
     assert text.startswith("<|user|>") and task.prompt.rstrip() in text and text.endswith("<|a|>")
     [[a, b]] = pol.generate([text], 2, 1.0, 1.0, 8, seed=3)
     assert pol.generate([text], 2, 1.0, 1.0, 8, seed=3) == [[a, b]]  # same seed, same samples
+
+
+def test_local_policy_pads_a_call_to_a_power_of_two_prompts_at_most_the_widest(tiny_dir, monkeypatch):
+    """Few compiled shapes, and a small call (an RL step's rollout) does not pay for the widest batch."""
+    from ieta_jax import sampling
+
+    pol = local_policy(tiny_config(), tiny_dir, sharding.make_mesh())
+    rows = []
+    real = sampling.generate
+    monkeypatch.setattr(sampling, "generate", lambda model, ids, **kw: rows.append(len(ids)) or real(model, ids, **kw))
+    for count in (3, 12, 5, 12, 9, 2):
+        out = pol.generate([f"def f{i}(x):" for i in range(count)], 2, 1.0, 1.0, 4, seed=0)
+        assert len(out) == count and all(len(s) == 2 for s in out)
+    assert rows == [3, 12, 8, 12, 12, 2]
 
 
 # ----------------------------------------------------------------------------- methods across iterations
