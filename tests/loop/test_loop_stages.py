@@ -191,14 +191,20 @@ def test_local_policy_pads_a_call_to_a_power_of_two_prompts_at_most_the_widest(t
     """Few compiled shapes, and a small call (an RL step's rollout) does not pay for the widest batch."""
     from ieta_jax import sampling
 
-    pol = local_policy(tiny_config(), tiny_dir, sharding.make_mesh())
-    rows = []
+    pol = dataclasses.replace(local_policy(tiny_config(), tiny_dir, sharding.make_mesh()), max_prompt_len=100)
+    shapes = []
     real = sampling.generate
-    monkeypatch.setattr(sampling, "generate", lambda model, ids, **kw: rows.append(len(ids)) or real(model, ids, **kw))
+    monkeypatch.setattr(sampling, "generate", lambda model, ids, **kw: shapes.append(ids.shape) or real(model, ids, **kw))
     for count in (3, 12, 5, 12, 9, 2):
-        out = pol.generate([f"def f{i}(x):" for i in range(count)], 2, 1.0, 1.0, 4, seed=0)
+        out = pol.generate([f"def f{i}(x):" * (1 + 30 * (count == 2)) for i in range(count)], 2, 1.0, 1.0, 4, seed=0)
         assert len(out) == count and all(len(s) == 2 for s in out)
-    assert rows == [3, 12, 8, 12, 12, 2]
+    assert [rows for rows, _ in shapes] == [3, 12, 8, 12, 12, 2]
+    # Prompt lengths in steps of PROMPT_STEP, capped at max_prompt_len (rounded up to the sampler's bucket).
+    long_prompt = len(pol.prompt_ids("def f0(x):" * 31))
+    assert long_prompt == 100  # left-truncated to max_prompt_len, then padded to 112 (not 128)
+    assert {length for _, length in shapes[:-1]} == {policy_lib.PROMPT_STEP}
+    assert shapes[-1][1] == min(-(-long_prompt // policy_lib.PROMPT_STEP) * policy_lib.PROMPT_STEP,
+                                -(-pol.max_prompt_len // sampling.PROMPT_BUCKET) * sampling.PROMPT_BUCKET)
 
 
 # ----------------------------------------------------------------------------- methods across iterations
