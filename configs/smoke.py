@@ -18,8 +18,8 @@ def get_config():
     c.num_eval_tasks = 96          # round-robin over the families (every family is covered)
     c.num_family_tasks = 24        # the held-out-family split (whole families never trained on), 4 per family
     c.num_samples = 8
-    c.eval_num_samples = 10
-    c.pass_at_k = (1, 10)
+    c.eval_num_samples = 5
+    c.pass_at_k = (1, 5)
     c.max_turns = 2
     c.repair_num_samples = 2
     # Turn-1 prompts (with the docstring's public examples) are 55 tiny-BPE tokens on average, 125 at most; repair
