@@ -34,6 +34,7 @@ CLONE_NEWIPC = 0x08000000
 # seconds) when one exited.
 ZYGOTE_MSG = struct.Struct("<cxxxiid")
 SPEC_LIMIT = 1 << 20   # largest spawn spec (the program's source and its limits)
+_ZYGOTE_STREAMS = ()   # see zygote()
 _FD_SIZE = struct.calcsize("i")
 # Imported once in the zygote so that the programs using them (most HumanEval/MBPP programs) do not pay
 # for the import. Pure-Python or built-in modules only: every shared library mapped here (libcrypto for
@@ -87,6 +88,11 @@ def zygote(sock: socket.socket):
             __import__(name)
         except ImportError:
             pass
+    # The interpreter's own std streams stay referenced here, so a program process that replaces them
+    # (_become_program) does not tear them down: each flush and close takes a lock, and in CPython 3.11
+    # every lock acquire reads the monotonic clock, a syscall under gVisor (about a dozen a program).
+    global _ZYGOTE_STREAMS
+    _ZYGOTE_STREAMS = (sys.stdin, sys.stdout, sys.stderr)
     libc = _libc()
     if libc is not None:
         libc.mallopt(-8, 2)  # M_ARENA_MAX: threads must not exhaust RLIMIT_AS with 64 MiB arenas each

@@ -25,6 +25,7 @@ import select
 import shutil
 import signal
 import socket
+import _socket
 import sys
 import tempfile
 import time
@@ -121,7 +122,8 @@ class Proc:
     def __init__(self, worker: "Worker", req: dict, deadline: float, stdin: bytes = b""):
         self.worker, self.req, self.deadline = worker, req, deadline
         self.stdin = memoryview(stdin)
-        chan_j, chan_c = socket.socketpair()
+        # _socket's pair: socket.socketpair() wraps each end again, one getsockname syscall each
+        chan_j, chan_c = _socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         if self.stdin:
             in_r, in_w = os.pipe()
             os.set_blocking(in_w, False)
@@ -228,10 +230,10 @@ class Proc:
             raise Gone("ProtocolError", "the program sent a non-message")
         return msg
 
-    def send(self, msg) -> None:
-        """Send without waiting when the channel has room (one syscall); otherwise wait for room while
-        still reading the program's output and checking the limits."""
-        data = memoryview(codec.frame(codec.encode(msg, self.worker.handle_id)))
+    def send(self, payload: bytes) -> None:
+        """Send one encoded message (codec.encode) without waiting when the channel has room (one
+        syscall); otherwise wait for room while still reading the program's output and checking the limits."""
+        data = memoryview(codec.frame(payload))
         while data:
             try:
                 data = data[self.chan.send(data):]
