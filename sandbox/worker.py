@@ -41,7 +41,6 @@ except ImportError:  # loaded flat inside the sandbox
     from judge import Gone, Limit
     from schema import OUTPUT_CAP_CHARS, OUTPUT_LIMIT_BYTES
 
-SCRATCH_FILE_LIMIT = 16 << 20     # RLIMIT_FSIZE: largest file a program may write
 SCRATCH_MB = 64                   # size of each program's private tmpfs (gVisor)
 CHILD_NPROC = 32                  # RLIMIT_NPROC for the unprivileged child uid
 EXIT_GRACE_S = 0.2                # after the program exits, how long its descendants may hold its stdout
@@ -331,7 +330,7 @@ class Worker:
     # zygote protocol
     def spawn(self, req: dict, fds: list) -> int:
         spec = {"scratch": self.scratch, "cpu_s": int(req["timeout_s"]) + 1, "memory_mb": req["memory_mb"],
-                "file_bytes": SCRATCH_FILE_LIMIT, "nproc": CHILD_NPROC, "uid": self.child_uid,
+                "nproc": CHILD_NPROC, "uid": self.child_uid,
                 "private_ipc": self.isolated, "mode": self.mode, "solution": req["solution"],
                 "trace": bool(req.get("trace"))}
         socket.send_fds(self.zsock_obj, [codec.encode(spec)], fds)
