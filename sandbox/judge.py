@@ -187,12 +187,11 @@ def _call(worker, msg: dict, args):
     reply = _take_prefetched(worker, msg)
     if reply is None:
         msg["seq"] = seq = _next_seq(worker)
-        if msg["op"] in ("call", "setattr"):
-            try:
-                codec.encode(msg, worker.handle_id)
-            except codec.CodecError as e:
-                raise UnencodableValue(f"test argument cannot be sent to the program: {e}") from None
-        proc.send(msg)
+        try:
+            payload = codec.encode(msg, worker.handle_id)  # once: the bytes checked are the bytes sent
+        except codec.CodecError as e:
+            raise UnencodableValue(f"test argument cannot be sent to the program: {e}") from None
+        proc.send(payload)
         reply = _reply(proc, seq)
     if reply["t"] == "raise":
         raise _remote_exception(_claimed_exc(reply.get("exc")))
@@ -381,9 +380,10 @@ def _prefetch(worker, ns: dict, plan) -> None:
         batch.append([seq, fn, args, kwargs])
         worker.prefetched.append((fn, key, seq))
     if batch:
-        worker.proc.send({"op": "calls", "calls": batch})
+        worker.proc.send(codec.encode({"op": "calls", "calls": batch}, worker.handle_id))
 
 
+_EXIT = codec.encode({"op": "exit"})
 _NO_IMPORT = frozenset({"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "pydoc", "webbrowser"})
 
 
@@ -643,7 +643,7 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
     _cancel_alarm(worker)
     worker.mark("tests")
     try:
-        proc.send({"op": "exit"})
+        proc.send(_EXIT)
         while req.get("trace"):  # the trace of the last calls comes with the goodbye
             bye = proc.message()
             if bye.get("t") == "bye":

@@ -34,6 +34,8 @@ CLONE_NEWIPC = 0x08000000
 # seconds) when one exited.
 ZYGOTE_MSG = struct.Struct("<cxxxiid")
 SPEC_LIMIT = 1 << 20   # largest spawn spec (the program's source and its limits)
+FILE_LIMIT_BYTES = 16 << 20   # RLIMIT_FSIZE: largest file a program may write
+_KEPT = ()             # objects of the zygote that program processes must not free (see zygote())
 _FD_SIZE = struct.calcsize("i")
 # Imported once in the zygote so that the programs using them (most HumanEval/MBPP programs) do not pay
 # for the import. Pure-Python or built-in modules only: every shared library mapped here (libcrypto for
@@ -92,6 +94,13 @@ def zygote(sock: socket.socket):
         libc.mallopt(-8, 2)  # M_ARENA_MAX: threads must not exhaust RLIMIT_AS with 64 MiB arenas each
     import resource
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    # The limits every program gets, set once here (each is a syscall in every program process); the
+    # zygote itself writes no files and never dumps core.
+    for lim, val in ((resource.RLIMIT_FSIZE, (FILE_LIMIT_BYTES,) * 2), (resource.RLIMIT_CORE, (0, 0))):
+        try:
+            resource.setrlimit(lim, val)
+        except (ValueError, OSError):
+            pass
     # The signal dispositions of `python program.py`, set once here rather than in every program process
     # (each change is a syscall there); the zygote itself writes no files and dies with its worker.
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
@@ -106,6 +115,12 @@ def zygote(sock: socket.socket):
     # and the replies are fixed-size structs.
     spawned = ZYGOTE_MSG.pack
     buf = memoryview(bytearray(SPEC_LIMIT))  # one receive buffer: a fresh 1 MiB each time is mmap + munmap
+    # Kept referenced so that a program process does not free them: the interpreter's own std streams
+    # (replaced there; tearing them down takes a lock per flush and close, and in CPython 3.11 each lock
+    # acquire reads the monotonic clock, a syscall under gVisor: about a dozen a program) and `buf` (an
+    # munmap).
+    global _KEPT
+    _KEPT = (sys.stdin, sys.stdout, sys.stderr, buf)
     while True:
         ready, _, _ = select.select([sock, rfd], [], [])
         if rfd in ready:
@@ -210,8 +225,7 @@ def _become_program(spec: dict, fds: list, libc, nofile: int) -> None:
     if spec.get("private_ipc") and libc is not None:
         libc.unshare(CLONE_NEWIPC)  # SysV IPC objects die with this namespace
     cpu, mem = spec["cpu_s"], spec["memory_mb"] << 20
-    for lim, val in ((resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_AS, (mem, mem)),
-                     (resource.RLIMIT_FSIZE, (spec["file_bytes"],) * 2), (resource.RLIMIT_CORE, (0, 0))):
+    for lim, val in ((resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_AS, (mem, mem))):
         try:
             resource.setrlimit(lim, val)
         except (ValueError, OSError):

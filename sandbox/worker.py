@@ -25,6 +25,7 @@ import select
 import shutil
 import signal
 import socket
+import _socket
 import sys
 import tempfile
 import time
@@ -40,7 +41,6 @@ except ImportError:  # loaded flat inside the sandbox
     from judge import Gone, Limit
     from schema import OUTPUT_CAP_CHARS, OUTPUT_LIMIT_BYTES
 
-SCRATCH_FILE_LIMIT = 16 << 20     # RLIMIT_FSIZE: largest file a program may write
 SCRATCH_MB = 64                   # size of each program's private tmpfs (gVisor)
 CHILD_NPROC = 32                  # RLIMIT_NPROC for the unprivileged child uid
 EXIT_GRACE_S = 0.2                # after the program exits, how long its descendants may hold its stdout
@@ -121,7 +121,8 @@ class Proc:
     def __init__(self, worker: "Worker", req: dict, deadline: float, stdin: bytes = b""):
         self.worker, self.req, self.deadline = worker, req, deadline
         self.stdin = memoryview(stdin)
-        chan_j, chan_c = socket.socketpair()
+        # _socket's pair: socket.socketpair() wraps each end again, one getsockname syscall each
+        chan_j, chan_c = _socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         if self.stdin:
             in_r, in_w = os.pipe()
             os.set_blocking(in_w, False)
@@ -228,10 +229,10 @@ class Proc:
             raise Gone("ProtocolError", "the program sent a non-message")
         return msg
 
-    def send(self, msg) -> None:
-        """Send without waiting when the channel has room (one syscall); otherwise wait for room while
-        still reading the program's output and checking the limits."""
-        data = memoryview(codec.frame(codec.encode(msg, self.worker.handle_id)))
+    def send(self, payload: bytes) -> None:
+        """Send one encoded message (codec.encode) without waiting when the channel has room (one
+        syscall); otherwise wait for room while still reading the program's output and checking the limits."""
+        data = memoryview(codec.frame(payload))
         while data:
             try:
                 data = data[self.chan.send(data):]
@@ -329,7 +330,7 @@ class Worker:
     # zygote protocol
     def spawn(self, req: dict, fds: list) -> int:
         spec = {"scratch": self.scratch, "cpu_s": int(req["timeout_s"]) + 1, "memory_mb": req["memory_mb"],
-                "file_bytes": SCRATCH_FILE_LIMIT, "nproc": CHILD_NPROC, "uid": self.child_uid,
+                "nproc": CHILD_NPROC, "uid": self.child_uid,
                 "private_ipc": self.isolated, "mode": self.mode, "solution": req["solution"],
                 "trace": bool(req.get("trace"))}
         socket.send_fds(self.zsock_obj, [codec.encode(spec)], fds)
