@@ -110,6 +110,23 @@ def test_generate_on_training_mesh_matches_single_device(hf_checkpoints):
     out = sampling.generate(sharded, prompts, max_new_tokens=6, temperature=0.0)
     np.testing.assert_array_equal(out.tokens, ref.tokens)
     np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
+    # 3 prompts x 3 samples: the prefill's 3 rows are replicated, the 9 sample rows padded to 12 for the 4 shards
+    out = sampling.generate(sharded, prompts, max_new_tokens=6, temperature=0.0, num_samples=3)
+    np.testing.assert_array_equal(out.tokens, np.repeat(ref.tokens, 3, axis=0))
+
+
+def test_num_samples_equal_repeated_prompts(hf_checkpoints):
+    """Each distinct prompt is prefilled once and its cache copied to its samples: the same samples as the
+    prompts repeated by the caller (same rows, same key)."""
+    model = models.from_pretrained(hf_checkpoints["qwen2"])
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25], [4]]
+    kw = dict(max_new_tokens=8, temperature=1.0, rng=11)
+    out = sampling.generate(model, prompts, num_samples=3, **kw)
+    ref = sampling.generate(model, [p for p in prompts for _ in range(3)], **kw)
+    np.testing.assert_array_equal(out.tokens, ref.tokens)
+    np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-6)
+    np.testing.assert_array_equal(out.prompt_ids, ref.prompt_ids)
+    assert len({tuple(r) for r in out.tokens[:3]}) > 1  # one prompt's samples differ
 
 
 def test_decode_text_applies_stop_strings():
