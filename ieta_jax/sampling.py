@@ -142,10 +142,8 @@ def _prefill_state(model, ids, mask, key_data, settings, *, max_new_tokens, eos_
     expand = functools.partial(_expand_rows, num_samples=num_samples, pad_rows=pad_rows)
     logits = expand(model.logits_from_hidden(hidden[:, -1:])[:, 0])
     position = expand(positions_from_mask(mask)[:, -1])
-    slots = ((0, 0), (0, 0), (0, max_new_tokens), (0, 0))  # room for the decode steps' keys and values
-    cache = KVCache(tuple(expand(jnp.pad(k, slots)) for k in cache.keys),
-                    tuple(expand(jnp.pad(v, slots)) for v in cache.values),
-                    expand(jnp.pad(cache.mask, ((0, 0), (0, max_new_tokens)))), cache.index)
+    cache = cache.extend(max_new_tokens)  # room for the decode steps' keys and values
+    cache = KVCache(tuple(map(expand, cache.keys)), tuple(map(expand, cache.values)), expand(cache.mask), cache.index)
     batch = logits.shape[0]
     tokens = jnp.full((batch, max_new_tokens), pad_token_id, jnp.int32)
     logprobs = jnp.zeros((batch, max_new_tokens), jnp.float32)
