@@ -79,34 +79,63 @@ def _argmax(x: jax.Array) -> jax.Array:
     return jnp.min(jnp.where((x == top) | jnp.isnan(x), ids, x.shape[-1]), axis=-1)
 
 
+def _order_keys(x: jax.Array) -> jax.Array:
+    """uint32 keys in the order of the float32 values x (-0.0 and 0.0 the same key), for a bisection over values."""
+    bits = jax.lax.bitcast_convert_type(jnp.where(x == 0, 0.0, x), jnp.int32)
+    return jax.lax.bitcast_convert_type(jnp.where(bits < 0, ~bits, bits | jnp.int32(-2 ** 31)), jnp.uint32)
+
+
+def _smallest_key(keys: jax.Array, fits) -> jax.Array:
+    """Per row, the smallest uint32 t with fits(t [B, 1]) true, for a `fits` monotone in t and true at max(keys)."""
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        ok = fits(mid[:, None])
+        return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
+
+    lo = jnp.zeros(keys.shape[:1], jnp.uint32)
+    return jax.lax.fori_loop(0, 32, halve, (lo, jnp.max(keys, axis=-1)))[1]
+
+
+def _truncate(x: jax.Array, top_p, top_k) -> jax.Array:
+    """x with -inf outside the top-k and the nucleus: the most likely tokens whose probability before them (in
+    decreasing order, ties kept together) is below top_p; the most likely token is always kept.
+
+    No sort: the k-th value and the nucleus cutoff are found by bisecting over the values' order keys (32 masked
+    sums over [B, V]); sorting [128, 1024] and its cumulative sum (a reduce-window, quadratic in V on CPU) cost
+    4x the whole rest of a smoke-sized decode step."""
+    vocab = x.shape[-1]
+    keys = _order_keys(x)
+    top_k_active = (top_k > 0) & (top_k < vocab)
+
+    def kth_key(_):  # the k-th largest value: the largest t with at least k values >= t
+        at_least_k = lambda t: jnp.sum(keys >= t, axis=-1) >= top_k  # noqa: E731
+        return _smallest_key(keys, lambda t: ~at_least_k(t + 1))
+
+    kth = jax.lax.cond(top_k_active, kth_key, lambda _: jnp.zeros(keys.shape[:1], jnp.uint32), None)
+    allowed = keys >= kth[:, None]
+    probs = jax.nn.softmax(jnp.where(allowed, x, -jnp.inf), axis=-1)
+    # The nucleus cutoff: the smallest value whose more likely tokens hold less than top_p of the mass.
+    cut = _smallest_key(keys, lambda t: jnp.sum(jnp.where(keys > t, probs, 0.0), axis=-1) < top_p)
+    return jnp.where(allowed & (keys >= cut[:, None]), x, -jnp.inf)
+
+
 def sample_logits(logits: jax.Array, key: jax.Array, temperature, top_p, top_k) -> jax.Array:
     """Next token ids [B] from logits [B, V]: greedy at temperature 0, else temperature + top-k + top-p.
 
-    The settings may be traced scalars, so one compiled sampler serves every setting; the sort that top-k/top-p
-    need runs only when one of them is active, the random draw only when temperature > 0 (lax.cond). The draw is
+    The settings may be traced scalars, so one compiled sampler serves every setting; the truncation runs only
+    when top-k or top-p is active, the random draw only when temperature > 0 (lax.cond). The draw is
     `jax.random.categorical`'s (argmax of logits + Gumbel noise), so a key gives the tokens categorical would.
     """
     logits = logits.astype(jnp.float32)
     scaled = logits / jnp.maximum(temperature, 1e-6)
-
-    def truncate(x):
-        sorted_x = jnp.sort(x, axis=-1)[:, ::-1]
-        vocab = x.shape[-1]
-        k = jnp.where((top_k > 0) & (top_k < vocab), top_k, vocab)
-        kth = jax.lax.dynamic_index_in_dim(sorted_x, k - 1, axis=-1, keepdims=True)
-        sorted_x = jnp.where(sorted_x < kth, -jnp.inf, sorted_x)
-        probs = jax.nn.softmax(sorted_x, axis=-1)
-        keep = (jnp.cumsum(probs, axis=-1) - probs) < top_p  # the most likely token is always kept
-        cutoff = jnp.min(jnp.where(keep, sorted_x, jnp.inf), axis=-1, keepdims=True)
-        return jnp.where(x < jnp.maximum(cutoff, kth), -jnp.inf, x)
-
     active = ((top_k > 0) & (top_k < logits.shape[-1])) | (top_p < 1.0)
 
     def draw(x):
-        x = jax.lax.cond(active, truncate, lambda y: y, x)
+        x = jax.lax.cond(active, lambda y: _truncate(y, top_p, top_k), lambda y: y, x)
         return _argmax(jax.random.gumbel(key, x.shape, x.dtype) + x)
 
-    # Greedy decoding draws no Gumbel noise (a threefry hash over [B, V] per step) and sorts nothing.
+    # Greedy decoding draws no Gumbel noise (a threefry hash over [B, V] per step) and truncates nothing.
     return jax.lax.cond(temperature > 0, draw, lambda _: _argmax(logits), scaled)
 
 
@@ -118,19 +147,33 @@ def _top(logp: jax.Array, top_n: int) -> tuple[jax.Array, jax.Array]:
     return ids.astype(jnp.int32), values
 
 
-def _prefill_state(model, ids, mask, key_data, settings, *, max_new_tokens, eos_ids, pad_token_id, top_n):
-    """Runs the prompt through the model and picks token 0: the decode carry (`_decode_until` continues it).
+def _expand_rows(x: jax.Array, num_samples: int, pad_rows: int) -> jax.Array:
+    """Prompt rows -> sample rows: each row `num_samples` times in a row, then `pad_rows` copies of row 0 (the mesh's
+    batch padding), laid out over the batch axes."""
+    x = jnp.repeat(x, num_samples, axis=0) if num_samples > 1 else x
+    if pad_rows:
+        x = jnp.concatenate([x, jnp.repeat(x[:1], pad_rows, axis=0)])
+    return sharding.constrain(x, ("batch",) + (None,) * (x.ndim - 1))
 
+
+def _prefill_state(model, ids, mask, key_data, settings, *, max_new_tokens, eos_ids, pad_token_id, top_n,
+                   num_samples, pad_rows):
+    """Runs the prompts through the model and picks token 0: the decode carry (`_decode_until` continues it).
+
+    The prefill runs once per distinct prompt [P, T], over a cache of the prompt's own length (no attention to the
+    empty decode slots); its cache, last logits and position are then copied to the prompt's `num_samples` rows.
     carry = (step, tokens, logprobs, top_ids, top_logprobs, lengths, cache, last token, done, position).
     """
     cfg = model.config
-    batch, prompt_len = ids.shape
-    cache = KVCache.init(cfg, batch, prompt_len + max_new_tokens)
-    cache = cache._replace(keys=tuple(sharding.constrain(k, ("batch", None, None, None)) for k in cache.keys),
-                           values=tuple(sharding.constrain(v, ("batch", None, None, None)) for v in cache.values))
+    prompts, prompt_len = ids.shape
+    cache = KVCache.init(cfg, prompts, prompt_len)
     hidden, cache = model.model(ids, mask, None, cache)
-    logits = model.logits_from_hidden(hidden[:, -1:])[:, 0]
-    position = positions_from_mask(mask)[:, -1]
+    expand = functools.partial(_expand_rows, num_samples=num_samples, pad_rows=pad_rows)
+    logits = expand(model.logits_from_hidden(hidden[:, -1:])[:, 0])
+    position = expand(positions_from_mask(mask)[:, -1])
+    cache = cache.extend(max_new_tokens)  # room for the decode steps' keys and values
+    cache = KVCache(tuple(map(expand, cache.keys)), tuple(map(expand, cache.values)), expand(cache.mask), cache.index)
+    batch = logits.shape[0]
     tokens = jnp.full((batch, max_new_tokens), pad_token_id, jnp.int32)
     logprobs = jnp.zeros((batch, max_new_tokens), jnp.float32)
     top_ids = jnp.zeros((batch, max_new_tokens, top_n), jnp.int32)
@@ -182,31 +225,35 @@ def _decode_until(model, carry, key_data, settings, limit, *, eos_ids, pad_token
     return jax.lax.while_loop(cond, body, carry)
 
 
-_STATIC = ("graphdef", "max_new_tokens", "eos_ids", "pad_token_id", "top_n")
+_STATIC = ("graphdef", "max_new_tokens", "eos_ids", "pad_token_id", "top_n", "num_samples", "pad_rows")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _generate(graphdef, state, ids, mask, key_data, settings, *, max_new_tokens, eos_ids, pad_token_id, top_n=0):
+def _generate(graphdef, state, ids, mask, key_data, settings, *, max_new_tokens, eos_ids, pad_token_id, top_n,
+              num_samples, pad_rows):
     """The whole generation in one program: prefill, then the decode loop to `max_new_tokens`."""
     model = nnx.merge(graphdef, state)
     kw = dict(eos_ids=eos_ids, pad_token_id=pad_token_id, top_n=top_n)
-    carry = _prefill_state(model, ids, mask, key_data, settings, max_new_tokens=max_new_tokens, **kw)
+    carry = _prefill_state(model, ids, mask, key_data, settings, max_new_tokens=max_new_tokens,
+                           num_samples=num_samples, pad_rows=pad_rows, **kw)
     carry = _decode_until(model, carry, key_data, settings, max_new_tokens, **kw)
     _, tokens, logprobs, top_ids, top_logprobs, lengths = carry[:6]
     return tokens, logprobs, lengths, top_ids, top_logprobs
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _prefill(graphdef, state, ids, mask, key_data, settings, *, max_new_tokens, eos_ids, pad_token_id, top_n=0):
+def _prefill(graphdef, state, ids, mask, key_data, settings, *, max_new_tokens, eos_ids, pad_token_id, top_n,
+             num_samples, pad_rows):
     """Streaming's first program: the prompt and token 0; returns the carry `_decode_chunk` continues."""
     model = nnx.merge(graphdef, state)
     return _prefill_state(model, ids, mask, key_data, settings, max_new_tokens=max_new_tokens,
-                          eos_ids=eos_ids, pad_token_id=pad_token_id, top_n=top_n)
+                          eos_ids=eos_ids, pad_token_id=pad_token_id, top_n=top_n, num_samples=num_samples,
+                          pad_rows=pad_rows)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC, donate_argnames=("carry",))
 def _decode_chunk(graphdef, state, carry, key_data, settings, limit, *, max_new_tokens, eos_ids, pad_token_id,
-                  top_n=0):
+                  top_n, num_samples, pad_rows):
     """Streaming's step program: decodes up to step `limit` (traced, so every chunk size shares one compile)."""
     model = nnx.merge(graphdef, state)
     return _decode_until(model, carry, key_data, settings, jnp.minimum(limit, max_new_tokens),
@@ -219,9 +266,9 @@ class _Prepared:
 
     graphdef: object
     state: object
-    ids: np.ndarray        # host copies, rows padded for the mesh
+    ids: np.ndarray        # host copies of the sample rows' prompts (each prompt num_samples times)
     mask: np.ndarray
-    device_args: tuple     # (ids, mask, key_data, settings) on device
+    device_args: tuple     # (distinct prompt ids, their mask, key_data, settings) on device
     mesh: object
     rows: int
     static: dict
@@ -246,8 +293,8 @@ def _prepare(model, prompt_ids, max_new_tokens, temperature, top_p, top_k, rng, 
     if pad_token_id is None:
         pad_token_id = model.config.pad_token_id if model.config.pad_token_id is not None else (
             eos_ids[0] if eos_ids else 0)
-    ids, mask = left_pad(prompt_ids, prompt_mask, pad_id=pad_token_id, multiple=PROMPT_BUCKET)
-    ids, mask = np.repeat(ids, num_samples, axis=0), np.repeat(mask, num_samples, axis=0)
+    prompt_ids, prompt_mask = left_pad(prompt_ids, prompt_mask, pad_id=pad_token_id, multiple=PROMPT_BUCKET)
+    ids, mask = np.repeat(prompt_ids, num_samples, axis=0), np.repeat(prompt_mask, num_samples, axis=0)
     rows = ids.shape[0]
     if rng is None or isinstance(rng, (int, np.integer)):
         rng = jax.random.key(0 if rng is None else int(rng))
@@ -257,17 +304,16 @@ def _prepare(model, prompt_ids, max_new_tokens, temperature, top_p, top_k, rng, 
     settings = np.array([temperature, top_p, top_k], np.float32)
     graphdef, state = nnx.split(model)
     mesh = sharding.mesh_of(state)
+    # The programs take the distinct prompts and prefill each once; `pad_rows` extra sample rows (copies of row 0)
+    # make the batch split over ("data", "fsdp") on a mesh, and are dropped from the results.
+    pad_rows = 0 if mesh is None else -rows % int(np.prod([mesh.shape[a] for a in sharding.BATCH_AXES]))
     static = dict(max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_token_id=int(pad_token_id),
-                  top_n=int(top_logprobs))
+                  top_n=int(top_logprobs), num_samples=int(num_samples), pad_rows=pad_rows)
     if mesh is not None:
-        shards = int(np.prod([mesh.shape[a] for a in sharding.BATCH_AXES]))
-        pad_rows = -rows % shards  # pad the batch so it splits over ("data","fsdp"); extra rows are dropped
-        ids = np.concatenate([ids, np.repeat(ids[:1], pad_rows, 0)])
-        mask = np.concatenate([mask, np.repeat(mask[:1], pad_rows, 0)])
-        ids_dev, mask_dev = sharding.shard_batch((ids, mask), mesh)
+        ids_dev, mask_dev = sharding.shard_batch((prompt_ids, prompt_mask), mesh)
         args = (ids_dev, mask_dev, sharding.replicate(key_data, mesh), sharding.replicate(settings, mesh))
     else:
-        args = (jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(key_data), jnp.asarray(settings))
+        args = (jnp.asarray(prompt_ids), jnp.asarray(prompt_mask), jnp.asarray(key_data), jnp.asarray(settings))
     return _Prepared(graphdef, state, ids, mask, args, mesh, rows, static)
 
 
@@ -288,7 +334,7 @@ def generate(model, prompt_ids, max_new_tokens: int, temperature: float = 0.0, t
         out = _generate(p.graphdef, p.state, *p.device_args, **p.static)
     tokens, logprobs, lengths, top_ids, top_lp = (p.host(x) for x in out)
     tops = (top_ids, top_lp) if top_logprobs else (None, None)
-    return GenerateOutput(tokens, logprobs, lengths, p.ids[:p.rows], p.mask[:p.rows], *tops)
+    return GenerateOutput(tokens, logprobs, lengths, p.ids, p.mask, *tops)
 
 
 @dataclasses.dataclass

@@ -4,7 +4,8 @@
     python -m ieta_jax.bench.model --config 1b --skip-torch   # ~1B Llama; on a GPU also MFU and peak memory
 
 Measures, in one run: forward+backward tokens/s of a masked next-token loss, and greedy generation tokens/s
-(KV cache, fixed number of new tokens), and prints a table plus our/transformers ratios. On a GPU it also reports
+(KV cache, fixed number of new tokens), and prints a table plus our/transformers ratios. The two frameworks'
+timed calls alternate (median of each reported), so machine load hits both alike. On a GPU it also reports
 the train step's model-FLOPs utilisation (6 * params * tokens + attention FLOPs, over step time, over a bf16 matmul
 peak measured in the same run) and peak device memory.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 
@@ -37,18 +39,19 @@ PRESETS = {
 }
 
 
-def _timeit(fn, warmup: int, repeats: int) -> float:
-    """Fastest of `repeats` timed calls of fn() (fn must block until its result is ready).
+def _interleaved(fns: dict, warmup: int, repeats: int) -> dict:
+    """Median seconds of each no-argument fn (each must block until its result is ready), timed in alternation.
 
-    The minimum, not the mean: on a shared machine interference only ever adds time."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    Round i runs every fn once, one after the other, so machine load hits all of them alike (as bench.dpo does);
+    the first `warmup` rounds (compilation) are not timed."""
+    times = {k: [] for k in fns}
+    for i in range(warmup + repeats):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[k].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _batch(cfg, batch, seq, seed=0):
@@ -72,7 +75,8 @@ def jax_train_step(model, mesh):
     return params, step
 
 
-def bench_jax(cfg, args, mesh, path):
+def build_jax(cfg, args, mesh, path):
+    """Our timed train step and generation, as no-argument blocking calls."""
     model = models.from_pretrained(path, dtype=args.dtype, mesh=mesh)
     ids, mask = _batch(cfg, args.batch, args.seq)
     params, step = jax_train_step(model, mesh)
@@ -80,19 +84,15 @@ def bench_jax(cfg, args, mesh, path):
         ids_d, mask_d = sharding.shard_batch((ids, mask), mesh)
     else:
         ids_d, mask_d = jnp.asarray(ids), jnp.asarray(mask)
-
-    def run_step():
-        jax.block_until_ready(step(params, ids_d, mask_d))
-
-    train_s = _timeit(run_step, warmup=2, repeats=args.repeats)
     prompts, prompt_mask = _batch(cfg, args.gen_batch, args.prompt_len, seed=1)
     prompt_mask = np.ones_like(prompt_mask)
-    gen = lambda: sampling.generate(model, prompts, args.new_tokens, prompt_mask=prompt_mask)
-    gen_s = _timeit(gen, warmup=1, repeats=max(1, args.repeats // 2))
-    return train_s, gen_s, params
+    train = lambda: jax.block_until_ready(step(params, ids_d, mask_d))  # noqa: E731
+    gen = lambda: sampling.generate(model, prompts, args.new_tokens, prompt_mask=prompt_mask)  # noqa: E731
+    return train, gen
 
 
-def bench_torch(args, path):
+def build_torch(args, path):
+    """transformers' timed train step and greedy `generate`, as no-argument blocking calls."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -102,7 +102,8 @@ def bench_torch(args, path):
     cfg = models.load_config(path)
     ids, mask = (torch.tensor(a, dtype=torch.long) for a in _batch(cfg, args.batch, args.seq))
 
-    def run_step():
+    def train():
+        model.train()
         model.zero_grad(set_to_none=True)
         logits = model(input_ids=ids, attention_mask=mask).logits.float()
         logp = torch.log_softmax(logits[:, :-1], -1)
@@ -110,18 +111,15 @@ def bench_torch(args, path):
         m = mask[:, 1:].float()
         (-(tok * m).sum() / m.sum()).backward()
 
-    model.train()
-    train_s = _timeit(run_step, warmup=2, repeats=args.repeats)
-    model.eval()
     prompts = torch.tensor(_batch(cfg, args.gen_batch, args.prompt_len, seed=1)[0], dtype=torch.long)
 
     def gen():
+        model.eval()
         with torch.no_grad():
             model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=False,
                            max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, pad_token_id=0)
 
-    gen_s = _timeit(gen, warmup=1, repeats=max(1, args.repeats // 2))
-    return train_s, gen_s
+    return train, gen
 
 
 def matmul_peak_flops(n: int = 8192, dtype=jnp.bfloat16) -> float:
@@ -129,7 +127,7 @@ def matmul_peak_flops(n: int = 8192, dtype=jnp.bfloat16) -> float:
     a = jnp.ones((n, n), dtype)
     b = jnp.ones((n, n), dtype)
     f = jax.jit(lambda a, b: a @ b)
-    secs = _timeit(lambda: f(a, b).block_until_ready(), warmup=2, repeats=10)
+    secs = _interleaved({"matmul": lambda: f(a, b).block_until_ready()}, warmup=2, repeats=10)["matmul"]
     return 2 * n ** 3 / secs
 
 
@@ -153,7 +151,8 @@ def main(argv=None):
     parser.add_argument("--gen-batch", type=int, default=8, help="generation batch size")
     parser.add_argument("--prompt-len", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=6, help="timed repetitions (fastest reported)")
+    parser.add_argument("--repeats", type=int, default=6,
+                        help="timed train repetitions (generation: half as many), median reported")
     parser.add_argument("--mesh", default=None, help="data,fsdp,tensor sizes, e.g. -1,1,1 (default: no mesh)")
     parser.add_argument("--skip-torch", action="store_true", help="do not run the transformers baseline")
     add_force_flag(parser)
@@ -176,10 +175,14 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as path:
         # Same random weights for both frameworks: init ours, save as a HF checkpoint, load it in each.
         models.save_pretrained(models.CausalLM(cfg, rngs=nnx.Rngs(0)), path)
-        train_s, gen_s, _ = bench_jax(cfg, args, mesh, path)
-        torch_train_s = torch_gen_s = None
+        jax_train, jax_gen = build_jax(cfg, args, mesh, path)
+        train, gen = {"jax": jax_train}, {"jax": jax_gen}
         if not args.skip_torch:
-            torch_train_s, torch_gen_s = bench_torch(args, path)
+            train["torch"], gen["torch"] = build_torch(args, path)
+        train_s = _interleaved(train, warmup=2, repeats=args.repeats)
+        gen_s = _interleaved(gen, warmup=1, repeats=max(1, args.repeats // 2))
+    torch_train_s, torch_gen_s = train_s.get("torch"), gen_s.get("torch")
+    train_s, gen_s = train_s["jax"], gen_s["jax"]
 
     train_tokens = args.batch * args.seq
     gen_tokens = args.gen_batch * args.new_tokens

@@ -21,11 +21,14 @@ _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
 class KVCache(NamedTuple):
-    """Per-layer keys/values [batch, kv_heads, max_len, head_dim]; `mask` [batch, max_len] marks filled, non-pad
-    slots; `index` is the next slot to write (the same for all rows: prompts are left-padded).
+    """Per-layer keys [batch, kv_heads, head_dim, max_len] and values [batch, kv_heads, max_len, head_dim]; `mask`
+    [batch, max_len] marks filled, non-pad slots; `index` is the next slot to write (the same for all rows: prompts
+    are left-padded).
 
-    Head-major, the layout the attention matmuls read (batch and head leading): slot-major, XLA copied the
-    whole cache into that layout in every decode step."""
+    Batch and head leading, the layout the attention matmuls read (slot-major, XLA copied the whole cache into that
+    layout in every decode step). Keys are dim-major so that a decode step's scores (a sum over head_dim) and its
+    output (a sum over slots) both reduce over a non-minor dim, which XLA CPU vectorises along the minor one
+    (slots, resp. head_dim); a sum over a minor head_dim of 32 was the largest cost of a decode step."""
 
     keys: tuple[jax.Array, ...]
     values: tuple[jax.Array, ...]
@@ -34,10 +37,16 @@ class KVCache(NamedTuple):
 
     @classmethod
     def init(cls, cfg: ModelConfig, batch: int, max_len: int) -> "KVCache":
-        shape = (batch, cfg.num_key_value_heads, max_len, cfg.head_dim)
-        zeros = tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.num_hidden_layers))
-        return cls(zeros, tuple(jnp.zeros(shape, cfg.dtype) for _ in range(cfg.num_hidden_layers)),
+        n_kv, d, layers = cfg.num_key_value_heads, cfg.head_dim, cfg.num_hidden_layers
+        return cls(tuple(jnp.zeros((batch, n_kv, d, max_len), cfg.dtype) for _ in range(layers)),
+                   tuple(jnp.zeros((batch, n_kv, max_len, d), cfg.dtype) for _ in range(layers)),
                    jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32))
+
+    def extend(self, slots: int) -> "KVCache":
+        """The same cache with `slots` more empty slots at the end."""
+        pad = lambda x, axis: jnp.pad(x, [(0, slots if i == axis else 0) for i in range(x.ndim)])  # noqa: E731
+        return KVCache(tuple(pad(k, 3) for k in self.keys), tuple(pad(v, 2) for v in self.values),
+                       pad(self.mask, 1), self.index)
 
 
 def _param(rngs: nnx.Rngs, cfg: ModelConfig, shape, names, init="normal") -> nnx.Param:
@@ -125,20 +134,23 @@ class Attention(nnx.Module):
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         q = _rotate(q.reshape(b, t, cfg.num_attention_heads, d), cos, sin)
-        # Keys and values head-major [B, kv, T, D], as the cache stores them.
-        k = _rotate(k.reshape(b, t, n_kv, d), cos, sin).transpose(0, 2, 1, 3)
-        v = v.reshape(b, t, n_kv, d).transpose(0, 2, 1, 3)
+        k = _rotate(k.reshape(b, t, n_kv, d), cos, sin)
+        v = v.reshape(b, t, n_kv, d).transpose(0, 2, 1, 3)  # head-major [B, kv, T, D]
         new_kv = None
-        if cache_kv is not None:
-            k = jax.lax.dynamic_update_slice(cache_kv[0], k.astype(cache_kv[0].dtype), (0, 0, cache_index, 0))
+        if cache_kv is None:
+            k, keys = k.transpose(0, 2, 1, 3), "bksd"  # [B, kv, T, D]
+        else:  # the cache's keys are dim-major [B, kv, D, S]
+            k = jax.lax.dynamic_update_slice(cache_kv[0], k.transpose(0, 2, 3, 1).astype(cache_kv[0].dtype),
+                                             (0, 0, 0, cache_index))
             v = jax.lax.dynamic_update_slice(cache_kv[1], v.astype(cache_kv[1].dtype), (0, 0, cache_index, 0))
-            new_kv = (k, v)
+            new_kv, keys = (k, v), "bkds"
         q = q.reshape(b, t, n_kv, groups, d).transpose(0, 2, 3, 1, 4)  # [B, kv, G, T, D]
-        if t == 1:
+        if t == 1 and cache_kv is not None:
             # A decode step: multiply-reduces, which XLA fuses with the softmax, cost less on CPU than the many tiny
             # GEMMs (one per batch row and head) the einsums become for a single query. Same precision as the
             # einsums: inputs in x.dtype, accumulated in float32.
-            scores = jnp.sum(q.astype(jnp.float32) * k[:, :, None].astype(jnp.float32), axis=-1)[:, :, :, None]
+            q32 = q[:, :, :, 0, :, None].astype(jnp.float32)  # [B, kv, G, D, 1]
+            scores = jnp.sum(q32 * k[:, :, None].astype(jnp.float32), axis=-2)[:, :, :, None]
             probs = jax.nn.softmax(scores * (d ** -0.5) + mask_bias[:, None, None], axis=-1).astype(x.dtype)
             v32 = v[:, :, None].astype(x.dtype).astype(jnp.float32)
             out = jnp.sum(probs[:, :, :, 0, :, None].astype(jnp.float32) * v32, axis=-2)[:, :, :, None]
@@ -146,7 +158,7 @@ class Attention(nnx.Module):
         else:
             # Both matmuls in canonical form (batch dims leading, contraction over the lhs's minor dim), so XLA runs
             # them as batched GEMMs without relayouting their operands.
-            scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
+            scores = jnp.einsum(f"bkgtd,{keys}->bkgts", q, k, preferred_element_type=jnp.float32)
             probs = jax.nn.softmax(scores * (d ** -0.5) + mask_bias[:, None, None], axis=-1).astype(x.dtype)
             out = jnp.einsum("bkgts,bksd->bkgtd", probs, v.astype(x.dtype))
         out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, cfg.num_attention_heads * d)

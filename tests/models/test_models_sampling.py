@@ -90,6 +90,34 @@ def test_sample_logits_top_k_top_p_support():
     assert set(np.unique(full)) == {0, 1, 2, 3}
 
 
+def _nucleus_reference(x: np.ndarray, top_p: float, top_k: int) -> np.ndarray:
+    """The rule by sorting, in float64: keep the top-k values, then the values whose more likely tokens (ties kept
+    together) hold less than top_p of the remaining mass."""
+    keep = np.zeros(x.shape, bool)
+    for i, row in enumerate(x.astype(np.float64)):
+        desc = np.sort(row)[::-1]
+        kth = desc[top_k - 1] if 0 < top_k < len(row) else -np.inf
+        allowed = row >= kth
+        p = np.where(allowed, np.exp(row - desc[0]), 0.0)
+        p /= p.sum()
+        before = np.array([p[row > v].sum() for v in row])
+        keep[i] = allowed & (row >= row[before < top_p].min())
+    return keep
+
+
+@pytest.mark.parametrize("top_p,top_k", [(0.9, 0), (0.5, 0), (0.3, 4), (1.0, 3), (1e-6, 0)])
+def test_truncation_keeps_the_top_k_and_nucleus(top_p, top_k):
+    """The sort-free truncation (bisection over value order) keeps what the sort-based rule keeps: ties, negative
+    and -inf values included (logits on a grid of 0.25 keep every cumulative mass off the top_p boundary)."""
+    rng = np.random.default_rng(0)
+    x = np.round(rng.standard_normal((32, 50)) * 8) / 4
+    x[::3, :10] = -np.inf
+    x[1] = 0.0  # all tied: every token is kept
+    x[2, 7] = -0.0
+    got = ~np.isneginf(np.asarray(sampling._truncate(jnp.asarray(x, jnp.float32), top_p, top_k)))
+    np.testing.assert_array_equal(got, _nucleus_reference(x, top_p, top_k))
+
+
 def test_sample_logits_picks_what_argmax_and_categorical_pick():
     """The sampler's own argmax: first of tied maxima, first NaN; its draw is jax.random.categorical's for a key."""
     x = jax.random.normal(jax.random.key(1), (64, 300))
@@ -110,6 +138,23 @@ def test_generate_on_training_mesh_matches_single_device(hf_checkpoints):
     out = sampling.generate(sharded, prompts, max_new_tokens=6, temperature=0.0)
     np.testing.assert_array_equal(out.tokens, ref.tokens)
     np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
+    # 3 prompts x 3 samples: the prefill's 3 rows are replicated, the 9 sample rows padded to 12 for the 4 shards
+    out = sampling.generate(sharded, prompts, max_new_tokens=6, temperature=0.0, num_samples=3)
+    np.testing.assert_array_equal(out.tokens, np.repeat(ref.tokens, 3, axis=0))
+
+
+def test_num_samples_equal_repeated_prompts(hf_checkpoints):
+    """Each distinct prompt is prefilled once and its cache copied to its samples: the same samples as the
+    prompts repeated by the caller (same rows, same key)."""
+    model = models.from_pretrained(hf_checkpoints["qwen2"])
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25], [4]]
+    kw = dict(max_new_tokens=8, temperature=1.0, rng=11)
+    out = sampling.generate(model, prompts, num_samples=3, **kw)
+    ref = sampling.generate(model, [p for p in prompts for _ in range(3)], **kw)
+    np.testing.assert_array_equal(out.tokens, ref.tokens)
+    np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-6)
+    np.testing.assert_array_equal(out.prompt_ids, ref.prompt_ids)
+    assert len({tuple(r) for r in out.tokens[:3]}) > 1  # one prompt's samples differ
 
 
 def test_decode_text_applies_stop_strings():
