@@ -41,6 +41,8 @@ def get_config():
     c.learning_rate = 1e-4
     c.train_steps = 20
     c.dpo.beta = 0.1
+    c.dpo.max_repair_pairs = 2     # up to 2 pairs per failing program (with repair_relabel's passing programs)
+    c.dpo.sft_weight = 1.0         # RPO: + NLL of the chosen program (relabelled repair pairs: a correct one)
     c.rlaif.reward_steps = 30
     c.rlaif.reward_learning_rate = 3e-4
     c.rlaif.prompts_per_step = 4
