@@ -126,11 +126,13 @@ def _final(results: dict, name: str, split: str | None = None) -> dict:
 
 
 def summary_table(results: dict, split: str | None = None) -> str:
-    """Final pass@k and execution rate per method (``split``: the metrics under that key, e.g. test_families)."""
-    lines = ["| Method | Pass@1 | Pass@10 | Pass@100 | Execution Rate |", "|---|---|---|---|---|"]
+    """Final pass@k (SUMMARY_KS and the run's ``pass_at_k``) and execution rate per method (``split``: the
+    metrics under that key, e.g. test_families)."""
+    ks = sorted(set(SUMMARY_KS) | {int(k) for k in results.get("meta", {}).get("pass_at_k", ())})
+    lines = ["| Method | " + " | ".join(f"Pass@{k}" for k in ks) + " | Execution Rate |", "|---" * (len(ks) + 2) + "|"]
     for name in _methods(results):
         final = _final(results, name, split)
-        cells = [_fmt(final.get(f"pass@{k}")) for k in SUMMARY_KS]
+        cells = [_fmt(final.get(f"pass@{k}")) for k in ks]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(final.get('execution_rate'))} |")
     return "\n".join(lines)
 

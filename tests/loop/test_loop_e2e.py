@@ -116,11 +116,13 @@ def test_report_tables_and_plots_come_from_results(tiny_run):
     results = _load(os.path.join(tiny_run, "results.json"))
     with open(os.path.join(tiny_run, "report.md")) as f:
         md = f.read()
-    assert "| Method | Pass@1 | Pass@10 | Pass@100 | Execution Rate |" in md
+    # The run's pass_at_k (1, 4) beside the summary's 1, 10, 100.
+    assert "| Method | Pass@1 | Pass@4 | Pass@10 | Pass@100 | Execution Rate |" in md
     for method in METHODS:
         final = results["methods"][method]["final"]
         # pass@10/@100 need 10/100 samples per task: the run drew 4, so they are n/a, never invented.
-        assert f"| {method} | {final['pass@1']:.3f} | n/a | n/a | {final['execution_rate']:.3f} |" in md
+        assert (f"| {method} | {final['pass@1']:.3f} | {final['pass@4']:.3f} | n/a | n/a | "
+                f"{final['execution_rate']:.3f} |") in md
         assert f"## Errors: {method}" in md
     dpo = results["methods"]["dpo"]  # noqa: F841
     a = dpo["iterations"][0]["error_frequencies"]["Other"]
