@@ -19,7 +19,7 @@ def test_shipped_configs_validate(name):
     ("method", "ppo", "config.method must be one of"),
     ("dpo.beta", -1.0, "config.dpo.beta must be > 0"),
     ("dpo.loss_type", "kto", "config.dpo.loss_type must be one of"),
-    ("pass_at_k", (1, 100), "config.pass_at_k asks for k=100 but config.eval_num_samples=10"),
+    ("pass_at_k", (1, 100), "config.pass_at_k asks for k=100 but config.eval_num_samples=5"),
     ("num_samples", 0, "config.num_samples must be an integer >= 1"),
     ("sandbox.backend", "docker", "config.sandbox.backend must be one of"),
     ("mesh.fsdp", 0, "config.mesh.fsdp must be an integer >= 1 or -1"),

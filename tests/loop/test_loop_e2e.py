@@ -143,7 +143,8 @@ def test_report_tables_and_plots_come_from_results(tiny_run):
         again = f.read()
     for method in METHODS:
         final = results["methods"][method]["final"]
-        assert f"| {method} | {final['pass@1']:.3f} | n/a | n/a | {final['execution_rate']:.3f} |" in again
+        assert (f"| {method} | {final['pass@1']:.3f} | {final['pass@4']:.3f} | n/a | n/a | "
+                f"{final['execution_rate']:.3f} |") in again
 
 
 def test_saved_policy_loads_in_transformers_with_the_same_logits(tiny_run):
