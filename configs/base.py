@@ -76,6 +76,9 @@ FIELDS: tuple[Field, ...] = (
           int_at_least(0)),
     Field("seed", 0, "seeds the model init, data order, sampling and the synthetic suite", int_at_least(0)),
     Field("debug", False, "verbose logging, per-sample programs in the log", changes_results=False),
+    Field("compilation_cache", "workdir", "XLA's persistent compilation cache: workdir (<workdir>/compilation_cache: "
+          "a later iteration, method or restart compiles nothing twice) / none / a directory to share across runs",
+          changes_results=False),
     # Tasks.
     Field("dataset", "synthetic", "held-out tasks: synthetic / humaneval / mbpp / apps / a local JSONL or parquet "
           "file"),
@@ -171,6 +174,8 @@ FIELDS: tuple[Field, ...] = (
     Field("rlaif.turn_rewards", False, "with max_turns > 1: each turn's tokens get the group-relative advantage of "
           "the episode's program after that turn (muCode-style per-turn rewards) instead of the episode's final "
           "reward"),
+    Field("rlaif.group_by_length", True, "RL mini-batches of rows of similar length, each cut to its longest row "
+          "(TRL deals rows at random): the same rollout and per-row losses, only the split into mini-batches differs"),
     # Sandbox fleet.
     Field("sandbox.backend", "gvisor", "gvisor / process (unisolated, warns) / ray", one_of(BACKENDS)),
     Field("sandbox.workers", 0, "sandboxes (with ray: per actor); 0 = the backend default (gVisor: two per CPU "

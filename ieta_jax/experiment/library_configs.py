@@ -57,7 +57,8 @@ def rl_config(c: ml_collections.ConfigDict, pad_token_id: int, eos_token_id: int
                     loss_type=r.loss_type, epsilon_high=r.epsilon_high or None,
                     use_bias_correction_kl=r.kl_importance_correction,
                     reward_model_weight=1.0, execution_reward_weight=r.execution_reward_weight,
-                    max_turns=c.max_turns, turn_rewards=r.turn_rewards)
+                    max_turns=c.max_turns, turn_rewards=r.turn_rewards,
+                    group_by_length=r.group_by_length)
 
 
 def executor_kwargs(c: ml_collections.ConfigDict) -> dict:

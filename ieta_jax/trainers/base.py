@@ -416,23 +416,45 @@ class Trainer:
 
 
 def batched_apply(fn: Callable[[dict], Any], arrays: dict[str, np.ndarray], batch_size: int, mesh: Mesh, *,
-                  desc: str = "", progress: bool = False) -> Any:
+                  desc: str = "", progress: bool = False, trim: int = 0) -> Any:
     """``fn`` (jitted, device batch -> pytree of ``[rows, ...]`` arrays) over host arrays in fixed ``batch_size`` chunks.
 
     The one inference loop of the trainers (reference log-probs, old log-probs, reward scores): every chunk has
     the same shape (the last wraps around to the first rows, whose outputs are dropped), so ``fn`` compiles once;
     inputs are batch-sharded over the mesh and outputs gathered to host numpy on every process.
+
+    ``trim > 0``: each chunk's padding columns are cut (``batching.trim_padding`` of its ``attention_mask``, widths
+    a multiple of ``trim``: one compilation per width), and per-token outputs (``[rows, width - 1]``, the values of
+    tokens 1..width-1) are put back at their columns of the full width, zeros elsewhere. Callers put rows of similar
+    length next to each other for this to pay.
     """
+    from ieta_jax.trainers.batching import trim_padding, used_columns
+
     n = next(iter(arrays.values())).shape[0]
     outs = []
     for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
         idx = np.arange(start, start + batch_size) % n
-        batch = sharding.shard_batch({k: v[idx] for k, v in arrays.items()}, mesh)
+        chunk = {k: v[idx] for k, v in arrays.items()}
+        cols = used_columns(chunk["attention_mask"], trim) if trim else None
+        batch = sharding.shard_batch(trim_padding(chunk, trim) if trim else chunk, mesh)
         with jax.set_mesh(mesh):
             out = fn(batch)
         take = min(batch_size, n - start)
-        outs.append(jax.tree.map(lambda x: sharding.gather_to_host(x)[:take], out))
+        out = jax.tree.map(lambda x: sharding.gather_to_host(x)[:take], out)
+        if cols is not None:
+            full = chunk["attention_mask"].shape[1]
+            out = jax.tree.map(lambda x: _tokens_at(x, cols, full), out)
+        outs.append(out)
     return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+
+
+def _tokens_at(x: np.ndarray, cols: slice, full: int) -> np.ndarray:
+    """Per-token values of a trimmed chunk (``[rows, width - 1]``) at their columns of ``[rows, full - 1]``."""
+    if x.ndim != 2 or x.shape[1] != cols.stop - cols.start - 1:
+        return x
+    out = np.zeros((x.shape[0], full - 1), x.dtype)
+    out[:, cols.start:cols.stop - 1] = x
+    return out
 
 
 def sequence_logps(logits: jax.Array, input_ids: jax.Array, loss_mask: jax.Array

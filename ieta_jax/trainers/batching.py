@@ -141,13 +141,29 @@ def length_grouped_indices(lengths: np.ndarray, start: int, count: int, batch_si
     return out
 
 
+def used_columns(attention_mask: np.ndarray, multiple: int) -> slice:
+    """The columns ``[start, stop)`` that hold every row's tokens, left and right padding cut, widened to a
+    multiple of ``multiple`` within the full width (few distinct shapes, few compilations)."""
+    full = attention_mask.shape[1]
+    cols = np.flatnonzero(attention_mask.any(axis=0))
+    first, last = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 1)
+    width = min(full, -(-(last - first) // multiple) * multiple)
+    start = min(first, full - width)
+    return slice(start, start + width)
+
+
 def trim_padding(batch: dict[str, np.ndarray], multiple: int) -> dict[str, np.ndarray]:
-    """The right-padded ``[N, L]`` arrays of ``batch`` cut to its longest row, rounded up to ``multiple`` (few
-    distinct shapes, few compilations). Exactly the same loss: causal attention never reads right padding."""
+    """The padded ``[N, L]`` arrays of ``batch`` cut to ``used_columns`` of its attention mask, and its per-token
+    ``[N, L - 1]`` arrays (values of tokens 1..L-1, as ``sequence_logps`` returns them) to the same tokens.
+
+    Exactly the same loss up to float rounding: causal attention never reads right padding, left padding is
+    masked, and positions count from each row's first token (``models.positions_from_mask``).
+    """
     full = batch["attention_mask"].shape[1]
-    used = int(batch["attention_mask"].sum(axis=1).max(initial=1))
-    keep = min(full, -(-used // multiple) * multiple)
-    return {k: v[:, :keep] if v.ndim == 2 and v.shape[1] == full else v for k, v in batch.items()}
+    cols = used_columns(batch["attention_mask"], multiple)
+    tokens = slice(cols.start, cols.stop - 1)
+    return {k: v[:, cols] if v.ndim == 2 and v.shape[1] == full
+            else v[:, tokens] if v.ndim == 2 and v.shape[1] == full - 1 else v for k, v in batch.items()}
 
 
 _PERM_CACHE: dict[tuple[int, int, int], np.ndarray] = {}

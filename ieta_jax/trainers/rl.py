@@ -42,7 +42,7 @@ from flax import nnx
 
 from ieta_jax import losses, sampling, sharding
 from ieta_jax.trainers.base import Trainer, TrainerConfig, batched_apply, sequence_logps, split_model
-from ieta_jax.trainers.batching import TokenIds, left_pad_prompts, stream_indices
+from ieta_jax.trainers.batching import TokenIds, left_pad_prompts, stream_indices, trim_padding
 
 # execution_reward(prompt_indices, completions) -> rewards: indices into the fit's prompt list and the generated
 # token ids of each completion (EOS included when it was produced), one float per completion.
@@ -94,6 +94,10 @@ class RLConfig(TrainerConfig):
     execution_reward_weight: float = 1.0
     max_turns: int = 1  # turns per episode (> 1 needs an episode_rollout); rollout rows = prompts x G x max_turns
     turn_rewards: bool = False  # episodes: turn t's tokens get the advantage after turn t, not the final one
+    # Mini-batches of rows of similar length (HF's group_by_length; TRL deals rows at random): each update is cut
+    # to its own longest row, so short turn-1 rows do not pay for long repair prompts. The split into mini-batches
+    # changes, the rollout and its losses do not.
+    group_by_length: bool = False
 
     def __post_init__(self):
         self.max_length = self.max_prompt_length + self.max_new_tokens
@@ -149,6 +153,8 @@ class RLTrainer(Trainer):
     """
 
     name = "rl"
+    # Batches are cut to their used columns, padded to a multiple of this: at most max_length / 64 shapes to compile.
+    length_multiple = 64
 
     def __init__(self, model: nnx.Module, config: RLConfig, *, reward_model: Optional[nnx.Module] = None,
                  execution_reward: Optional[ExecutionReward] = None, ref_model: Optional[nnx.Module] = None,
@@ -210,8 +216,17 @@ class RLTrainer(Trainer):
         metrics["entropy"] = (ent * mask).sum() / jnp.maximum(mask.sum(), 1.0)
         return loss, metrics
 
+    def _lengths(self, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: prompt tokens (left-padded to ``max_prompt_length``) and completion tokens."""
+        p = self.config.max_prompt_length
+        return attention_mask[:, :p].sum(1), attention_mask[:, p:].sum(1)
+
     def _chunked(self, fn, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        return batched_apply(fn, arrays, self.config.batch_size, self.mesh)
+        """``fn`` over the rows in chunks of similar length, each cut to its used columns; results in row order."""
+        order = np.lexsort(self._lengths(arrays["attention_mask"])[::-1])  # by prompt length, then completion's
+        out = batched_apply(fn, {k: v[order] for k, v in arrays.items()}, self.config.batch_size, self.mesh,
+                            trim=self.length_multiple)
+        return jax.tree.map(lambda x: x[np.argsort(order)], out)
 
     # ------------------------------------------------------------------ rollout
     def advantages(self, per_func: dict[str, tuple[float, np.ndarray]]) -> tuple[np.ndarray, dict[str, float]]:
@@ -326,7 +341,7 @@ class RLTrainer(Trainer):
 
         Rewards: the weighted reward-model score and execution reward of an episode's latest program after turn
         t (a sequence's own values); advantages group-relative over the G episodes of a prompt (``advantages``),
-        of the final rewards, or per turn with ``turn_rewards``. Padding rows repeat the first sequence with
+        of the final rewards, or per turn with ``turn_rewards``. Padding rows repeat the shortest sequence with
         no scored token.
         """
         cfg = self.config
@@ -349,7 +364,9 @@ class RLTrainer(Trainer):
         if lengths.max() > cfg.max_new_tokens or lengths.min() < 1:
             raise ValueError(f"completion lengths must be in [1, max_new_tokens={cfg.max_new_tokens}]")
         rows = cfg.rollout_rows
-        fill = np.concatenate([np.arange(n_seq), np.zeros(rows - n_seq, np.int64)])  # padding: copies of row 0
+        # Padding rows copy the shortest sequence (they score nothing; short, they widen no trimmed mini-batch).
+        shortest = int(np.argmin([len(p) + len(c) for p, c in zip(ep.prompts, ep.completions)]))
+        fill = np.concatenate([np.arange(n_seq), np.full(rows - n_seq, shortest, np.int64)])
         p_ids, p_mask = left_pad_prompts([ep.prompts[i] for i in fill], cfg.max_prompt_length, cfg.pad_token_id)
         tokens = np.full((rows, cfg.max_new_tokens), cfg.pad_token_id, np.int32)
         for r, i in enumerate(fill):
@@ -406,13 +423,17 @@ class RLTrainer(Trainer):
         out = []
         real = batch["loss_mask"][:, 1:].sum(1) > 0
         for epoch in range(cfg.ppo_epochs):
-            order = np.random.default_rng([cfg.seed, self.step, epoch]).permutation(n_rows)
-            if not real.all():  # an episode rollout's padding: dealt out so every mini-batch has real rows
+            rng = np.random.default_rng([cfg.seed, self.step, epoch])
+            order = rng.permutation(n_rows)
+            if cfg.group_by_length:
+                order = self._length_grouped(order, real, batch["attention_mask"], rng)
+            elif not real.all():  # an episode rollout's padding: dealt out so every mini-batch has real rows
                 order = np.concatenate([order[real[order]], order[~real[order]]])
                 order = order.reshape(cfg.batch_size, updates).T.reshape(-1)
             for mb in range(updates):
                 sel = order[mb * cfg.batch_size:(mb + 1) * cfg.batch_size]
-                out.append(self.train_step({k: v[sel] for k, v in batch.items()}))
+                out.append(self.train_step(trim_padding({k: v[sel] for k, v in batch.items()},
+                                                        self.length_multiple)))
         out = [{k: float(np.asarray(v)) for k, v in m.items()} for m in jax.device_get(out)]
         if per_update:
             return out
@@ -428,6 +449,22 @@ class RLTrainer(Trainer):
             else:
                 row[k] = float(np.mean(vals))
         return row
+
+    def _length_grouped(self, order: np.ndarray, real: np.ndarray, attention_mask: np.ndarray,
+                        rng: np.random.Generator) -> np.ndarray:
+        """``order`` (a random permutation of the rollout's rows) regrouped for ``group_by_length``: the real rows
+        sorted by length (ties in ``order``'s order) and split into one near-equal run per mini-batch, padding rows
+        filling each up to ``batch_size``, the mini-batches in random order. Every mini-batch keeps a real row."""
+        bs = self.config.batch_size
+        updates = len(order) // bs
+        prompt_len, completion_len = self._lengths(attention_mask)
+        rows = order[real[order]]
+        rows = rows[np.lexsort((completion_len[rows], prompt_len[rows]))]  # lexsort is stable: ties keep order
+        pads, at, groups = order[~real[order]], 0, []
+        for chunk in np.array_split(rows, updates):
+            groups.append(np.concatenate([chunk, pads[at:at + bs - len(chunk)]]))
+            at += bs - len(chunk)
+        return np.concatenate([groups[i] for i in rng.permutation(updates)])
 
     def fit(self, prompts: Sequence[TokenIds], num_iterations: int) -> list[dict[str, float]]:
         """``num_iterations`` rollout + update rounds over ``prompts`` (resumable, like ``Trainer.fit``)."""

@@ -92,7 +92,7 @@ def test_episode_batch_rows_masks_and_advantages(turn_rewards):
         assert batch["loss_mask"][r].tolist() == [0.0] * P + [1.0] * len(c) + [0.0] * (T - len(c))
         assert batch["attention_mask"][r].tolist() == [0] * (P - len(p)) + [1] * (len(p) + len(c)) + [0] * (T - len(c))
     assert not batch["loss_mask"][6:].any() and not batch["advantages"][6:].any()  # padding rows: inert
-    assert (batch["input_ids"][6:] == batch["input_ids"][0]).all()  # ... and copies of a real row (finite logits)
+    assert (batch["input_ids"][6:] == batch["input_ids"][5]).all()  # ... copies of the shortest real row
     # The episodes' rewards after each turn: turn 1 its own; turn 2 the repair's where there is one.
     after_1 = [-0.5, 0.0, 1.0, -1.0]
     final = [1.0, 0.0, 1.0, 0.5]
@@ -122,6 +122,51 @@ def test_every_minibatch_gets_real_rows_and_grpo_averages_real_sequences():
     trainer.train_step = lambda b: seen.append(int((b["loss_mask"].sum(1) > 0).sum())) or {"x": np.float32(0)}
     trainer.update(batch)
     assert seen == [3, 3]
+
+
+def test_length_grouped_minibatches_are_cut_and_score_like_the_full_rows(monkeypatch):
+    """group_by_length: the real rows sorted by length in near-equal runs (padding fills), each mini-batch cut to
+    its used columns (left and right padding), and the loss and metrics of every cut mini-batch equal those of
+    the same rows at full width (per-token reference log-probs cut with them)."""
+    from ieta_jax.trainers import batching, rl
+
+    cfg = config(num_generations=2, group_by_length=True, beta=0.05)
+    trainer = make(cfg)
+    trainer.length_multiple = 1
+    batch, _ = trainer.build_episode_rollout(2, scripted([1.0, 0.5, -0.5, 0.0, 1.0, -1.0]))
+    batch["normalizer"] = np.full((8,), 5.0, np.float32)
+    row_of = {tuple(r): i for i, r in enumerate(batch["input_ids"][:6].tolist())}
+    pairs = []  # (full-width mini-batch, cut mini-batch)
+    monkeypatch.setattr(rl, "trim_padding", lambda b, m: pairs.append((b, batching.trim_padding(b, m))) or pairs[-1][1])
+    trainer.train_step = lambda b: {"x": np.float32(0)}
+    trainer.update(batch)
+    assert len(pairs) == 2
+    # Sorted by (prompt length, completion length): rows {5, 4, 2} then {3, 1, 0} (see scripted()), one padding
+    # row each; cut to max prompt + max completion of each.
+    groups = [sorted(row_of[tuple(r)] for r, real in zip(full["input_ids"].tolist(), full["loss_mask"].sum(1) > 0)
+                     if real) for full, _ in pairs]
+    assert sorted(groups) == [[0, 1, 3], [2, 4, 5]]
+    widths = {tuple(g): cut["input_ids"].shape[1] for g, (_, cut) in zip(groups, pairs)}
+    assert widths == {(2, 4, 5): 3 + 4, (0, 1, 3): 6 + 3}
+    for full, cut in pairs:
+        cut_loss, cut_m = trainer.loss_fn(trainer.state.params, trainer.aux, cut, None)
+        full_loss, full_m = trainer.loss_fn(trainer.state.params, trainer.aux, full, None)
+        assert float(cut_loss) == pytest.approx(float(full_loss), rel=1e-5, abs=1e-6)
+        for k in full_m:
+            assert float(cut_m[k]) == pytest.approx(float(full_m[k]), rel=1e-4, abs=1e-6), k
+        start = 12 - int(full["attention_mask"][:, :12].sum(1).max())  # the longest prompt's first column
+        np.testing.assert_array_equal(cut["ref_logps"], full["ref_logps"][:, start:start + cut["input_ids"].shape[1] - 1])
+
+
+def test_reference_logps_of_length_sorted_cut_chunks_equal_the_full_rows():
+    cfg = config(num_generations=2, beta=0.05)
+    trainer = make(cfg)
+    trainer.length_multiple = 1
+    batch, _ = trainer.build_episode_rollout(2, scripted([1.0, 0.5, -0.5, 0.0, 1.0, -1.0]))
+    full = np.asarray(trainer._logps_fn(trainer.ref_params, trainer.aux, batch["input_ids"],
+                                        batch["attention_mask"], batch["loss_mask"]))
+    np.testing.assert_allclose(batch["ref_logps"], full, rtol=1e-5, atol=1e-6)
+    assert (batch["ref_logps"][:6] != 0).any(axis=1).all()
 
 
 def test_gradient_reaches_turn_2_tokens():
