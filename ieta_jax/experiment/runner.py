@@ -17,7 +17,7 @@ import ml_collections
 
 from ieta_jax import distributed
 from ieta_jax.experiment import episodes, heldout, library_configs, methods, policy as policy_lib, rollout, signals
-from ieta_jax.experiment.start import Run, start_run
+from ieta_jax.experiment.start import Run, compilation_cache, start_run
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict:
         log.info("process %d: no sandbox executor here (process 0 runs the programs and broadcasts verdicts)",
                  jax.process_index())
     writers = heldout.MetricWriters(run.workdir.path("tensorboard"))
-    with executor as ex:
+    with executor as ex, compilation_cache(config, run.workdir.root):
         run = dataclasses.replace(run, executor=ex, writers=writers)
         run = dataclasses.replace(run, judge=signals.make_judge(run))  # None unless RLAIF asks an AI judge
         if config.policy:  # a hosted model: evaluated only (start-up refuses methods that train)

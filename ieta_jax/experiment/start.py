@@ -8,6 +8,7 @@ start leaves the workdir as it was and the corrected command runs.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -104,6 +105,27 @@ def check_api_keys(config: ml_collections.ConfigDict) -> None:
             parse_endpoint(uri, model).api_key()
         except APIError as e:
             raise StartError(str(e)) from None
+
+
+@contextlib.contextmanager
+def compilation_cache(config: ml_collections.ConfigDict, root: str):
+    """JAX's persistent compilation cache at ``config.compilation_cache`` while the run lasts (the previous
+    setting back afterwards). Each iteration's trainers jit their steps anew; with the cache, the second DPO,
+    reward-model or RL iteration reads the executables the first one compiled instead of compiling them again."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    choice = config.compilation_cache
+    path = (None if choice == "none" else os.path.join(root, "compilation_cache") if choice == "workdir"
+            else os.path.expanduser(choice))
+    before = jax.config.jax_compilation_cache_dir
+    cc.reset_cache()  # the cache reads its directory once; a run in the same process may have set another
+    jax.config.update("jax_compilation_cache_dir", path)
+    try:
+        yield path
+    finally:
+        cc.reset_cache()
+        jax.config.update("jax_compilation_cache_dir", before)
 
 
 def start_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
