@@ -46,3 +46,32 @@ def test_replace_dir_swaps_a_finished_directory_in(tmp_path):
     (tmp / "new").write_text("new")
     workdir.replace_dir(str(tmp), str(out))
     assert os.listdir(out) == ["new"] and not tmp.exists()
+
+
+@pytest.mark.parametrize("choice", ["workdir", "none", "shared"])
+def test_compilation_cache_lasts_as_long_as_the_run(tmp_path, choice):
+    """config.compilation_cache: executables compiled during the run land in the chosen directory (the
+    workdir's by default; none: nowhere), and the process's previous setting is back afterwards."""
+    import jax
+    import ml_collections
+
+    from ieta_jax.experiment.start import compilation_cache
+
+    config = ml_collections.ConfigDict({"compilation_cache": str(tmp_path / "shared") if choice == "shared"
+                                        else choice})
+    want = {"workdir": tmp_path / "run" / "compilation_cache", "none": None, "shared": tmp_path / "shared"}[choice]
+    before = jax.config.jax_compilation_cache_dir
+    min_time = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # cache even this tiny function
+    try:
+        with compilation_cache(config, str(tmp_path / "run")) as path:
+            assert path == (None if want is None else str(want))
+            assert jax.config.jax_compilation_cache_dir == path
+            np.testing.assert_allclose(jax.jit(lambda x: x * 3.0 + 1.0)(np.arange(7.0)), np.arange(7.0) * 3 + 1)
+    finally:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_time)
+    assert jax.config.jax_compilation_cache_dir == before
+    if want is None:
+        assert not (tmp_path / "run").exists()
+    else:
+        assert os.listdir(want)  # the executable was written there
