@@ -178,6 +178,8 @@ FIELDS: tuple[Field, ...] = (
           "(TRL deals rows at random): the same rollout and per-row losses, only the split into mini-batches differs"),
     # Sandbox fleet.
     Field("sandbox.backend", "gvisor", "gvisor / process (unisolated, warns) / ray", one_of(BACKENDS)),
+    Field("sandbox.reuse_verdicts", True, "identical requests of one rollout (the same program and tests, e.g. two "
+          "samples that wrote the same code) run once and share the verdict; off: every sample runs"),
     Field("sandbox.workers", 0, "sandboxes (with ray: per actor); 0 = the backend default (gVisor: two per CPU "
           "core)", int_at_least(0, "0 = one per core"), changes_results=False),
     Field("sandbox.ray_address", "", 'for backend=ray: "auto" or host:port; "" starts a local Ray',

@@ -7,6 +7,7 @@ holds the same rows.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 import zlib
@@ -65,7 +66,8 @@ def sample_and_execute(run: Run, policy: Policy, tasks: list, n: int, *, tempera
     ``prompts`` (one per task) replace ``policy.prompt(task)``, e.g. the repair prompt of a later turn.
     ``public=True``: each program of a task with a public test also runs against it (trace on), in the same
     batch; the row's ``public_result`` is that verdict (None for a task without public test), the feedback of
-    a repair turn. Scores and rewards come only from ``result`` (the hidden tests)."""
+    a repair turn. Scores and rewards come only from ``result`` (the hidden tests). Identical requests run once
+    and share their verdict (``sandbox.reuse_verdicts``, ``_Runs``)."""
     from tqdm.auto import tqdm
 
     from ieta_jax.data import completions as comp_lib
@@ -79,6 +81,7 @@ def sample_and_execute(run: Run, policy: Policy, tasks: list, n: int, *, tempera
     # grows with it: repair prompts range from ~100 to max_prompt_len tokens); rows go back to task order below.
     order = sorted(range(len(tasks)), key=lambda i: len(texts[i]))
     futures, meta = [], []
+    runs = _Runs(run) if primary else None
     t_sample = 0.0
     t_start = time.perf_counter()
     bar = tqdm(total=len(tasks) * n, desc=desc, unit="sample", leave=False, disable=not primary)
@@ -96,23 +99,52 @@ def sample_and_execute(run: Run, policy: Policy, tasks: list, n: int, *, tempera
                 pub = (request(run, t, completion, f"{t.task_id}#{j}/public", trace=True, public=True)
                        if public and t.public_test is not None else None)
                 if primary:  # process 0 runs the programs; the others get the verdicts below
-                    futures.append((run.executor.submit(req), pub and run.executor.submit(pub)))
+                    futures.append((runs.submit(req), pub and runs.submit(pub)))
                 meta.append({"task_id": t.task_id, "sample": j, "completion": completion, "program": req["solution"]})
         bar.update(len(batch) * n)
     t_wait = time.perf_counter()
-    results = distributed.on_primary(lambda: [(f.result().to_dict(), p and p.result().to_dict())
-                                              for f, p in futures])
+    results, busy = distributed.on_primary(lambda: ([(f.result(), p and p.result()) for f, p in futures],
+                                                    runs.busy_s()))
     bar.close()
     rows = [{**m, "result": res, **({"public_result": pub} if public else {})} for m, (res, pub) in zip(meta, results)]
     position = {i: k for k, i in enumerate(order)}  # generation order -> task order (rows of a task stay together)
     rows = [rows[position[i] * n + j] for i in range(len(tasks)) for j in range(n)]
     now = time.perf_counter()
-    busy = sum((r["result"]["duration_s"] or 0.0) + ((r.get("public_result") or {}).get("duration_s") or 0.0)
-               for r in rows)
     times = {"sampling": t_sample, "execution": now - t_wait, "sandbox_busy": busy, "total": now - t_start}
     log.info("%s: %d samples; sampling %.1fs, execution not hidden by sampling %.1fs (sandbox busy %.1fs), "
              "total %.1fs", desc, len(rows), t_sample, now - t_wait, busy, now - t_start)
     return SampleSet(rows, times)
+
+
+class _Submission:
+    """A request's future, answered as a result dict carrying that request's own id."""
+
+    def __init__(self, future, request_id: str):
+        self.future, self.request_id = future, request_id
+
+    def result(self) -> dict:
+        return {**self.future.result().to_dict(), "id": self.request_id}
+
+
+class _Runs:
+    """One rollout's sandbox runs. With ``sandbox.reuse_verdicts`` an identical request (same program, tests and
+    limits; only the id differs) is not run again: it shares the first one's verdict. A deterministic program's
+    verdict cannot differ between runs; a nondeterministic one gets a single draw for all its copies (each copy's
+    verdict has the same distribution, so pass@1 stays unbiased). The judge computes every verdict either way."""
+
+    def __init__(self, run: Run):
+        self.executor, self.reuse = run.executor, run.config.sandbox.reuse_verdicts
+        self.futures: dict[str, object] = {}
+
+    def submit(self, req: dict) -> _Submission:
+        key = json.dumps({k: v for k, v in req.items() if k != "id"}, sort_keys=True) if self.reuse else req["id"]
+        if key not in self.futures:
+            self.futures[key] = self.executor.submit(req)
+        return _Submission(self.futures[key], req["id"])
+
+    def busy_s(self) -> float:
+        """Sandbox time of the requests that ran (a shared verdict's run counted once)."""
+        return sum(f.result().duration_s or 0.0 for f in self.futures.values())
 
 
 def samples_stage(run: Run, rel: str | None, policy: Policy, tasks: list, n: int, *, temperature: float, seed: int,

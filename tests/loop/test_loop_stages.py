@@ -173,6 +173,42 @@ def test_rollout_takes_given_prompts_for_later_turns(tmp_path):
     assert ss.rows[0]["program"] == tasks[0].prompt + good
 
 
+@pytest.mark.parametrize("reuse", [True, False])
+def test_identical_programs_run_once_and_share_the_verdict(tmp_path, reuse):
+    """sandbox.reuse_verdicts: samples that wrote the same program share one hidden and one public run; each row
+    keeps its own request id, and the verdicts are those of running every sample."""
+    from sandbox import Executor
+
+    from ieta_jax.data import synthetic
+
+    c = tiny_config(num_train_tasks=1, sample_batch_size=8)
+    c.sandbox.reuse_verdicts = reuse
+    task = synthetic.make_tasks("train", seed=0)[0]
+    good = synthetic.warm_start_corpus([task], solutions_per_task=1, bug_fraction=0.0)[0].completion
+
+    class Same:
+        def prompt(self, t):
+            return t.prompt
+
+        def generate(self, prompts, n, temperature, top_p, max_new_tokens, seed):
+            return [[good, good, "    return None\n", good] for _ in prompts]
+
+    submitted = []
+    with Executor(**library_configs.executor_kwargs(c)) as ex:
+        class Counting:
+            def submit(self, req):
+                submitted.append(req["id"])
+                return ex.submit(req)
+
+        run = dataclasses.replace(make_run(c, tmp_path, model_dir=""), executor=Counting())
+        ss = rollout.sample_and_execute(run, Same(), [task], 4, temperature=1.0, seed=0, desc="x", public=True)
+    assert len(submitted) == (4 if reuse else 8)  # 2 distinct programs x (hidden, public) vs 4 x 2
+    assert [r["result"]["status"] for r in ss.rows] == ["passed", "passed", "failed", "passed"]
+    assert [r["public_result"]["status"] for r in ss.rows] == ["passed", "passed", "failed", "passed"]
+    assert [r["result"]["id"] for r in ss.rows] == [f"{task.task_id}#{j}" for j in range(4)]
+    assert [r["public_result"]["id"] for r in ss.rows] == [f"{task.task_id}#{j}/public" for j in range(4)]
+
+
 def test_local_policy_chat_prompt_uses_the_template(tiny_dir):
     from ieta_jax.data import synthetic
 
