@@ -36,6 +36,8 @@ ZYGOTE_MSG = struct.Struct("<cxxxiid")
 SPEC_LIMIT = 1 << 20   # largest spawn spec (the program's source and its limits)
 FILE_LIMIT_BYTES = 16 << 20   # RLIMIT_FSIZE: largest file a program may write
 _KEPT = ()             # objects of the zygote that program processes must not free (see zygote())
+_STREAMS = None        # (stdin, stdout, stderr) of every program process, built by the zygote (_program_streams)
+CHILD_NPROC = 32       # RLIMIT_NPROC for the unprivileged child uid (gVisor): its processes together
 _FD_SIZE = struct.calcsize("i")
 # Imported once in the zygote so that the programs using them (most HumanEval/MBPP programs) do not pay
 # for the import. Pure-Python or built-in modules only: every shared library mapped here (libcrypto for
@@ -101,6 +103,12 @@ def zygote(sock: socket.socket):
             resource.setrlimit(lim, val)
         except (ValueError, OSError):
             pass
+    if os.environ.get("IETA_SANDBOX_CHILD_UID"):
+        # Where programs run as the unprivileged uid (gVisor), what every one of them gets, set once here:
+        # no supplementary groups, and the process cap of that uid (the zygote, root with CAP_SYS_ADMIN,
+        # is exempt from it).
+        os.setgroups([])
+        resource.setrlimit(resource.RLIMIT_NPROC, (CHILD_NPROC,) * 2)
     # The signal dispositions of `python program.py`, set once here rather than in every program process
     # (each change is a syscall there); the zygote itself writes no files and dies with its worker.
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
@@ -119,8 +127,9 @@ def zygote(sock: socket.socket):
     # (replaced there; tearing them down takes a lock per flush and close, and in CPython 3.11 each lock
     # acquire reads the monotonic clock, a syscall under gVisor: about a dozen a program) and `buf` (an
     # munmap).
-    global _KEPT
+    global _KEPT, _STREAMS
     _KEPT = (sys.stdin, sys.stdout, sys.stderr, buf)
+    _STREAMS = _program_streams()
     while True:
         ready, _, _ = select.select([sock, rfd], [], [])
         if rfd in ready:
@@ -159,6 +168,29 @@ def _recv_spec(sock: socket.socket, buf: memoryview):
     if flags & socket.MSG_TRUNC:
         raise RuntimeError(f"spawn spec larger than {SPEC_LIMIT} bytes")
     return bytes(buf[:n]), fds
+
+
+def _program_streams():
+    """The text streams a program process gets as sys.stdin/stdout/stderr (utf-8, errors replaced,
+    stderr line-buffered), built once here over a pipe at fds 0, 1 and 2: each program process gets its
+    own copy with the fork and has only to put its own pipes at those fds. Built there, each of the
+    three cost an fstat, an lseek and (stdin, stdout) an isatty ioctl in every program, a syscall each
+    under gVisor. Built on a pipe, they are what a pipe gives: not seekable, block-buffered stdout (the
+    program's stdin is always a pipe or /dev/null, read as a stream)."""
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    r, w = os.pipe()
+    try:
+        for fd, end in ((0, r), (1, w), (2, w)):
+            os.dup2(end, fd)
+        return (open(0, "r", encoding="utf-8", errors="replace", closefd=False),
+                open(1, "w", encoding="utf-8", errors="replace", closefd=False),
+                open(2, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1))
+    finally:
+        for fd, old in zip((0, 1, 2), saved):
+            os.dup2(old, fd)
+            os.close(old)
+        os.close(r)
+        os.close(w)
 
 
 def _site() -> None:
@@ -231,17 +263,13 @@ def _become_program(spec: dict, fds: list, libc, nofile: int) -> None:
         except (ValueError, OSError):
             pass
     uid = spec.get("uid")
-    if uid is not None:
-        resource.setrlimit(resource.RLIMIT_NPROC, (spec["nproc"],) * 2)
-        os.setgroups([])
+    if uid is not None:  # no supplementary groups and RLIMIT_NPROC: set once in the zygote
         os.setgid(uid)
         os.setuid(uid)
     os.environ.clear()
     os.environ.update({"PATH": "/usr/bin:/bin", "HOME": spec["scratch"], "TMPDIR": spec["scratch"],
                        "LANG": "C.UTF-8"})
-    sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
-    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1)
+    sys.stdin, sys.stdout, sys.stderr = _STREAMS
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
     sys.argv = ["solution.py"]
 

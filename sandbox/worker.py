@@ -42,7 +42,6 @@ except ImportError:  # loaded flat inside the sandbox
     from schema import OUTPUT_CAP_CHARS, OUTPUT_LIMIT_BYTES
 
 SCRATCH_MB = 64                   # size of each program's private tmpfs (gVisor)
-CHILD_NPROC = 32                  # RLIMIT_NPROC for the unprivileged child uid
 EXIT_GRACE_S = 0.2                # after the program exits, how long its descendants may hold its stdout
 WATCH_INTERVAL_S = 0.02           # memory watchdog period (all of a program's processes together, gVisor)
 PARTIAL_TRACE_WAIT_S = 1.0        # how long a timed-out program gets to send its trace so far (busy hosts)
@@ -330,7 +329,7 @@ class Worker:
     # zygote protocol
     def spawn(self, req: dict, fds: list) -> int:
         spec = {"scratch": self.scratch, "cpu_s": int(req["timeout_s"]) + 1, "memory_mb": req["memory_mb"],
-                "nproc": CHILD_NPROC, "uid": self.child_uid,
+                "uid": self.child_uid,
                 "private_ipc": self.isolated, "mode": self.mode, "solution": req["solution"],
                 "trace": bool(req.get("trace"))}
         socket.send_fds(self.zsock_obj, [codec.encode(spec)], fds)
