@@ -99,10 +99,17 @@ def _descendants(root: int, table: dict, exclude: int | None = None) -> list[int
     return out
 
 
+_MEMINFO_FD = None  # /proc/meminfo, opened once: each reading is then one pread (regenerated at offset 0)
+
+
 def sandbox_memory_used() -> int:
     """Bytes in use in the whole sandbox (gVisor's /proc/meminfo describes the sandbox, not the host;
     shared copy-on-write pages count once, tmpfs files count too)."""
-    fields = dict(line.split(b":", 1) for line in _read_proc("/proc/meminfo").splitlines() if b":" in line)
+    global _MEMINFO_FD
+    if _MEMINFO_FD is None:
+        _MEMINFO_FD = os.open("/proc/meminfo", os.O_RDONLY | os.O_CLOEXEC)
+    meminfo = os.pread(_MEMINFO_FD, 1 << 16, 0)
+    fields = dict(line.split(b":", 1) for line in meminfo.splitlines() if b":" in line)
     return (int(fields[b"MemTotal"].split()[0]) - int(fields[b"MemFree"].split()[0])) << 10
 
 
@@ -129,8 +136,7 @@ class Proc:
             in_r, in_w = worker.devnull, None
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        self.chan, self.in_w, self.out_r, self.err_r = chan_j, in_w, out_r, err_r
-        chan_j.setblocking(False)
+        self.chan, self.in_w, self.out_r, self.err_r = chan_j, in_w, out_r, err_r  # chan: sent with MSG_DONTWAIT
         self.pid = worker.spawn(req, [chan_c.fileno(), in_r, out_w, err_w])
         for fd in (in_r, out_w, err_w):
             if fd != worker.devnull:
@@ -176,7 +182,7 @@ class Proc:
                 self._close_stdin()
         for fd in ready:
             if fd == self.worker.zsock:
-                for pid, status, cpu in self.worker.read_exits():
+                for pid, status, cpu in self.worker.read_exit():
                     if pid == self.pid:
                         self.exit_status, self.cpu_s, self.exited_at = status, cpu, time.monotonic()
                 continue
@@ -234,7 +240,7 @@ class Proc:
         data = memoryview(codec.frame(payload))
         while data:
             try:
-                data = data[self.chan.send(data):]
+                data = data[self.chan.send(data, socket.MSG_DONTWAIT):]
                 continue
             except BlockingIOError:
                 pass
@@ -348,7 +354,17 @@ class Worker:
             raise RuntimeError("the zygote died")
         return program.ZYGOTE_MSG.unpack(data)
 
+    def read_exit(self):
+        """The exits reported so far, after reading one message of the zygote (its socket is readable:
+        one message per wake-up, not a read until EAGAIN)."""
+        msg = self._zmsg(blocking=True)
+        if msg[0] == b"E":
+            self._exits.append(msg[1:])
+        out, self._exits = self._exits, []
+        return out
+
     def read_exits(self):
+        """Every exit reported so far, without waiting."""
         while True:
             msg = self._zmsg(blocking=False)
             if msg is None:
@@ -416,8 +432,7 @@ class Worker:
         if self.mount_point is not None:
             self.scratch = self.mount_point
             if _LIBC.mount(b"tmpfs", self.scratch.encode(), b"tmpfs", 0,
-                           f"size={SCRATCH_MB}m,mode=0700".encode()) == 0:
-                os.chown(self.scratch, self.child_uid, self.child_uid)
+                           f"size={SCRATCH_MB}m,mode=0700,uid={self.child_uid},gid={self.child_uid}".encode()) == 0:
                 self._mounted = True
                 return
         self._mounted = False
@@ -444,6 +459,8 @@ class Worker:
         return self.proc
 
     def finish(self) -> None:
+        # the zygote reports one exit per program: if it was seen, there is nothing more to read
+        exit_seen = self.proc is not None and self.proc.exit_status is not None
         try:
             self.kill_program()
         finally:
@@ -452,7 +469,8 @@ class Worker:
                 self.proc = None
             self.mark("kill")
             self._drop_scratch()
-            self.read_exits()
+            if not exit_seen:
+                self.read_exits()
             self.mark("drop_scratch")
 
     def run(self, req: dict) -> dict:
