@@ -306,13 +306,11 @@ class Worker:
     """Runs requests one at a time; owns the zygote and each program's scratch."""
 
     def __init__(self, zsock: socket.socket, zygote_pid: int, scratch_root: str | None = None,
-                 child_uid: int | None = None, isolation: str = "process", control_fd: int | None = None):
+                 child_uid: int | None = None, isolation: str = "process"):
         self.zsock_obj, self.zsock, self.zygote_pid = zsock, zsock.fileno(), zygote_pid
         self.scratch_root = scratch_root or tempfile.gettempdir()
         self.child_uid = child_uid
         self.isolation = isolation
-        self.control_fd = control_fd
-        self.host_gone = False
         # Private tmpfs and IPC namespace per program, and the memory watchdog, where the worker is the
         # sandbox's root (gVisor); the unisolated process backend uses a scratch dir.
         self.isolated = child_uid is not None
@@ -482,8 +480,6 @@ class Worker:
             self.mark("verdict")
             result["profile_ms"] = [(name, round((t - self.marks[i][1]) * 1e3, 3))
                                     for i, (name, t) in enumerate(self.marks[1:])]
-        if self.control_fd is not None and select.select([self.control_fd], [], [], 0)[0]:
-            self.host_gone = True
         return result
 
 
@@ -505,7 +501,7 @@ def main(zsock, zygote_pid):
                 pass
     worker = Worker(zsock, zygote_pid, scratch_root=os.environ.get("IETA_SANDBOX_SCRATCH") or None,
                     child_uid=int(uid) if uid else None,
-                    isolation=os.environ.get("IETA_SANDBOX_ISOLATION", "process"), control_fd=0)
+                    isolation=os.environ.get("IETA_SANDBOX_ISOLATION", "process"))
     proto.write((json.dumps({"ready": True, "pid": os.getpid()}) + "\n").encode())
     buf = b""
     chunk = memoryview(bytearray(1 << 20))  # reused: a fresh 1 MiB per read is an mmap + munmap
@@ -524,6 +520,7 @@ def main(zsock, zygote_pid):
             result = {"id": req.get("id") if isinstance(req, dict) else None, "status": "sandbox_error",
                       "error_type": "WorkerError", "error_message": f"{type(e).__name__}: {e}",
                       "isolation": worker.isolation}
-        if worker.host_gone:
+        try:
+            proto.write((json.dumps(result) + "\n").encode())
+        except BrokenPipeError:  # the host went away (its next read would see EOF too)
             return
-        proto.write((json.dumps(result) + "\n").encode())
