@@ -130,6 +130,7 @@ def zygote(sock: socket.socket):
     global _KEPT, _STREAMS
     _KEPT = (sys.stdin, sys.stdout, sys.stderr, buf)
     _STREAMS = _program_streams()
+    live = 0  # program processes forked and not yet reaped
     while True:
         ready, _, _ = select.select([sock, rfd], [], [])
         if rfd in ready:
@@ -137,7 +138,7 @@ def zygote(sock: socket.socket):
                 os.read(rfd, 4096)
             except BlockingIOError:
                 pass
-            _report_exits(sock)
+            live = _report_exits(sock, live)
         if sock not in ready:
             continue
         msg, fds = _recv_spec(sock, buf)
@@ -151,6 +152,7 @@ def zygote(sock: socket.socket):
             spec = codec.decode(msg)
             _become_program(spec, fds, libc=libc, nofile=nofile)
             return spec
+        live += 1
         for fd in fds:
             os.close(fd)
         sock.send(spawned(b"S", pid, 0, 0.0))
@@ -223,15 +225,19 @@ def _site() -> None:
                     sys.path.append(path)
 
 
-def _report_exits(sock):
-    while True:
+def _report_exits(sock, live: int) -> int:
+    """Reap and report exited program processes; returns how many are still alive. `live`: how many
+    were (the usual case is one, reaped by one wait4: no second one to learn that none is left)."""
+    while live:
         try:
             pid, status, ru = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return 0
         if pid == 0:
-            return
+            return live
+        live -= 1
         sock.send(ZYGOTE_MSG.pack(b"E", pid, status, ru.ru_utime + ru.ru_stime))
+    return live
 
 
 def _libc():
