@@ -4,9 +4,9 @@ The zygote is forked at boot (`boot`), before the worker module is even imported
 request is read, so it (and every process it forks) never holds a request's tests or expected values.
 It sets up what `site` gives a normal interpreter (exit/quit, site-packages; not the start-up code of
 .pth files: `_site`), then serves spawn requests from the worker on a unix socket: each carries the new
-process's four fds (channel, stdin, stdout, stderr) and its limits. The forked process closes
-everything else, leaves the zygote's signal set-up, drops to the unprivileged uid, and runs the
-program (`run_program`); the zygote reports every exit (pid, wait status, CPU seconds) to the worker.
+process's fds (channel, stdout, stderr, and stdin when it is fed: else it keeps the zygote's
+/dev/null) and its limits. The forked process closes everything else, leaves the zygote's signal
+set-up, drops to the unprivileged uid, and runs the program (`run_program`); the zygote reports every exit (pid, wait status, CPU seconds) to the worker.
 
 In the program's process, everything here is untrusted: it sends the worker plain data over its
 channel (codec.py), and the worker treats every field as a claim (see worker.py).
@@ -59,9 +59,9 @@ def boot():
     pid = os.fork()
     if pid == 0:
         parent.close()
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1):
-            os.dup2(devnull, fd)
+        # stdin: what a program process reads when it is fed nothing (it keeps this fd 0)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
         keep = {0, 1, 2, child.fileno()}
         for name in os.listdir("/proc/self/fd"):
             if int(name) not in keep:
@@ -253,8 +253,8 @@ def _become_program(spec: dict, fds: list, libc, nofile: int) -> None:
     RLIMIT_NOFILE soft limit (the zygote's, read once)."""
     import resource
     os.setsid()
-    chan, stdin, stdout, stderr = fds
-    for src, dst in ((stdin, 0), (stdout, 1), (stderr, 2)):
+    chan, stdout, stderr = fds[:3]
+    for src, dst in ((stdout, 1), (stderr, 2)) + (((fds[3], 0),) if len(fds) == 4 else ()):
         os.dup2(src, dst)
     os.dup2(chan, CHANNEL_FD, inheritable=False)
     # one close_range syscall (no fd is at or above the soft limit: nothing here lowers it)

@@ -129,18 +129,19 @@ class Proc:
         self.stdin = memoryview(stdin)
         # _socket's pair: socket.socketpair() wraps each end again, one getsockname syscall each
         chan_j, chan_c = _socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         if self.stdin:
             in_r, in_w = os.pipe()
             os.set_blocking(in_w, False)
-        else:  # nothing to feed: /dev/null reads as the same empty stream, without a pipe per program
-            in_r, in_w = worker.devnull, None
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+            given = [chan_c.fileno(), out_w, err_w, in_r]
+        else:  # nothing to feed: the program keeps the zygote's /dev/null, the same empty stream
+            in_w = None
+            given = [chan_c.fileno(), out_w, err_w]
         self.chan, self.in_w, self.out_r, self.err_r = chan_j, in_w, out_r, err_r  # chan: sent with MSG_DONTWAIT
-        self.pid = worker.spawn(req, [chan_c.fileno(), in_r, out_w, err_w])
-        for fd in (in_r, out_w, err_w):
-            if fd != worker.devnull:
-                os.close(fd)
+        self.pid = worker.spawn(req, given)
+        for fd in given[1:]:
+            os.close(fd)
         chan_c.close()
         self.reader = codec.FrameReader()
         self.frames: list = []
@@ -323,7 +324,6 @@ class Worker:
         self._handles: dict[int, judge.RemoteObject] = {}
         self.proc: Proc | None = None
         self.marks: list = []
-        self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
     def mark(self, phase: str) -> None:
         """Debug mode (IETA_SANDBOX_PROFILE=1): note when `phase` ended; run() reports the durations."""
