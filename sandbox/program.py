@@ -114,7 +114,12 @@ def zygote(sock: socket.socket):
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    rfd, wfd = os.pipe()
+    # The zygote's own fds go to the top of the fd table, so that the first fd of each spawn message
+    # (the channel) arrives at CHANNEL_FD: the program process then has one dup2 fewer to make. (Below
+    # 1024: select() takes no higher fd.)
+    top = iter(range(min(nofile, 1024) - 1, CHANNEL_FD, -1))
+    sock = socket.socket(fileno=_move_fd(sock.detach(), next(top)))
+    rfd, wfd = (_move_fd(fd, next(top)) for fd in os.pipe())
     os.set_blocking(wfd, False)
     signal.set_wakeup_fd(wfd)
     signal.signal(signal.SIGCHLD, lambda *a: None)
@@ -156,6 +161,13 @@ def zygote(sock: socket.socket):
         for fd in fds:
             os.close(fd)
         sock.send(spawned(b"S", pid, 0, 0.0))
+
+
+def _move_fd(fd: int, to: int) -> int:
+    """`fd` renumbered as `to` (close-on-exec); the old number is freed."""
+    os.dup2(fd, to, inheritable=False)
+    os.close(fd)
+    return to
 
 
 def _recv_spec(sock: socket.socket, buf: memoryview):
@@ -256,7 +268,8 @@ def _become_program(spec: dict, fds: list, libc, nofile: int) -> None:
     chan, stdout, stderr = fds[:3]
     for src, dst in ((stdout, 1), (stderr, 2)) + (((fds[3], 0),) if len(fds) == 4 else ()):
         os.dup2(src, dst)
-    os.dup2(chan, CHANNEL_FD, inheritable=False)
+    if chan != CHANNEL_FD:  # it arrives there (see zygote()) unless fds were left open below it
+        os.dup2(chan, CHANNEL_FD, inheritable=False)
     # one close_range syscall (no fd is at or above the soft limit: nothing here lowers it)
     os.closerange(CHANNEL_FD + 1, nofile)
     os.chdir(spec["scratch"])
