@@ -6,7 +6,8 @@ It sets up what `site` gives a normal interpreter (exit/quit, site-packages; not
 .pth files: `_site`), then serves spawn requests from the worker on a unix socket: each carries the new
 process's fds (channel, stdout, stderr, and stdin when it is fed: else it keeps the zygote's
 /dev/null) and its limits. The forked process closes everything else, leaves the zygote's signal
-set-up, drops to the unprivileged uid, and runs the program (`run_program`); the zygote reports every exit (pid, wait status, CPU seconds) to the worker.
+set-up, drops to the unprivileged uid, and runs the program (`run_program`); the zygote reports
+every exit (pid, wait status, CPU seconds) to the worker.
 
 In the program's process, everything here is untrusted: it sends the worker plain data over its
 channel (codec.py), and the worker treats every field as a claim (see worker.py).
