@@ -4,9 +4,10 @@ The zygote is forked at boot (`boot`), before the worker module is even imported
 request is read, so it (and every process it forks) never holds a request's tests or expected values.
 It sets up what `site` gives a normal interpreter (exit/quit, site-packages; not the start-up code of
 .pth files: `_site`), then serves spawn requests from the worker on a unix socket: each carries the new
-process's four fds (channel, stdin, stdout, stderr) and its limits. The forked process closes
-everything else, leaves the zygote's signal set-up, drops to the unprivileged uid, and runs the
-program (`run_program`); the zygote reports every exit (pid, wait status, CPU seconds) to the worker.
+process's fds (channel, stdout, stderr, and stdin when it is fed: else it keeps the zygote's
+/dev/null) and its limits. The forked process closes everything else, leaves the zygote's signal
+set-up, drops to the unprivileged uid, and runs the program (`run_program`); the zygote reports
+every exit (pid, wait status, CPU seconds) to the worker.
 
 In the program's process, everything here is untrusted: it sends the worker plain data over its
 channel (codec.py), and the worker treats every field as a claim (see worker.py).
@@ -36,6 +37,8 @@ ZYGOTE_MSG = struct.Struct("<cxxxiid")
 SPEC_LIMIT = 1 << 20   # largest spawn spec (the program's source and its limits)
 FILE_LIMIT_BYTES = 16 << 20   # RLIMIT_FSIZE: largest file a program may write
 _KEPT = ()             # objects of the zygote that program processes must not free (see zygote())
+_STREAMS = None        # (stdin, stdout, stderr) of every program process, built by the zygote (_program_streams)
+CHILD_NPROC = 32       # RLIMIT_NPROC for the unprivileged child uid (gVisor): its processes together
 _FD_SIZE = struct.calcsize("i")
 # Imported once in the zygote so that the programs using them (most HumanEval/MBPP programs) do not pay
 # for the import. Pure-Python or built-in modules only: every shared library mapped here (libcrypto for
@@ -57,9 +60,9 @@ def boot():
     pid = os.fork()
     if pid == 0:
         parent.close()
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1):
-            os.dup2(devnull, fd)
+        # stdin: what a program process reads when it is fed nothing (it keeps this fd 0)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
         keep = {0, 1, 2, child.fileno()}
         for name in os.listdir("/proc/self/fd"):
             if int(name) not in keep:
@@ -101,12 +104,23 @@ def zygote(sock: socket.socket):
             resource.setrlimit(lim, val)
         except (ValueError, OSError):
             pass
+    if os.environ.get("IETA_SANDBOX_CHILD_UID"):
+        # Where programs run as the unprivileged uid (gVisor), what every one of them gets, set once here:
+        # no supplementary groups, and the process cap of that uid (the zygote, root with CAP_SYS_ADMIN,
+        # is exempt from it).
+        os.setgroups([])
+        resource.setrlimit(resource.RLIMIT_NPROC, (CHILD_NPROC,) * 2)
     # The signal dispositions of `python program.py`, set once here rather than in every program process
     # (each change is a syscall there); the zygote itself writes no files and dies with its worker.
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    rfd, wfd = os.pipe()
+    # The zygote's own fds go to the top of the fd table, so that the first fd of each spawn message
+    # (the channel) arrives at CHANNEL_FD: the program process then has one dup2 fewer to make. (Below
+    # 1024: select() takes no higher fd.)
+    top = iter(range(min(nofile, 1024) - 1, CHANNEL_FD, -1))
+    sock = socket.socket(fileno=_move_fd(sock.detach(), next(top)))
+    rfd, wfd = (_move_fd(fd, next(top)) for fd in os.pipe())
     os.set_blocking(wfd, False)
     signal.set_wakeup_fd(wfd)
     signal.signal(signal.SIGCHLD, lambda *a: None)
@@ -119,8 +133,10 @@ def zygote(sock: socket.socket):
     # (replaced there; tearing them down takes a lock per flush and close, and in CPython 3.11 each lock
     # acquire reads the monotonic clock, a syscall under gVisor: about a dozen a program) and `buf` (an
     # munmap).
-    global _KEPT
+    global _KEPT, _STREAMS
     _KEPT = (sys.stdin, sys.stdout, sys.stderr, buf)
+    _STREAMS = _program_streams()
+    live = 0  # program processes forked and not yet reaped
     while True:
         ready, _, _ = select.select([sock, rfd], [], [])
         if rfd in ready:
@@ -128,7 +144,7 @@ def zygote(sock: socket.socket):
                 os.read(rfd, 4096)
             except BlockingIOError:
                 pass
-            _report_exits(sock)
+            live = _report_exits(sock, live)
         if sock not in ready:
             continue
         msg, fds = _recv_spec(sock, buf)
@@ -142,9 +158,17 @@ def zygote(sock: socket.socket):
             spec = codec.decode(msg)
             _become_program(spec, fds, libc=libc, nofile=nofile)
             return spec
+        live += 1
         for fd in fds:
             os.close(fd)
         sock.send(spawned(b"S", pid, 0, 0.0))
+
+
+def _move_fd(fd: int, to: int) -> int:
+    """`fd` renumbered as `to` (close-on-exec); the old number is freed."""
+    os.dup2(fd, to, inheritable=False)
+    os.close(fd)
+    return to
 
 
 def _recv_spec(sock: socket.socket, buf: memoryview):
@@ -159,6 +183,29 @@ def _recv_spec(sock: socket.socket, buf: memoryview):
     if flags & socket.MSG_TRUNC:
         raise RuntimeError(f"spawn spec larger than {SPEC_LIMIT} bytes")
     return bytes(buf[:n]), fds
+
+
+def _program_streams():
+    """The text streams a program process gets as sys.stdin/stdout/stderr (utf-8, errors replaced,
+    stderr line-buffered), built once here over a pipe at fds 0, 1 and 2: each program process gets its
+    own copy with the fork and has only to put its own pipes at those fds. Built there, each of the
+    three cost an fstat, an lseek and (stdin, stdout) an isatty ioctl in every program, a syscall each
+    under gVisor. Built on a pipe, they are what a pipe gives: not seekable, block-buffered stdout (the
+    program's stdin is always a pipe or /dev/null, read as a stream)."""
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    r, w = os.pipe()
+    try:
+        for fd, end in ((0, r), (1, w), (2, w)):
+            os.dup2(end, fd)
+        return (open(0, "r", encoding="utf-8", errors="replace", closefd=False),
+                open(1, "w", encoding="utf-8", errors="replace", closefd=False),
+                open(2, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1))
+    finally:
+        for fd, old in zip((0, 1, 2), saved):
+            os.dup2(old, fd)
+            os.close(old)
+        os.close(r)
+        os.close(w)
 
 
 def _site() -> None:
@@ -191,15 +238,19 @@ def _site() -> None:
                     sys.path.append(path)
 
 
-def _report_exits(sock):
-    while True:
+def _report_exits(sock, live: int) -> int:
+    """Reap and report exited program processes; returns how many are still alive. `live`: how many
+    were (the usual case is one, reaped by one wait4: no second one to learn that none is left)."""
+    while live:
         try:
             pid, status, ru = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return 0
         if pid == 0:
-            return
+            return live
+        live -= 1
         sock.send(ZYGOTE_MSG.pack(b"E", pid, status, ru.ru_utime + ru.ru_stime))
+    return live
 
 
 def _libc():
@@ -215,10 +266,11 @@ def _become_program(spec: dict, fds: list, libc, nofile: int) -> None:
     RLIMIT_NOFILE soft limit (the zygote's, read once)."""
     import resource
     os.setsid()
-    chan, stdin, stdout, stderr = fds
-    for src, dst in ((stdin, 0), (stdout, 1), (stderr, 2)):
+    chan, stdout, stderr = fds[:3]
+    for src, dst in ((stdout, 1), (stderr, 2)) + (((fds[3], 0),) if len(fds) == 4 else ()):
         os.dup2(src, dst)
-    os.dup2(chan, CHANNEL_FD, inheritable=False)
+    if chan != CHANNEL_FD:  # it arrives there (see zygote()) unless fds were left open below it
+        os.dup2(chan, CHANNEL_FD, inheritable=False)
     # one close_range syscall (no fd is at or above the soft limit: nothing here lowers it)
     os.closerange(CHANNEL_FD + 1, nofile)
     os.chdir(spec["scratch"])
@@ -231,17 +283,13 @@ def _become_program(spec: dict, fds: list, libc, nofile: int) -> None:
         except (ValueError, OSError):
             pass
     uid = spec.get("uid")
-    if uid is not None:
-        resource.setrlimit(resource.RLIMIT_NPROC, (spec["nproc"],) * 2)
-        os.setgroups([])
+    if uid is not None:  # no supplementary groups and RLIMIT_NPROC: set once in the zygote
         os.setgid(uid)
         os.setuid(uid)
     os.environ.clear()
     os.environ.update({"PATH": "/usr/bin:/bin", "HOME": spec["scratch"], "TMPDIR": spec["scratch"],
                        "LANG": "C.UTF-8"})
-    sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
-    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1)
+    sys.stdin, sys.stdout, sys.stderr = _STREAMS
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
     sys.argv = ["solution.py"]
 

@@ -42,7 +42,6 @@ except ImportError:  # loaded flat inside the sandbox
     from schema import OUTPUT_CAP_CHARS, OUTPUT_LIMIT_BYTES
 
 SCRATCH_MB = 64                   # size of each program's private tmpfs (gVisor)
-CHILD_NPROC = 32                  # RLIMIT_NPROC for the unprivileged child uid
 EXIT_GRACE_S = 0.2                # after the program exits, how long its descendants may hold its stdout
 WATCH_INTERVAL_S = 0.02           # memory watchdog period (all of a program's processes together, gVisor)
 PARTIAL_TRACE_WAIT_S = 1.0        # how long a timed-out program gets to send its trace so far (busy hosts)
@@ -100,10 +99,17 @@ def _descendants(root: int, table: dict, exclude: int | None = None) -> list[int
     return out
 
 
+_MEMINFO_FD = None  # /proc/meminfo, opened once: each reading is then one pread (regenerated at offset 0)
+
+
 def sandbox_memory_used() -> int:
     """Bytes in use in the whole sandbox (gVisor's /proc/meminfo describes the sandbox, not the host;
     shared copy-on-write pages count once, tmpfs files count too)."""
-    fields = dict(line.split(b":", 1) for line in _read_proc("/proc/meminfo").splitlines() if b":" in line)
+    global _MEMINFO_FD
+    if _MEMINFO_FD is None:
+        _MEMINFO_FD = os.open("/proc/meminfo", os.O_RDONLY | os.O_CLOEXEC)
+    meminfo = os.pread(_MEMINFO_FD, 1 << 16, 0)
+    fields = dict(line.split(b":", 1) for line in meminfo.splitlines() if b":" in line)
     return (int(fields[b"MemTotal"].split()[0]) - int(fields[b"MemFree"].split()[0])) << 10
 
 
@@ -123,19 +129,19 @@ class Proc:
         self.stdin = memoryview(stdin)
         # _socket's pair: socket.socketpair() wraps each end again, one getsockname syscall each
         chan_j, chan_c = _socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         if self.stdin:
             in_r, in_w = os.pipe()
             os.set_blocking(in_w, False)
-        else:  # nothing to feed: /dev/null reads as the same empty stream, without a pipe per program
-            in_r, in_w = worker.devnull, None
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        self.chan, self.in_w, self.out_r, self.err_r = chan_j, in_w, out_r, err_r
-        chan_j.setblocking(False)
-        self.pid = worker.spawn(req, [chan_c.fileno(), in_r, out_w, err_w])
-        for fd in (in_r, out_w, err_w):
-            if fd != worker.devnull:
-                os.close(fd)
+            given = [chan_c.fileno(), out_w, err_w, in_r]
+        else:  # nothing to feed: the program keeps the zygote's /dev/null, the same empty stream
+            in_w = None
+            given = [chan_c.fileno(), out_w, err_w]
+        self.chan, self.in_w, self.out_r, self.err_r = chan_j, in_w, out_r, err_r  # chan: sent with MSG_DONTWAIT
+        self.pid = worker.spawn(req, given)
+        for fd in given[1:]:
+            os.close(fd)
         chan_c.close()
         self.reader = codec.FrameReader()
         self.frames: list = []
@@ -177,7 +183,7 @@ class Proc:
                 self._close_stdin()
         for fd in ready:
             if fd == self.worker.zsock:
-                for pid, status, cpu in self.worker.read_exits():
+                for pid, status, cpu in self.worker.read_exit():
                     if pid == self.pid:
                         self.exit_status, self.cpu_s, self.exited_at = status, cpu, time.monotonic()
                 continue
@@ -235,7 +241,7 @@ class Proc:
         data = memoryview(codec.frame(payload))
         while data:
             try:
-                data = data[self.chan.send(data):]
+                data = data[self.chan.send(data, socket.MSG_DONTWAIT):]
                 continue
             except BlockingIOError:
                 pass
@@ -301,13 +307,11 @@ class Worker:
     """Runs requests one at a time; owns the zygote and each program's scratch."""
 
     def __init__(self, zsock: socket.socket, zygote_pid: int, scratch_root: str | None = None,
-                 child_uid: int | None = None, isolation: str = "process", control_fd: int | None = None):
+                 child_uid: int | None = None, isolation: str = "process"):
         self.zsock_obj, self.zsock, self.zygote_pid = zsock, zsock.fileno(), zygote_pid
         self.scratch_root = scratch_root or tempfile.gettempdir()
         self.child_uid = child_uid
         self.isolation = isolation
-        self.control_fd = control_fd
-        self.host_gone = False
         # Private tmpfs and IPC namespace per program, and the memory watchdog, where the worker is the
         # sandbox's root (gVisor); the unisolated process backend uses a scratch dir.
         self.isolated = child_uid is not None
@@ -320,7 +324,6 @@ class Worker:
         self._handles: dict[int, judge.RemoteObject] = {}
         self.proc: Proc | None = None
         self.marks: list = []
-        self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
     def mark(self, phase: str) -> None:
         """Debug mode (IETA_SANDBOX_PROFILE=1): note when `phase` ended; run() reports the durations."""
@@ -330,7 +333,7 @@ class Worker:
     # zygote protocol
     def spawn(self, req: dict, fds: list) -> int:
         spec = {"scratch": self.scratch, "cpu_s": int(req["timeout_s"]) + 1, "memory_mb": req["memory_mb"],
-                "nproc": CHILD_NPROC, "uid": self.child_uid,
+                "uid": self.child_uid,
                 "private_ipc": self.isolated, "mode": self.mode, "solution": req["solution"],
                 "trace": bool(req.get("trace"))}
         socket.send_fds(self.zsock_obj, [codec.encode(spec)], fds)
@@ -349,7 +352,17 @@ class Worker:
             raise RuntimeError("the zygote died")
         return program.ZYGOTE_MSG.unpack(data)
 
+    def read_exit(self):
+        """The exits reported so far, after reading one message of the zygote (its socket is readable:
+        one message per wake-up, not a read until EAGAIN)."""
+        msg = self._zmsg(blocking=True)
+        if msg[0] == b"E":
+            self._exits.append(msg[1:])
+        out, self._exits = self._exits, []
+        return out
+
     def read_exits(self):
+        """Every exit reported so far, without waiting."""
         while True:
             msg = self._zmsg(blocking=False)
             if msg is None:
@@ -417,8 +430,7 @@ class Worker:
         if self.mount_point is not None:
             self.scratch = self.mount_point
             if _LIBC.mount(b"tmpfs", self.scratch.encode(), b"tmpfs", 0,
-                           f"size={SCRATCH_MB}m,mode=0700".encode()) == 0:
-                os.chown(self.scratch, self.child_uid, self.child_uid)
+                           f"size={SCRATCH_MB}m,mode=0700,uid={self.child_uid},gid={self.child_uid}".encode()) == 0:
                 self._mounted = True
                 return
         self._mounted = False
@@ -445,6 +457,8 @@ class Worker:
         return self.proc
 
     def finish(self) -> None:
+        # the zygote reports one exit per program: if it was seen, there is nothing more to read
+        exit_seen = self.proc is not None and self.proc.exit_status is not None
         try:
             self.kill_program()
         finally:
@@ -453,7 +467,8 @@ class Worker:
                 self.proc = None
             self.mark("kill")
             self._drop_scratch()
-            self.read_exits()
+            if not exit_seen:
+                self.read_exits()
             self.mark("drop_scratch")
 
     def run(self, req: dict) -> dict:
@@ -465,8 +480,6 @@ class Worker:
             self.mark("verdict")
             result["profile_ms"] = [(name, round((t - self.marks[i][1]) * 1e3, 3))
                                     for i, (name, t) in enumerate(self.marks[1:])]
-        if self.control_fd is not None and select.select([self.control_fd], [], [], 0)[0]:
-            self.host_gone = True
         return result
 
 
@@ -488,7 +501,7 @@ def main(zsock, zygote_pid):
                 pass
     worker = Worker(zsock, zygote_pid, scratch_root=os.environ.get("IETA_SANDBOX_SCRATCH") or None,
                     child_uid=int(uid) if uid else None,
-                    isolation=os.environ.get("IETA_SANDBOX_ISOLATION", "process"), control_fd=0)
+                    isolation=os.environ.get("IETA_SANDBOX_ISOLATION", "process"))
     proto.write((json.dumps({"ready": True, "pid": os.getpid()}) + "\n").encode())
     buf = b""
     chunk = memoryview(bytearray(1 << 20))  # reused: a fresh 1 MiB per read is an mmap + munmap
@@ -507,6 +520,7 @@ def main(zsock, zygote_pid):
             result = {"id": req.get("id") if isinstance(req, dict) else None, "status": "sandbox_error",
                       "error_type": "WorkerError", "error_message": f"{type(e).__name__}: {e}",
                       "isolation": worker.isolation}
-        if worker.host_gone:
+        try:
+            proto.write((json.dumps(result) + "\n").encode())
+        except BrokenPipeError:  # the host went away (its next read would see EOF too)
             return
-        proto.write((json.dumps(result) + "\n").encode())

@@ -184,3 +184,19 @@ def test_stdio_every_input_and_output_path(executor):
     [r] = executor.run([{"id": "flood", "solution": "while True:\n    print('z' * 10000)\n", "timeout_s": 5,
                          "test": {"kind": "stdio", "cases": [{"input": "", "output": ""}]}}])
     assert (r.status, r.error_type) == ("error", "OutputLimitExceeded"), r.error_message
+
+
+def test_std_streams_are_fresh_utf8_pipes_in_every_program(executor):
+    # The zygote builds the std streams once (program._program_streams); each program process must see
+    # them as a plain run over pipes does (utf-8, errors replaced, stderr line-buffered, nothing written
+    # by an earlier program), whether its stdin is fed or empty.
+    probe = ("import sys\nprint(sys.stdin.read().strip() or '-', sys.stdout.encoding, sys.stdout.errors,\n"
+             "      sys.stderr.line_buffering, sys.stdout.line_buffering, sys.stdout.isatty(),\n"
+             "      sys.stdout is sys.__stdout__, sys.stdout.fileno(), '\\udcff')\n")
+    unflushed = "import os, sys\nsys.stdout.write('left in the buffer')\nos._exit(0)\n"
+    want = "utf-8 replace True False False True 1 ?\n"
+    reqs = [{"id": "unflushed", "solution": unflushed, "test": {"kind": "stdio", "cases": [{"input": "", "output": ""}]}},
+            {"id": "probe", "solution": probe, "test": {"kind": "stdio", "cases": [
+                {"input": "", "output": "- " + want}, {"input": "fed\n", "output": "fed " + want}]}}]
+    for r in executor.run(reqs):
+        assert (r.id, r.status) == (r.id, "passed"), (r.error_type, r.error_message, r.stdout)
