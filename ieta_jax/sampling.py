@@ -1,6 +1,7 @@
 """Batched autoregressive sampling with a KV cache: a prefill plus a `lax.while_loop` decode.
 
-`generate` runs both in one compiled program. `generate_stream` runs the same two pieces (`_prefill_state`,
+`generate` runs both in one compiled program (the decode as up to `DECODE_SEGMENTS` loops, each over a cache of
+the slots its steps fill). `generate_stream` runs the same two pieces (`_prefill_state`,
 `_decode_until`) as separate programs, the decode a chunk of steps at a time from a carried state, so callers see
 tokens while later ones are decoded; both draw step i's token with the same key, so their samples are identical.
 
@@ -157,11 +158,12 @@ def _expand_rows(x: jax.Array, num_samples: int, pad_rows: int) -> jax.Array:
 
 
 def _prefill_state(model, ids, mask, key_data, settings, *, max_new_tokens, eos_ids, pad_token_id, top_n,
-                   num_samples, pad_rows):
+                   num_samples, pad_rows, cache_slots=None):
     """Runs the prompts through the model and picks token 0: the decode carry (`_decode_until` continues it).
 
     The prefill runs once per distinct prompt [P, T], over a cache of the prompt's own length (no attention to the
     empty decode slots); its cache, last logits and position are then copied to the prompt's `num_samples` rows.
+    The carry's cache has `cache_slots` slots (default: the prompt's and all `max_new_tokens` decode steps').
     carry = (step, tokens, logprobs, top_ids, top_logprobs, lengths, cache, last token, done, position).
     """
     cfg = model.config
@@ -171,7 +173,7 @@ def _prefill_state(model, ids, mask, key_data, settings, *, max_new_tokens, eos_
     expand = functools.partial(_expand_rows, num_samples=num_samples, pad_rows=pad_rows)
     logits = expand(model.logits_from_hidden(hidden[:, -1:])[:, 0])
     position = expand(positions_from_mask(mask)[:, -1])
-    cache = cache.extend(max_new_tokens)  # room for the decode steps' keys and values
+    cache = cache.extend((cache_slots or prompt_len + max_new_tokens) - prompt_len)  # room for decoded keys, values
     cache = KVCache(tuple(map(expand, cache.keys)), tuple(map(expand, cache.values)), expand(cache.mask), cache.index)
     batch = logits.shape[0]
     tokens = jnp.full((batch, max_new_tokens), pad_token_id, jnp.int32)
@@ -225,18 +227,51 @@ def _decode_until(model, carry, key_data, settings, limit, *, eos_ids, pad_token
     return jax.lax.while_loop(cond, body, carry)
 
 
+DECODE_SEGMENTS = 4       # at most this many decode loops in `generate`, each over the cache slots its steps use
+MIN_SEGMENT_STEPS = 32    # a segment's decode steps at least (each segment compiles the decode step once more)
+SLOT_MULTIPLE = 16        # a segment's cache slots are rounded up to a multiple of this
+
+
+def _segments(prompt_len: int, max_new_tokens: int) -> list[tuple[int, int]]:
+    """(step the segment decodes up to, exclusive; cache slots it needs) for each of `generate`'s decode segments.
+
+    Step s (>= 1) writes its input token's keys and values at slot prompt_len + s - 1 and attends to the slots up
+    to it, so a segment ending before step `end` needs prompt_len + end - 1 slots (rounded up, at most all)."""
+    steps = max_new_tokens - 1  # token 0 comes from the prefill
+    count = min(max(steps // MIN_SEGMENT_STEPS, 1), DECODE_SEGMENTS)
+    total = prompt_len + max_new_tokens
+    ends = [1 + -(-steps * (j + 1) // count) for j in range(count)]
+    return [(end, min(-(-(prompt_len + end - 1) // SLOT_MULTIPLE) * SLOT_MULTIPLE, total)) for end in ends]
+
+
+def _decode_segments(model, carry, key_data, settings, segments, *, eos_ids, pad_token_id, top_n):
+    """`_decode_until` the last segment's end, one loop per segment, the cache grown to each segment's slots first.
+
+    A decode step reads every layer's whole cache, and at small batch the decode is memory-bound (weights plus
+    keys and values, ~20 MB per step of bench.model's tiny preset), so a step reads only the slots its segment
+    fills rather than all of the generation's. The cost: the decode step is compiled once per segment."""
+    for end, slots in segments:
+        cache = carry[6]
+        if slots > cache.mask.shape[1]:
+            carry = carry[:6] + (cache.extend(slots - cache.mask.shape[1]),) + carry[7:]
+        carry = _decode_until(model, carry, key_data, settings, end, eos_ids=eos_ids, pad_token_id=pad_token_id,
+                              top_n=top_n)
+    return carry
+
+
 _STATIC = ("graphdef", "max_new_tokens", "eos_ids", "pad_token_id", "top_n", "num_samples", "pad_rows")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _generate(graphdef, state, ids, mask, key_data, settings, *, max_new_tokens, eos_ids, pad_token_id, top_n,
               num_samples, pad_rows):
-    """The whole generation in one program: prefill, then the decode loop to `max_new_tokens`."""
+    """The whole generation in one program: prefill, then the decode loops (`_decode_segments`) to `max_new_tokens`."""
     model = nnx.merge(graphdef, state)
     kw = dict(eos_ids=eos_ids, pad_token_id=pad_token_id, top_n=top_n)
+    segments = _segments(ids.shape[1], max_new_tokens)
     carry = _prefill_state(model, ids, mask, key_data, settings, max_new_tokens=max_new_tokens,
-                           num_samples=num_samples, pad_rows=pad_rows, **kw)
-    carry = _decode_until(model, carry, key_data, settings, max_new_tokens, **kw)
+                           num_samples=num_samples, pad_rows=pad_rows, cache_slots=segments[0][1], **kw)
+    carry = _decode_segments(model, carry, key_data, settings, segments, **kw)
     _, tokens, logprobs, top_ids, top_logprobs, lengths = carry[:6]
     return tokens, logprobs, lengths, top_ids, top_logprobs
 

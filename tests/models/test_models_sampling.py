@@ -204,3 +204,33 @@ def test_stream_chunks_equal_generate_and_top_logprobs_are_exact(hf_checkpoints)
     assert len(chunks) == 2 and chunks[-1].done.all()
     np.testing.assert_array_equal(chunks[-1].lengths, stopped.lengths)
     assert sampling.generate(model, prompts, 12).top_ids is None
+
+
+def test_decode_segments_cover_every_step():
+    """Each of `generate`'s decode segments has a slot for every key its steps write and attend to, the last one
+    ends at max_new_tokens, and short generations stay one loop (one compiled decode step)."""
+    for prompt_len in (16, 64, 256):
+        for n_new in (1, 2, 33, 64, 65, 97, 128, 512):
+            segments = sampling._segments(prompt_len, n_new)
+            assert segments[-1][0] == n_new and len(segments) <= sampling.DECODE_SEGMENTS
+            assert [e for e, _ in segments] == sorted({e for e, _ in segments})
+            for end, slots in segments:
+                assert prompt_len + end - 1 <= slots <= prompt_len + n_new  # step end - 1 attends to P + end - 1
+            assert len(segments) == 1 or (n_new - 1) // len(segments) >= sampling.MIN_SEGMENT_STEPS
+    assert len(sampling._segments(64, 64)) == 1 and len(sampling._segments(64, 128)) == 3
+
+
+@pytest.mark.parametrize("name", ["llama", "mistral"])
+def test_segmented_decode_equals_one_loop_over_all_slots(hf_checkpoints, name):
+    """70 new tokens decode in 2 segments, each over the cache slots its steps fill (sliding window included):
+    the same tokens and log-probabilities as the stream's single loop over all of the generation's slots."""
+    ids, mask, _ = padded_batch(seed=7, left=True)
+    n_new = 70
+    assert len(sampling._segments(16, n_new)) == 2
+    model = models.from_pretrained(hf_checkpoints[name])
+    for kw in (dict(), dict(temperature=1.0, rng=5)):
+        out = sampling.generate(model, ids, n_new, prompt_mask=mask, pad_token_id=0, **kw)
+        chunks = list(sampling.generate_stream(model, ids, n_new, prompt_mask=mask, pad_token_id=0, chunk_tokens=80,
+                                               **kw))
+        np.testing.assert_array_equal(np.concatenate([c.tokens for c in chunks], 1), out.tokens)
+        np.testing.assert_allclose(np.concatenate([c.logprobs for c in chunks], 1), out.logprobs, atol=1e-5)
