@@ -423,12 +423,12 @@ def batched_apply(fn: Callable[[dict], Any], arrays: dict[str, np.ndarray], batc
     the same shape (the last wraps around to the first rows, whose outputs are dropped), so ``fn`` compiles once;
     inputs are batch-sharded over the mesh and outputs gathered to host numpy on every process.
 
-    ``trim > 0``: each chunk's padding columns are cut (``batching.trim_padding`` of its ``attention_mask``, widths
+    ``trim > 0``: each chunk is cut to ``batching.used_columns`` of its ``attention_mask`` (widths
     a multiple of ``trim``: one compilation per width), and per-token outputs (``[rows, width - 1]``, the values of
     tokens 1..width-1) are put back at their columns of the full width, zeros elsewhere. Callers put rows of similar
     length next to each other for this to pay.
     """
-    from ieta_jax.trainers.batching import trim_padding, used_columns
+    from ieta_jax.trainers.batching import cut_columns, used_columns
 
     n = next(iter(arrays.values())).shape[0]
     outs = []
@@ -436,7 +436,7 @@ def batched_apply(fn: Callable[[dict], Any], arrays: dict[str, np.ndarray], batc
         idx = np.arange(start, start + batch_size) % n
         chunk = {k: v[idx] for k, v in arrays.items()}
         cols = used_columns(chunk["attention_mask"], trim) if trim else None
-        batch = sharding.shard_batch(trim_padding(chunk, trim) if trim else chunk, mesh)
+        batch = sharding.shard_batch(chunk if cols is None else cut_columns(chunk, cols), mesh)
         with jax.set_mesh(mesh):
             out = fn(batch)
         take = min(batch_size, n - start)

@@ -159,8 +159,13 @@ def trim_padding(batch: dict[str, np.ndarray], multiple: int) -> dict[str, np.nd
     Exactly the same loss up to float rounding: causal attention never reads right padding, left padding is
     masked, and positions count from each row's first token (``models.positions_from_mask``).
     """
+    return cut_columns(batch, used_columns(batch["attention_mask"], multiple))
+
+
+def cut_columns(batch: dict[str, np.ndarray], cols: slice) -> dict[str, np.ndarray]:
+    """The ``[N, L]`` arrays of ``batch`` cut to the columns ``cols``, its per-token ``[N, L - 1]`` arrays to the
+    same tokens; other arrays as they are."""
     full = batch["attention_mask"].shape[1]
-    cols = used_columns(batch["attention_mask"], multiple)
     tokens = slice(cols.start, cols.stop - 1)
     return {k: v[:, cols] if v.ndim == 2 and v.shape[1] == full
             else v[:, tokens] if v.ndim == 2 and v.shape[1] == full - 1 else v for k, v in batch.items()}
