@@ -485,8 +485,12 @@ def _merge_trace(v: _Verdict, t) -> None:
         v.trace["events_total"] = None
 
 
+def timeout_message(timeout_s) -> str:
+    return f"wall-clock limit of {timeout_s}s exceeded"
+
+
 def _alarm(*_):
-    raise Limit("timeout", "Timeout", "wall-clock limit exceeded while the tests ran")
+    raise Limit("timeout", "Timeout", "wall-clock limit exceeded")  # judge() words it with the request's limit
 
 
 def _test_alarm(worker, deadline: float):
@@ -525,9 +529,14 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
         else:
             _run_functions(worker, req, deadline, v, (param, steps) if kind == "humaneval" else None)
     except Limit as e:
-        if worker.proc is not None and req.get("trace") and v.trace is None and e.status == "timeout":
-            _merge_trace(v, worker.proc.partial_trace())
-        v.first = (e.status, e.etype, e.message, None)
+        message = e.message
+        if e.status == "timeout":
+            # One text whichever clock saw the deadline first (the pump's check or the test code's alarm): the
+            # verdict, and the feedback the policy reads, must not depend on that race.
+            message = timeout_message(req["timeout_s"])
+            if worker.proc is not None and req.get("trace") and v.trace is None:
+                _merge_trace(v, worker.proc.partial_trace())
+        v.first = (e.status, e.etype, message, None)
     except Gone as e:
         v.bad(e.status, e.etype, e.message)
     finally:

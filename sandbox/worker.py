@@ -161,7 +161,7 @@ class Proc:
         """One round of I/O for at most `wait` seconds; raises Limit when a limit is hit."""
         now = time.monotonic()
         if now >= self.deadline:
-            raise Limit("timeout", "Timeout", f"wall-clock limit of {self.req['timeout_s']}s exceeded")
+            raise Limit("timeout", "Timeout", judge.timeout_message(self.req["timeout_s"]))
         if self.worker.watch_memory and now >= self.next_watch:
             self.next_watch = now + WATCH_INTERVAL_S
             if sandbox_memory_used() - self.worker.memory_base > self.req["memory_mb"] << 20:

@@ -90,7 +90,7 @@ def test_feedback_on_real_public_test_runs(runs):
         "Got: True")
     # A timeout: the line is where the program looped (the most executed one), the locals those it had there.
     lines = _feedback(runs, "timeout").split("\n")
-    assert lines[:2] == ["Public tests: 0 of 2 passed (timeout)", "Error: Timeout: wall-clock limit exceeded while the tests ran"]
+    assert lines[:2] == ["Public tests: 0 of 2 passed (timeout)", "Error: Timeout: wall-clock limit of 1.0s exceeded"]
     assert lines[2] in ("Line 9: while True:", "Line 10: n += 1")
     assert lines[3].startswith("Locals: xs = [46, 39, 32], i = 3, n = ")
     for name in runs:

@@ -339,4 +339,5 @@ def test_test_code_that_loops_on_a_strange_value_is_a_timeout(gvisor_executor):
     loop = asserts("loop", "def add(a, b):\n    return a - b\n", ["x = add(1, 2)\nwhile x != 3:\n    pass"], timeout_s=1.5)
     r, good = gvisor_executor.run([loop, GOOD["asserts"]])
     assert (r.status, r.error_type, r.tests_passed) == ("timeout", "Timeout", 0), (r.status, r.error_message)
+    assert r.error_message == "wall-clock limit of 1.5s exceeded"    # the same text as a program that loops
     assert good.status == "passed"

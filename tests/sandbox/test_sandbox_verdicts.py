@@ -78,6 +78,7 @@ def test_timeout_keeps_partial_count(executor):
     sol = "def add(a, b):\n    if a == 0 and b == 0:\n        while True:\n            pass\n    return a + b\n"
     r = run1(executor, he("slow", sol, timeout_s=1.0))
     assert (r.status, r.error_type, r.tests_passed, r.tests_total) == ("timeout", "Timeout", 1, 4)
+    assert r.error_message == "wall-clock limit of 1.0s exceeded"
     assert r.duration_s >= 1.0        # the limit was really reached (no upper bound: busy machines vary)
 
 
