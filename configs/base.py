@@ -174,6 +174,9 @@ FIELDS: tuple[Field, ...] = (
     Field("rlaif.turn_rewards", False, "with max_turns > 1: each turn's tokens get the group-relative advantage of "
           "the episode's program after that turn (muCode-style per-turn rewards) instead of the episode's final "
           "reward"),
+    Field("rlaif.repair_fixes", 1, "with max_turns > 1: fixes sampled per failing program at each RL repair turn "
+          "(the episode continues with the first); > 1 makes them a group of their own, each fix's tokens getting "
+          "its advantage among the fixes of the same program (RLEF)", int_at_least(1)),
     Field("rlaif.group_by_length", True, "RL mini-batches of rows of similar length, each cut to its longest row "
           "(TRL deals rows at random): the same rollout and per-row losses, only the split into mini-batches differs"),
     # Sandbox fleet.
@@ -323,9 +326,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _require(rollout % c.batch_size == 0, "batch_size",
                  f"must divide config.rlaif.prompts_per_step x config.num_samples = {rollout} (RL mini-batches)",
                  c.batch_size)
-        _require(c.batch_size >= c.max_turns, "batch_size",
-                 f"must be >= config.max_turns={c.max_turns} (every RL mini-batch of episode turns needs a real one)",
-                 c.batch_size)
+        rows_per_episode = 1 + (c.max_turns - 1) * c.rlaif.repair_fixes
+        _require(c.batch_size >= rows_per_episode, "batch_size",
+                 f"must be >= 1 + (config.max_turns - 1) x config.rlaif.repair_fixes = {rows_per_episode} (every RL "
+                 f"mini-batch of episode turns needs a real one)", c.batch_size)
     sizes = {name: c.mesh[name] for name in ("data", "fsdp", "tensor")}
     _require(sum(1 for s in sizes.values() if s == -1) <= 1, "mesh",
              "may have at most one axis of size -1", dict(sizes))

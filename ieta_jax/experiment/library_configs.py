@@ -40,9 +40,10 @@ def reward_config(c: ml_collections.ConfigDict, pad_token_id: int) -> RewardConf
 
 def rl_updates_per_step(c: ml_collections.ConfigDict) -> int:
     """Optimizer updates of one RL step: PPO epochs x mini-batches of one rollout (every turn of every episode,
-    padded to ``max_turns`` sequences per episode)."""
+    padded to ``1 + (max_turns - 1) x repair_fixes`` sequences per episode)."""
     r = c.rlaif
-    return r.inner_epochs * r.prompts_per_step * c.num_samples * c.max_turns // c.batch_size
+    rows_per_episode = 1 + (c.max_turns - 1) * r.repair_fixes
+    return r.inner_epochs * r.prompts_per_step * c.num_samples * rows_per_episode // c.batch_size
 
 
 def rl_config(c: ml_collections.ConfigDict, pad_token_id: int, eos_token_id: int) -> RLConfig:
@@ -57,7 +58,7 @@ def rl_config(c: ml_collections.ConfigDict, pad_token_id: int, eos_token_id: int
                     loss_type=r.loss_type, epsilon_high=r.epsilon_high or None,
                     use_bias_correction_kl=r.kl_importance_correction,
                     reward_model_weight=1.0, execution_reward_weight=r.execution_reward_weight,
-                    max_turns=c.max_turns, turn_rewards=r.turn_rewards,
+                    max_turns=c.max_turns, turn_rewards=r.turn_rewards, repair_fixes=r.repair_fixes,
                     group_by_length=r.group_by_length)
 
 

@@ -126,7 +126,7 @@ def execution_reward_fn(run: Run, policy: LocalPolicy, tasks: list) -> Callable[
 def episode_rollout_fn(run: Run, policy: LocalPolicy, tasks: list, *, execution: bool):
     """For the RL trainer with ``max_turns > 1`` (``trainers.rl.EpisodeRolloutFn``): ``num_samples`` repair
     episodes of each prompt's task (``episodes.episodes_stage``, not stored: the trainer's checkpoint makes the
-    iteration resumable), every turn one sequence: the prompt it was sampled from and its completion as the
+    iteration resumable), ``rlaif.repair_fixes`` fixes per failing program, every fix of every turn one sequence: the prompt it was sampled from and its completion as the
     trainers tokenize completions (``LocalPolicy.completion_ids``). ``execution``: each sequence's execution
     reward (``feedback.execution_reward`` of its hidden-test result). ``tasks[i]`` is the task of the fit's
     prompt ``i``; the sampling seed comes from the trainer's key, so a resumed iteration samples the same."""
@@ -146,10 +146,10 @@ def episode_rollout_fn(run: Run, policy: LocalPolicy, tasks: list, *, execution:
             chunk.append(t if seen[t.task_id] == 1 else dataclasses.replace(t, task_id=f"{t.task_id}@{seen[t.task_id]}"))
         seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
         es = episodes_lib.episodes_stage(run, None, pol, chunk, c.num_samples, temperature=c.temperature, seed=seed,
-                                         desc="rl episodes", fixes=1)
+                                         desc="rl episodes", fixes=c.rlaif.repair_fixes)
         position = {t.task_id: g for g, t in enumerate(chunk)}
         by_id = {t.task_id: t for t in chunk}
-        prompts, completions, eps, turns, ex = [], [], [], [], []
+        prompts, completions, eps, turns, fixes, ex = [], [], [], [], [], []
         for turn, rows in enumerate(es.turns, start=1):
             for r in rows:
                 task = by_id[r["task_id"]]
@@ -157,9 +157,10 @@ def episode_rollout_fn(run: Run, policy: LocalPolicy, tasks: list, *, execution:
                 completions.append(pol.completion_ids(r["completion"], c.max_new_tokens))
                 eps.append(position[r["task_id"]] * c.num_samples + r["sample"])
                 turns.append(turn)
+                fixes.append(r.get("fix", 0))
                 ex.append(float(feedback.execution_reward(r["result"])))
         return EpisodeRollout(prompts, completions, np.asarray(eps), np.asarray(turns),
-                              np.asarray(ex, np.float32) if execution else None)
+                              np.asarray(ex, np.float32) if execution else None, np.asarray(fixes))
 
     return rollout
 

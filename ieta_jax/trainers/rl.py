@@ -24,9 +24,14 @@ episode's reward is that of its final program; the advantages are
 group-relative over the G episodes of a prompt, and every turn's sequence
 carries its episode's advantage (``turn_rewards``: the turn-t sequence carries
 the advantage of the episode's program after turn t instead, muCode-style).
-A rollout is padded to ``prompts_per_step x G x max_turns`` rows (padding rows
-score no token), so an iteration is always the same number of updates and
-resumes exactly; ``grpo`` and ``dr_grpo`` average over the real sequences.
+With ``repair_fixes`` k > 1 a repair turn samples k fixes of the same failing
+program (the episode continues with the first): they share one prompt, so they
+are a group of their own, and each fix's tokens get its advantage within that
+group (RLEF, Gehring et al. 2024; the GRPO baseline of the prompt it answers).
+A rollout is padded to ``prompts_per_step x G x (1 + (max_turns - 1) x k)``
+rows (padding rows score no token), so an iteration is always the same number
+of updates and resumes exactly; ``grpo`` and ``dr_grpo`` average over the real
+sequences.
 """
 
 from __future__ import annotations
@@ -54,7 +59,8 @@ class EpisodeRollout:
     """The turns of one iteration's episodes, one (prompt, completion) sequence per turn.
 
     Episode ``e`` is sample ``e % num_generations`` of prompt ``prompt_indices[e // num_generations]`` (group-major),
-    and has exactly one turn-1 sequence and at most one sequence per later turn.
+    and has exactly one turn-1 sequence and, per later turn it reached, ``RLConfig.repair_fixes`` sequences: the
+    fixes ``0 .. k-1`` of its previous program (fix 0 is the program the episode continues with).
     """
 
     prompts: list[TokenIds]          # per sequence: the turn's prompt (turn 1: the task's; later: the repair prompt)
@@ -62,6 +68,7 @@ class EpisodeRollout:
     episodes: np.ndarray             # [sequences] the episode each sequence belongs to
     turns: np.ndarray                # [sequences] its turn, 1-based
     execution: Optional[np.ndarray] = None  # [sequences] execution reward of the sequence's program (NaN: unscorable)
+    fixes: Optional[np.ndarray] = None      # [sequences] the fix index within its turn (None: all 0, one per turn)
 
 
 # episode_rollout(model, prompt_indices, key) -> EpisodeRollout: num_generations episodes of each prompt sampled from
@@ -94,6 +101,9 @@ class RLConfig(TrainerConfig):
     execution_reward_weight: float = 1.0
     max_turns: int = 1  # turns per episode (> 1 needs an episode_rollout); rollout rows = prompts x G x max_turns
     turn_rewards: bool = False  # episodes: turn t's tokens get the advantage after turn t, not the final one
+    # Episodes: fixes sampled per failing program at each repair turn; > 1 makes them a group of their own (their
+    # tokens get the advantage among the fixes of the same program), and adds (max_turns - 1) x k rows per episode.
+    repair_fixes: int = 1
     # Mini-batches of rows of similar length (HF's group_by_length; TRL deals rows at random): each update is cut
     # to its own longest row, so short turn-1 rows do not pay for long repair prompts. The split into mini-batches
     # changes, the rollout and its losses do not.
@@ -105,12 +115,16 @@ class RLConfig(TrainerConfig):
         if self.num_generations < 2:
             raise ValueError(f"RLConfig.num_generations must be >= 2 for group-relative advantages, "
                              f"got {self.num_generations}")
-        if not 1 <= self.max_turns <= self.batch_size:
-            # batch_size >= max_turns: every mini-batch of a padded rollout gets at least one real sequence.
-            raise ValueError(f"RLConfig.max_turns must be in [1, batch_size={self.batch_size}], got {self.max_turns}")
+        if self.max_turns < 1 or self.repair_fixes < 1:
+            raise ValueError(f"RLConfig.max_turns and repair_fixes must be >= 1, got {self.max_turns} and "
+                             f"{self.repair_fixes}")
+        if self.rows_per_episode > self.batch_size:
+            # Every mini-batch of a padded rollout gets at least one real sequence (each episode has a turn 1).
+            raise ValueError(f"RLConfig: 1 + (max_turns - 1) x repair_fixes = {self.rows_per_episode} sequences per "
+                             f"episode exceed batch_size={self.batch_size}")
         if self.rollout_rows % self.batch_size:
-            raise ValueError(f"prompts_per_step x num_generations x max_turns = {self.rollout_rows} is not divisible "
-                             f"by batch_size={self.batch_size}")
+            raise ValueError(f"prompts_per_step x num_generations x (1 + (max_turns - 1) x repair_fixes) = "
+                             f"{self.rollout_rows} is not divisible by batch_size={self.batch_size}")
         if self.ppo_epochs < 1:
             raise ValueError(f"RLConfig.ppo_epochs must be >= 1, got {self.ppo_epochs}")
         if isinstance(self.scale_rewards, bool):
@@ -125,9 +139,14 @@ class RLConfig(TrainerConfig):
             raise ValueError(f"RLConfig.epsilon_high must be >= 0, got {self.epsilon_high}")
 
     @property
+    def rows_per_episode(self) -> int:
+        """The most sequences one episode can have: turn 1, then ``repair_fixes`` per later turn."""
+        return 1 + (self.max_turns - 1) * self.repair_fixes
+
+    @property
     def rollout_rows(self) -> int:
         """Sequences of one rollout: every turn of every episode, padded to the most there can be."""
-        return self.prompts_per_step * self.num_generations * self.max_turns
+        return self.prompts_per_step * self.num_generations * self.rows_per_episode
 
     @property
     def updates_per_iteration(self) -> int:
@@ -229,18 +248,20 @@ class RLTrainer(Trainer):
         return jax.tree.map(lambda x: x[np.argsort(order)], out)
 
     # ------------------------------------------------------------------ rollout
-    def advantages(self, per_func: dict[str, tuple[float, np.ndarray]]) -> tuple[np.ndarray, dict[str, float]]:
+    def advantages(self, per_func: dict[str, tuple[float, np.ndarray]], group_size: Optional[int] = None
+                   ) -> tuple[np.ndarray, dict[str, float]]:
         """Weighted sum of the reward functions' values, then group-relative advantages (TRL's rules).
 
         ``per_func``: name -> (weight, ``[rows]`` values). A NaN value (the
         function could not score that completion) counts as absent (NaN-sum);
         a completion no function could score gets a NaN reward, stays out of
-        the group statistics, and gets advantage 0.
+        the group statistics, and gets advantage 0. Groups are ``group_size``
+        contiguous rows (default ``num_generations``).
         """
         weighted = np.stack([w * np.asarray(v, np.float32) for w, v in per_func.values()], 1)
         unscorable = np.isnan(weighted).all(1)
         rewards = np.where(unscorable, np.nan, np.nansum(weighted, 1)).astype(np.float32)
-        adv, metrics = losses.group_relative_advantages(jnp.asarray(rewards), self.config.num_generations,
+        adv, metrics = losses.group_relative_advantages(jnp.asarray(rewards), group_size or self.config.num_generations,
                                                         scale_rewards=self.config.scale_rewards)
         return np.asarray(adv, np.float32), {k: float(v) for k, v in metrics.items()}
 
@@ -341,22 +362,34 @@ class RLTrainer(Trainer):
 
         Rewards: the weighted reward-model score and execution reward of an episode's latest program after turn
         t (a sequence's own values); advantages group-relative over the G episodes of a prompt (``advantages``),
-        of the final rewards, or per turn with ``turn_rewards``. Padding rows repeat the shortest sequence with
-        no scored token.
+        of the final rewards, or per turn with ``turn_rewards``. With ``repair_fixes`` k > 1 a repair turn's k
+        fixes are a group of their own: their advantages are relative to each other (their own programs'
+        rewards); the episode's chain (its reward after each turn) follows fix 0. Padding rows repeat the
+        shortest sequence with no scored token.
         """
         cfg = self.config
-        G, T = cfg.num_generations, cfg.max_turns
+        G, T, k = cfg.num_generations, cfg.max_turns, cfg.repair_fixes
         n_eps, n_seq = num_prompts * G, len(ep.completions)
         episodes, turns = np.asarray(ep.episodes, np.int64), np.asarray(ep.turns, np.int64)
-        if not (len(ep.prompts) == n_seq == len(episodes) == len(turns)) or n_seq > cfg.rollout_rows:
+        fixes = np.zeros(n_seq, np.int64) if ep.fixes is None else np.asarray(ep.fixes, np.int64)
+        if (not (len(ep.prompts) == n_seq == len(episodes) == len(turns) == len(fixes))
+                or n_seq > cfg.rollout_rows):
             raise ValueError(f"episode rollout: {len(ep.prompts)} prompts, {n_seq} completions, {len(episodes)} "
-                             f"episode ids, {len(turns)} turns (at most {cfg.rollout_rows} sequences)")
+                             f"episode ids, {len(turns)} turns, {len(fixes)} fix indices (at most "
+                             f"{cfg.rollout_rows} sequences)")
         if episodes.min() < 0 or episodes.max() >= n_eps or turns.min() < 1 or turns.max() > T:
             raise ValueError(f"episode rollout: episode ids must be in [0, {n_eps}) and turns in [1, {T}]")
+        # Sequences by (episode, turn, fix): each turn t >= 2 an episode reached holds exactly the fixes 0 .. k-1.
+        by_turn = np.lexsort((fixes, turns, episodes))
+        slot = np.stack([episodes[by_turn], turns[by_turn]], 1)
+        starts = np.flatnonzero(np.concatenate([[True], (slot[1:] != slot[:-1]).any(1)]))
+        for (e, t), got in zip(slot[starts], np.split(fixes[by_turn], starts[1:])):
+            if got.tolist() != list(range(1 if t == 1 else k)):
+                raise ValueError(f"episode rollout: episode {e} turn {t} has fixes {got.tolist()}; expected "
+                                 + ("one turn-1 sequence (fix 0)" if t == 1 else f"fixes 0 .. {k - 1}"))
         latest = np.full((n_eps, T), -1, np.int64)  # [episode, t-1] -> the sequence of its program after turn t
-        for i in np.lexsort((episodes, turns)):
-            if latest[episodes[i], turns[i] - 1] >= 0 and turns[latest[episodes[i], turns[i] - 1]] == turns[i]:
-                raise ValueError(f"episode rollout: episode {episodes[i]} has two turn-{turns[i]} sequences")
+        chain = fixes == 0
+        for i in np.flatnonzero(chain)[np.lexsort((episodes[chain], turns[chain]))]:
             latest[episodes[i], turns[i] - 1:] = i
         if (latest[:, 0] < 0).any():
             raise ValueError("episode rollout: every episode needs a turn-1 sequence")
@@ -395,6 +428,11 @@ class RLTrainer(Trainer):
         after = [self.advantages({k: (w, v[latest[:, t]]) for k, (w, v) in per_seq.items()}) for t in range(T)]
         final_adv, metrics = after[-1]
         adv = np.stack([a for a, _ in after], 1)[episodes, turns - 1] if cfg.turn_rewards else final_adv[episodes]
+        if k > 1 and (turns > 1).any():  # each repair turn's k fixes, contiguous in by_turn order: a group each
+            repairs = by_turn[turns[by_turn] > 1]
+            adv[repairs], fix_metrics = self.advantages({n: (w, v[repairs]) for n, (w, v) in per_seq.items()}, k)
+            metrics["episodes/repair_reward"] = fix_metrics["reward"]
+            metrics["episodes/repair_frac_reward_zero_std"] = fix_metrics["frac_reward_zero_std"]
         batch["advantages"] = np.concatenate([adv, np.zeros(rows - n_seq, np.float32)]).astype(np.float32)
         metrics["time/reward_s"] = time.perf_counter() - t_reward
         for name, (_, values) in per_seq.items():
@@ -402,7 +440,7 @@ class RLTrainer(Trainer):
             metrics[f"rewards/{name}/mean"] = float(np.nanmean(final)) if np.isfinite(final).any() else float("nan")
             metrics[f"rewards/{name}/std"] = float(losses.nanstd(jnp.asarray(final)))
         metrics["completions/mean_length"] = float(lengths.mean())
-        metrics["episodes/mean_turns"] = n_seq / n_eps
+        metrics["episodes/mean_turns"] = float(chain.sum()) / n_eps
         return self._with_logps(batch), metrics
 
     # ------------------------------------------------------------------ the loop

@@ -1,5 +1,7 @@
 """Every shipped config validates; a bad value fails at start-up with a message naming the field."""
 import importlib
+import re
+
 import pytest
 
 from configs import base
@@ -28,7 +30,8 @@ def test_shipped_configs_validate(name):
     ("model", "/nonexistent/ckpt", "config.model is not a checkpoint directory"),
     ("dataset", "humaneval", "config.dataset must be 'synthetic' with model='tiny'"),
     ("batch_size", 7, "config.batch_size must divide config.rlaif.prompts_per_step x config.num_samples"),
-    ("max_turns", 64, "config.batch_size must be >= config.max_turns=64"),
+    ("max_turns", 64, "config.batch_size must be >= 1 + (config.max_turns - 1) x config.rlaif.repair_fixes = 64"),
+    ("rlaif.repair_fixes", 16, "config.batch_size must be >= 1 + (config.max_turns - 1) x config.rlaif.repair_fixes = 17"),
 ])
 def test_bad_value_names_the_field(field, value, message):
     config = importlib.import_module("configs.smoke").get_config()
@@ -37,7 +40,7 @@ def test_bad_value_names_the_field(field, value, message):
         head, key = field.split(".")
         node = config[head]
     node[key] = value
-    with pytest.raises(base.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(base.ConfigError, match=re.escape(message)):
         base.validate(config)
 
 

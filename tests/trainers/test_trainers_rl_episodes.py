@@ -28,9 +28,10 @@ def reward_of(completion):
     return sum(t == GOOD for t in completion) / len(completion)
 
 
-def sampled_episodes(prompts, G, crash_on_call=None):
+def sampled_episodes(prompts, G, crash_on_call=None, fixes=1):
     """An episode rollout that samples from the trainer's model: turn 1 from the prompt; a program without GOOD
-    fails, and its repair prompt is prompt + program + FEEDBACK. Rewards: the fraction of GOOD tokens."""
+    fails, and its repair prompt is prompt + program + FEEDBACK (``fixes`` samples of it). Rewards: the fraction
+    of GOOD tokens."""
     calls = []
 
     def rollout(model, prompt_indices, key):
@@ -47,13 +48,15 @@ def sampled_episodes(prompts, G, crash_on_call=None):
         completions = list(first)
         if failing:
             repair = [ps[e // G] + first[e] + [FEEDBACK] for e in failing]
-            out2 = sampling.generate(model, repair, max_new_tokens=4, rng=k2, num_samples=1, pad_token_id=0)
-            completions += [np.asarray(out2.tokens)[j, :int(out2.lengths[j])].tolist() for j in range(len(failing))]
-            seq_prompts += repair
-            eps += failing
-            turns += [2] * len(failing)
+            out2 = sampling.generate(model, repair, max_new_tokens=4, rng=k2, num_samples=fixes, pad_token_id=0)
+            completions += [np.asarray(out2.tokens)[j, :int(out2.lengths[j])].tolist()
+                            for j in range(len(failing) * fixes)]
+            seq_prompts += [p for p in repair for _ in range(fixes)]
+            eps += [e for e in failing for _ in range(fixes)]
+            turns += [2] * len(failing) * fixes
+        fix = [0] * len(first) + [f for _ in failing for f in range(fixes)]
         return EpisodeRollout(seq_prompts, completions, np.asarray(eps), np.asarray(turns),
-                              np.asarray([reward_of(c) for c in completions], np.float32))
+                              np.asarray([reward_of(c) for c in completions], np.float32), np.asarray(fix))
 
     return rollout
 
@@ -103,6 +106,52 @@ def test_episode_batch_rows_masks_and_advantages(turn_rewards):
     assert metrics["reward"] == pytest.approx(np.mean(final))
     assert metrics["episodes/mean_turns"] == 6 / 4
     assert "ref_logps" in batch  # beta != 0
+
+
+def scripted_fixes(execution):
+    """scripted() with repair_fixes=2: episodes 0 and 3 fail turn 1, and each failing program gets fixes 0 and 1."""
+    return EpisodeRollout(
+        prompts=[[5, 6, 7, 20, 21, FEEDBACK], [8, 9, 22, FEEDBACK], [5, 6, 7], [5, 6, 7], [8, 9], [8, 9],
+                 [8, 9, 22, FEEDBACK], [5, 6, 7, 20, 21, FEEDBACK]],
+        completions=[[3, 3, 1], [3, 1], [20, 21], [3, 1], [3, 3, 3, 1], [22], [4, 4], [3]],
+        episodes=np.asarray([0, 3, 0, 1, 2, 3, 3, 0]), turns=np.asarray([2, 2, 1, 1, 1, 1, 2, 2]),
+        execution=np.asarray(execution, np.float32), fixes=np.asarray([0, 0, 0, 0, 0, 0, 1, 1]))
+
+
+@pytest.mark.parametrize("turn_rewards", [False, True])
+def test_repair_fixes_are_a_group_of_their_own(turn_rewards):
+    """repair_fixes=2: a failing program's two fixes share one prompt, so each fix's advantage is relative to the
+    other (TRL's formula over a group of 2); turn-1 rows keep the episode's advantage, whose chain follows fix 0."""
+    cfg = config(num_generations=2, turn_rewards=turn_rewards, repair_fixes=2, loss_type="grpo")
+    assert cfg.rollout_rows == 2 * 2 * 3
+    trainer = make(cfg)
+    execution = [1.0, 0.5, -0.5, 0.0, 1.0, -1.0, -0.25, 0.0]
+    batch, metrics = trainer.build_episode_rollout(2, scripted_fixes(execution))
+    assert batch["input_ids"].shape[0] == 12 and not batch["loss_mask"][8:].any()
+    after_1, final = [-0.5, 0.0, 1.0, -1.0], [1.0, 0.0, 1.0, 0.5]   # fix 1's rewards are in no episode's chain
+    turn1 = (group_advantages(after_1, 2) if turn_rewards else group_advantages(final, 2))[[0, 1, 2, 3]]
+    episode_0_fixes, episode_3_fixes = group_advantages([1.0, 0.0], 2), group_advantages([0.5, -0.25], 2)
+    want = [episode_0_fixes[0], episode_3_fixes[0], turn1[0], turn1[1], turn1[2], turn1[3], episode_3_fixes[1],
+            episode_0_fixes[1]]
+    np.testing.assert_allclose(batch["advantages"][:8], want, rtol=1e-5, atol=1e-6)
+    assert metrics["reward"] == pytest.approx(np.mean(final))
+    assert metrics["episodes/repair_reward"] == pytest.approx(np.mean([1.0, 0.5, -0.25, 0.0]))
+    assert metrics["episodes/repair_frac_reward_zero_std"] == 0.0
+
+
+def test_episode_rollouts_with_missing_or_extra_fixes_are_refused():
+    trainer = make(config(num_generations=2, repair_fixes=2))
+    ep = scripted_fixes([0.0] * 8)
+    bad = [("missing fix", dict(episodes=ep.episodes[:7], turns=ep.turns[:7], fixes=ep.fixes[:7],
+                                prompts=ep.prompts[:7], completions=ep.completions[:7], execution=ep.execution[:7]),
+            r"episode 0 turn 2 has fixes \[0\]; expected fixes 0 \.\. 1"),
+           ("a fix at turn 1", dict(fixes=np.asarray([0, 0, 1, 0, 0, 0, 1, 1])), r"episode 0 turn 1 has fixes"),
+           ("a repeated fix", dict(fixes=np.asarray([0, 0, 0, 0, 0, 0, 0, 1])), r"episode 3 turn 2 has fixes \[0, 0\]")]
+    for what, change, match in bad:
+        with pytest.raises(ValueError, match=match):
+            trainer.build_episode_rollout(2, EpisodeRollout(**{**ep.__dict__, **change}))
+    with pytest.raises(ValueError, match=r"1 \+ \(max_turns - 1\) x repair_fixes = 5 sequences per episode exceed"):
+        config(repair_fixes=4)
 
 
 def test_every_minibatch_gets_real_rows_and_grpo_averages_real_sequences():
@@ -209,6 +258,18 @@ def test_sampled_episodes_train_and_resume_exactly(tmp_path):
     for a, b in zip(full, rows):
         for k in ("reward", "kl", "entropy", "episodes/mean_turns", "train/loss", "train/grad_norm"):
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (a["step"], k)
+
+
+def test_sampled_episodes_with_two_fixes_train(tmp_path):
+    cfg = config(repair_fixes=2, batch_size=4, prompts_per_step=2, num_generations=2)
+    t = make(cfg, sampled_episodes(PROMPTS, cfg.num_generations, fixes=2), workdir=str(tmp_path))
+    try:
+        rows = t.fit(PROMPTS, 2)
+    finally:
+        t.close()
+    assert [r["step"] for r in rows] == [3, 6]  # 2 x 2 x (1 + 2) = 12 rows / batch 4 = 3 updates per iteration
+    assert all(1.0 < r["episodes/mean_turns"] <= 2.0 and np.isfinite(r["train/loss"]) for r in rows)
+    assert all("episodes/repair_reward" in r for r in rows)
 
 
 def test_max_turns_needs_an_episode_rollout():
