@@ -489,24 +489,37 @@ def timeout_message(timeout_s) -> str:
     return f"wall-clock limit of {timeout_s}s exceeded"
 
 
+_alarm_armed = False  # one judge per process: whether the test code's timer may still raise
+
+
 def _alarm(*_):
-    raise Limit("timeout", "Timeout", "wall-clock limit exceeded")  # judge() words it with the request's limit
+    """SIGALRM: at most one Limit per armed timer, and none once it is cancelled. A signal lands between any two
+    bytecodes, so a timer that fires as the tests end (or as the pump raises its own timeout at the same
+    deadline) must not raise again while judge() handles that: the Limit would escape and kill the worker."""
+    global _alarm_armed
+    if _alarm_armed:
+        _alarm_armed = False
+        raise Limit("timeout", "Timeout", "wall-clock limit exceeded")  # judge() words it with the request's limit
 
 
 def _test_alarm(worker, deadline: float):
     """The test code's own time limit: SIGALRM at the request's deadline raises Limit in the judge.
     (The handler is installed once per worker, and only an armed timer is cancelled: a syscall each.)"""
     import time
+    global _alarm_armed
     if signal.getsignal(signal.SIGALRM) is not _alarm:
         signal.signal(signal.SIGALRM, _alarm)
-    worker.alarm_armed = True
+    _alarm_armed = True
     signal.setitimer(signal.ITIMER_REAL, max(0.001, deadline - time.monotonic()))
 
 
 def _cancel_alarm(worker):
-    if worker.alarm_armed:
+    """Disarm the timer; from here on a late SIGALRM is ignored (it can still raise before the flag is down, inside
+    judge()'s inner ``finally``, where the outer ``except Limit`` takes it as the timeout it is)."""
+    global _alarm_armed
+    if _alarm_armed:
+        _alarm_armed = False
         signal.setitimer(signal.ITIMER_REAL, 0)
-        worker.alarm_armed = False
 
 
 def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
@@ -522,12 +535,14 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
         total = len(test["cases"])
     v = _Verdict(total)
     worker.prefetched = collections.deque()
-    worker.alarm_armed = False
     try:
-        if kind == "stdio":
-            _run_stdio(worker, req, deadline, v)
-        else:
-            _run_functions(worker, req, deadline, v, (param, steps) if kind == "humaneval" else None)
+        try:
+            if kind == "stdio":
+                _run_stdio(worker, req, deadline, v)
+            else:
+                _run_functions(worker, req, deadline, v, (param, steps) if kind == "humaneval" else None)
+        finally:
+            _cancel_alarm(worker)  # before any handler below runs: a late alarm cannot raise in them
     except Limit as e:
         message = e.message
         if e.status == "timeout":
@@ -540,7 +555,6 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
     except Gone as e:
         v.bad(e.status, e.etype, e.message)
     finally:
-        _cancel_alarm(worker)
         if worker.proc is not None:
             worker.proc.drain()
             v.stdout += worker.proc.out

@@ -82,6 +82,18 @@ def test_timeout_keeps_partial_count(executor):
     assert r.duration_s >= 1.0        # the limit was really reached (no upper bound: busy machines vary)
 
 
+def test_timeouts_never_cost_a_worker(gvisor_executor):
+    # The pump's deadline check and the test code's SIGALRM fire at the same deadline; whichever comes second must
+    # not raise again while the first is handled (it used to escape the judge and kill the worker: 14 of 80).
+    before = gvisor_executor.failed_attempts
+    loops = [{"id": f"loop{i}", "solution": "def add(a, b):\n    while True:\n        pass\n", "timeout_s": 0.2,
+              "test": {"kind": "asserts", "asserts": ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]}}
+             for i in range(40)]
+    results = gvisor_executor.run(loops)
+    assert {(r.status, r.error_message) for r in results} == {("timeout", "wall-clock limit of 0.2s exceeded")}
+    assert gvisor_executor.failed_attempts == before
+
+
 def test_asserts_kind_mbpp(executor):
     req = {"id": "mbpp", "solution": "def sq(x):\n    return x * x if x < 3 else 0\n",
            "test": {"kind": "asserts", "setup": "import math\nK = 2",
