@@ -1,8 +1,8 @@
 """Smoke experiment: synthetic suite, embedded tiny model, CPU, baseline vs DPO vs RLAIF over two-turn repair
 episodes (a program failing its public tests gets one repair turn with its execution feedback).
 
-Aimed at 15 minutes on 2 CPU cores, warm start included; measured 14 min 58 s (898 s) alone on 2 cores,
-2026-12-02.
+Aimed at 15 minutes on 2 CPU cores, warm start included; measured 12 min 26 s (746 s) alone on 2 cores,
+2026-12-02 (898 s in an earlier run that day, whose sampling alone was 30% slower).
     python -m launch.main --config=configs/smoke.py --workdir=runs/smoke
 One program per task (no repair turn): add --config.max_turns=1 --config.tiny.repair_examples_per_task=0.
 """
