@@ -268,6 +268,12 @@ def dataset_splits(name: str) -> Optional[tuple[str, ...]]:
             "apps": apps.SPLITS}.get(name)
 
 
+def rl_rows_per_episode(c: ml_collections.ConfigDict) -> int:
+    """The most RL sequences one episode can have: turn 1, then ``rlaif.repair_fixes`` per later turn
+    (``RLConfig.rows_per_episode`` of ``library_configs.rl_config(c)``)."""
+    return 1 + (c.max_turns - 1) * c.rlaif.repair_fixes
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
     """Raise :class:`ConfigError` naming the first bad field."""
     values = leaf_values(c.to_dict())
@@ -326,7 +332,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _require(rollout % c.batch_size == 0, "batch_size",
                  f"must divide config.rlaif.prompts_per_step x config.num_samples = {rollout} (RL mini-batches)",
                  c.batch_size)
-        rows_per_episode = 1 + (c.max_turns - 1) * c.rlaif.repair_fixes
+        rows_per_episode = rl_rows_per_episode(c)
         _require(c.batch_size >= rows_per_episode, "batch_size",
                  f"must be >= 1 + (config.max_turns - 1) x config.rlaif.repair_fixes = {rows_per_episode} (every RL "
                  f"mini-batch of episode turns needs a real one)", c.batch_size)

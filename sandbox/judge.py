@@ -502,7 +502,7 @@ def _alarm(*_):
         raise Limit("timeout", "Timeout", "wall-clock limit exceeded")  # judge() words it with the request's limit
 
 
-def _test_alarm(worker, deadline: float):
+def _test_alarm(deadline: float):
     """The test code's own time limit: SIGALRM at the request's deadline raises Limit in the judge.
     (The handler is installed once per worker, and only an armed timer is cancelled: a syscall each.)"""
     import time
@@ -513,7 +513,7 @@ def _test_alarm(worker, deadline: float):
     signal.setitimer(signal.ITIMER_REAL, max(0.001, deadline - time.monotonic()))
 
 
-def _cancel_alarm(worker):
+def _cancel_alarm():
     """Disarm the timer; from here on a late SIGALRM is ignored (it can still raise before the flag is down, inside
     judge()'s inner ``finally``, where the outer ``except Limit`` takes it as the timeout it is)."""
     global _alarm_armed
@@ -542,7 +542,7 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
             else:
                 _run_functions(worker, req, deadline, v, (param, steps) if kind == "humaneval" else None)
         finally:
-            _cancel_alarm(worker)  # before any handler below runs: a late alarm cannot raise in them
+            _cancel_alarm()  # before any handler below runs: a late alarm cannot raise in them
     except Limit as e:
         message = e.message
         if e.status == "timeout":
@@ -656,14 +656,14 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
             ns[name] = value
         elif what == "callable" and isinstance(value, RemoteObject):
             ns[name] = value
-    _test_alarm(worker, deadline)
+    _test_alarm(deadline)
     if kind == "call":
         _run_call(ns, test, v)
     elif kind == "asserts":
         _run_asserts(worker, ns, test, v)
     else:
         _run_humaneval(ns, test, v, plan)
-    _cancel_alarm(worker)
+    _cancel_alarm()
     worker.mark("tests")
     try:
         proc.send(_EXIT)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import base
 from ieta_jax import optim
 from ieta_jax.trainers import DPOConfig, RewardConfig, RLConfig
 
@@ -42,8 +43,7 @@ def rl_updates_per_step(c: ml_collections.ConfigDict) -> int:
     """Optimizer updates of one RL step: PPO epochs x mini-batches of one rollout (every turn of every episode,
     padded to ``1 + (max_turns - 1) x repair_fixes`` sequences per episode)."""
     r = c.rlaif
-    rows_per_episode = 1 + (c.max_turns - 1) * r.repair_fixes
-    return r.inner_epochs * r.prompts_per_step * c.num_samples * rows_per_episode // c.batch_size
+    return r.inner_epochs * r.prompts_per_step * c.num_samples * base.rl_rows_per_episode(c) // c.batch_size
 
 
 def rl_config(c: ml_collections.ConfigDict, pad_token_id: int, eos_token_id: int) -> RLConfig:

@@ -126,8 +126,8 @@ def execution_reward_fn(run: Run, policy: LocalPolicy, tasks: list) -> Callable[
 def episode_rollout_fn(run: Run, policy: LocalPolicy, tasks: list, *, execution: bool):
     """For the RL trainer with ``max_turns > 1`` (``trainers.rl.EpisodeRolloutFn``): ``num_samples`` repair
     episodes of each prompt's task (``episodes.episodes_stage``, not stored: the trainer's checkpoint makes the
-    iteration resumable), ``rlaif.repair_fixes`` fixes per failing program, every fix of every turn one sequence: the prompt it was sampled from and its completion as the
-    trainers tokenize completions (``LocalPolicy.completion_ids``). ``execution``: each sequence's execution
+    iteration resumable), ``rlaif.repair_fixes`` fixes per failing program, every fix of every turn one sequence:
+    the prompt it was sampled from and its completion as the trainers tokenize completions (``LocalPolicy.completion_ids``). ``execution``: each sequence's execution
     reward (``feedback.execution_reward`` of its hidden-test result). ``tasks[i]`` is the task of the fit's
     prompt ``i``; the sampling seed comes from the trainer's key, so a resumed iteration samples the same."""
     import jax

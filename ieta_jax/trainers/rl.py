@@ -389,7 +389,7 @@ class RLTrainer(Trainer):
                                  + ("one turn-1 sequence (fix 0)" if t == 1 else f"fixes 0 .. {k - 1}"))
         latest = np.full((n_eps, T), -1, np.int64)  # [episode, t-1] -> the sequence of its program after turn t
         chain = fixes == 0
-        for i in np.flatnonzero(chain)[np.lexsort((episodes[chain], turns[chain]))]:
+        for i in by_turn[chain[by_turn]]:  # fix 0 of each turn, turns ascending within an episode
             latest[episodes[i], turns[i] - 1:] = i
         if (latest[:, 0] < 0).any():
             raise ValueError("episode rollout: every episode needs a turn-1 sequence")

@@ -31,7 +31,8 @@ def test_shipped_configs_validate(name):
     ("dataset", "humaneval", "config.dataset must be 'synthetic' with model='tiny'"),
     ("batch_size", 7, "config.batch_size must divide config.rlaif.prompts_per_step x config.num_samples"),
     ("max_turns", 64, "config.batch_size must be >= 1 + (config.max_turns - 1) x config.rlaif.repair_fixes = 64"),
-    ("rlaif.repair_fixes", 16, "config.batch_size must be >= 1 + (config.max_turns - 1) x config.rlaif.repair_fixes = 17"),
+    ("rlaif.repair_fixes", 16,
+     "config.batch_size must be >= 1 + (config.max_turns - 1) x config.rlaif.repair_fixes = 17"),
 ])
 def test_bad_value_names_the_field(field, value, message):
     config = importlib.import_module("configs.smoke").get_config()
