@@ -86,7 +86,10 @@ def test_out_is_replaced_atomically(tmp_path):
     out.write_text("previous results\n")
     proc = subprocess.Popen([sys.executable, "-m", "sandbox", "run", "--in", str(inp), "--out", str(out),
                              "--backend", "process", "--workers", "1", "--no_progress", "--timeout_s", "60"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            # SIGINT as a terminal's Ctrl-C delivers it: a child inherits an ignored SIGINT (a
+                            # library in this pytest process may have set it so), and Python then keeps it ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not any(n.startswith(".results-") and os.path.getsize(tmp_path / n) > 0 for n in os.listdir(tmp_path)):
         assert time.monotonic() < deadline and proc.poll() is None
