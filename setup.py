@@ -29,6 +29,7 @@ setup(
     extras_require={
         "ray": ["ray[default]>=2.9"],
         "bench": ["torch==2.13.0", "trl==1.16.0"],
-        "test": ["pytest", "pytest-xdist>=3.5", "torch==2.13.0", "trl==1.16.0", "ray[default]>=2.9", "pandas", "pyarrow"],
+        "test": ["pytest", "pytest-xdist>=3.5", "torch==2.13.0", "trl==1.16.0", "ray[default]>=2.9", "pandas",
+                 "pyarrow"],
     },
 )

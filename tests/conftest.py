@@ -24,7 +24,6 @@ SHARED_SESSION_FIXTURES = ("tiny_run", "saved_tiny_policy", "tiny_checkpoint", "
 def pytest_collection_modifyitems(config, items):
     """Marks each test with its xdist group: its file, merged with every file sharing an expensive session
     fixture with it (union-find over files and fixtures)."""
-
     parent = {}
 
     def find(x):
@@ -33,10 +32,10 @@ def pytest_collection_modifyitems(config, items):
             x = parent[x]
         return x
 
-    for item in items:
-        path = item.nodeid.split("::")[0]
+    files = [item.nodeid.split("::")[0] for item in items]
+    for item, path in zip(items, files):
         for name in SHARED_SESSION_FIXTURES:
             if name in getattr(item, "fixturenames", ()):
                 parent[find(path)] = find("fixture:" + name)
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(find(item.nodeid.split("::")[0])))
+    for item, path in zip(items, files):
+        item.add_marker(pytest.mark.xdist_group(find(path)))
