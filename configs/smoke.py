@@ -2,7 +2,7 @@
 episodes (a program failing its public tests gets one repair turn with its execution feedback).
 
 Aimed at 15 minutes on 2 CPU cores, warm start included; measured 12 min 26 s (746 s) alone on 2 cores,
-2026-12-02 (898 s in an earlier run that day, whose sampling alone was 30% slower); 996 s and 1081 s on a
+2026-12-02 (898 s in an earlier run that day, whose sampling alone was 30% slower); 996 s, 1081 s and 1128 s on a
 slower 2-core machine on 2026-12-03 (over the aim there).
     python -m launch.main --config=configs/smoke.py --workdir=runs/smoke
 One program per task (no repair turn): add --config.max_turns=1 --config.tiny.repair_examples_per_task=0.
