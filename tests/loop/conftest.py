@@ -9,17 +9,42 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TINY_CONFIG = os.path.join("tests", "loop", "tiny_config.py")
 
 
+# Set by the `shared_compilation_cache` fixture: the directory every CLI run of the test session compiles into.
+SHARED_CACHE_ENV = "IETA_TEST_COMPILATION_CACHE"
+
+
 def run_env():
     env = dict(os.environ)
     # Two fake CPU devices: the data axis is really sharded, and 2 cores are not oversubscribed.
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    # Every executable goes to the shared cache, not only those that took over a second to compile.
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     return env
 
 
 def main_cmd(workdir, *overrides):
-    return [sys.executable, "-m", "launch.main", f"--config={TINY_CONFIG}", f"--workdir={workdir}", *overrides]
+    """The experiment's CLI on the tiny test config; a run reads and writes the session's shared compilation cache
+    (an override given later wins)."""
+    cache = os.environ.get(SHARED_CACHE_ENV)
+    shared = [f"--config.compilation_cache={cache}"] if cache else []
+    return [sys.executable, "-m", "launch.main", f"--config={TINY_CONFIG}", f"--workdir={workdir}", *shared,
+            *overrides]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+    """One XLA compilation cache for all the session's CLI runs: most compile the same tiny-model steps, and compiling
+    is most of a tiny run's time (a repeated multi-host reference run: 118 s cold, 34 s warm). Under pytest-xdist the
+    workers' base temp directories share a parent, so both workers use one cache. Results do not depend on it: an
+    executable read back is the one XLA compiled, and a torn entry (a run killed while writing) is only recompiled."""
+    base = tmp_path_factory.getbasetemp()
+    path = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "xla_cache"
+    path.mkdir(exist_ok=True)
+    os.environ[SHARED_CACHE_ENV] = str(path)
+    yield str(path)
+    os.environ.pop(SHARED_CACHE_ENV, None)
 
 
 @pytest.fixture(scope="session")
