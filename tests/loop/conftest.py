@@ -36,7 +36,7 @@ def main_cmd(workdir, *overrides):
 @pytest.fixture(scope="session", autouse=True)
 def shared_compilation_cache(tmp_path_factory):
     """One XLA compilation cache for all the session's CLI runs: most compile the same tiny-model steps, and compiling
-    is most of a tiny run's time (a repeated multi-host reference run: 118 s cold, 34 s warm). Under pytest-xdist the
+    is most of a tiny run's time (the multi-host reference run: 82-118 s cold, 34 s warm). Under pytest-xdist the
     workers' base temp directories share a parent, so both workers use one cache. Results do not depend on it: an
     executable read back is the one XLA compiled, and a torn entry (a run killed while writing) is only recompiled."""
     base = tmp_path_factory.getbasetemp()
