@@ -110,7 +110,9 @@ CONTAINED = {
 @pytest.mark.parametrize("name", sorted(CONTAINED))
 def test_hostile_program_is_contained(gvisor_executor, name):
     program, statuses, etype = CONTAINED[name]
-    timeout_s = 5.0 if name == "c_stack_overflow" else 2.0
+    # The C-stack overflow took 1.9-2.6 s to die in gVisor alone (4 runs, 1 sandbox), and it hit a
+    # 5 s limit once in CI under load: the verdict asked for is the signal, so it gets room.
+    timeout_s = 20.0 if name == "c_stack_overflow" else 2.0
     r, good = gvisor_executor.run([_req(name, program, timeout_s=timeout_s, memory_mb=256), GOOD])
     assert r.status in statuses, (r.status, r.error_type, r.error_message, r.stderr[-500:])
     if etype is not None:
