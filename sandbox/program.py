@@ -15,7 +15,6 @@ channel (codec.py), and the worker treats every field as a claim (see worker.py)
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
 import struct
@@ -31,6 +30,7 @@ CHANNEL_FD = 3
 SOLUTION_FILENAME = _tracer.SOLUTION_FILENAME
 MESSAGE_CAP = 500
 CLONE_NEWIPC = 0x08000000
+PR_SET_PDEATHSIG = 1
 # Zygote -> worker: (b"S", pid, 0, 0.0) when a program process was forked, (b"E", pid, wait status, CPU
 # seconds) when one exited.
 ZYGOTE_MSG = struct.Struct("<cxxxiid")
@@ -116,14 +116,10 @@ def zygote(sock: socket.socket):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # The zygote's own fds go to the top of the fd table, so that the first fd of each spawn message
-    # (the channel) arrives at CHANNEL_FD: the program process then has one dup2 fewer to make. (Below
-    # 1024: select() takes no higher fd.)
-    top = iter(range(min(nofile, 1024) - 1, CHANNEL_FD, -1))
-    sock = socket.socket(fileno=_move_fd(sock.detach(), next(top)))
-    rfd, wfd = (_move_fd(fd, next(top)) for fd in os.pipe())
-    os.set_blocking(wfd, False)
-    signal.set_wakeup_fd(wfd)
-    signal.signal(signal.SIGCHLD, lambda *a: None)
+    # (the channel) arrives at CHANNEL_FD: the program process then has one dup2 fewer to make.
+    sock = socket.socket(fileno=_move_fd(sock.detach(), min(nofile, 1024) - 1))
+    if libc is not None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # no zygote outlives its worker
     # Between two forks the zygote does as little as it can: after each fork every page it writes is a
     # copy-on-write fault, which gVisor's ptrace platform makes dear. So the spec is decoded by the child
     # and the replies are fixed-size structs.
@@ -136,32 +132,37 @@ def zygote(sock: socket.socket):
     global _KEPT, _STREAMS
     _KEPT = (sys.stdin, sys.stdout, sys.stderr, buf)
     _STREAMS = _program_streams()
-    live = 0  # program processes forked and not yet reaped
+    # One program at a time: the worker sends the next spawn only once this one is gone (it kills what is
+    # left of a program before its next request), so the zygote waits for each exit in a blocking wait4. No
+    # SIGCHLD handler and no select: under gVisor's ptrace platform a signal delivery and each syscall are
+    # dear (this loop makes 6 syscalls a program, the SIGCHLD one made 14).
     while True:
-        ready, _, _ = select.select([sock, rfd], [], [])
-        if rfd in ready:
-            try:
-                os.read(rfd, 4096)
-            except BlockingIOError:
-                pass
-            live = _report_exits(sock, live)
-        if sock not in ready:
-            continue
         msg, fds = _recv_spec(sock, buf)
         if msg is None:
             os._exit(0)  # the worker is gone
         pid = os.fork()
         if pid == 0:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             sock.detach()  # its fd is closed below; the socket object must not close a reused number
             spec = codec.decode(msg)
             _become_program(spec, fds, libc=libc, nofile=nofile)
             return spec
-        live += 1
+        _close_fds(fds)
+        try:
+            sock.send(spawned(b"S", pid, 0, 0.0))
+            _, status, ru = os.wait4(pid, 0)
+            sock.send(spawned(b"E", pid, status, ru.ru_utime + ru.ru_stime))
+        except OSError:
+            os._exit(0)  # the worker is gone
+
+
+def _close_fds(fds: list) -> None:
+    """Close the fds passed on to a program process: one close_range when they are contiguous (they
+    arrive as the lowest free numbers), else one close each."""
+    if fds and max(fds) - min(fds) + 1 == len(set(fds)) == len(fds):
+        os.closerange(min(fds), max(fds) + 1)
+    else:
         for fd in fds:
             os.close(fd)
-        sock.send(spawned(b"S", pid, 0, 0.0))
 
 
 def _move_fd(fd: int, to: int) -> int:
@@ -238,21 +239,6 @@ def _site() -> None:
                     sys.path.append(path)
 
 
-def _report_exits(sock, live: int) -> int:
-    """Reap and report exited program processes; returns how many are still alive. `live`: how many
-    were (the usual case is one, reaped by one wait4: no second one to learn that none is left)."""
-    while live:
-        try:
-            pid, status, ru = os.wait4(-1, os.WNOHANG)
-        except ChildProcessError:
-            return 0
-        if pid == 0:
-            return live
-        live -= 1
-        sock.send(ZYGOTE_MSG.pack(b"E", pid, status, ru.ru_utime + ru.ru_stime))
-    return live
-
-
 def _libc():
     try:
         import ctypes
@@ -276,6 +262,10 @@ def _become_program(spec: dict, fds: list, libc, nofile: int) -> None:
     os.chdir(spec["scratch"])
     if spec.get("private_ipc") and libc is not None:
         libc.unshare(CLONE_NEWIPC)  # SysV IPC objects die with this namespace
+    elif libc is not None:
+        # Unisolated (process backend): no container takes the program down with a dead worker, so it dies
+        # with its zygote, which dies with the worker. (Cleanup, not a boundary: the program may undo it.)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     cpu, mem = spec["cpu_s"], spec["memory_mb"] << 20
     for lim, val in ((resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_AS, (mem, mem))):
         try:

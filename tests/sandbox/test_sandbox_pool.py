@@ -201,3 +201,54 @@ def test_workers_are_recycled_after_recycle_after_requests():
     zygotes = [int(r.stdout) for r in results]
     assert zygotes[0] == zygotes[1] != zygotes[2] == zygotes[3] != zygotes[4] != zygotes[0]
     assert len(started) == 3 and all(w.proc.poll() is not None for w in started)   # retired ones were closed
+
+
+def _children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie is gone, only not yet reaped
+    except FileNotFoundError:
+        return True
+
+
+def test_killed_process_worker_leaves_no_zygote_or_program():
+    # The unisolated backend has no container to tear down: when its worker is killed mid-request, the
+    # zygote (waiting for the program's exit) and the program (sleeping) must still not outlive it.
+    from sandbox import ProcessBackend
+    import threading
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        backend = ProcessBackend()
+    try:
+        worker = backend.start_worker(0)
+        sleeper = dict(OK, id="sleeper", solution="import time\ntime.sleep(60)\n" + OK["solution"],
+                       timeout_s=60.0, memory_mb=512, trace=False)
+        threading.Thread(target=lambda: _run_quietly(worker, sleeper), daemon=True).start()
+        deadline = time.monotonic() + 30
+        while True:  # wait for a state: the zygote has forked the program
+            zygotes = _children(worker.proc.pid)
+            programs = [p for z in zygotes for p in _children(z)]
+            if programs:
+                break
+            assert time.monotonic() < deadline, "the program never started"
+            time.sleep(0.05)
+        worker.proc.kill()
+        worker.proc.wait()
+        deadline = time.monotonic() + 10
+        while not all(_gone(p) for p in zygotes + programs):
+            assert time.monotonic() < deadline, "the zygote or the program outlived its worker"
+            time.sleep(0.05)
+    finally:
+        backend.close()
+
+
+def _run_quietly(worker, req):
+    try:
+        worker.execute(req, 120)
+    except Exception:
+        pass
