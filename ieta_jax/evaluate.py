@@ -29,6 +29,11 @@ tests_total, duration_s}]}}.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # the host allocator is chosen at process start, before JAX is imported
+    from ieta_jax import allocator
+
+    allocator.use_tcmalloc()
+
 import argparse
 import collections
 import os

@@ -8,6 +8,11 @@ the same command resumes it from the state files in the workdir.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # the host allocator is chosen at process start, before JAX is imported
+    from ieta_jax import allocator
+
+    allocator.use_tcmalloc()
+
 import re
 import sys
 

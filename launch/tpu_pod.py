@@ -35,7 +35,7 @@ def build_commands(*, tpu: str, zone: str, config: str, workdir: str, project: s
                      *scope, "--worker=all"])
     if setup:
         cmds.append(ssh + ["--command", f"cd {repo_dir} && {python} -m pip install -q -e . 'jax[tpu]' "
-                           f"&& sudo apt-get install -y -qq runsc"])
+                           f"&& sudo apt-get install -y -qq runsc libtcmalloc-minimal4"])
     run = [python, "-m", "launch.main", f"--config={config}", f"--workdir={workdir}", "--distributed",
            *(extra_args or [])]
     cmds.append(ssh + ["--command", f"cd {repo_dir} && " + " ".join(shlex.quote(a) for a in run)])

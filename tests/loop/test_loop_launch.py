@@ -18,7 +18,7 @@ def test_dry_run_prints_exact_commands():
         "gcloud compute tpus tpu-vm scp --recurse . 'my-pod:~/ieta-jax' --zone us-central2-b --project proj "
         "--worker=all",
         "gcloud compute tpus tpu-vm ssh my-pod --zone us-central2-b --project proj --worker=all --command "
-        "'cd ~/ieta-jax && python3 -m pip install -q -e . '\"'\"'jax[tpu]'\"'\"' && sudo apt-get install -y -qq runsc'",
+        "'cd ~/ieta-jax && python3 -m pip install -q -e . '\"'\"'jax[tpu]'\"'\"' && sudo apt-get install -y -qq runsc libtcmalloc-minimal4'",
         "gcloud compute tpus tpu-vm ssh my-pod --zone us-central2-b --project proj --worker=all --command "
         "'cd ~/ieta-jax && python3 -m launch.main --config=configs/tpu_pod.py --workdir=runs/pod --distributed "
         "--config.num_iterations=5 --config.dpo.beta=0.2'",
