@@ -3,7 +3,8 @@ episodes (a program failing its public tests gets one repair turn with its execu
 
 Aimed at 15 minutes on 2 CPU cores, warm start included; measured 12 min 26 s (746 s) alone on 2 cores,
 2026-12-02 (898 s in an earlier run that day, whose sampling alone was 30% slower); 996 s, 1081 s and 1128 s on a
-slower 2-core machine on 2026-12-03 (over the aim there).
+slower 2-core machine on 2026-12-03 (over the aim there), then 906 s with tcmalloc and 914 s without, back to back
+on that machine later that day (identical results).
     python -m launch.main --config=configs/smoke.py --workdir=runs/smoke
 One program per task (no repair turn): add --config.max_turns=1 --config.tiny.repair_examples_per_task=0.
 """
