@@ -40,13 +40,23 @@ def _libc():
 
 _LIBC = _libc()
 PR_SET_PDEATHSIG = 1
+# util-linux's setpriv (Essential on Debian): sets PR_SET_PDEATHSIG, which survives its exec of the worker.
+SETPRIV = shutil.which("setpriv")
 
 
 def _die_with_parent():
-    """preexec_fn: SIGKILL the worker (runsc run / python) when the thread that started it dies, so a
-    crashed caller leaves nothing running; `runsc run` boots its sandbox --attached, so the sandbox follows."""
+    """preexec_fn, only where setpriv is missing: Python code in the forked child of a multithreaded process
+    (JAX's threads) is what the subprocess docs warn can deadlock, and JAX warns about it."""
     if _LIBC is not None:
         _LIBC.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+
+
+def dying_with_parent(argv: list[str]) -> tuple[list[str], dict]:
+    """(argv, Popen kwargs) that start `argv` with SIGKILL due when the thread that started it dies, so a
+    crashed caller leaves nothing running (`runsc run` boots its sandbox --attached, so the sandbox follows)."""
+    if SETPRIV:
+        return [SETPRIV, "--pdeathsig", "KILL", "--", *argv], {}
+    return argv, {"preexec_fn": _die_with_parent}
 
 
 class WorkerCrashed(RuntimeError):
@@ -76,9 +86,9 @@ class PipeWorker:
         self._on_close = on_close
         self._buf = b""
         self._stderr = tempfile.TemporaryFile()
+        argv, kwargs = dying_with_parent(argv)
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                                     env=env, cwd=cwd, close_fds=True, start_new_session=True,
-                                     preexec_fn=_die_with_parent)
+                                     env=env, cwd=cwd, close_fds=True, start_new_session=True, **kwargs)
         try:
             hello = self._read_line(time.monotonic() + startup_timeout_s)
             if not json.loads(hello).get("ready"):

@@ -252,3 +252,34 @@ def _run_quietly(worker, req):
         worker.execute(req, 120)
     except Exception:
         pass
+
+
+_FORKING = []  # set while a test watches for Python code run around a fork (at-fork hooks cannot be removed)
+os.register_at_fork(before=lambda: _FORKING and _FORKING[0].append("before"))
+
+
+def test_worker_dies_with_the_thread_that_started_it_and_runs_no_python_in_its_forked_child():
+    # A crashed caller must leave no worker running (PR_SET_PDEATHSIG), set without Python code in the forked
+    # child of a multithreaded process (a preexec_fn: a deadlock risk, and JAX warns about it): at-fork hooks run
+    # only for such code.
+    from sandbox import ProcessBackend, backends
+    import threading
+    assert backends.SETPRIV, "setpriv (util-linux) is missing"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        backend = ProcessBackend()
+    started, calls = [], []
+    try:
+        _FORKING.append(calls)
+        thread = threading.Thread(target=lambda: started.append(backend.start_worker(0)))
+        thread.start()
+        thread.join()
+        _FORKING.clear()
+        assert calls == [], "starting a worker ran Python code in its forked child"
+        (worker,) = started
+        assert worker.proc.wait(timeout=10) == -9, "the worker outlived the thread that started it"
+    finally:
+        _FORKING.clear()
+        for w in started:
+            w.close()
+        backend.close()
