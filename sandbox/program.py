@@ -116,7 +116,8 @@ def zygote(sock: socket.socket):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # The zygote's own fds go to the top of the fd table, so that the first fd of each spawn message
-    # (the channel) arrives at CHANNEL_FD: the program process then has one dup2 fewer to make.
+    # (the channel) arrives at CHANNEL_FD: the program process then has one dup2 fewer to make. At most fd
+    # 1023: a fork copies the fd table up to the highest open fd, and RLIMIT_NOFILE may be in the millions.
     sock = socket.socket(fileno=_move_fd(sock.detach(), min(nofile, 1024) - 1))
     if libc is not None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # no zygote outlives its worker
