@@ -26,7 +26,7 @@ from flax import nnx
 
 from ieta_jax import models, optim, sharding
 from ieta_jax.bench.load import LoadGuard, add_force_flag
-from ieta_jax.bench.model import PRESETS
+from ieta_jax.bench.model import PRESETS, matmul_peak_flops
 from ieta_jax.trainers import DPOConfig, DPOTrainer, PreferencePair
 from ieta_jax.trainers.base import device_peak_flops
 
@@ -118,19 +118,22 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation)")
     p.add_argument("--dtype", default="float32", help="compute dtype of our model (params stay float32)")
+    p.add_argument("--attention", default="auto", choices=models.ATTENTION_IMPLS,
+                   help="our full-sequence attention (ModelConfig.attention; auto: cuDNN flash on a GPU in bf16)")
     p.add_argument("--skip-trl", action="store_true")
     add_force_flag(p)
     args = p.parse_args(argv)
     guard = LoadGuard.start(force=args.force)
 
     cfg = models.ModelConfig(**PRESETS[args.config], dtype=args.dtype, param_dtype="float32", eos_token_id=2,
-                             pad_token_id=0)
+                             pad_token_id=0, attention=args.attention)
     seq = args.prompt_len + args.completion_len
     pairs = make_pairs(cfg.vocab_size, args.batch * 2, args.prompt_len, args.completion_len, eos=2)
     tokens = 2 * args.batch * seq
     dev = jax.devices()[0]
     print(f"config={args.config} params={cfg.num_params() / 1e6:.1f}M batch={args.batch} pairs seq_len={seq} "
-          f"tokens/step={tokens} device={dev.device_kind} x{jax.device_count()} dtype={args.dtype}")
+          f"tokens/step={tokens} device={dev.device_kind} x{jax.device_count()} dtype={args.dtype} "
+          f"attention={args.attention}")
     steps = {"ours": build_ours(cfg, pairs, args)}
     if not args.skip_trl:
         import trl
@@ -159,11 +162,20 @@ def main(argv=None):
         guard.ratio(f"\nratio ours / TRL tokens/s: {rows[1][1] / ours:.2f}x; "
                     f"CPU-time ratio TRL / ours: {rows[1][2] / rows[0][2]:.2f}x")
     peak = device_peak_flops(dev)
+    flops = step_flops(cfg, args.batch, seq)
     if peak:
-        mfu = step_flops(cfg, args.batch, seq) / ours / (peak * jax.device_count())
-        print(f"MFU of our DPO step: {100 * mfu:.1f}% (peak {peak / 1e12:.0f} TFLOP/s bf16 per device)")
+        mfu = flops / ours / (peak * jax.device_count())
+        print(f"MFU of our DPO step: {100 * mfu:.1f}% (datasheet peak {peak / 1e12:.0f} TFLOP/s bf16 per device)")
     else:
         print(f"MFU: not reported (no known bf16 peak for device kind {dev.device_kind!r})")
+    if jax.default_backend() != "cpu":
+        measured = matmul_peak_flops()
+        stats = dev.memory_stats() or {}
+        print(f"against a bf16 matmul measured in this run ({measured / 1e12:.0f} TFLOP/s): "
+              f"MFU {100 * flops / ours / (measured * jax.device_count()):.1f}%; "
+              f"{flops / ours / 1e12 / jax.device_count():.1f} TFLOP/s model FLOPs per device")
+        if "peak_bytes_in_use" in stats:
+            print(f"peak device memory: {stats['peak_bytes_in_use'] / 2 ** 30:.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def jax_train_step(model, mesh):
 
 def build_jax(cfg, args, mesh, path):
     """Our timed train step and generation, as no-argument blocking calls."""
-    model = models.from_pretrained(path, dtype=args.dtype, mesh=mesh)
+    model = models.from_pretrained(path, dtype=args.dtype, mesh=mesh, attention=args.attention)
     ids, mask = _batch(cfg, args.batch, args.seq)
     params, step = jax_train_step(model, mesh)
     if mesh is not None:
@@ -92,15 +92,19 @@ def build_jax(cfg, args, mesh, path):
 
 
 def build_torch(args, path):
-    """transformers' timed train step and greedy `generate`, as no-argument blocking calls."""
+    """transformers' timed train step and greedy `generate`, as no-argument blocking calls.
+
+    On the GPU when JAX runs on one and torch sees CUDA (like for like), else on the CPU."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(os.cpu_count() or 1)
+    device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     cfg = models.load_config(path)
-    ids, mask = (torch.tensor(a, dtype=torch.long) for a in _batch(cfg, args.batch, args.seq))
+    ids, mask = (torch.tensor(a, dtype=torch.long, device=device) for a in _batch(cfg, args.batch, args.seq))
 
     def train():
         model.train()
@@ -110,22 +114,27 @@ def build_torch(args, path):
         tok = logp.gather(-1, ids[:, 1:, None])[..., 0]
         m = mask[:, 1:].float()
         (-(tok * m).sum() / m.sum()).backward()
+        sync()
 
-    prompts = torch.tensor(_batch(cfg, args.gen_batch, args.prompt_len, seed=1)[0], dtype=torch.long)
+    prompts = torch.tensor(_batch(cfg, args.gen_batch, args.prompt_len, seed=1)[0], dtype=torch.long, device=device)
 
     def gen():
         model.eval()
         with torch.no_grad():
             model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=False,
                            max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, pad_token_id=0)
+        sync()
 
-    return train, gen
+    return train, gen, device
 
 
 def matmul_peak_flops(n: int = 8192, dtype=jnp.bfloat16) -> float:
-    """Measured FLOP/s of a large bf16 matmul on the default device (the MFU denominator)."""
-    a = jnp.ones((n, n), dtype)
-    b = jnp.ones((n, n), dtype)
+    """Measured FLOP/s of a large bf16 matmul on the default device (the MFU denominator).
+
+    On random data: constant operands run faster than real data does (13% on an H200), inflating the peak."""
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(ka, (n, n), dtype)
+    b = jax.random.normal(kb, (n, n), dtype)
     f = jax.jit(lambda a, b: a @ b)
     secs = _interleaved({"matmul": lambda: f(a, b).block_until_ready()}, warmup=2, repeats=10)["matmul"]
     return 2 * n ** 3 / secs
@@ -153,6 +162,8 @@ def main(argv=None):
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=6,
                         help="timed train repetitions (generation: half as many), median reported")
+    parser.add_argument("--attention", default="auto", choices=models.ATTENTION_IMPLS,
+                        help="our full-sequence attention (ModelConfig.attention; auto: cuDNN flash on a GPU in bf16)")
     parser.add_argument("--mesh", default=None, help="data,fsdp,tensor sizes, e.g. -1,1,1 (default: no mesh)")
     parser.add_argument("--skip-torch", action="store_true", help="do not run the transformers baseline")
     add_force_flag(parser)
@@ -168,7 +179,7 @@ def main(argv=None):
     mesh = sharding.make_mesh(*map(int, args.mesh.split(","))) if args.mesh else None
     backend = jax.default_backend()
     print(f"config={args.config} params={cfg.num_params() / 1e6:.1f}M dtype={args.dtype} backend={backend} "
-          f"devices={len(jax.devices())} cpu_threads={os.cpu_count()}")
+          f"devices={len(jax.devices())} cpu_threads={os.cpu_count()} attention={args.attention}")
     print(f"train: batch={args.batch} seq={args.seq} | generate: batch={args.gen_batch} "
           f"prompt={args.prompt_len} new_tokens={args.new_tokens} (greedy, no early stop)")
 
@@ -178,7 +189,8 @@ def main(argv=None):
         jax_train, jax_gen = build_jax(cfg, args, mesh, path)
         train, gen = {"jax": jax_train}, {"jax": jax_gen}
         if not args.skip_torch:
-            train["torch"], gen["torch"] = build_torch(args, path)
+            train["torch"], gen["torch"], torch_device = build_torch(args, path)
+            print(f"transformers baseline on {torch_device}")
         train_s = _interleaved(train, warmup=2, repeats=args.repeats)
         gen_s = _interleaved(gen, warmup=1, repeats=max(1, args.repeats // 2))
     torch_train_s, torch_gen_s = train_s.get("torch"), gen_s.get("torch")

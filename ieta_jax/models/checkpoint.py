@@ -146,17 +146,17 @@ def load_config(path_or_hub_id: str, **overrides) -> ModelConfig:
 
 def from_pretrained(path_or_hub_id: str, dtype: str = "float32", mesh: Mesh | None = None, *,
                     param_dtype: str | None = None, model_class: type = CausalLM, seed: int = 0,
-                    progress: bool | None = None):
+                    progress: bool | None = None, attention: str = "auto"):
     """Loads a HF Llama/Qwen2/Mistral checkpoint into a CausalLM (or RewardModel).
 
-    dtype: compute dtype; param_dtype: storage dtype (default: dtype). With `mesh`, every parameter is placed in
+    dtype: compute dtype; param_dtype: storage dtype (default: dtype); attention: `ModelConfig.attention`. With `mesh`, every parameter is placed in
     its LOGICAL_RULES sharding directly from the memory-mapped file; without, on the default device.
     `progress` (default: only for models >= 100M parameters) shows a tqdm bar over tensors.
     A RewardModel loaded from a causal-LM checkpoint gets a freshly initialised `score` head (normal, std
     initializer_range, PRNG seed `seed`).
     """
     directory = _resolve_dir(path_or_hub_id)
-    cfg = load_config(directory, dtype=dtype, param_dtype=param_dtype or dtype)
+    cfg = load_config(directory, dtype=dtype, param_dtype=param_dtype or dtype, attention=attention)
     weights = _open_weights(directory)
 
     abstract = nnx.eval_shape(lambda: model_class(cfg, rngs=nnx.Rngs(seed)))

@@ -16,6 +16,7 @@ import numpy as np
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
 _ARCHITECTURES = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral"}
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +25,11 @@ class ModelConfig:
 
     `dtype` is the compute dtype of matmuls and activations; `param_dtype` is the storage dtype of the weights.
     RMSNorm statistics, softmax and the returned logits are always float32.
+    `attention`: how full-sequence attention (training, scoring, a prompt's prefill without a cache) is computed.
+    "xla": two einsums and a float32 softmax, the [T, S] scores materialised (kept for the backward pass); "cudnn":
+    cuDNN's fused flash attention (GPU, bf16/fp16 only; the scores are never stored, so activation memory grows
+    linearly in the sequence); "auto" (default): cudnn where it applies (a GPU backend, bf16/fp16 compute, a head dim
+    cuDNN supports), xla elsewhere. Not part of the HF config; decode steps always use the xla path.
     """
 
     vocab_size: int = 1024
@@ -49,8 +55,11 @@ class ModelConfig:
     initializer_range: float = 0.02
     dtype: str = "float32"
     param_dtype: str = "float32"
+    attention: str = "auto"
 
     def __post_init__(self):
+        if self.attention not in ATTENTION_IMPLS:
+            raise ValueError(f"attention={self.attention!r}; expected one of {ATTENTION_IMPLS}")
         if self.model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(f"unsupported model_type {self.model_type!r}; supported: {SUPPORTED_MODEL_TYPES}")
         if self.num_attention_heads % self.num_key_value_heads:

@@ -113,6 +113,28 @@ def _rotate(x, cos, sin):
     return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
 
 
+def fused_attention(q, k, v, mask_bias, implementation: str):
+    """`jax.nn.dot_product_attention` over q [B, T, N, D] and k, v [B, S, K, D] with the einsum path's mask (query
+    head n reads kv head n // (N / K) in both). The mask goes in as a boolean, which the implementation turns into
+    its own large negative bias (cuDNN needs one finite in the compute dtype)."""
+    allowed = (mask_bias > _MASK_VALUE / 2)[:, None]  # [B, 1, T, S]
+    return jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=allowed,
+                                        implementation=implementation)
+
+
+def cudnn_attention(q, k, v, mask_bias, required: bool):
+    """cuDNN's flash attention (`ModelConfig.attention`), or None where it does not apply and is not `required`:
+    not a GPU backend, not bf16/fp16, or a shape cuDNN's kernels do not cover (they raise while tracing)."""
+    if not required and (jax.default_backend() != "gpu" or q.dtype not in (jnp.bfloat16, jnp.float16)):
+        return None
+    try:
+        return fused_attention(q, k, v, mask_bias, "cudnn")
+    except NotImplementedError:
+        if required:
+            raise
+        return None
+
+
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -135,6 +157,10 @@ class Attention(nnx.Module):
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         q = _rotate(q.reshape(b, t, cfg.num_attention_heads, d), cos, sin)
         k = _rotate(k.reshape(b, t, n_kv, d), cos, sin)
+        if cache_kv is None and cfg.attention != "xla":
+            out = cudnn_attention(q, k, v.reshape(b, t, n_kv, d), mask_bias, required=cfg.attention == "cudnn")
+            if out is not None:
+                return self.o_proj(out.reshape(b, t, cfg.num_attention_heads * d)), None
         v = v.reshape(b, t, n_kv, d).transpose(0, 2, 1, 3)  # head-major [B, kv, T, D]
         new_kv = None
         if cache_kv is None:

@@ -105,3 +105,49 @@ def test_reward_model_from_causal_lm_checkpoint(hf_checkpoints):
     ids, mask, _ = padded_batch(seed=8, left=True)
     rewards = np.asarray(rm(ids, mask))
     assert rewards.shape == (3,) and np.all(np.isfinite(rewards)) and np.ptp(rewards) > 0
+
+
+@pytest.mark.parametrize("name", ["llama", "mistral"])
+@pytest.mark.parametrize("left", [True, False], ids=["left_pad", "right_pad"])
+def test_fused_attention_path_matches_einsum_path(hf_checkpoints, name, left, monkeypatch):
+    """`attention="cudnn"` hands q, k, v and the mask to `jax.nn.dot_product_attention` (GQA head order, padding,
+    causality and the sliding window all in that call's conventions). cuDNN needs a GPU, so here the same call runs
+    with its XLA implementation: logits and gradients must equal the einsum path's, which is what makes a GPU's
+    cuDNN kernel compute this model."""
+    from flax import nnx
+
+    from ieta_jax.models import llama
+
+    real_cudnn_attention = llama.cudnn_attention
+    monkeypatch.setattr(llama, "cudnn_attention",
+                        lambda q, k, v, mask_bias, required: llama.fused_attention(q, k, v, mask_bias, "xla"))
+    ids, mask, _ = padded_batch(seed=2, left=left)
+    ids, mask = jnp.asarray(ids), jnp.asarray(mask)
+
+    def loss_and_grads(attention):
+        model = models.from_pretrained(hf_checkpoints[name], dtype="float32", attention=attention)
+        graphdef, params = nnx.split(model)
+
+        def loss(params):
+            logits = nnx.merge(graphdef, params)(ids, mask)
+            return (jnp.where(mask[..., None] > 0, logits, 0.0) ** 2).mean(), logits
+
+        (value, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        return np.asarray(logits), jax.tree.leaves(grads)
+
+    ref_logits, ref_grads = loss_and_grads("xla")
+    fused_logits, fused_grads = loss_and_grads("cudnn")
+    valid = np.asarray(mask).astype(bool)
+    np.testing.assert_allclose(fused_logits[valid], ref_logits[valid], atol=2e-5, rtol=1e-5)
+    for a, b in zip(fused_grads, ref_grads):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-6, rtol=1e-4)
+    # "auto" (the default) runs the einsum path on this CPU backend: no call reaches the fused function.
+    monkeypatch.setattr(llama, "cudnn_attention", real_cudnn_attention)
+    monkeypatch.setattr(llama, "fused_attention", None)
+    auto_logits, _ = loss_and_grads("auto")
+    np.testing.assert_array_equal(auto_logits, ref_logits)
+
+
+def test_attention_option_is_validated():
+    with pytest.raises(ValueError, match="attention="):
+        models.ModelConfig(attention="flash")
