@@ -131,7 +131,8 @@ FIELDS: tuple[Field, ...] = (
           "episode continues with the first", int_at_least(1)),
     Field("repair_relabel", 2, "repair pairs (DPO, reward model) also compare a failing program's fixes with the "
           "program itself and with up to this many of the task's programs that passed (muCode-style relabelling; "
-          "0 = the fixes only)", int_at_least(0)),
+          "0 = the fixes only); with rlaif.sft_weight, RL imitates up to this many under each repair prompt",
+          int_at_least(0)),
     # Optimisation shared by the trainers.
     Field("batch_size", 16, "pairs per DPO / reward-model step; completions per RL update", int_at_least(1)),
     Field("learning_rate", 1e-4, "policy learning rate (DPO and RL)", number_at_least(0.0, strict=True)),
@@ -177,6 +178,11 @@ FIELDS: tuple[Field, ...] = (
     Field("rlaif.repair_fixes", 1, "with max_turns > 1: fixes sampled per failing program at each RL repair turn "
           "(the episode continues with the first); > 1 makes them a group of their own, each fix's tokens getting "
           "its advantage among the fixes of the same program (RLEF)", int_at_least(1)),
+    Field("rlaif.sft_weight", 0.0, "+ weight x NLL of the RL rollout's programs that passed the hidden tests "
+          "(expert iteration beside the policy gradient, muCode/RAFT; every turn's passing programs under their own "
+          "prompts); 0 = off", number_at_least(0.0)),
+    Field("rlaif.sft_min_turn", 1, "rlaif.sft_weight imitates the passing programs of turns >= this (2: passing "
+          "repairs only)", int_at_least(1)),
     Field("rlaif.group_by_length", True, "RL mini-batches of rows of similar length, each cut to its longest row "
           "(TRL deals rows at random): the same rollout and per-row losses, only the split into mini-batches differs"),
     # Sandbox fleet.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import base
-from ieta_jax import optim
+from ieta_jax import feedback, optim
 from ieta_jax.trainers import DPOConfig, RewardConfig, RLConfig
 
 
@@ -59,7 +59,8 @@ def rl_config(c: ml_collections.ConfigDict, pad_token_id: int, eos_token_id: int
                     use_bias_correction_kl=r.kl_importance_correction,
                     reward_model_weight=1.0, execution_reward_weight=r.execution_reward_weight,
                     max_turns=c.max_turns, turn_rewards=r.turn_rewards, repair_fixes=r.repair_fixes,
-                    group_by_length=r.group_by_length)
+                    group_by_length=r.group_by_length, sft_weight=r.sft_weight,
+                    sft_min_reward=feedback.PASSED_REWARD, sft_min_turn=r.sft_min_turn)
 
 
 def executor_kwargs(c: ml_collections.ConfigDict) -> dict:

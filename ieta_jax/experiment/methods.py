@@ -82,7 +82,8 @@ def train_rlaif(run: Run, policy: LocalPolicy, reward_model, reference, pairs: l
     order = np.random.default_rng(stable_seed(c.seed, "rl_prompts", iteration)).permutation(len(run.train_tasks))
     tasks = [run.train_tasks[i] for i in order]
     prompts = [policy.prompt_ids(policy.prompt(t)) for t in tasks]
-    execution = c.rlaif.execution_reward_weight > 0
+    # Execution rewards: in the reward (weighted), and the selection of the programs rlaif.sft_weight imitates.
+    execution = c.rlaif.execution_reward_weight > 0 or c.rlaif.sft_weight > 0
     # max_turns > 1: G repair episodes per task, every turn's tokens trained (signals.episode_rollout_fn).
     episodes = episode_rollout_fn(run, policy, tasks, execution=execution) if c.max_turns > 1 else None
     exec_fn = execution_reward_fn(run, policy, tasks) if execution and episodes is None else None

@@ -127,7 +127,8 @@ def episode_rollout_fn(run: Run, policy: LocalPolicy, tasks: list, *, execution:
     """For the RL trainer with ``max_turns > 1`` (``trainers.rl.EpisodeRolloutFn``): ``num_samples`` repair
     episodes of each prompt's task (``episodes.episodes_stage``, not stored: the trainer's checkpoint makes the
     iteration resumable), ``rlaif.repair_fixes`` fixes per failing program, every fix of every turn one sequence:
-    the prompt it was sampled from and its completion as the trainers tokenize completions (``LocalPolicy.completion_ids``). ``execution``: each sequence's execution
+    the prompt it was sampled from and its completion as the trainers tokenize completions (``LocalPolicy.completion_ids``); with
+    ``rlaif.sft_weight``, relabelled imitations too (``relabelled``). ``execution``: each sequence's execution
     reward (``feedback.execution_reward`` of its hidden-test result). ``tasks[i]`` is the task of the fit's
     prompt ``i``; the sampling seed comes from the trainer's key, so a resumed iteration samples the same."""
     import jax
@@ -160,7 +161,25 @@ def episode_rollout_fn(run: Run, policy: LocalPolicy, tasks: list, *, execution:
                 fixes.append(r.get("fix", 0))
                 ex.append(float(feedback.execution_reward(r["result"])))
         return EpisodeRollout(prompts, completions, np.asarray(eps), np.asarray(turns),
-                              np.asarray(ex, np.float32) if execution else None, np.asarray(fixes))
+                              np.asarray(ex, np.float32) if execution else None, np.asarray(fixes),
+                              imitations=relabelled(es, pol) if c.rlaif.sft_weight > 0 else None)
+
+    def relabelled(es, pol) -> list:
+        """``repair_relabel`` of a task's distinct passing programs (any turn of this rollout) under each of its
+        repair prompts, for ``rlaif.sft_weight`` (muCode's relabelling, as the repair pairs have it)."""
+        passing: dict[str, list[str]] = {}
+        for rows in es.turns:
+            for r in rows:
+                if r["result"]["status"] == "passed" and r["completion"] not in passing.get(r["task_id"], []):
+                    passing.setdefault(r["task_id"], []).append(r["completion"])
+        out = []
+        for rows in es.turns[1:]:
+            for r in rows:
+                if r.get("fix", 0) == 0:
+                    others = [p for p in passing.get(r["task_id"], []) if p != r["completion"]]
+                    out += [(pol.prompt_ids(r["prompt"]), pol.completion_ids(p, c.max_new_tokens))
+                            for p in others[:c.repair_relabel]]
+        return out
 
     return rollout
 

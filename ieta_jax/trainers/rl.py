@@ -69,6 +69,11 @@ class EpisodeRollout:
     turns: np.ndarray                # [sequences] its turn, 1-based
     execution: Optional[np.ndarray] = None  # [sequences] execution reward of the sequence's program (NaN: unscorable)
     fixes: Optional[np.ndarray] = None      # [sequences] the fix index within its turn (None: all 0, one per turn)
+    # (prompt, completion) pairs that RLConfig.sft_weight imitates and nothing else trains on (no advantage, KL or
+    # entropy), e.g. a task's passing program under a repair prompt of the same task (muCode's relabelling: a
+    # correct program answers every turn's prompt). They take the rollout's padding rows, the first ones while
+    # rows last; ignored when sft_weight is 0.
+    imitations: Optional[list[tuple[TokenIds, TokenIds]]] = None
 
 
 # episode_rollout(model, prompt_indices, key) -> EpisodeRollout: num_generations episodes of each prompt sampled from
@@ -108,6 +113,14 @@ class RLConfig(TrainerConfig):
     # to its own longest row, so short turn-1 rows do not pay for long repair prompts. The split into mini-batches
     # changes, the rollout and its losses do not.
     group_by_length: bool = False
+    # Expert iteration beside the policy gradient (muCode's generator update; RAFT): + sft_weight x the NLL (at
+    # temperature 1) of the rollout's sequences whose execution reward is >= sft_min_reward (for the experiment: the
+    # programs that passed the hidden tests), summed over their tokens and divided like the policy loss (dapo: the
+    # rollout's completion tokens per update). Needs execution rewards. Logged as ``nll_loss``. Episodes: only the
+    # sequences of turn >= sft_min_turn (2: passing repairs alone).
+    sft_weight: float = 0.0
+    sft_min_reward: float = 1.0
+    sft_min_turn: int = 1
 
     def __post_init__(self):
         self.max_length = self.max_prompt_length + self.max_new_tokens
@@ -125,6 +138,9 @@ class RLConfig(TrainerConfig):
         if self.rollout_rows % self.batch_size:
             raise ValueError(f"prompts_per_step x num_generations x (1 + (max_turns - 1) x repair_fixes) = "
                              f"{self.rollout_rows} is not divisible by batch_size={self.batch_size}")
+        if not self.sft_weight >= 0 or self.sft_min_turn < 1:
+            raise ValueError(f"RLConfig.sft_weight must be >= 0 and sft_min_turn >= 1, got {self.sft_weight} and "
+                             f"{self.sft_min_turn}")
         if self.ppo_epochs < 1:
             raise ValueError(f"RLConfig.ppo_epochs must be >= 1, got {self.ppo_epochs}")
         if isinstance(self.scale_rewards, bool):
@@ -184,6 +200,9 @@ class RLTrainer(Trainer):
             raise ValueError("with an episode_rollout the execution rewards come from it; pass no execution_reward")
         if config.max_turns > 1 and episode_rollout is None:
             raise ValueError(f"RLConfig.max_turns={config.max_turns} needs an episode_rollout")
+        if config.sft_weight > 0 and execution_reward is None and episode_rollout is None:
+            raise ValueError("RLConfig.sft_weight > 0 imitates sequences by their execution reward; pass an "
+                             "execution_reward or an episode_rollout that scores its programs")
         kw["mesh"] = kw.get("mesh") or sharding.make_mesh()
         # The reference is taken before the base class restores a checkpoint: on resume it stays the initial policy.
         _, self.ref_params, _, _, _ = split_model(ref_model if ref_model is not None else model, kw["mesh"])
@@ -211,13 +230,34 @@ class RLTrainer(Trainer):
         logits = self.merge(params, aux)(ids, attention_mask=attn)
         return logits.astype(jnp.float32) / self.config.temperature
 
+    def _sft_tokens(self, batch: dict[str, np.ndarray], execution: Optional[np.ndarray],
+                    turns: Optional[np.ndarray] = None, imitation_rows: slice = slice(0, 0)) -> dict[str, np.ndarray]:
+        """``{"sft_tokens": [rows, L]}``: the tokens ``sft_weight`` imitates, those of the scored sequences whose
+        execution reward reaches ``sft_min_reward`` (NaN never; ``turns``: each sequence's turn, None: all 1) and
+        the completions of ``imitation_rows``; {} when off."""
+        cfg = self.config
+        if cfg.sft_weight == 0:
+            return {}
+        if execution is None:
+            raise ValueError("RLConfig.sft_weight > 0 but this rollout has no execution rewards")
+        n = len(execution)
+        chosen = np.zeros(batch["input_ids"].shape[0], bool)
+        chosen[:n] = np.nan_to_num(np.asarray(execution, np.float32), nan=-np.inf) >= cfg.sft_min_reward
+        chosen[:n] &= (np.ones(n, np.int64) if turns is None else np.asarray(turns)) >= cfg.sft_min_turn
+        tokens = batch["loss_mask"] * chosen[:, None]
+        completion = np.zeros_like(tokens)
+        completion[:, cfg.max_prompt_length:] = batch["attention_mask"][:, cfg.max_prompt_length:]
+        tokens[imitation_rows] = completion[imitation_rows]
+        return {"sft_tokens": tokens.astype(np.float32)}
+
     def _token_logps(self, params, aux, ids, attn, loss_mask):
         return sequence_logps(self._scaled_logits(params, aux, ids, attn), ids, loss_mask)[3]
 
     def loss_fn(self, params, aux, batch, rng):
         cfg = self.config
         ids, attn, lm = batch["input_ids"], batch["attention_mask"], batch["loss_mask"]
-        logits = self._scaled_logits(params, aux, ids, attn)
+        raw = self.merge(params, aux)(ids, attention_mask=attn).astype(jnp.float32)
+        logits = raw / cfg.temperature  # as _scaled_logits
         tok_logp = sequence_logps(logits, ids, lm)[3]
         mask = lm[:, 1:].astype(jnp.float32)
         old = batch["old_logps"] if "old_logps" in batch else jax.lax.stop_gradient(tok_logp)
@@ -231,6 +271,10 @@ class RLTrainer(Trainer):
             # Without padding the factor is exactly 1.
             rows = jnp.float32(mask.shape[0])
             loss = loss * (rows / jnp.maximum((mask.sum(-1) > 0).sum().astype(jnp.float32), 1.0))
+        if cfg.sft_weight > 0:
+            nll = -sequence_logps(raw, ids, batch["sft_tokens"])[3].sum() / batch["normalizer"][0]
+            loss = loss + cfg.sft_weight * nll
+            metrics["nll_loss"] = nll
         ent = losses.token_entropy(jax.lax.stop_gradient(logits[:, :-1]))
         metrics["entropy"] = (ent * mask).sum() / jnp.maximum(mask.sum(), 1.0)
         return loss, metrics
@@ -329,6 +373,7 @@ class RLTrainer(Trainer):
         for name, (_, values) in per_func.items():
             metrics[f"rewards/{name}/mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
             metrics[f"rewards/{name}/std"] = float(losses.nanstd(jnp.asarray(values)))
+        batch.update(self._sft_tokens(batch, per_func["execution"][1] if "execution" in per_func else None))
         batch["advantages"], adv_metrics = self.advantages({k: v for k, v in per_func.items()})
         metrics.update(adv_metrics)
         metrics["completions/mean_length"] = float(lengths.mean())
@@ -397,13 +442,20 @@ class RLTrainer(Trainer):
         if lengths.max() > cfg.max_new_tokens or lengths.min() < 1:
             raise ValueError(f"completion lengths must be in [1, max_new_tokens={cfg.max_new_tokens}]")
         rows = cfg.rollout_rows
+        imitations = list(ep.imitations or [])[:rows - n_seq] if cfg.sft_weight > 0 else []
+        prompts = list(ep.prompts) + [list(p) for p, _ in imitations]
+        completions = list(ep.completions) + [list(c) for _, c in imitations]
+        lengths = np.asarray([len(c) for c in completions], np.int64)
+        if lengths.max() > cfg.max_new_tokens or lengths.min() < 1:
+            raise ValueError(f"imitated completion lengths must be in [1, max_new_tokens={cfg.max_new_tokens}]")
+        n_filled = len(completions)
         # Padding rows copy the shortest sequence (they score nothing; short, they widen no trimmed mini-batch).
         shortest = int(np.argmin([len(p) + len(c) for p, c in zip(ep.prompts, ep.completions)]))
-        fill = np.concatenate([np.arange(n_seq), np.full(rows - n_seq, shortest, np.int64)])
-        p_ids, p_mask = left_pad_prompts([ep.prompts[i] for i in fill], cfg.max_prompt_length, cfg.pad_token_id)
+        fill = np.concatenate([np.arange(n_filled), np.full(rows - n_filled, shortest, np.int64)])
+        p_ids, p_mask = left_pad_prompts([prompts[i] for i in fill], cfg.max_prompt_length, cfg.pad_token_id)
         tokens = np.full((rows, cfg.max_new_tokens), cfg.pad_token_id, np.int32)
         for r, i in enumerate(fill):
-            tokens[r, :lengths[i]] = ep.completions[i]
+            tokens[r, :lengths[i]] = completions[i]
         comp_mask = (np.arange(cfg.max_new_tokens)[None, :] < lengths[fill][:, None]).astype(np.int32)
         real = (np.arange(rows) < n_seq)[:, None]
         batch = {
@@ -422,6 +474,8 @@ class RLTrainer(Trainer):
             if ex.shape != (n_seq,):
                 raise ValueError(f"episode rollout: execution rewards of shape {ex.shape}, expected ({n_seq},)")
             per_seq["execution"] = (cfg.execution_reward_weight, ex)
+        batch.update(self._sft_tokens(batch, per_seq["execution"][1] if "execution" in per_seq else None, turns,
+                                      slice(n_seq, n_filled)))
         if not per_seq:
             raise ValueError("episode rollout without execution rewards and no reward model: nothing to learn from")
         # Group-relative advantages of the episodes' rewards after each turn (the episode order is group-major).
@@ -439,8 +493,10 @@ class RLTrainer(Trainer):
             final = values[latest[:, -1]]
             metrics[f"rewards/{name}/mean"] = float(np.nanmean(final)) if np.isfinite(final).any() else float("nan")
             metrics[f"rewards/{name}/std"] = float(losses.nanstd(jnp.asarray(final)))
-        metrics["completions/mean_length"] = float(lengths.mean())
+        metrics["completions/mean_length"] = float(lengths[:n_seq].mean())
         metrics["episodes/mean_turns"] = float(chain.sum()) / n_eps
+        if cfg.sft_weight > 0:
+            metrics["episodes/imitations"] = float(len(imitations))
         return self._with_logps(batch), metrics
 
     # ------------------------------------------------------------------ the loop

@@ -1,6 +1,8 @@
 """Group-relative RL over multi-turn episodes (``RLTrainer(episode_rollout=...)``) on a tiny model: turn-2
 sequences when turn 1 fails, advantages of the episodes' final (or per-turn) rewards against an independent
 formula, every turn's completion tokens trained, padding rows inert, and an exact resume."""
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -276,3 +278,57 @@ def test_max_turns_needs_an_episode_rollout():
     with pytest.raises(ValueError, match="needs an episode_rollout"):
         RLTrainer(models.CausalLM(CFG, rngs=nnx.Rngs(0)), config(), execution_reward=lambda i, c: [0.0] * len(c),
                   mesh=sharding.make_mesh())
+
+
+def test_sft_weight_adds_the_nll_of_passing_programs_and_imitations():
+    """rlaif.sft_weight: + weight x the temperature-1 NLL of the sequences whose execution reward reaches
+    sft_min_reward (NaN never) and of the imitations that fit in the padding rows, over the policy loss's divisor,
+    against log-probs computed here from the model's logits; the policy-gradient part is unchanged."""
+    ex = [1.0, 0.5, -0.5, 0.0, 1.0, float("nan")]
+    # Two padding rows (8 rows, 6 sequences): the first two imitations take them, the third is dropped.
+    imitations = [([5, 6, 7, 20, 21, FEEDBACK], [3, 3, 3]), ([8, 9, 22, FEEDBACK], [3]), ([5, 6, 7], [3, 1])]
+    rollout = dataclasses.replace(scripted(ex), imitations=imitations)
+    kw = dict(num_generations=2, beta=0.0, temperature=0.5)
+    plain, sft = make(config(**kw)), make(config(**kw, sft_weight=0.5, sft_min_reward=1.0))
+    batch, metrics = sft.build_episode_rollout(2, rollout)
+    plain_batch, _ = plain.build_episode_rollout(2, rollout)
+    assert "sft_tokens" not in plain_batch and metrics["episodes/imitations"] == 2
+    imitated_rows = (batch["sft_tokens"].sum(1) > 0).tolist()
+    assert imitated_rows == [True, False, False, False, True, False, True, True]
+    np.testing.assert_array_equal(batch["sft_tokens"][[0, 4]], batch["loss_mask"][[0, 4]])
+    assert batch["sft_tokens"][6].sum() == 3 and batch["sft_tokens"][7].sum() == 1
+    np.testing.assert_array_equal(batch["input_ids"][6, -4:-1], [3, 3, 3])
+    assert batch["loss_mask"][6:].sum() == 0 and (batch["advantages"][6:] == 0).all()
+    for k in ("input_ids", "attention_mask", "loss_mask", "advantages"):  # the rollout's own rows are the same
+        np.testing.assert_array_equal(batch[k][:6], plain_batch[k][:6])
+    batch["normalizer"] = plain_batch["normalizer"] = np.full((8,), 7.0, np.float32)
+    loss_sft, metrics = sft.loss_fn(sft.state.params, sft.aux, batch, None)
+    plain_batch = {**{k: v for k, v in batch.items() if k != "sft_tokens"}, "loss_mask": batch["loss_mask"]}
+    loss_plain, _ = plain.loss_fn(plain.state.params, plain.aux, plain_batch, None)
+    logits = np.asarray(models.CausalLM(CFG, rngs=nnx.Rngs(0))(batch["input_ids"], batch["attention_mask"]),
+                        np.float64)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    tok = np.take_along_axis(logp[:, :-1], batch["input_ids"][:, 1:, None].astype(np.int64), -1)[..., 0]
+    nll = -(tok * batch["sft_tokens"][:, 1:]).sum() / 7.0
+    assert nll > 0
+    assert float(metrics["nll_loss"]) == pytest.approx(nll, rel=1e-5)
+    assert float(loss_sft) - float(loss_plain) == pytest.approx(0.5 * nll, rel=1e-4)
+    # sft_min_turn=2: the passing repair alone of the rollout's own rows (row 0 is a turn-2 sequence, row 4 a
+    # turn-1 one).
+    repairs_only = make(config(**kw, sft_weight=0.5, sft_min_reward=1.0, sft_min_turn=2))
+    assert (repairs_only.build_episode_rollout(2, scripted(ex))[0]["sft_tokens"].sum(1) > 0).tolist() == \
+        [True] + [False] * 7
+    # On without execution rewards: refused.
+    with pytest.raises(ValueError, match="no execution rewards"):
+        sft.build_episode_rollout(2, dataclasses.replace(scripted(ex), execution=None))
+
+
+def test_sampled_episodes_train_with_sft_weight(tmp_path):
+    cfg = config(sft_weight=1.0, sft_min_reward=0.25)
+    t = make(cfg, sampled_episodes(PROMPTS, cfg.num_generations), workdir=str(tmp_path))
+    try:
+        rows = t.fit(PROMPTS, 2)
+    finally:
+        t.close()
+    assert all(np.isfinite(r["nll_loss"]) and np.isfinite(r["train/loss"]) for r in rows)
+    assert any(r["nll_loss"] > 0 for r in rows)
