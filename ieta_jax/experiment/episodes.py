@@ -45,6 +45,16 @@ class EpisodeSet:
                     latest[(r["task_id"], r["sample"])] = r
         return list(latest.values())
 
+    def passing_by_task(self) -> dict[str, list[dict]]:
+        """Per task, its rows whose programs passed the hidden tests, one per distinct program, turns in order."""
+        passing: dict[str, list[dict]] = {}
+        for rows in self.turns:
+            for r in rows:
+                if r["result"]["status"] == "passed" and all(r["program"] != p["program"]
+                                                             for p in passing.get(r["task_id"], [])):
+                    passing.setdefault(r["task_id"], []).append(r)
+        return passing
+
     def pair_groups(self, relabel: int = 0) -> list[tuple[str, str | None, list[dict]]]:
         """(task_id, prompt text or None = the task's own prompt, rows) of the samples that share one prompt:
         turn 1 per task, a repair turn per failing program (its fixes).
@@ -55,13 +65,7 @@ class EpisodeSet:
         correct program is the right answer to every turn's prompt), so a failing program gets repair pairs
         even when none of its own fixes passed. Every program keeps its own hidden-test verdict."""
         groups = [(tid, None, rows) for tid, rows in self.by_task().items()]
-        passing: dict[str, list[dict]] = {}
-        if relabel:
-            for rows in self.turns:
-                for r in rows:
-                    if r["result"]["status"] == "passed" and all(r["program"] != p["program"]
-                                                                 for p in passing.get(r["task_id"], [])):
-                        passing.setdefault(r["task_id"], []).append(r)
+        passing = self.passing_by_task() if relabel else {}
         for t, rows in enumerate(self.turns[1:], start=2):
             shown = {(r["task_id"], r["sample"]): r for r in self.after(t - 1)} if relabel else {}
             by_prompt: dict[tuple, list[dict]] = {}

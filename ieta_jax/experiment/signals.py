@@ -167,17 +167,13 @@ def episode_rollout_fn(run: Run, policy: LocalPolicy, tasks: list, *, execution:
     def relabelled(es, pol) -> list:
         """``repair_relabel`` of a task's distinct passing programs (any turn of this rollout) under each of its
         repair prompts, for ``rlaif.sft_weight`` (muCode's relabelling, as the repair pairs have it)."""
-        passing: dict[str, list[str]] = {}
-        for rows in es.turns:
-            for r in rows:
-                if r["result"]["status"] == "passed" and r["completion"] not in passing.get(r["task_id"], []):
-                    passing.setdefault(r["task_id"], []).append(r["completion"])
+        passing = es.passing_by_task()
         out = []
         for rows in es.turns[1:]:
             for r in rows:
                 if r.get("fix", 0) == 0:
-                    others = [p for p in passing.get(r["task_id"], []) if p != r["completion"]]
-                    out += [(pol.prompt_ids(r["prompt"]), pol.completion_ids(p, c.max_new_tokens))
+                    others = [p for p in passing.get(r["task_id"], []) if p["program"] != r["program"]]
+                    out += [(pol.prompt_ids(r["prompt"]), pol.completion_ids(p["completion"], c.max_new_tokens))
                             for p in others[:c.repair_relabel]]
         return out
 

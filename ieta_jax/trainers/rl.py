@@ -225,10 +225,13 @@ class RLTrainer(Trainer):
         return self.config.updates_per_iteration == 1
 
     # ------------------------------------------------------------------ forward pieces
+    def _logits(self, params, aux, ids, attn):
+        """float32 logits at temperature 1."""
+        return self.merge(params, aux)(ids, attention_mask=attn).astype(jnp.float32)
+
     def _scaled_logits(self, params, aux, ids, attn):
         """Logits at the sampling temperature (the distribution the completions were drawn from)."""
-        logits = self.merge(params, aux)(ids, attention_mask=attn)
-        return logits.astype(jnp.float32) / self.config.temperature
+        return self._logits(params, aux, ids, attn) / self.config.temperature
 
     def _sft_tokens(self, batch: dict[str, np.ndarray], execution: Optional[np.ndarray],
                     turns: Optional[np.ndarray] = None, imitation_rows: slice = slice(0, 0)) -> dict[str, np.ndarray]:
@@ -256,8 +259,8 @@ class RLTrainer(Trainer):
     def loss_fn(self, params, aux, batch, rng):
         cfg = self.config
         ids, attn, lm = batch["input_ids"], batch["attention_mask"], batch["loss_mask"]
-        raw = self.merge(params, aux)(ids, attention_mask=attn).astype(jnp.float32)
-        logits = raw / cfg.temperature  # as _scaled_logits
+        raw = self._logits(params, aux, ids, attn)
+        logits = raw / cfg.temperature  # _scaled_logits, sharing the forward with the NLL term
         tok_logp = sequence_logps(logits, ids, lm)[3]
         mask = lm[:, 1:].astype(jnp.float32)
         old = batch["old_logps"] if "old_logps" in batch else jax.lax.stop_gradient(tok_logp)
@@ -438,16 +441,13 @@ class RLTrainer(Trainer):
             latest[episodes[i], turns[i] - 1:] = i
         if (latest[:, 0] < 0).any():
             raise ValueError("episode rollout: every episode needs a turn-1 sequence")
-        lengths = np.asarray([len(c) for c in ep.completions], np.int64)
-        if lengths.max() > cfg.max_new_tokens or lengths.min() < 1:
-            raise ValueError(f"completion lengths must be in [1, max_new_tokens={cfg.max_new_tokens}]")
         rows = cfg.rollout_rows
         imitations = list(ep.imitations or [])[:rows - n_seq] if cfg.sft_weight > 0 else []
         prompts = list(ep.prompts) + [list(p) for p, _ in imitations]
         completions = list(ep.completions) + [list(c) for _, c in imitations]
-        lengths = np.asarray([len(c) for c in completions], np.int64)
+        lengths = np.asarray([len(c) for c in completions], np.int64)  # the rollout's sequences, then imitations
         if lengths.max() > cfg.max_new_tokens or lengths.min() < 1:
-            raise ValueError(f"imitated completion lengths must be in [1, max_new_tokens={cfg.max_new_tokens}]")
+            raise ValueError(f"completion lengths must be in [1, max_new_tokens={cfg.max_new_tokens}]")
         n_filled = len(completions)
         # Padding rows copy the shortest sequence (they score nothing; short, they widen no trimmed mini-batch).
         shortest = int(np.argmin([len(p) + len(c) for p, c in zip(ep.prompts, ep.completions)]))
