@@ -85,7 +85,12 @@ def test_hung_container_is_detected_and_replaced():
 def test_close_leaves_nothing_running():
     ex = Executor(backend="gvisor", workers=2, timeout_s=5.0)
     root = ex.backend.root
-    assert [r.status for r in ex.run([OK, dict(OK, id="ok2")])] == ["passed", "passed"]
+    # Both slots serve: while one sleeps 1.5 s on the slow request, the other must take the next one (two quick
+    # requests submitted together may both go to slot 0, whose sandbox starts with the executor).
+    slow = ex.submit(SLOW_OK)
+    _when_running(slow)
+    assert ex.run([OK])[0].status == "passed"
+    assert slow.result(timeout=60).status == "passed"
     assert len(_containers(root)) == 2
     ex.close()
     assert not os.path.exists(root)
