@@ -10,7 +10,8 @@
 With --model (a policy the experiment saved, HF format with its tokenizer) the policy runs repair episodes of up
 to --max_turns turns (ieta_jax.experiment.episodes: a program failing its public tests gets a repair turn with
 its rendered feedback) and metrics.json holds the experiment's episode metrics: pass@k after the last turn,
-turn_<t>/pass@k, turn_<t>/execution_rate, turn_<t>/error_frequencies, repair_rate, num_turn_1_failures.
+turn_<t>/pass@k, turn_<t>/execution_rate, turn_<t>/error_frequencies, repair_rate, repair_rate_stderr,
+num_turn_1_failures.
 
 With --policy the samples are generated through the endpoint (ieta_jax.api: completions or --api_mode chat,
 the project's prompt templates and code extraction, retries, and a response cache under --cache_dir so a

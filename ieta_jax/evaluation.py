@@ -49,6 +49,27 @@ def mean_pass_at_k(counts: Iterable[tuple[int, int]], k: int) -> float:
     return sum(values) / len(values)
 
 
+def ratio_stderr(numerators: Sequence[float], denominators: Sequence[float]) -> float | None:
+    """Standard error of the ratio R = sum(y) / sum(x) over clusters i (here tasks: y_i episodes repaired, x_i
+    episodes failing turn 1), by linearisation (Cochran, "Sampling Techniques", 3rd ed. 1977, sec. 6.4):
+
+        SE(R) = sqrt(m / (m - 1) * sum_i (y_i - R x_i)^2) / sum_i x_i        over all m clusters
+
+    A task's episodes share its prompt and difficulty, so they are not independent draws; the binomial
+    sqrt(R (1 - R) / sum(x)) would understate the uncertainty when failures cluster in a few tasks. With one
+    unit per cluster (every x_i = 1) this is the plain standard error of a mean, std(y, ddof=1) / sqrt(m).
+    None when fewer than 2 clusters or sum(x) == 0.
+    """
+    if len(numerators) != len(denominators):
+        raise ValueError(f"ratio_stderr: {len(numerators)} numerators but {len(denominators)} denominators")
+    m, total = len(denominators), float(sum(denominators))
+    if m < 2 or total <= 0:
+        return None
+    r = sum(numerators) / total
+    residuals = sum((y - r * x) ** 2 for y, x in zip(numerators, denominators))
+    return math.sqrt(m / (m - 1) * residuals) / total
+
+
 def _get(result: Any, name: str) -> Any:
     return result.get(name) if isinstance(result, Mapping) else getattr(result, name, None)
 

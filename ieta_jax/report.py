@@ -153,8 +153,9 @@ def turn_table(results: dict, split: str | None = None) -> str | None:
     lines = [f"| Method | Turn 1 Pass@1 | Turn {t} Pass@1 | Repair Rate | Turn 1 Execution Rate | "
              f"Turn {t} Execution Rate |", "|---|---|---|---|---|---|"]
     for name, m in finals.items():
-        failures = m.get("num_turn_1_failures")
-        rate = _fmt(m.get("repair_rate")) + (f" (of {failures})" if failures is not None else "")
+        failures, se = m.get("num_turn_1_failures"), m.get("repair_rate_stderr")
+        rate = (_fmt(m.get("repair_rate")) + (f" ± {se:.3f}" if se is not None else "")
+                + (f" (of {failures})" if failures is not None else ""))
         lines.append(f"| {name} | {_fmt(m.get('turn_1/pass@1'))} | {_fmt(m.get(f'turn_{t}/pass@1'))} | {rate} | "
                      f"{_fmt(m.get('turn_1/execution_rate'))} | {_fmt(m.get(f'turn_{t}/execution_rate'))} |")
     return "\n".join(lines)

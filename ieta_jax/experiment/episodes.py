@@ -13,6 +13,7 @@ turn's rows carry ``turn``, ``sample`` (the episode), ``fix`` and the ``prompt``
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 from ieta_jax import evaluation, repair
@@ -146,7 +147,8 @@ def summarize_episodes(episodes: EpisodeSet, ks, max_turns: int) -> dict:
     (after the last turn; with one turn exactly the one-turn metrics). ``turn_<t>/pass@k``,
     ``turn_<t>/execution_rate``, ``turn_<t>/error_frequencies``: the latest program of each episode up to turn t.
     ``repair_rate`` (``max_turns > 1``): of the episodes failing the hidden tests at turn 1, the fraction that
-    pass them after the last turn (None when none failed); ``num_turn_1_failures`` its denominator.
+    pass them after the last turn (None when none failed); ``num_turn_1_failures`` its denominator;
+    ``repair_rate_stderr`` its standard error with the tasks as clusters (``evaluation.ratio_stderr``).
     """
     def verdicts(rows):
         return {tid: [r["result"] for r in rs] for tid, rs in group_by_task(rows).items()}
@@ -166,5 +168,10 @@ def summarize_episodes(episodes: EpisodeSet, ks, max_turns: int) -> dict:
                  if (r["task_id"], r["sample"]) in failed and r["result"]["status"] == "passed"]
         out["repair_rate"] = len(fixed) / len(failed) if failed else None
         out["num_turn_1_failures"] = len(failed)
+        tasks = list(group_by_task(episodes.after(1)))
+        failed_per_task = collections.Counter(tid for tid, _ in failed)
+        fixed_per_task = collections.Counter(r["task_id"] for r in fixed)
+        out["repair_rate_stderr"] = evaluation.ratio_stderr([fixed_per_task[t] for t in tasks],
+                                                            [failed_per_task[t] for t in tasks])
     return out
 

@@ -84,7 +84,8 @@ def evaluate(run: Run, policy: Policy, stage: str, seed_key: str) -> dict:
 
 def _is_metric(key: str) -> bool:
     return (key.startswith(("pass@", "turn_")) or
-            key in ("execution_rate", "error_frequencies", "error_types", "repair_rate", "num_turn_1_failures"))
+            key in ("execution_rate", "error_frequencies", "error_types", "repair_rate", "repair_rate_stderr",
+                    "num_turn_1_failures"))
 
 
 def metric_view(m: dict) -> dict:
@@ -117,7 +118,9 @@ def format_metrics(m: dict) -> str:
     if "turn_1/pass@1" in m:
         parts.append(f"turn-1 pass@1 {m['turn_1/pass@1']:.3f}")
     if m.get("repair_rate") is not None:
-        parts.append(f"repair rate {m['repair_rate']:.3f} of {m['num_turn_1_failures']}")
+        se = m.get("repair_rate_stderr")
+        parts.append(f"repair rate {m['repair_rate']:.3f}{'' if se is None else f' ± {se:.3f}'} "
+                     f"of {m['num_turn_1_failures']}")
     if FAMILIES in m:
         parts.append(f"{FAMILIES}: pass@1 {m[FAMILIES]['pass@1']:.3f}" if "pass@1" in m[FAMILIES] else FAMILIES)
     return "; ".join(parts)

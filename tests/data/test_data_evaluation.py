@@ -89,3 +89,30 @@ def test_summarize_averages_tasks_and_refuses_large_k():
         evaluation.summarize(by_task, ks=(1, 4))
     with pytest.raises(ValueError, match="ks must be positive"):
         evaluation.summarize(by_task, ks=())
+
+
+def test_ratio_stderr_with_one_unit_per_cluster_is_the_standard_error_of_a_mean():
+    import numpy as np
+
+    y = [1, 0, 0, 1, 1, 0, 1, 1]
+    assert evaluation.ratio_stderr(y, [1] * len(y)) == pytest.approx(np.std(y, ddof=1) / math.sqrt(len(y)))
+
+
+def test_ratio_stderr_counts_clusters_not_units():
+    # Every cluster repairs exactly half of its failures: no spread between clusters, so no uncertainty from them.
+    assert evaluation.ratio_stderr([1, 3, 5], [2, 6, 10]) == 0.0
+    # 10 failures, all repaired in one task of four and none in the others: the spread is between tasks, far
+    # wider than the binomial sqrt(R (1 - R) / 20) = 0.112 that treats the 20 failures as independent.
+    se = evaluation.ratio_stderr([10, 0, 0, 0], [10, 4, 3, 3])
+    assert se == pytest.approx(math.sqrt(4 / 3 * ((10 - 5) ** 2 + 2 ** 2 + 1.5 ** 2 + 1.5 ** 2)) / 20)
+    assert se > 0.2
+    # Tasks without turn-1 failures are clusters too (residual 0), only the m / (m - 1) factor sees them.
+    assert evaluation.ratio_stderr([10, 0, 0, 0, 0], [10, 4, 3, 3, 0]) == pytest.approx(
+        se * math.sqrt((5 / 4) / (4 / 3)))
+
+
+def test_ratio_stderr_is_undefined_without_two_clusters_or_failures():
+    assert evaluation.ratio_stderr([1], [2]) is None
+    assert evaluation.ratio_stderr([0, 0], [0, 0]) is None
+    with pytest.raises(ValueError, match="2 numerators but 3 denominators"):
+        evaluation.ratio_stderr([0, 1], [1, 1, 1])

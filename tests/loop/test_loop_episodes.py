@@ -212,6 +212,8 @@ def test_turn_metrics_match_an_independent_count():
     # 5 episodes fail the hidden tests at turn 1 (b/1 passed its public test, so it got no repair); a/1, b/0, b/2
     # pass after turn 2.
     assert m["num_turn_1_failures"] == 5 and m["repair_rate"] == pytest.approx(3 / 5)
+    # Its standard error with tasks as clusters: a repaired 1 of its 2 turn-1 failures, b 2 of 3.
+    assert m["repair_rate_stderr"] == pytest.approx(math.sqrt(2 * ((1 - 0.6 * 2) ** 2 + (2 - 0.6 * 3) ** 2)) / 5)
     assert m["turn_1/execution_rate"] == pytest.approx(4 / 6) and m["turn_2/execution_rate"] == pytest.approx(5 / 6)
     assert m["turn_1/error_frequencies"] == pytest.approx(
         {"IndexError": 1 / 6, "TypeError": 1 / 6, "ValueError": 0, "ZeroDivisionError": 0, "Other": 0})
@@ -272,9 +274,9 @@ def test_report_shows_the_turn_and_family_tables():
     from ieta_jax import report
 
     m = heldout.metric_view(episodes.summarize_episodes(hand_built(), (1, 2), 2))
-    fam = {**m, "repair_rate": 0.25, "num_turn_1_failures": 4}
+    fam = {**m, "repair_rate": 0.25, "num_turn_1_failures": 4, "repair_rate_stderr": None}  # as before the stderr
     results = {"methods": {"dpo": {"iterations": [{"iteration": 0, **m}], "final": {**m, "test_families": fam}}}}
-    assert "| dpo | 0.167 | 0.667 | 0.600 (of 5) | 0.667 | 0.833 |" in report.turn_table(results)
+    assert "| dpo | 0.167 | 0.667 | 0.600 ± 0.080 (of 5) | 0.667 | 0.833 |" in report.turn_table(results)
     assert "| dpo | 0.167 | 0.667 | 0.250 (of 4) | 0.667 | 0.833 |" in report.turn_table(results, "test_families")
     assert "| ZeroDivisionError | 0.000 | 0.167 | -0.167 |" in report.turn_error_table(results, "dpo")
     one_turn = {"methods": {"dpo": {"iterations": [{"iteration": 0, **m}],
