@@ -58,7 +58,8 @@ def ratio_stderr(numerators: Sequence[float], denominators: Sequence[float]) -> 
     A task's episodes share its prompt and difficulty, so they are not independent draws; the binomial
     sqrt(R (1 - R) / sum(x)) would understate the uncertainty when failures cluster in a few tasks. With one
     unit per cluster (every x_i = 1) this is the plain standard error of a mean, std(y, ddof=1) / sqrt(m).
-    None when fewer than 2 clusters or sum(x) == 0.
+    None when fewer than 2 clusters or sum(x) == 0; 0 when every cluster has the same ratio (e.g. nothing repaired
+    anywhere), where the linearised estimate says nothing about the uncertainty.
     """
     if len(numerators) != len(denominators):
         raise ValueError(f"ratio_stderr: {len(numerators)} numerators but {len(denominators)} denominators")
