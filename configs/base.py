@@ -189,7 +189,7 @@ FIELDS: tuple[Field, ...] = (
     Field("sandbox.backend", "gvisor", "gvisor / process (unisolated, warns) / ray", one_of(BACKENDS)),
     Field("sandbox.reuse_verdicts", True, "identical requests of one rollout (the same program and tests, e.g. two "
           "samples that wrote the same code) run once and share the verdict; off: every sample runs"),
-    Field("sandbox.workers", 0, "sandboxes (with ray: per actor); 0 = the backend default (gVisor: two per CPU "
+    Field("sandbox.workers", 0, "sandboxes (with ray: per actor); 0 = the backend default (gVisor: one per CPU "
           "core)", int_at_least(0, "0 = one per core"), changes_results=False),
     Field("sandbox.ray_address", "", 'for backend=ray: "auto" or host:port; "" starts a local Ray',
           changes_results=False),

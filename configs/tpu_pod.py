@@ -21,6 +21,6 @@ def get_config():
     c.num_samples = 32
     c.sandbox.backend = "ray"
     c.sandbox.ray_address = "auto"
-    c.sandbox.workers = 0                        # per pod host: two sandboxes per CPU Ray gives the actor
+    c.sandbox.workers = 0                        # per pod host: one sandbox per CPU Ray gives the actor
     c.sandbox.ray_node_resource = "sandbox_host"  # the pod hosts, started with --resources='{"sandbox_host": 1}'
     return c

