@@ -5,6 +5,8 @@ types themselves (`int`, `str`, ... as values, by name), each type kept exactly
 (a tuple stays a tuple, dict keys keep their type, NaN, infinities and -0.0 survive), plus opaque
 handles (`Handle`) that name an object living in the program's process. Nothing else: no pickle, no
 object with behaviour. Depth, node count and frame size are bounded; anything else raises CodecError.
+So is the hashing a decoder does: a set or dict whose keys share one hash value (ints k * (2**61 - 1), say)
+would cost the receiver quadratic time, so at most MAX_EQUAL_HASHES keys may share one.
 
 Wire form: JSON text where str/None/bool/int are themselves and every other value is a tagged list
 ["f", float.hex] ["c", real.hex, imag.hex] ["b", hex] ["l", ...] ["t", ...] ["d", [k, v], ...] ["s", ...]
@@ -21,6 +23,7 @@ MAX_DEPTH = 200
 MAX_NODES = 1_000_000
 MAX_FRAME_BYTES = 32 << 20
 MAX_INT_DIGITS = 4000
+MAX_EQUAL_HASHES = 64   # keys of one set/dict with the same hash (real data: a handful, e.g. -1 and -2)
 BUILTIN_TYPES = {t.__name__: t for t in (int, float, complex, str, bytes, bool, list, tuple, dict, set, frozenset,
                                          bytearray, object, type)}
 
@@ -115,6 +118,18 @@ def _bad(x):
     raise CodecError(f"not allowed in a frame: {x}")
 
 
+def _hash_spread(keys: list) -> list:
+    """`keys`, once no hash value is shared by more than MAX_EQUAL_HASHES of them (CodecError otherwise)."""
+    if len(keys) > MAX_EQUAL_HASHES:
+        counts: dict = {}
+        for k in keys:
+            h = hash(k)
+            counts[h] = counts.get(h, 0) + 1
+            if counts[h] > MAX_EQUAL_HASHES:
+                raise CodecError(f"more than {MAX_EQUAL_HASHES} keys share one hash value")
+    return keys
+
+
 def decode(data: bytes, handles=None):
     """The value of JSON bytes made by `encode`. `handles(id) -> object` resolves handles (program
     side); without it they decode to Handle."""
@@ -150,22 +165,21 @@ def decode(data: bytes, handles=None):
             if tag == "t":
                 return tuple(dec(i, depth + 1) for i in items)
             if tag == "d":
-                out = {}
                 for kv in items:
                     if type(kv) is not list or len(kv) != 2:
                         raise CodecError("malformed dict item")
-                    out[dec(kv[0], depth + 1)] = dec(kv[1], depth + 1)
-                return out
+                keys = _hash_spread([dec(kv[0], depth + 1) for kv in items])
+                return dict(zip(keys, [dec(kv[1], depth + 1) for kv in items]))
             if tag == "s":
-                return {dec(i, depth + 1) for i in items}
+                return set(_hash_spread([dec(i, depth + 1) for i in items]))
             if tag == "z":
-                return frozenset(dec(i, depth + 1) for i in items)
+                return frozenset(_hash_spread([dec(i, depth + 1) for i in items]))
             if tag == "h" and 1 <= len(items) <= 2 and type(items[0]) is int:
                 name = items[1] if len(items) == 2 and type(items[1]) is str else "object"
                 return handles(items[0]) if handles is not None else Handle(items[0], name[:60])
-        except (TypeError, ValueError, OverflowError) as e:  # unhashable key, bad hex
-            if isinstance(e, CodecError):
-                raise
+        except CodecError:
+            raise
+        except Exception as e:  # unhashable key, bad hex, a handle that refuses hashing: all the sender's doing
             raise CodecError(f"malformed value: {str(e)[:100]}") from None
         raise CodecError(f"unknown tag {tag[:10]!r}")
 

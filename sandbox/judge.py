@@ -5,6 +5,13 @@ What the program's process tells us is a claim: an exception's type/message/line
 validated and bounded here and only ever shown, never counted. What counts (a case passed or not) is
 decided here: an output compared here, a returned value compared here, an assert of the test code
 evaluated here.
+
+The names the program reports are claims too. The test namespace takes none that starts with `__` (its
+`__builtins__` would otherwise be the program's), no builtin's name unless it is the function under test,
+and for a standard-library module's name (`math`, which MBPP asserts use unimported) the judge's own module,
+whatever the program bound to it. What the test code does take from the program: the functions under test,
+its plain values, and its other callables, such as a HumanEval prompt's helpers (`poly`, `encode_cyclic`) that
+its tests call; a program that redefines such a helper decides what it returns, as it would in a plain run.
 """
 from __future__ import annotations
 
@@ -142,7 +149,10 @@ class RemoteObject:
                                "(None/bool/int/float/str/bytes/list/tuple/dict/set)")
 
     __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = __len__ = __iter__ = __contains__ = _refuse
-    __hash__ = __index__ = __int__ = __float__ = __add__ = __radd__ = __sub__ = __rsub__ = _refuse
+    __index__ = __int__ = __float__ = __add__ = __radd__ = __sub__ = __rsub__ = _refuse
+    # Hashed by identity (the judge's own, never the program's __hash__), so that a program's module-level dict
+    # keyed by its own objects (an Enum member, a frozen dataclass) still crosses: as a key it equals nothing else.
+    __hash__ = object.__hash__
     __mul__ = __rmul__ = __truediv__ = __abs__ = __round__ = __getitem__ = __str__ = _refuse
 
     def __repr__(self):
@@ -387,10 +397,15 @@ _EXIT = codec.encode({"op": "exit"})
 _NO_IMPORT = frozenset({"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "pydoc", "webbrowser"})
 
 
+_OWN_MODULES = frozenset({"sandbox", "codec", "judge", "worker", "program", "tracer", "schema", "__main__"})
+
+
 def _judge_module(name: str):
     """The judge's own copy of a module the program imported (tests may use it without importing it):
-    standard-library modules, or modules the judge already has; never one with import side effects."""
+    standard-library modules, or modules the judge already has but its own; never one with import side effects."""
     top = name.split(".")[0]
+    if top in _OWN_MODULES:
+        return None
     if name in sys.modules:
         return sys.modules[name]
     if top not in sys.stdlib_module_names or top in _NO_IMPORT or top.startswith("_"):
@@ -621,6 +636,9 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
     test = req["test"]
     kind = test["kind"]
     proc = worker.start(req, "module", deadline)
+    # The request's time limit holds from here, not only around the test code: decoding what the program reports
+    # (its names and values, e.g. a set of colliding hashes) costs the judge time the program chooses.
+    _test_alarm(deadline)
     msg = proc.message()
     if msg.get("t") == "syntax":
         exc = _claimed_exc(msg.get("exc"))
@@ -645,8 +663,17 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
     for name, desc in names.items():
         if type(name) is not str or not name.isidentifier() or type(desc) is not tuple or len(desc) != 2:
             continue
+        if name.startswith("__"):
+            continue  # `__builtins__`, `__import__`, ...: the test namespace's machinery is the judge's alone
         if hasattr(builtins, name) and name not in entries:
             continue  # the test's abs/set/len stay the real ones (a program's `def abs` must not change them)
+        if name not in entries and name.split(".")[0] in sys.stdlib_module_names:
+            # A test's `math` (MBPP asserts use it without importing it) is the standard library's, whatever the
+            # program bound to that name: a program's own `class math` with a lenient isclose decides nothing.
+            module = _judge_module(name)
+            if module is not None:
+                ns[name] = module
+            continue
         what, value = desc
         if what == "module" and type(value) is str:
             module = _judge_module(value)
@@ -656,7 +683,6 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
             ns[name] = value
         elif what == "callable" and isinstance(value, RemoteObject):
             ns[name] = value
-    _test_alarm(deadline)
     if kind == "call":
         _run_call(ns, test, v)
     elif kind == "asserts":
@@ -745,8 +771,13 @@ def _run_call(ns, test, v) -> None:
     name = test["fn_name"]
     fn = ns.get(name)
     if fn is None and isinstance(ns.get("Solution"), RemoteObject):
-        fn = ns["Solution"]()  # an instance in the program's process
-        fn = getattr(fn, name)
+        try:
+            fn = getattr(ns["Solution"](), name)  # a method of an instance in the program's process
+        except Gone:
+            raise
+        except Exception as e:  # its __init__ raised, or it has no such method: every case errs
+            _exc_verdict(v, e)
+            return
     if not isinstance(fn, RemoteObject):
         v.bad("error", "NameError", f"function {name!r} is not defined")
         return

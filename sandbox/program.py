@@ -309,6 +309,23 @@ class _Program:
         self.reader = codec.FrameReader()
         self.objects: dict[int, object] = {}
         self.ns: dict = {}
+        self._limit_set = None   # the recursion limit this harness last set (see _fit_recursion_limit)
+        self._limit_base = sys.getrecursionlimit()
+
+    def _fit_recursion_limit(self, local_frames: int) -> None:
+        """The recursion limit as `python program.py` would apply it: the harness's frames under the program's
+        code (boot, run_program, run, serve, answer, traced) count as the `local_frames` a local run has there
+        (its module frame under a function its test calls; under the module's code none, and `exec`, which
+        counts as a level, less one). A limit the program
+        set itself becomes the new base, shifted the same way."""
+        current = sys.getrecursionlimit()
+        if current != self._limit_set:
+            self._limit_base = current
+        depth, frame = 0, sys._getframe(1)
+        while frame is not None:
+            depth, frame = depth + 1, frame.f_back
+        self._limit_set = self._limit_base + depth - local_frames
+        sys.setrecursionlimit(self._limit_set)
 
     def send(self, msg: dict) -> None:
         codec.send(CHANNEL_FD, msg, self._handle)
@@ -319,6 +336,7 @@ class _Program:
         return i
 
     def traced(self, fn, *args, **kwargs):
+        self._fit_recursion_limit(-1 if fn is exec else 1)
         if self.tracer is None or self.tracer.truncated:
             return fn(*args, **kwargs)
         self.tracer.start()
@@ -345,7 +363,8 @@ class _Program:
             self._send_quietly({"t": "syntax", "exc": _exc_info(e)})
             return 1
         main = self.spec["mode"] == "main"
-        ns = {"__name__": "__main__" if main else "__solution__", "__builtins__": __builtins__}
+        ns = {"__name__": "__main__" if main else "__solution__", "__builtins__": __builtins__,
+              "__file__": SOLUTION_FILENAME}
         if main:
             sys.modules["__main__"].__dict__.clear()
             sys.modules["__main__"].__dict__.update(ns)
@@ -369,7 +388,11 @@ class _Program:
         if main:
             self._send_quietly({"t": "done", "trace": self.trace()})
             return 0
-        self.send({"t": "loaded", "names": self._describe(ns)})
+        names = self._describe(ns)
+        try:
+            self.send({"t": "loaded", "names": names})
+        except codec.CodecError:  # a module-level value too large or too deep to cross: the others still do
+            self.send({"t": "loaded", "names": {k: v for k, v in names.items() if _encodable(v, self._handle)}})
         self.serve(ns)
         return 0
 
@@ -436,6 +459,14 @@ class _Program:
         except codec.CodecError as e:
             self.send({"t": "raise", "seq": seq, "exc": {"type": "UnencodableValue", "message": str(e)[:200],
                                                             "line": None}})
+
+
+def _encodable(value, handle) -> bool:
+    try:
+        codec.encode(value, handle)
+        return True
+    except codec.CodecError:
+        return False
 
 
 def _exit_status(e: SystemExit) -> int:

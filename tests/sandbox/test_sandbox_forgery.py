@@ -341,3 +341,145 @@ def test_test_code_that_loops_on_a_strange_value_is_a_timeout(gvisor_executor):
     assert (r.status, r.error_type, r.tests_passed) == ("timeout", "Timeout", 0), (r.status, r.error_message)
     assert r.error_message == "wall-clock limit of 1.5s exceeded"    # the same text as a program that loops
     assert good.status == "passed"
+
+
+# --- names the program reports, and what it sends before its tests (red-team round of 2026-12-05) ---------
+# The program's process patches its own reporter so that its names include `__builtins__`: the test code would
+# then look up abs/range/sorted/all in the program's dict (callbacks into the program, or the judge's `bool`).
+INJECT_BUILTINS = (
+    "import sys\n"
+    "_m = sys.modules.get('program') or sys.modules['sandbox.program']\n"
+    "_orig = _m._Program._describe\n"
+    "def _zero(*a, **k):\n    return 0\n"
+    "def _empty(*a, **k):\n    return []\n"
+    "_FAKE = {'abs': _zero, 'range': _empty, 'zip': _empty, 'sorted': _zero, 'set': _zero, 'all': bool,\n"
+    "         'any': bool, 'len': _zero, 'isinstance': lambda *a: True}\n"
+    "def _describe(self, ns):\n"
+    "    out = _orig(self, ns)\n"
+    "    out['__builtins__'] = ('value', _FAKE)\n"
+    "    return out\n"
+    "_m._Program._describe = _describe\n" + mark("builtins") + WRONG)
+BUILTIN_TESTS = ["assert abs(add(1.5, 2.0) - 3.5) < 1e-6",
+                 "for a in range(5):\n    assert add(a, 1) == a + 1",
+                 "assert sorted([add(1, 2), add(0, 0)]) == sorted([0, 3])",
+                 "assert all([add(1, 2) == 3, add(2, 2) == 4])"]
+
+
+def test_reported_names_cannot_replace_the_test_code_builtins(gvisor_executor):
+    he_test = "def check(candidate):\n" + "".join(
+        "    " + line.replace("add(", "candidate(").replace("\n", "\n    ") + "\n" for line in BUILTIN_TESTS)
+    reqs = [he("inject/he", INJECT_BUILTINS, he_test), asserts("inject/as", INJECT_BUILTINS, BUILTIN_TESTS),
+            he("honest/he", GOOD_ADD, he_test), asserts("honest/as", GOOD_ADD, BUILTIN_TESTS)]
+    got = _run(gvisor_executor, reqs)
+    for rid in ("inject/he", "inject/as"):
+        r = got[rid]
+        assert REACHED in r.stderr, (rid, r.status, r.error_message, r.stderr[-300:])
+        assert (r.status, r.tests_passed) == ("failed", 0), (rid, r.status, r.error_type, r.error_message)
+    assert got["honest/he"].status == got["honest/as"].status == "passed"
+
+
+def test_a_programs_own_math_is_not_the_tests_math(gvisor_executor):
+    # MBPP asserts use `math` without importing it (the reference solution did). A program that binds its own
+    # `math` with a lenient isclose would pass a plain run; here the test's `math` is the standard library's.
+    test = ["assert math.isclose(area(2), 12.566, rel_tol=0.001)"]
+    fake = "class math:\n    @staticmethod\n    def isclose(*a, **k):\n        return True\ndef area(r):\n    return 0\n"
+    honest = "import math\ndef area(r):\n    return math.pi * r * r\n"
+    bad, good = gvisor_executor.run([asserts("fake-math", fake, test), asserts("real-math", honest, test)])
+    assert (bad.status, bad.error_type) == ("failed", "AssertionError"), (bad.status, bad.error_message)
+    assert good.status == "passed", (good.error_type, good.error_message)
+
+
+def test_program_objects_in_module_values_neither_crash_nor_pass(gvisor_executor):
+    # A module-level dict keyed by the program's own objects crosses as opaque handles (hashed by identity in the
+    # judge): honest programs keyed by an Enum or a frozen dataclass pass, and a wrong one fails, on every kind;
+    # before, hashing a handle escaped the decoder and the request ended as sandbox_error.
+    wrong = "class K:\n    pass\nTABLE = {K(): 1}\n" + WRONG
+    enum = ("from enum import Enum\nclass Color(Enum):\n    RED = 1\n    BLUE = 2\n"
+            "NAMES = {Color.RED: 'red', Color.BLUE: 'blue'}\n" + GOOD_ADD)
+    frozen = ("from dataclasses import dataclass\n@dataclass(frozen=True)\nclass P:\n    x: int\nORIGIN = {P(0)}\n"
+              + GOOD_ADD)
+    reqs = []
+    for name, prog in (("wrong", wrong), ("enum", enum), ("frozen", frozen)):
+        reqs += [he(f"{name}/he", prog), asserts(f"{name}/as", prog), call(f"{name}/call", prog)]
+    for r in gvisor_executor.run(reqs):
+        want = "failed" if r.id.startswith("wrong") else "passed"
+        assert r.status == want, (r.id, r.status, r.error_type, r.error_message)
+
+
+def test_call_kind_solution_that_cannot_be_built_is_an_error(gvisor_executor):
+    reqs = [call("init-raises", "class Solution:\n    def __init__(self):\n        raise ValueError('no')\n"
+                                "    def add(self, a, b):\n        return a + b\n"),
+            call("no-method", "class Solution:\n    def sub(self, a, b):\n        return a - b\n"),
+            call("method", "class Solution:\n    def add(self, a, b):\n        return a + b\n")]
+    got = _run(gvisor_executor, reqs)
+    assert (got["init-raises"].status, got["init-raises"].error_type) == ("error", "ValueError")
+    assert (got["no-method"].status, got["no-method"].error_type) == ("error", "AttributeError")
+    assert got["method"].status == "passed"
+
+
+COLLIDING_LOADED = (
+    "import json, os, struct\n"
+    "M = 2 ** 61 - 1\n"   # ints k * M all hash to 0: decoding them as a set is quadratic
+    "names = ['d', ['add', ['t', 'value', ['s'] + [k * M for k in range(1, 30001)]]]]\n"
+    "b = json.dumps(['d', ['t', 'loaded'], ['names', names]]).encode()\n"
+    "data = memoryview(struct.pack('>I', len(b)) + b)\n"
+    + mark("collide") +
+    "while data:\n    data = data[os.write(3, data):]\n"
+    "os._exit(0)\n")
+
+
+def test_colliding_hashes_are_refused_not_hashed(gvisor_executor):
+    # 30,000 keys sharing one hash cost the old decoder ~10 s of judge time before the test alarm was armed
+    # (ending as sandbox_error after the host's hang check); now the decoder refuses them at the 65th.
+    r, good = gvisor_executor.run([he("collide", COLLIDING_LOADED), GOOD["humaneval"]])
+    assert REACHED in r.stderr, (r.status, r.error_message, r.stderr[-300:])
+    assert (r.status, r.error_type) == ("error", "ProtocolError"), (r.status, r.error_type, r.error_message)
+    assert good.status == "passed"
+
+
+def test_codec_bounds_keys_sharing_one_hash():
+    from sandbox import codec
+    m = 2 ** 61 - 1
+    for value in ({k * m for k in range(1, 66)}, {k * m: 0 for k in range(1, 66)},
+                  frozenset((k * m, 0) for k in range(1, 66))):
+        with pytest.raises(codec.CodecError, match="share one hash"):
+            codec.decode(codec.encode(value))
+    ok = {k * m for k in range(1, 65)} | {-1, -2} | set(range(1, 1000))   # 64 share 0; -1 and -2 share -2
+    assert codec.decode(codec.encode(ok)) == ok
+    assert codec.decode(codec.encode({-1: "a", -2: "b"})) == {-1: "a", -2: "b"}
+
+
+def test_honest_programs_the_red_team_found_misjudged(gvisor_executor):
+    # __file__ exists as in `python program.py`; module-level values too large or too deep to cross no longer
+    # break the program's report (the tests call functions, not those values).
+    deep = "DEEP = []\nfor _ in range(300):\n    DEEP = [DEEP]\n"
+    reqs = [stdio("file", "import os\nname = os.path.basename(__file__)\na, b = map(int, input().split())\n"
+                          "print(a + b)\n"),
+            he("big-module-int", "BIG = 2 ** 20000\n" + GOOD_ADD), asserts("deep-module-value", deep + GOOD_ADD),
+            call("big-table", "TABLE = list(range(2 * 10 ** 6))\n" + GOOD_ADD)]
+    for r in gvisor_executor.run(reqs):
+        assert r.status == "passed", (r.id, r.status, r.error_type, r.error_message)
+
+
+def _local_passes(source: str) -> bool:
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-c", source], capture_output=True).returncode == 0
+
+
+def test_recursion_limit_is_a_local_runs(gvisor_executor):
+    # The harness's own frames under the program do not count: the deepest recursion that passes
+    # `python program.py` passes here, and one more level fails in both (asserts and stdio kinds).
+    depth = "def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\n"
+    deepest = max(n for n in range(990, 1001) if _local_passes(depth + f"assert depth({n}) == {n}\n"))
+    deepest_io = max(n for n in range(990, 1001) if _local_passes(depth + f"print(depth({n}))\n"))
+    reqs = []
+    for n in (deepest, deepest + 1):
+        reqs.append(asserts(f"as/{n}", depth, [f"assert depth({n}) == {n}"]))
+    for n in (deepest_io, deepest_io + 1):
+        reqs.append({"id": f"io/{n}", "solution": depth + f"print(depth({n}))\n", "timeout_s": 4.0,
+                     "test": {"kind": "stdio", "cases": [{"input": "", "output": f"{n}\n"}]}})
+    got = _run(gvisor_executor, reqs)
+    assert got[f"as/{deepest}"].status == got[f"io/{deepest_io}"].status == "passed"
+    for rid in (f"as/{deepest + 1}", f"io/{deepest_io + 1}"):
+        assert (got[rid].status, got[rid].error_type) == ("error", "RecursionError"), (rid, got[rid].status)
