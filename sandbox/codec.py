@@ -3,14 +3,19 @@
 Allowed: None, bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset, the builtin
 types themselves (`int`, `str`, ... as values, by name), each type kept exactly
 (a tuple stays a tuple, dict keys keep their type, NaN, infinities and -0.0 survive), plus opaque
-handles (`Handle`) that name an object living in the program's process. Nothing else: no pickle, no
+handles (`Handle`) that name an object living in the program's process. Values that are data in all
+but type cross as data too, so that a test's `list(f(x))` sees what a local run sees: a `range` stays a
+range; dict views (`d.keys()`, `.values()`, `.items()`) arrive as views of the same items; an iterator
+(a generator, `map`, `zip`, `reversed`, ...) is run to its end by the sender (in the sender's process) and
+arrives as an iterator over those items, which compares equal to nothing but itself, as it would locally. Nothing else: no pickle, no
 object with behaviour. Depth, node count and frame size are bounded; anything else raises CodecError.
 So is the hashing a decoder does: a set or dict whose keys share one hash value (ints k * (2**61 - 1), say)
 would cost the receiver quadratic time, so at most MAX_EQUAL_HASHES keys may share one.
 
 Wire form: JSON text where str/None/bool/int are themselves and every other value is a tagged list
 ["f", float.hex] ["c", real.hex, imag.hex] ["b", hex] ["l", ...] ["t", ...] ["d", [k, v], ...] ["s", ...]
-["z", ...] ["y", type name] ["h", id].
+["z", ...] ["y", type name] ["h", id] ["r", start, stop, step] ["K", key, ...] ["V", value, ...]
+["I", [key, value], ...] ["n", item, ...].
 Frames on a stream: 4-byte big-endian length, then the JSON bytes.
 """
 from __future__ import annotations
@@ -30,6 +35,14 @@ BUILTIN_TYPES = {t.__name__: t for t in (int, float, complex, str, bytes, bool, 
 
 class CodecError(ValueError):
     """A value that is not plain data, or a frame that breaks the format or its bounds."""
+
+
+class IterationError(CodecError):
+    """An iterator being sent raised: `etype` is its exception's type name (what a local `list(it)` raises)."""
+
+    def __init__(self, message: str, etype: str):
+        super().__init__(message)
+        self.etype = etype
 
 
 class Handle:
@@ -81,6 +94,16 @@ def encode(value, handle=None) -> bytes:
             return ["z", *[enc(x, depth + 1) for x in v]]
         if t is Handle:
             return ["h", v.id]
+        if t is range:
+            return ["r", enc(v.start, depth + 1), enc(v.stop, depth + 1), enc(v.step, depth + 1)]
+        if t is _DICT_KEYS:
+            return ["K", *[enc(x, depth + 1) for x in v]]
+        if t is _DICT_VALUES:
+            return ["V", *[enc(x, depth + 1) for x in v]]
+        if t is _DICT_ITEMS:
+            return ["I", *[[enc(k, depth + 1), enc(x, depth + 1)] for k, x in v]]
+        if hasattr(t, "__next__") and hasattr(t, "__iter__"):  # looked up on the real type, as _as_plain does
+            return ["n", *[enc(x, depth + 1) for x in _drain(v)]]
         plain = _as_plain(v)
         if plain is not None:
             return enc(plain, depth)
@@ -93,6 +116,25 @@ def encode(value, handle=None) -> bytes:
                           separators=(",", ":")).encode("utf-8", "surrogatepass")
     except RecursionError:
         raise CodecError("value too deep") from None
+
+
+_DICT_KEYS, _DICT_VALUES, _DICT_ITEMS = type({}.keys()), type({}.values()), type({}.items())
+
+
+def _drain(iterator):
+    """The items of an iterator, up to MAX_NODES of them; its own code runs here (in the sender's process)."""
+    items = []
+    try:
+        for x in iterator:
+            items.append(x)
+            if len(items) > MAX_NODES:
+                raise CodecError("value too deep or too large")
+    except CodecError:
+        raise
+    except Exception as e:
+        raise IterationError(f"iterating a {type(iterator).__name__[:60]} raised {type(e).__name__[:60]}: "
+                             f"{str(e)[:100]}", type(e).__name__[:100]) from None
+    return items
 
 
 def _as_plain(v):
@@ -174,6 +216,20 @@ def decode(data: bytes, handles=None):
                 return set(_hash_spread([dec(i, depth + 1) for i in items]))
             if tag == "z":
                 return frozenset(_hash_spread([dec(i, depth + 1) for i in items]))
+            if tag == "r" and len(items) == 3 and all(type(i) is int for i in items):
+                return range(*items)
+            if tag == "K":
+                return dict.fromkeys(_hash_spread([dec(i, depth + 1) for i in items])).keys()
+            if tag == "V":
+                return {k: dec(i, depth + 1) for k, i in enumerate(items)}.values()
+            if tag == "I":
+                for kv in items:
+                    if type(kv) is not list or len(kv) != 2:
+                        raise CodecError("malformed dict item")
+                keys = _hash_spread([dec(kv[0], depth + 1) for kv in items])
+                return dict(zip(keys, [dec(kv[1], depth + 1) for kv in items])).items()
+            if tag == "n":
+                return iter([dec(i, depth + 1) for i in items])
             if tag == "h" and 1 <= len(items) <= 2 and type(items[0]) is int:
                 name = items[1] if len(items) == 2 and type(items[1]) is str else "object"
                 return handles(items[0]) if handles is not None else Handle(items[0], name[:60])

@@ -456,9 +456,9 @@ class _Program:
         mutated = {i: a for i, a in enumerate(args) if type(a) in (list, dict, set)}
         try:
             self.send({"t": "return", "seq": seq, "value": value, "args": mutated})
-        except codec.CodecError as e:
-            self.send({"t": "raise", "seq": seq, "exc": {"type": "UnencodableValue", "message": str(e)[:200],
-                                                            "line": None}})
+        except codec.CodecError as e:  # (an iterator it returned raised: that exception, as `list(it)` would)
+            etype = e.etype if isinstance(e, codec.IterationError) else "UnencodableValue"
+            self.send({"t": "raise", "seq": seq, "exc": {"type": etype, "message": str(e)[:200], "line": None}})
 
 
 def _encodable(value, handle) -> bool:

@@ -483,3 +483,31 @@ def test_recursion_limit_is_a_local_runs(gvisor_executor):
     assert got[f"as/{deepest}"].status == got[f"io/{deepest_io}"].status == "passed"
     for rid in (f"as/{deepest + 1}", f"io/{deepest_io + 1}"):
         assert (got[rid].status, got[rid].error_type) == ("error", "RecursionError"), (rid, got[rid].status)
+
+
+ITER_RETURNS = {  # name -> (body of add(a, b), an assert on it); each judged as a plain local run judges it
+    "generator": ("return (x * 2 for x in range(a, b))", "assert list(add(0, 3)) == [0, 2, 4]"),
+    "map": ("return map(str, range(a, b))", "assert sorted(add(0, 2)) == ['0', '1']"),
+    "zip_dict": ("return zip(range(a), range(b))", "assert dict(add(2, 2)) == {0: 0, 1: 1}"),
+    "reversed": ("return reversed([a, b])", "assert list(add(1, 2)) == [2, 1]"),
+    "range": ("return range(a, b)", "assert add(1, 4) == range(1, 4) and len(add(1, 4)) == 3"),
+    "keys": ("return {a: 0, b: 1}.keys()", "assert add(1, 2) == {1, 2} and add(1, 2) & {2} == {2}"),
+    "values": ("return {a: 5, b: 6}.values()", "assert sorted(add(1, 2)) == [5, 6]"),
+    "items": ("return {a: b}.items()", "assert add(1, 2) == {(1, 2)}"),
+    "generator_vs_list": ("return (x for x in [a, b])", "assert add(1, 2) == [1, 2]"),        # fails locally too
+    "values_vs_list": ("return {a: 1}.values()", "assert add(1, 2) == [1]"),                # fails locally too
+    "generator_raises": ("yield a\n    raise ValueError('late')", "assert list(add(1, 2)) == [1]"),  # error locally
+}
+
+
+@pytest.mark.parametrize("name", sorted(ITER_RETURNS))
+def test_iterators_ranges_and_views_cross_as_a_local_run_sees_them(gvisor_executor, name):
+    body, line = ITER_RETURNS[name]
+    prog = f"def add(a, b):\n    {body}\n"
+    [r] = gvisor_executor.run([asserts(name, prog, [line])])
+    import subprocess
+    import sys
+    local = subprocess.run([sys.executable, "-c", prog + line + "\n"], capture_output=True, text=True)
+    want = ("passed", None) if local.returncode == 0 else (
+        ("failed", "AssertionError") if "AssertionError" in local.stderr else ("error", "ValueError"))
+    assert (r.status, r.error_type) == want, (name, r.status, r.error_type, r.error_message, local.stderr[-200:])
