@@ -20,6 +20,7 @@ import builtins
 import collections
 import functools
 import importlib
+import json
 import re
 import signal
 import sys
@@ -106,20 +107,33 @@ def _claimed_exc(x) -> dict:
     return {"type": etype[:100], "message": msg[:MESSAGE_CAP], "line": line}
 
 
+def _claimed_frame(e) -> bool:
+    """Whether `e` has a trace event's shape: {"line": int, "fn": str, "locals": {str: str}}."""
+    return (type(e) is dict and type(e.get("line")) is int and type(e.get("fn")) is str
+            and type(e.get("locals")) is dict and all(type(v) is str for v in e["locals"].values()))
+
+
 def _claimed_trace(t):
-    """Validate and bound a trace of the program (shape and size); None if it is not a trace."""
+    """Validate and bound a trace of the program; None if it is not a trace of tracer.Tracer.to_dict's shape.
+    Rebuilt from JSON text, so that nothing but JSON types (no handle, set, bytes, tuple) reaches a result."""
     if type(t) is not dict:
         return None
     try:
-        size = len(codec.encode(t))
-    except codec.CodecError:
+        text = json.dumps(t, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
         return None
-    cov = t.get("coverage")
-    if size > MAX_TRACE_BYTES or type(cov) is not dict or not all(
-            type(k) is str and type(v) is int for k, v in cov.items()) or type(t.get("events")) is not list:
+    if len(text) > MAX_TRACE_BYTES:
         return None
-    return {"coverage": cov, "events": t["events"], "events_total": t.get("events_total"),
-            "exception": t.get("exception"), "truncated": bool(t.get("truncated"))}
+    t = json.loads(text)
+    cov, events, total, exc = t.get("coverage"), t.get("events"), t.get("events_total"), t.get("exception")
+    if (type(cov) is not dict or not all(type(n) is int for n in cov.values()) or type(events) is not list
+            or not all(_claimed_frame(e) for e in events) or not (total is None or type(total) is int)
+            or not (exc is None or (type(exc) is dict and type(exc.get("type")) is str
+                                    and type(exc.get("message")) is str and type(exc.get("frames")) is list
+                                    and all(_claimed_frame(f) for f in exc["frames"])))):
+        return None
+    return {"coverage": cov, "events": events, "events_total": total, "exception": exc,
+            "truncated": t.get("truncated") is True}
 
 
 class RemoteObject:
@@ -137,7 +151,7 @@ class RemoteObject:
         return _call(self._worker, {"op": "call", "fn": self, "args": list(args), "kwargs": kwargs}, args)
 
     def __getattr__(self, name):
-        if name.startswith("__"):
+        if name.startswith("__") and name not in ("__name__", "__qualname__"):  # (a test may check f.__name__)
             raise AttributeError(name)
         return _call(self._worker, {"op": "getattr", "obj": self, "name": name}, ())
 
@@ -203,18 +217,23 @@ def _call(worker, msg: dict, args):
             raise UnencodableValue(f"test argument cannot be sent to the program: {e}") from None
         proc.send(payload)
         reply = _reply(proc, seq)
-    if reply["t"] == "raise":
-        raise _remote_exception(_claimed_exc(reply.get("exc")))
     mutated = reply.get("args")
-    if type(mutated) is dict:
+    if type(mutated) is dict:  # applied before a raise too: a local call that raised had mutated them as well
+        kwargs = msg.get("kwargs") if type(msg.get("kwargs")) is dict else {}
         for i, new in mutated.items():
             if type(i) is int and 0 <= i < len(args):
                 old = args[i]
-                if type(old) is list and type(new) is list:
-                    old[:] = new
-                elif type(old) in (dict, set) and type(new) is type(old):
-                    old.clear()
-                    old.update(new)
+            elif type(i) is str and i in kwargs:
+                old = kwargs[i]
+            else:
+                continue
+            if type(old) is list and type(new) is list:
+                old[:] = new
+            elif type(old) in (dict, set) and type(new) is type(old):
+                old.clear()
+                old.update(new)
+    if reply["t"] == "raise":
+        raise _remote_exception(_claimed_exc(reply.get("exc")))
     return reply.get("value")
 
 
@@ -325,6 +344,9 @@ def _literal_call(stmt, param: str | None = None):
     if len(calls) != 1:
         return None
     call = calls[0]
+    for node in ast.walk(stmt.test):  # `a < b < f(x)` calls f only if a < b: not a call made whatever happens
+        if isinstance(node, ast.Compare) and any(call is n for c in node.comparators[1:] for n in ast.walk(c)):
+            return None
     name = call.func.id
     if (param is not None and name != param) or any(
             isinstance(n, ast.Name) and n.id not in _PURE and n.id != name for n in ast.walk(stmt.test)):
@@ -403,16 +425,16 @@ _OWN_MODULES = frozenset({"sandbox", "codec", "judge", "worker", "program", "tra
 def _judge_module(name: str):
     """The judge's own copy of a module the program imported (tests may use it without importing it):
     standard-library modules, or modules the judge already has but its own; never one with import side effects."""
-    top = name.split(".")[0]
-    if top in _OWN_MODULES:
+    parts = name.split(".")
+    if parts[0] in _OWN_MODULES or any(p.startswith("_") for p in parts):  # venv.__main__ would sys.exit here
         return None
     if name in sys.modules:
         return sys.modules[name]
-    if top not in sys.stdlib_module_names or top in _NO_IMPORT or top.startswith("_"):
-        return None
+    if len(parts) > 1 or name not in sys.stdlib_module_names or name in _NO_IMPORT:
+        return None  # a submodule only if the judge has it: importing one runs its package's code too
     try:
         return importlib.import_module(name)
-    except Exception:
+    except BaseException:  # noqa: B036 - an import that exits or fails here must not end the judge
         return None
 
 
@@ -471,7 +493,10 @@ def _exc_verdict(v: _Verdict, e: BaseException, label: str = "") -> None:
     elif isinstance(e, UnencodableValue):
         v.bad("error", "UnencodableValue", str(e)[:MESSAGE_CAP])
     elif isinstance(e, AssertionError):
-        msg = str(e) or label
+        try:
+            msg = str(e) or label
+        except Exception:  # its message is a program object (`assert ..., r`): refused like any other use
+            msg = label
         v.bad("failed", "AssertionError", msg[:MESSAGE_CAP])
     else:  # the test code itself failed on what the program returned (e.g. TypeError)
         try:
@@ -675,6 +700,8 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
                 ns[name] = module
             continue
         what, value = desc
+        if type(what) is not str:
+            continue
         if what == "module" and type(value) is str:
             module = _judge_module(value)
             if module is not None:

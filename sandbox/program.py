@@ -324,7 +324,8 @@ class _Program:
         depth, frame = 0, sys._getframe(1)
         while frame is not None:
             depth, frame = depth + 1, frame.f_back
-        self._limit_set = self._limit_base + depth - local_frames
+        tracing = self.tracer is not None and not self.tracer.truncated
+        self._limit_set = self._limit_base + depth - local_frames + (_tracer.Tracer.FRAMES if tracing else 0)
         sys.setrecursionlimit(self._limit_set)
 
     def send(self, msg: dict) -> None:
@@ -437,28 +438,37 @@ class _Program:
     def answer(self, ns: dict, msg: dict) -> None:
         """Run one request of the judge and send back its value (or its exception)."""
         op, seq = msg.get("op"), msg.get("seq")
+        args, kwargs = (msg.get("args"), msg.get("kwargs")) if op == "call" else ([], {})
         try:
             if op == "getattr":
                 value = getattr(msg["obj"], msg["name"])
-                args = []
             elif op == "setattr":
                 value = setattr(msg["obj"], msg["name"], msg["value"])
-                args = []
             else:
                 target = ns[msg["fn"]] if isinstance(msg["fn"], str) else msg["fn"]
                 if msg.get("method"):
                     target = getattr(target, msg["method"])
-                args = msg["args"]
-                value = self.traced(target, *args, **msg["kwargs"])
+                value = self.traced(target, *args, **kwargs)
         except BaseException as e:
-            self.send({"t": "raise", "seq": seq, "exc": self.failure(e)})
+            reply = {"t": "raise", "seq": seq, "exc": self.failure(e), "args": _mutable_args(args, kwargs)}
+            try:
+                self.send(reply)
+            except codec.CodecError:
+                self.send({**reply, "args": {}})
             return
-        mutated = {i: a for i, a in enumerate(args) if type(a) in (list, dict, set)}
         try:
-            self.send({"t": "return", "seq": seq, "value": value, "args": mutated})
+            self.send({"t": "return", "seq": seq, "value": value, "args": _mutable_args(args, kwargs)})
         except codec.CodecError as e:  # (an iterator it returned raised: that exception, as `list(it)` would)
             etype = e.etype if isinstance(e, codec.IterationError) else "UnencodableValue"
             self.send({"t": "raise", "seq": seq, "exc": {"type": etype, "message": str(e)[:200], "line": None}})
+
+
+def _mutable_args(args, kwargs) -> dict:
+    """The list/dict/set arguments of a call (positional by index, keyword by name): they go back with its answer,
+    raised or returned, so the test's own objects change as a local call would have changed them."""
+    out = {i: a for i, a in enumerate(args) if type(a) in (list, dict, set)}
+    out.update((k, a) for k, a in kwargs.items() if type(a) in (list, dict, set))
+    return out
 
 
 def _encodable(value, handle) -> bool:
@@ -502,7 +512,8 @@ def _finish(status: int, ns: dict) -> None:
         pass
     for f in (sys.stdout, sys.stderr):
         try:
-            f.flush()
+            if not f.closed:  # (a program may close its own stdout: CPython skips it too)
+                f.flush()
         except BaseException:
             status = status or 120
     os._exit(status)

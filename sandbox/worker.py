@@ -231,8 +231,8 @@ class Proc:
             msg = codec.decode(self.frames.pop(0), self.worker.handles)
         except codec.CodecError as e:
             raise Gone("ProtocolError", f"the program sent malformed data: {e}") from None
-        if type(msg) is not dict:
-            raise Gone("ProtocolError", "the program sent a non-message")
+        if type(msg) is not dict or type(msg.get("t")) is not str or type(msg.get("seq", 0)) is not int:
+            raise Gone("ProtocolError", "the program sent a non-message")  # (a handle as "t" would refuse ==)
         return msg
 
     def send(self, payload: bytes) -> None:
@@ -516,11 +516,13 @@ def main(zsock, zygote_pid):
         try:
             req = json.loads(line)
             result = worker.run(req)
-        except Exception as e:  # a worker bug must not take the sandbox down silently
+            text = json.dumps(result)
+        except (Exception, SystemExit) as e:  # a worker bug must not take the sandbox down silently
             result = {"id": req.get("id") if isinstance(req, dict) else None, "status": "sandbox_error",
-                      "error_type": "WorkerError", "error_message": f"{type(e).__name__}: {e}",
+                      "error_type": "WorkerError", "error_message": f"{type(e).__name__}: {str(e)[:500]}",
                       "isolation": worker.isolation}
+            text = json.dumps(result)
         try:
-            proto.write((json.dumps(result) + "\n").encode())
+            proto.write((text + "\n").encode())
         except BrokenPipeError:  # the host went away (its next read would see EOF too)
             return

@@ -511,3 +511,82 @@ def test_iterators_ranges_and_views_cross_as_a_local_run_sees_them(gvisor_execut
     want = ("passed", None) if local.returncode == 0 else (
         ("failed", "AssertionError") if "AssertionError" in local.stderr else ("error", "ValueError"))
     assert (r.status, r.error_type) == want, (name, r.status, r.error_type, r.error_message, local.stderr[-200:])
+
+
+# --- red-team round 2: a program must not be able to end its request as sandbox_error (which scores better
+# than `error` or `failed`, and costs two sandbox restarts), nor an honest one be judged otherwise than locally
+RAW_FRAME = "import json, os, struct\ndef _raw(tree):\n    b = json.dumps(tree).encode()\n" \
+            "    os.write(3, struct.pack('>I', len(b)) + b)\n"
+NO_SANDBOX_ERROR = {  # name -> program: each is a wrong `add`, so every kind must fail or err, never crash
+    "module_claim_venv_main": "import types\nm = types.ModuleType('venv.__main__')\n" + mark("venv") + WRONG,
+    "module_claim_unittest_main": "import types\nm = types.ModuleType('unittest.__main__')\n" + mark("ut") + WRONG,
+    "handle_as_message_type": RAW_FRAME + mark("handle") + "_raw(['d', ['t', ['h', 1, 'object']]])\n"
+                              "import time\ntime.sleep(5)\n" + WRONG,
+    "claimed_trace_of_wrong_types": RAW_FRAME + mark("trace") + "import atexit\natexit.register(lambda: _raw("
+                                    "['d', ['t', 'done'], ['trace', ['d', ['coverage', ['d']], ['events', ['l', "
+                                    "['b', '78']]], ['events_total', 'x'], ['exception', ['s', 1, 2]]]]]))\n" + WRONG,
+}
+
+
+def test_programs_cannot_end_their_request_as_sandbox_error(gvisor_executor):
+    reqs = []
+    for name, prog in NO_SANDBOX_ERROR.items():
+        reqs += [he(f"{name}/he", prog), asserts(f"{name}/as", prog, trace=True), call(f"{name}/call", prog)]
+    reqs.append(asserts("object-as-assert-message", "def add(a, b):\n    return object()\n",
+                        ["r = add(1, 2)\nassert isinstance(r, int), r"]))
+    reqs.append(GOOD["humaneval"])
+    got = _run(gvisor_executor, reqs)
+    for rid, r in got.items():
+        if rid != "good-he":
+            assert r.status in ("failed", "error"), (rid, r.status, r.error_type, r.error_message)
+    for name in NO_SANDBOX_ERROR:
+        assert REACHED in got[f"{name}/as"].stderr, (name, got[f"{name}/as"].stderr[-300:])
+    assert got["object-as-assert-message"].error_type == "AssertionError"
+    assert got["good-he"].status == "passed"
+
+
+def test_claimed_traces_of_the_wrong_shape_are_dropped(gvisor_executor):
+    # stdio: the program's own "done" report carries a trace with bytes events and a str events_total
+    prog = (RAW_FRAME + "s = input()\nprint(int(s) * 2)\nimport sys\nsys.stdout.flush()\n"
+            "_raw(['d', ['t', 'done'], ['trace', ['d', ['coverage', ['d']], ['events', ['l', ['b', '78']]], "
+            "['events_total', 'x'], ['exception', None], ['truncated', False]]]])\nos._exit(0)\n")
+    req = {"id": "io", "solution": prog, "timeout_s": 4.0, "trace": True,
+           "test": {"kind": "stdio", "cases": [{"input": "1\n", "output": "2\n"}, {"input": "2\n", "output": "4\n"}]}}
+    [r] = gvisor_executor.run([req])
+    assert r.status == "passed", (r.status, r.error_type, r.error_message)
+    assert r.trace is None or isinstance(r.trace.get("events"), list)
+
+
+def test_honest_programs_round_two(gvisor_executor):
+    stateful = "calls = [0]\ndef f(x):\n    calls[0] += 1\n    return calls[0]\n"
+    reqs = [
+        # `1 > 2 > f(0)` never calls f: the judge must not call it ahead either
+        {"id": "chained", "solution": stateful, "timeout_s": 4.0,
+         "test": {"kind": "asserts", "asserts": ["assert not 1 > 2 > f(0)", "assert f(1) == 1"]}},
+        # mutation of keyword arguments, and of arguments of a call that then raised, comes back
+        {"id": "kwarg-mutation", "solution": "def f(a):\n    a.sort()\n", "timeout_s": 4.0,
+         "test": {"kind": "asserts", "setup": "x = [3, 1, 2]", "asserts": ["f(a=x)\nassert x == [1, 2, 3]"]}},
+        {"id": "mutate-then-raise", "solution": "def f(a):\n    a.sort()\n    raise ValueError('done')\n",
+         "timeout_s": 4.0, "test": {"kind": "asserts", "setup": "x = [3, 1, 2]",
+                                    "asserts": ["try:\n    f(x)\nexcept ValueError:\n    pass\nassert x == [1, 2, 3]"]}},
+        # a program that closes its own stdout exits 0, as under CPython
+        stdio("stdout-closed", "import sys\na, b = map(int, input().split())\nprint(a + b)\nsys.stdout.close()\n"),
+        # tracing a program that holds a 400k-item set costs no more than a few reprs of 8 items
+        {"id": "big-set-traced", "trace": True, "timeout_s": 4.0,
+         "solution": "n = int(input())\nseen = set(map(str, range(n)))\ntotal = 0\nfor k in range(60):\n"
+                     "    total += len(seen) + k\nprint(total)\n",
+         "test": {"kind": "stdio", "cases": [{"input": "400000\n", "output": f"{60 * 400000 + 1770}\n"}]}},
+        he("name", GOOD_ADD, "def check(candidate):\n    assert candidate.__name__ == 'add'\n"),
+    ]
+    for r in gvisor_executor.run(reqs):
+        assert r.status == "passed", (r.id, r.status, r.error_type, r.error_message)
+
+
+def test_traced_recursion_limit_is_the_untraced_one(gvisor_executor):
+    depth = "def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\n"
+    deepest = max(n for n in range(990, 1001) if _local_passes(depth + f"assert depth({n}) == {n}\n"))
+    reqs = [asserts(f"{n}/{trace}", depth, [f"assert depth({n}) == {n}"], trace=trace)
+            for n in (deepest, deepest + 1) for trace in (False, True)]
+    got = _run(gvisor_executor, reqs)
+    assert [got[f"{deepest}/{t}"].status for t in (False, True)] == ["passed", "passed"]
+    assert [got[f"{deepest + 1}/{t}"].error_type for t in (False, True)] == ["RecursionError", "RecursionError"]
