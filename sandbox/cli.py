@@ -44,15 +44,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def read_requests(lines, name: str, *, timeout_s: float, memory_mb: int, trace: bool):
-    """Returns (valid requests, list of 'name:line: reason' errors)."""
+    """Returns (valid requests, list of 'name:line: reason' errors). `lines`: str, or bytes decoded here line by
+    line (a line that is not UTF-8 is that line's error, not the file's; a BOM on the first line is skipped)."""
     valid, errors, seen = [], [], set()
     for n, line in enumerate(lines, 1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                errors.append(f"{name}:{n}: not UTF-8 text: {e}")
+                continue
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
-        except ValueError as e:
-            errors.append(f"{name}:{n}: invalid JSON: {e}")
+        except (ValueError, RecursionError) as e:
+            errors.append(f"{name}:{n}: invalid JSON: {str(e)[:200] or type(e).__name__}")
             continue
         try:
             req = parse_request(obj, timeout_s=timeout_s, memory_mb=memory_mb, trace=trace)
@@ -97,12 +104,15 @@ def run(args) -> int:
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if args.inp == "-" and sys.stdin is None:
+        print("error: --in -: standard input is closed", file=sys.stderr)
+        return 2
     try:
-        src = sys.stdin if args.inp == "-" else open(args.inp, encoding="utf-8")
+        src = sys.stdin.buffer if args.inp == "-" else open(args.inp, "rb")
         with src:
             requests, errors = read_requests(src, "<stdin>" if args.inp == "-" else args.inp,
                                              timeout_s=args.timeout_s, memory_mb=args.memory_mb, trace=args.trace)
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         print(f"error: --in {args.inp}: {e}", file=sys.stderr)
         return 2
     for e in errors:
@@ -118,8 +128,13 @@ def run(args) -> int:
         workers = None
     if args.out == "-":
         out, tmp = sys.stdout, None
-    else:
+    elif os.path.exists(args.out) and not os.path.isfile(args.out):  # /dev/null, a FIFO: written, never replaced
+        out, tmp = open(args.out, "w", encoding="utf-8"), None
+    else:  # a temporary file renamed over the target at the end: never left half-written
         fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(args.out)))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # the mode a plain open() would give, not mkstemp's 0600
         out = os.fdopen(fd, "w", encoding="utf-8")
     counts = {}
     try:
@@ -141,6 +156,11 @@ def run(args) -> int:
             out.close()
             os.replace(tmp, args.out)
             tmp = None
+        elif out is not sys.stdout:
+            out.close()
+    except BrokenPipeError:  # --out - into `head`: the reader left; stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     finally:
         if tmp is not None:
             out.close()

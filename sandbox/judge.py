@@ -97,14 +97,36 @@ def _remote_exception(info: dict) -> RemoteError:
     return e
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(s: str) -> str:
+    """`s` as valid text: lone surrogates (which the codec carries, and a UTF-8 writer refuses) become U+FFFD."""
+    return s.encode("utf-16", "surrogatepass").decode("utf-16", "replace") if _SURROGATE.search(s) else s
+
+
+def _texts(x):
+    """`x` (JSON types) with every string `_text`."""
+    if type(x) is str:
+        return _text(x)
+    if type(x) is list:
+        return [_texts(i) for i in x]
+    if type(x) is dict:
+        return {_text(k): _texts(v) for k, v in x.items()}
+    return x
+
+
 def _claimed_exc(x) -> dict:
     """Validate and bound an exception report of the program."""
     if type(x) is not dict:
         x = {}
     etype = x.get("type") if type(x.get("type")) is str and x.get("type").isidentifier() else "UnknownError"
-    msg = x.get("message") if type(x.get("message")) is str else ""
+    msg = _text(x.get("message")[:MESSAGE_CAP]) if type(x.get("message")) is str else ""
     line = x.get("line") if type(x.get("line")) is int and 0 < x.get("line") < 10 ** 7 else None
     return {"type": etype[:100], "message": msg[:MESSAGE_CAP], "line": line}
+
+
+_LINE_KEY = re.compile("[0-9]{1,7}")  # a coverage key: a line number in ASCII digits ("²".isdigit() is true)
 
 
 def _claimed_frame(e) -> bool:
@@ -124,9 +146,10 @@ def _claimed_trace(t):
         return None
     if len(text) > MAX_TRACE_BYTES:
         return None
-    t = json.loads(text)
+    t = _texts(json.loads(text))
     cov, events, total, exc = t.get("coverage"), t.get("events"), t.get("events_total"), t.get("exception")
-    if (type(cov) is not dict or not all(type(n) is int for n in cov.values()) or type(events) is not list
+    if (type(cov) is not dict or not all(_LINE_KEY.fullmatch(k) and type(n) is int for k, n in cov.items())
+            or type(events) is not list
             or not all(_claimed_frame(e) for e in events) or not (total is None or type(total) is int)
             or not (exc is None or (type(exc) is dict and type(exc.get("type")) is str
                                     and type(exc.get("message")) is str and type(exc.get("frames")) is list
@@ -735,11 +758,9 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
 def _case(v: _Verdict, fn, label: str = "") -> None:
     try:
         fn()
-    except RemoteError as e:
-        _exc_verdict(v, e, label)
-    except Gone:
+    except (Gone, Limit):
         raise
-    except Exception as e:
+    except BaseException as e:  # noqa: B036 - test code's SystemExit or bare BaseException is its case's error
         _exc_verdict(v, e, label)
     else:
         v.ok()
@@ -748,8 +769,8 @@ def _case(v: _Verdict, fn, label: str = "") -> None:
 def _run_asserts(worker, ns, test, v) -> None:
     try:
         exec(compiled(test.get("setup") or ""), ns)
-    except Exception as e:
-        if isinstance(e, Gone):
+    except BaseException as e:  # noqa: B036 - as in _case
+        if isinstance(e, (Gone, Limit)):
             raise
         _exc_verdict(v, e)
     _prefetch(worker, ns, asserts_prefetch_plan(tuple(test["asserts"])))
@@ -771,8 +792,8 @@ def _run_humaneval(ns, test, v, plan) -> None:
         return
     try:
         exec(compiled(test["test"]), ns)
-    except Exception as e:
-        if isinstance(e, Gone):
+    except BaseException as e:  # noqa: B036 - as in _case
+        if isinstance(e, (Gone, Limit)):
             raise
         _exc_verdict(v, e)
         return
@@ -787,8 +808,8 @@ def _run_humaneval(ns, test, v, plan) -> None:
         else:
             try:
                 exec(code, ns)
-            except Exception as e:
-                if isinstance(e, Gone):
+            except BaseException as e:  # noqa: B036 - as in _case
+                if isinstance(e, (Gone, Limit)):
                     raise
                 _exc_verdict(v, e)
 

@@ -9,9 +9,9 @@ import dataclasses
 from typing import Any
 
 try:
-    from .judge import humaneval_plan
+    from .judge import compiled, humaneval_plan
 except ImportError:  # loaded flat inside the sandbox
-    from judge import humaneval_plan
+    from judge import compiled, humaneval_plan
 
 STATUSES = ("passed", "failed", "error", "timeout", "memory", "syntax_error", "sandbox_error")
 TEST_KINDS = ("humaneval", "asserts", "stdio", "call")
@@ -69,6 +69,11 @@ def _need(obj: dict, key: str, types, where: str):
     return value
 
 
+def _identifier(name: str, field: str, where: str) -> None:
+    if not name.isidentifier():
+        raise RequestError(f"{where}: field {field!r} must be a Python identifier, got {name[:60]!r}")
+
+
 def _check_test(test: Any) -> dict:
     if not isinstance(test, dict):
         raise RequestError(f"field 'test' must be an object, got {type(test).__name__}")
@@ -78,7 +83,7 @@ def _check_test(test: Any) -> dict:
     where = f"test (kind {kind!r})"
     if kind == "humaneval":
         src = _need(test, "test", str, where)
-        _need(test, "entry_point", str, where)
+        _identifier(_need(test, "entry_point", str, where), "entry_point", where)
         try:
             humaneval_plan(src)
         except SyntaxError as e:
@@ -94,6 +99,12 @@ def _check_test(test: Any) -> dict:
         if not isinstance(test.get("setup", ""), str):
             raise RequestError(f"{where}: field 'setup' must be a string")
         test = {**test, "setup": test.get("setup") or ""}
+        # test code that does not compile is the request's error, never a verdict charged to the program
+        for label, src in [("setup", test["setup"])] + [(f"assert {i}", a) for i, a in enumerate(asserts)]:
+            try:
+                compiled(src)
+            except (SyntaxError, ValueError) as e:
+                raise RequestError(f"{where}: {label} does not compile: {getattr(e, 'msg', e)}") from None
     elif kind == "stdio":
         cases = _need(test, "cases", list, where)
         if not cases:
@@ -103,7 +114,7 @@ def _check_test(test: Any) -> dict:
                     c.get("output"), str):
                 raise RequestError(f"{where}: case {i} needs string fields 'input' and 'output'")
     elif kind == "call":
-        _need(test, "fn_name", str, where)
+        _identifier(_need(test, "fn_name", str, where), "fn_name", where)
         cases = _need(test, "cases", list, where)
         if not cases:
             raise RequestError(f"{where}: no tests: 'cases' is empty")

@@ -121,6 +121,8 @@ def _signal_name(num: int) -> str:
 
 
 # --- one program's process, seen from the judge -----------------------------------------------------
+INLINE_SPEC_BYTES = 128 << 10  # larger spawn specs (a program's source, mostly) go through a file
+
 class Proc:
     """A running program: its pid, its channel, its stdio pipes, and the judge's view of its fate."""
 
@@ -336,7 +338,15 @@ class Worker:
                 "uid": self.child_uid,
                 "private_ipc": self.isolated, "mode": self.mode, "solution": req["solution"],
                 "trace": bool(req.get("trace"))}
-        socket.send_fds(self.zsock_obj, [codec.encode(spec)], fds)
+        data = codec.encode(spec)
+        if len(data) > INLINE_SPEC_BYTES:
+            # Past one datagram (the socket refuses ~208 KiB under gVisor): the source goes through a file in the
+            # program's fresh scratch, which its process reads and removes before running anything of it.
+            path = os.path.join(self.scratch, program.SOLUTION_FILE)
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as f:
+                f.write(req["solution"].encode("utf-8", "surrogatepass"))
+            data = codec.encode({**spec, "solution": None, "solution_file": path})
+        socket.send_fds(self.zsock_obj, [data], fds)
         while True:
             kind, pid, status, cpu = self._zmsg(blocking=True)
             if kind == b"S":

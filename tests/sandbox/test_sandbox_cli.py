@@ -104,3 +104,37 @@ def test_out_is_replaced_atomically(tmp_path):
     assert p.returncode == 0, p.stderr
     assert [json.loads(x)["status"] for x in out.read_text().splitlines()] == ["passed"]
     assert sorted(os.listdir(tmp_path)) == ["req.jsonl", "res.jsonl"]
+
+
+def test_cli_reads_line_by_line_and_writes_into_what_out_names(tmp_path):
+    # a byte that is not UTF-8 spoils its own line only; a line nested past the parser's depth is that line's error;
+    # --out naming a FIFO (or /dev/null) is written into, never renamed over (as root that replaced the device)
+    good = json.dumps({"id": "a", "solution": "print(1)", "test": {"kind": "stdio", "cases": [{"input": "", "output": "1\n"}]}})
+    inp = tmp_path / "req.jsonl"
+    inp.write_bytes(good.encode() + b"\n\xff\xfe bad\n" + b"[" * 100_000 + b"\n")
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    chunks = []
+    import threading
+    reader = threading.Thread(target=lambda: chunks.append(open(fifo, "rb").read()), daemon=True)
+    reader.start()
+    p = subprocess.run([sys.executable, "-m", "sandbox", "run", "--in", str(inp), "--out", str(fifo),
+                        "--backend", "process", "--workers", "1", "--no_progress"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    reader.join(timeout=60)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert f"{inp}:2: not UTF-8 text" in p.stderr and f"{inp}:3: invalid JSON" in p.stderr
+    assert stat_is_fifo(fifo) and chunks, "the FIFO was replaced by a file, or never written"
+    assert [json.loads(x)["status"] for x in chunks[0].decode().splitlines()] == ["passed"]
+
+
+def stat_is_fifo(path) -> bool:
+    import stat
+    return stat.S_ISFIFO(os.stat(path).st_mode)
+
+
+def test_cli_closed_stdin_is_one_line(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "sandbox", "run", "--in", "-", "--out", str(tmp_path / "o.jsonl"),
+                        "--backend", "process", "--no_progress"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120, stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(0))
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == "error: --in -: standard input is closed"

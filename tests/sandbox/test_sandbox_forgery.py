@@ -4,6 +4,7 @@ Each attack prints a marker just before its forging step, and the test asserts t
 (the attack really ran that far: a crash in the attack's own code would otherwise look like a
 defence), that the verdict is not `passed`, and that an honest request after it passes.
 """
+import json
 import secrets
 
 import pytest
@@ -590,3 +591,58 @@ def test_traced_recursion_limit_is_the_untraced_one(gvisor_executor):
     got = _run(gvisor_executor, reqs)
     assert [got[f"{deepest}/{t}"].status for t in (False, True)] == ["passed", "passed"]
     assert [got[f"{deepest + 1}/{t}"].error_type for t in (False, True)] == ["RecursionError", "RecursionError"]
+
+
+# --- red-team round 3: what leaves the sandbox must be safe to render and to log ------------------------
+FORGED_COVERAGE = (
+    "import gc, sys\n"
+    "def add(a, b):\n"
+    "    for o in gc.get_objects():\n"
+    "        if type(o).__name__ == 'Tracer':\n"
+    "            o.to_dict = lambda: {'coverage': {'\\u00b2': 10 ** 9, '9' * 5000: 1}, 'events': [],\n"
+    "                                 'events_total': 0, 'exception': None, 'truncated': False}\n"
+    "    sys.settrace(None)\n" + "    " + mark("coverage").replace("\n", "\n    ").rstrip() + "\n"
+    "    while True:\n        pass\n")
+
+
+def test_results_carry_only_line_numbers_and_valid_text(gvisor_executor):
+    reqs = [asserts("coverage", FORGED_COVERAGE, ["assert add(1, 2) == 3"], trace=True, timeout_s=1.5),
+            asserts("surrogate", "def add(a, b):\n    raise ValueError('bad \\ud800 \\udfff end')\n", trace=True)]
+    got = _run(gvisor_executor, reqs)
+    cov = got["coverage"]
+    assert REACHED in cov.stderr and cov.status == "timeout", (cov.status, cov.stderr[-300:])
+    assert cov.trace is None or all(k.isascii() and k.isdigit() and len(k) <= 7 for k in cov.trace["coverage"])
+    sur = got["surrogate"]
+    assert (sur.status, sur.error_type) == ("error", "ValueError")
+    assert sur.error_message == "bad \ufffd \ufffd end"
+    sur.error_message.encode("utf-8")                   # strict: what a UTF-8 writer (TensorBoard, JSONL) takes
+    json_text = json.dumps(sur.to_dict(), ensure_ascii=False)
+    json_text.encode("utf-8")
+
+
+def test_programs_of_any_size_run(gvisor_executor):
+    # a spawn spec past one datagram (~208 KiB under gVisor) was sandbox_error; now the source goes by file
+    pad = "#" + "x" * (600 << 10) + "\n"
+    prog = "import os\nassert not os.path.exists(" + repr(".ieta-solution") + ")\n" + pad + GOOD_ADD
+    r, wrong = gvisor_executor.run([asserts("big", prog), asserts("big-wrong", pad + WRONG)])
+    assert r.status == "passed", (r.status, r.error_type, r.error_message)
+    assert (wrong.status, wrong.tests_passed) == ("failed", 0)
+
+
+def test_test_code_that_raises_base_exceptions_is_its_cases_error(gvisor_executor):
+    reqs = [asserts(f"raise-{name}", GOOD_ADD, [f"raise {name}", "assert add(1, 2) == 3"])
+            for name in ("SystemExit(0)", "KeyboardInterrupt", "BaseException('x')", "GeneratorExit")]
+    for r in gvisor_executor.run(reqs):
+        assert (r.status, r.tests_passed, r.tests_total) == ("error", 1, 2), (r.id, r.status, r.error_message)
+
+
+def test_test_code_that_does_not_compile_is_a_request_error():
+    from sandbox import RequestError
+    from sandbox.schema import parse_request
+    bad = [{"kind": "asserts", "asserts": ["assert add(1, 2) ==="]},
+           {"kind": "asserts", "asserts": ["assert add(1, 2) == 3"], "setup": "x = ("},
+           {"kind": "call", "fn_name": "not an ident", "cases": [{"args": [], "expected": 1}]},
+           {"kind": "humaneval", "test": "def check(candidate):\n    pass\n", "entry_point": ""}]
+    for test in bad:
+        with pytest.raises(RequestError):
+            parse_request({"id": "x", "solution": GOOD_ADD, "test": test})
