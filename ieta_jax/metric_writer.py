@@ -60,9 +60,10 @@ class MetricWriter:
         self._add(summary_pb2.Summary(value=values), step)
 
     def write_text(self, step: int, texts: Mapping[str, str]) -> None:
+        """Text summaries; text that is not valid UTF-8 (a program's lone surrogate) is written escaped."""
         meta = text_metadata.create_summary_metadata(display_name=None, description=None)
         values = [summary_pb2.Summary.Value(tag=name, metadata=meta,
-                                            tensor=tensor_util.make_tensor_proto(str(text)))
+                                            tensor=tensor_util.make_tensor_proto(_utf8(str(text))))
                   for name, text in texts.items()]
         self._add(summary_pb2.Summary(value=values), step)
 
@@ -105,3 +106,8 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
     acc = EventAccumulator(logdir, size_guidance={"scalars": 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def _utf8(text: str) -> str:
+    """`text` as UTF-8 can carry it: lone surrogates escaped (the protobuf writer refuses them)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

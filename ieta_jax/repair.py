@@ -165,13 +165,16 @@ def _unquote(text: str) -> str:
     return value if isinstance(value, str) else text
 
 
+_LINE_KEY = re.compile("[0-9]{1,7}")  # ASCII digits only: "²".isdigit() is true and int() refuses it
+
+
 def _hottest_line(trace: dict) -> int | None:
     coverage = trace.get("coverage")
     if not isinstance(coverage, dict):
         return None
     best = None
     for line, hits in coverage.items():
-        if isinstance(line, str) and line.isdigit() and _int(hits) is not None:
+        if isinstance(line, str) and _LINE_KEY.fullmatch(line) and _int(hits) is not None:
             if best is None or hits > best[1]:
                 best = (int(line), hits)
     return best[0] if best else None

@@ -49,6 +49,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 MAX_N = 128
+MAX_BODY_BYTES = 32 << 20      # a request body larger than this is refused (413) before it is read
 MAX_TOP_LOGPROBS = 5          # as OpenAI: completions' `logprobs` and chat's `top_logprobs` are at most 5
 LENGTH_BUCKET = 16
 STREAM_CHUNK_TOKENS = 8       # decode steps per compiled call on the streaming path
@@ -652,14 +653,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         routes = {"/v1/completions": self.api.completions, "/v1/chat/completions": self.api.chat_completions}
         route = routes.get(self.path.rstrip("/"))
         try:
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_BODY_BYTES:  # (rfile.read(-1) would wait for a close that never comes)
+                self.close_connection = True
+                raise RequestError(f"Content-Length must be an integer in [0, {MAX_BODY_BYTES}], got "
+                                   f"{self.headers.get('Content-Length')!r}", status=413 if length > 0 else 400)
             raw = self.rfile.read(length) if length else b""
             if route is None:
                 raise RequestError(f"no route POST {self.path}", status=404, code="not_found")
             try:
                 body = json.loads(raw or b"null")
-            except ValueError:
-                raise RequestError("the request body is not valid JSON") from None
+            except (ValueError, RecursionError):
+                raise RequestError("the request body is not valid JSON (or nests too deeply)") from None
             if not isinstance(body, dict):
                 raise RequestError("the request body must be a JSON object")
             status, result = route(body)

@@ -22,7 +22,7 @@ import json
 import re
 from typing import Any, Sequence
 
-from ieta_jax import feedback
+from ieta_jax import feedback, repair
 from ieta_jax.api.policy import APIPolicy
 
 FEEDBACK_MODES = ("execution", "judge", "both")
@@ -35,21 +35,32 @@ JUDGE_INSTRUCTION = (
 
 
 def describe_run(result: Any) -> str:
-    """What the sandbox saw for one program, as text for the judge."""
+    """What the sandbox saw for one program, as text for the judge. Status and counts are the sandbox's; the
+    error and the trace are the program's own report, so they are labelled as such and shown escaped on one line
+    each (`repair.escape_untrusted`): a message cannot close a fence or print a line in this format."""
     get = (lambda k: result.get(k)) if isinstance(result, dict) else (lambda k: getattr(result, k, None))
     lines = [f"status: {get('status')}, tests passed: {get('tests_passed') or 0}/{get('tests_total') or 0}"]
     if get("error_type") and get("status") != "passed":
-        lines.append(f"error: {get('error_type')} at line {get('error_line')}: {(get('error_message') or '')[:300]}")
+        claim = f"{get('error_type')} at line {get('error_line')}: {get('error_message') or ''}"
+        lines.append("error (as the program reported it): " + repair.escape_untrusted(claim, 300))
     trace = get("trace")
     if trace:
-        lines.append("execution trace: " + json.dumps(trace)[:TRACE_CHARS])
+        lines.append("execution trace (as the program reported it): "
+                     + repair.escape_untrusted(json.dumps(trace, ensure_ascii=False), TRACE_CHARS))
     return "\n".join(lines)
 
 
+def _fenced(code: str) -> str:
+    """`code` in a Markdown fence longer than any run of backticks inside it, so nothing in it can close the fence."""
+    runs = [len(r) for r in re.findall(r"`+", code)]
+    fence = "`" * max(3, max(runs, default=0) + 1)
+    return f"{fence}python\n{code.rstrip()}\n{fence}"
+
+
 def judge_prompt(task: Any, program_a: str, result_a: Any, program_b: str, result_b: Any) -> str:
-    return (f"{JUDGE_INSTRUCTION}\n\nTask:\n```python\n{task.prompt.rstrip()}\n```\n\n"
-            f"Program A:\n```python\n{program_a.rstrip()}\n```\n{describe_run(result_a)}\n\n"
-            f"Program B:\n```python\n{program_b.rstrip()}\n```\n{describe_run(result_b)}\n")
+    return (f"{JUDGE_INSTRUCTION}\n\nTask:\n{_fenced(task.prompt)}\n\n"
+            f"Program A:\n{_fenced(program_a)}\n{describe_run(result_a)}\n\n"
+            f"Program B:\n{_fenced(program_b)}\n{describe_run(result_b)}\n")
 
 
 _JSON = re.compile(r"\{[^{}]*\}", re.DOTALL)

@@ -270,3 +270,16 @@ def test_tiny_warm_start_takes_the_repair_examples(executor):
     assert len(got) == 2 and all(e.repairs for e in got)
     with pytest.raises(ValueError, match="needs the sandbox executor"):
         tiny._repair_examples(tasks, None, 1, 0.5, 0)
+
+
+def test_coverage_keys_that_are_not_ascii_line_numbers_are_ignored():
+    # "²".isdigit() is true and int("²") raises; a 5000-digit key exceeds int()'s limit: one program's forged
+    # coverage must not end the repair turn (red-team round 3)
+    program = "def f(xs):\n    while True:\n        pass\n"
+    test = {"kind": "asserts", "asserts": [data.public.example_assert(0, "f([1])", "1")]}
+    for coverage in ({"\u00b2": 10 ** 9}, {"9" * 5000: 5}, {"\u00b2": 10 ** 9, "2": 3}):
+        r = Result(id="t", status="timeout", error_type="Timeout", error_message="wall-clock limit of 1s exceeded",
+                   tests_passed=0, tests_total=1, trace={"coverage": coverage, "events": []})
+        text = repair.render_feedback(r, program, test)
+        assert text.startswith("Public tests: 0 of 1 passed (timeout)")
+        assert ("Line 2:" in text) == ("2" in coverage)

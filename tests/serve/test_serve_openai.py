@@ -306,3 +306,23 @@ def test_warmup_compiles_what_common_requests_use(tiny_policy):
         assert engine.sampler_calls == 3
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("length, status", [("-1", 400), ("abc", 400), (str(64 << 20), 413)])
+def test_bad_content_length_is_refused_at_once(server, length, status):
+    # Content-Length: -1 made the handler read until a close that never came (the connection hung)
+    import socket
+    from urllib.parse import urlparse
+    url = urlparse(server.url)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as s:
+        s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode())
+        head = s.recv(4096).decode(errors="replace")
+    assert head.startswith(f"HTTP/1.0 {status}") or head.startswith(f"HTTP/1.1 {status}"), head[:200]
+
+
+def test_body_nested_past_the_parser_is_a_400(server):
+    req = urllib.request.Request(server.url + "/completions", data=b"[" * 100_000, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=60)
+    assert e.value.code == 400

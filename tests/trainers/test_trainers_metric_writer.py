@@ -37,3 +37,12 @@ def test_disabled_writer_writes_nothing(tmp_path):
     with MetricWriter(str(tmp_path / "off"), enabled=False) as w:
         w.write_scalars(0, {"x": 1.0})
     assert not (tmp_path / "off").exists()
+
+
+def test_text_that_utf8_cannot_carry_is_written_escaped(tmp_path):
+    # a program's lone surrogate reached the held-out samples text and made tensorboard's writer raise mid-run
+    with MetricWriter(str(tmp_path), enabled=True) as w:
+        w.write_text(1, {"samples/error": "ValueError: bad \ud800 end"})
+    acc = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0})
+    acc.Reload()
+    assert acc.Tensors("samples/error")[0].tensor_proto.string_val[0].decode() == "ValueError: bad \\ud800 end"
