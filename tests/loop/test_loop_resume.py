@@ -17,7 +17,8 @@ def test_resume_after_kill_9(tiny_run, tmp_path):
     cmd = main_cmd(workdir, "--config.method=dpo")
     proc = subprocess.Popen(cmd, cwd=REPO, env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
-    marker = os.path.join(workdir, "initial", "train_samples.jsonl")  # sampling done: the DPO stage is next
+    # sampling done (the stage writes its samples, then their .time.json: a stage is finished when both exist)
+    marker = os.path.join(workdir, "initial", "train_samples.jsonl.time.json")
     deadline = time.time() + 300
     while not os.path.exists(marker):
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
