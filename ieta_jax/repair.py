@@ -40,6 +40,7 @@ from typing import Any, Mapping, Sequence
 from ieta_jax.data import public, synthetic
 from ieta_jax.data.completions import CHAT_INSTRUCTION, has_chat_template
 from ieta_jax.data.task import Task, build_program, to_request
+from sandbox.tracer import COVERAGE_KEY
 
 FIELDS = ("outcome", "error", "line", "test", "locals")
 REPAIR_INSTRUCTION = ("Running the program on the public tests gave this feedback:\n\n{feedback}\n\n"
@@ -165,16 +166,13 @@ def _unquote(text: str) -> str:
     return value if isinstance(value, str) else text
 
 
-_LINE_KEY = re.compile("[0-9]{1,7}")  # ASCII digits only: "²".isdigit() is true and int() refuses it
-
-
 def _hottest_line(trace: dict) -> int | None:
     coverage = trace.get("coverage")
     if not isinstance(coverage, dict):
         return None
     best = None
     for line, hits in coverage.items():
-        if isinstance(line, str) and _LINE_KEY.fullmatch(line) and _int(hits) is not None:
+        if isinstance(line, str) and COVERAGE_KEY.fullmatch(line) and _int(hits) is not None:
             if best is None or hits > best[1]:
                 best = (int(line), hits)
     return best[0] if best else None

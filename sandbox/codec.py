@@ -207,11 +207,7 @@ def decode(data: bytes, handles=None):
             if tag == "t":
                 return tuple(dec(i, depth + 1) for i in items)
             if tag == "d":
-                for kv in items:
-                    if type(kv) is not list or len(kv) != 2:
-                        raise CodecError("malformed dict item")
-                keys = _hash_spread([dec(kv[0], depth + 1) for kv in items])
-                return dict(zip(keys, [dec(kv[1], depth + 1) for kv in items]))
+                return dict_of(items, depth)
             if tag == "s":
                 return set(_hash_spread([dec(i, depth + 1) for i in items]))
             if tag == "z":
@@ -223,11 +219,7 @@ def decode(data: bytes, handles=None):
             if tag == "V":
                 return {k: dec(i, depth + 1) for k, i in enumerate(items)}.values()
             if tag == "I":
-                for kv in items:
-                    if type(kv) is not list or len(kv) != 2:
-                        raise CodecError("malformed dict item")
-                keys = _hash_spread([dec(kv[0], depth + 1) for kv in items])
-                return dict(zip(keys, [dec(kv[1], depth + 1) for kv in items])).items()
+                return dict_of(items, depth).items()
             if tag == "n":
                 return iter([dec(i, depth + 1) for i in items])
             if tag == "h" and 1 <= len(items) <= 2 and type(items[0]) is int:
@@ -238,6 +230,13 @@ def decode(data: bytes, handles=None):
         except Exception as e:  # unhashable key, bad hex, a handle that refuses hashing: all the sender's doing
             raise CodecError(f"malformed value: {str(e)[:100]}") from None
         raise CodecError(f"unknown tag {tag[:10]!r}")
+
+    def dict_of(items, depth):
+        for kv in items:
+            if type(kv) is not list or len(kv) != 2:
+                raise CodecError("malformed dict item")
+        keys = _hash_spread([dec(kv[0], depth + 1) for kv in items])
+        return dict(zip(keys, [dec(kv[1], depth + 1) for kv in items]))
 
     try:
         return dec(tree, 0)

@@ -27,8 +27,10 @@ import sys
 
 try:
     from . import codec
+    from .tracer import COVERAGE_KEY
 except ImportError:  # loaded flat inside the sandbox
     import codec
+    from tracer import COVERAGE_KEY
 
 TEST_FILENAME = "<test>"
 MESSAGE_CAP = 500
@@ -123,10 +125,7 @@ def _claimed_exc(x) -> dict:
     etype = x.get("type") if type(x.get("type")) is str and x.get("type").isidentifier() else "UnknownError"
     msg = _text(x.get("message")[:MESSAGE_CAP]) if type(x.get("message")) is str else ""
     line = x.get("line") if type(x.get("line")) is int and 0 < x.get("line") < 10 ** 7 else None
-    return {"type": etype[:100], "message": msg[:MESSAGE_CAP], "line": line}
-
-
-_LINE_KEY = re.compile("[0-9]{1,7}")  # a coverage key: a line number in ASCII digits ("²".isdigit() is true)
+    return {"type": etype[:100], "message": msg, "line": line}
 
 
 def _claimed_frame(e) -> bool:
@@ -148,7 +147,7 @@ def _claimed_trace(t):
         return None
     t = _texts(json.loads(text))
     cov, events, total, exc = t.get("coverage"), t.get("events"), t.get("events_total"), t.get("exception")
-    if (type(cov) is not dict or not all(_LINE_KEY.fullmatch(k) and type(n) is int for k, n in cov.items())
+    if (type(cov) is not dict or not all(COVERAGE_KEY.fullmatch(k) and type(n) is int for k, n in cov.items())
             or type(events) is not list
             or not all(_claimed_frame(e) for e in events) or not (total is None or type(total) is int)
             or not (exc is None or (type(exc) is dict and type(exc.get("type")) is str
@@ -715,7 +714,7 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
             continue  # `__builtins__`, `__import__`, ...: the test namespace's machinery is the judge's alone
         if hasattr(builtins, name) and name not in entries:
             continue  # the test's abs/set/len stay the real ones (a program's `def abs` must not change them)
-        if name not in entries and name.split(".")[0] in sys.stdlib_module_names:
+        if name not in entries and name in sys.stdlib_module_names:
             # A test's `math` (MBPP asserts use it without importing it) is the standard library's, whatever the
             # program bound to that name: a program's own `class math` with a lenient isclose decides nothing.
             module = _judge_module(name)
@@ -755,24 +754,26 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
         pass  # how the program ends after its tests does not change the verdict
 
 
-def _case(v: _Verdict, fn, label: str = "") -> None:
+def _guarded(v: _Verdict, fn, label: str = "") -> bool:
+    """Run a piece of the (trusted) test code; whatever it raises but the judge's own Limit and Gone, a SystemExit
+    or a bare BaseException included, is recorded as the verdict's error. Whether it ran clean."""
     try:
         fn()
     except (Gone, Limit):
         raise
-    except BaseException as e:  # noqa: B036 - test code's SystemExit or bare BaseException is its case's error
+    except BaseException as e:  # noqa: B036
         _exc_verdict(v, e, label)
-    else:
+        return False
+    return True
+
+
+def _case(v: _Verdict, fn, label: str = "") -> None:
+    if _guarded(v, fn, label):
         v.ok()
 
 
 def _run_asserts(worker, ns, test, v) -> None:
-    try:
-        exec(compiled(test.get("setup") or ""), ns)
-    except BaseException as e:  # noqa: B036 - as in _case
-        if isinstance(e, (Gone, Limit)):
-            raise
-        _exc_verdict(v, e)
+    _guarded(v, lambda: exec(compiled(test.get("setup") or ""), ns))
     _prefetch(worker, ns, asserts_prefetch_plan(tuple(test["asserts"])))
     for i, a in enumerate(test["asserts"]):
         try:
@@ -790,12 +791,7 @@ def _run_humaneval(ns, test, v, plan) -> None:
     if not isinstance(candidate, RemoteObject):
         v.bad("error", "NameError", f"entry point {entry!r} is not defined")
         return
-    try:
-        exec(compiled(test["test"]), ns)
-    except BaseException as e:  # noqa: B036 - as in _case
-        if isinstance(e, (Gone, Limit)):
-            raise
-        _exc_verdict(v, e)
+    if not _guarded(v, lambda: exec(compiled(test["test"]), ns)):
         return
     if steps is None:
         _case(v, lambda: ns["check"](candidate))
@@ -806,12 +802,7 @@ def _run_humaneval(ns, test, v, plan) -> None:
         if is_case:
             _case(v, lambda code=code: exec(code, ns), label)
         else:
-            try:
-                exec(code, ns)
-            except BaseException as e:  # noqa: B036 - as in _case
-                if isinstance(e, (Gone, Limit)):
-                    raise
-                _exc_verdict(v, e)
+            _guarded(v, lambda code=code: exec(code, ns))
 
 
 def _run_call(ns, test, v) -> None:
@@ -819,13 +810,10 @@ def _run_call(ns, test, v) -> None:
     name = test["fn_name"]
     fn = ns.get(name)
     if fn is None and isinstance(ns.get("Solution"), RemoteObject):
-        try:
-            fn = getattr(ns["Solution"](), name)  # a method of an instance in the program's process
-        except Gone:
-            raise
-        except Exception as e:  # its __init__ raised, or it has no such method: every case errs
-            _exc_verdict(v, e)
+        method = []  # a method of an instance in the program's process; if __init__ raises or it has none, all err
+        if not _guarded(v, lambda: method.append(getattr(ns["Solution"](), name))):
             return
+        fn = method[0]
     if not isinstance(fn, RemoteObject):
         v.bad("error", "NameError", f"function {name!r} is not defined")
         return

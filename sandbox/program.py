@@ -317,8 +317,7 @@ class _Program:
         """The recursion limit as `python program.py` would apply it: the harness's frames under the program's
         code (boot, run_program, run, serve, answer, traced) count as the `local_frames` a local run has there
         (its module frame under a function its test calls; under the module's code none, and `exec`, which
-        counts as a level, less one). A limit the program
-        set itself becomes the new base, shifted the same way."""
+        counts as a level, less one). A limit the program set itself becomes the new base, shifted the same way."""
         current = sys.getrecursionlimit()
         if current != self._limit_set:
             self._limit_base = current

@@ -8,10 +8,12 @@ solution line until `max_events`, after which tracing switches itself off; the f
 from __future__ import annotations
 
 import itertools
+import re
 import reprlib
 import sys
 
 SOLUTION_FILENAME = "<solution>"
+COVERAGE_KEY = re.compile("[0-9]{1,7}")  # a coverage key as to_dict writes it: ASCII digits ("²".isdigit() is true)
 
 class _HeadRepr(reprlib.Repr):
     """reprlib.Repr that sorts only the items it shows: reprlib sorts a whole set or dict to show 8 of them, which
