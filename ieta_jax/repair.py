@@ -40,6 +40,7 @@ from typing import Any, Mapping, Sequence
 from ieta_jax.data import public, synthetic
 from ieta_jax.data.completions import CHAT_INSTRUCTION, has_chat_template
 from ieta_jax.data.task import Task, build_program, to_request
+from sandbox.judge import shown_expected
 from sandbox.tracer import COVERAGE_KEY
 
 FIELDS = ("outcome", "error", "line", "test", "locals")
@@ -147,15 +148,18 @@ def _failing_case(message: str | None, test: dict | None, status: str) -> tuple[
     return (0 if n == 1 else None), False
 
 
-def _actual(message: str | None) -> str | None:
-    """The actual value in a mismatch message ("case i: got X" / "case i: ... expected Y, got X")."""
+def _actual(message: str | None, test: dict, case: int) -> str | None:
+    """The actual value in case `case`'s mismatch message: "case i: got X" (asserts) or "case i: ... expected E,
+    got X" (stdio/call), split after exactly the E the sandbox shows for that case (either side may hold ", got ")."""
     if not message:
         return None
     m = re.match(r"case \d+: got (.*)\Z", message, re.DOTALL)
     if m:
         return m.group(1)
-    head, sep, tail = message.partition(", got ")
-    return tail if sep and head.startswith("case ") else None
+    if test.get("kind") not in ("stdio", "call"):
+        return None
+    head, sep, tail = message.partition(f"expected {shown_expected(test, case)}, got ")
+    return tail if sep and head.startswith(f"case {case}: ") else None
 
 
 def _unquote(text: str) -> str:
@@ -240,7 +244,7 @@ def render_feedback(result: Any, program: str, public_test: dict | None,
         lines.append("Test: " + esc(test_input))
         if expected is not None:
             lines.append("Expected: " + esc(expected))
-        actual = _actual(message) if status == "failed" else None
+        actual = _actual(message, public_test, case) if status == "failed" else None
         if actual is not None and public_test.get("kind") == "stdio":
             actual = _unquote(actual)  # the sandbox quotes stdio output; Expected shows it bare
         if actual is not None:

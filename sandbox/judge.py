@@ -661,7 +661,7 @@ def _run_stdio(worker, req, deadline, v: _Verdict) -> None:
             if norm_output(got.decode("utf-8", "replace")) == norm_output(case["output"]):
                 v.ok()
             else:
-                v.bad("failed", "AssertionError", f"case {i}: wrong output: expected {case['output'][:200]!r}, "
+                v.bad("failed", "AssertionError", f"case {i}: wrong output: expected {shown_expected(req['test'], i)}, "
                                                   f"got {got.decode('utf-8', 'replace')[:200]!r}")
             continue
         if claim is not None and claim.get("exc") is not None:
@@ -829,7 +829,7 @@ def _run_call(ns, test, v) -> None:
             got = fn(*copy.deepcopy(case["args"]))
             value = _json_value(got)
             if not (case["expected"] == value):
-                raise AssertionError(f"case {i}: expected {_short(case['expected'])}, got {_short(value)}")
+                raise AssertionError(f"case {i}: expected {shown_expected(test, i)}, got {_short(value)}")
         _case(v, one)
 
 
@@ -851,3 +851,10 @@ def _json_value(x, depth=0):
 def _short(x) -> str:
     s = repr(x)
     return s if len(s) <= 120 else s[:117] + "..."
+
+
+def shown_expected(test: dict, i: int) -> str:
+    """How a stdio/call mismatch message ("case i: ... expected E, got G") shows case i's expected value. G is
+    the program's: a reader that splits the message finds it after exactly this E (repair.render_feedback)."""
+    case = test["cases"][i]
+    return repr(case["output"][:200]) if test["kind"] == "stdio" else _short(case["expected"])

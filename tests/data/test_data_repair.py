@@ -283,3 +283,17 @@ def test_coverage_keys_that_are_not_ascii_line_numbers_are_ignored():
         text = repair.render_feedback(r, program, test)
         assert text.startswith("Public tests: 0 of 1 passed (timeout)")
         assert ("Line 2:" in text) == ("2" in coverage)
+
+
+def test_got_is_what_follows_the_expected_value_shown(executor):
+    """Either side of a mismatch message "expected E, got G" may hold ", got " (E is the task's, G the program's):
+    Got is what follows exactly the E the sandbox shows for the failing case."""
+    stdio = {"kind": "stdio", "cases": [{"input": "", "output": "yes, got it\n"}]}
+    call = {"kind": "call", "fn_name": "f", "cases": [{"args": [1], "expected": "a, got b"}]}
+    programs = {"stdio": (stdio, "print('no, got nothing')\n"), "call": (call, "def f(x):\n    return 'c, got d'\n")}
+    results = {r.id: r for r in executor.run([{"id": name, "solution": program, "test": test}
+                                              for name, (test, program) in programs.items()])}
+    shown = {name: repair.render_feedback(results[name], programs[name][1], programs[name][0]).split("\n")[-2:]
+             for name in programs}
+    assert shown == {"stdio": ["Expected: yes, got it\\n", "Got: no, got nothing\\n"],
+                     "call": ["Expected: 'a, got b'", "Got: 'c, got d'"]}
