@@ -13,9 +13,11 @@ directories whose owner pid is dead.
 """
 from __future__ import annotations
 
+import glob
 import itertools
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -101,7 +103,24 @@ def clean_stale_state(runsc: str) -> list[str]:
                 continue
             if pid != os.getpid() and not _pid_alive(pid):
                 shutil.rmtree(os.path.join(tmp, name), ignore_errors=True)
+    _remove_stale_cgroups()
     return removed
+
+
+_CGROUP_NAME = re.compile(r"ieta-(\d+)-[0-9a-f]{8}-\d+-\d+\Z")  # container ids (GVisorBackend._start)
+
+
+def _remove_stale_cgroups(root: str = "/sys/fs/cgroup") -> None:
+    """Remove the host cgroups runsc made for the sandboxes of executors whose process is gone. `runsc delete`
+    removes a sandbox's cgroups while its sandbox lives; a caller killed with its sandboxes leaves them behind,
+    empty (one per sandbox and controller). Only empty cgroups can be removed: rmdir refuses the rest."""
+    for path in glob.glob(os.path.join(root, "ieta-*")) + glob.glob(os.path.join(root, "*", "ieta-*")):
+        m = _CGROUP_NAME.match(os.path.basename(path))
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
 
 
 def _mkdirs(rootfs: str, path: str) -> None:

@@ -121,6 +121,26 @@ def test_crashed_caller_leaves_nothing_and_stale_state_is_cleaned():
         assert ex.run([OK])[0].status == "passed"
 
 
+@needs_runsc
+@pytest.mark.skipif(not os.access("/sys/fs/cgroup/cpu", os.W_OK), reason="needs a writable cgroup v1 cpu hierarchy")
+def test_empty_cgroups_of_dead_executors_are_removed():
+    """A sandbox's host cgroups outlive it when its caller dies in some ways; the next executor removes them, and
+    only those of executors that are gone."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale, live = (f"/sys/fs/cgroup/cpu/ieta-{pid}-0123abcd-0-0" for pid in (dead.pid, os.getppid()))
+    for path in (stale, live):
+        os.mkdir(path)
+    try:
+        with Executor(backend="gvisor", workers=1) as ex:
+            assert ex.run([OK])[0].status == "passed"
+        assert not os.path.exists(stale) and os.path.isdir(live)
+    finally:
+        for path in (stale, live):
+            if os.path.exists(path):
+                os.rmdir(path)
+
+
 def test_close_cancels_requests_not_started():
     import concurrent.futures as cf
     with warnings.catch_warnings():
