@@ -52,6 +52,15 @@ def test_trace_is_bounded_and_stops_after_budget(executor):
     assert len(json.dumps(t)) < 100_000
 
 
+def test_tracing_is_off_for_good_after_the_budget(executor):
+    """Past the event budget no trace function is left installed, not even the one new frames would call (with
+    it a traced recursive fib(34) ran 7x slower and timed out where an untraced run took 0.6 s)."""
+    sol = ("import sys\n\ndef spin(n):\n    for _ in range(n):\n        pass\n\n"
+           "def f():\n    spin(200_000)\n    return sys.gettrace() is None\n")
+    [r] = executor.run([req("off", sol, ["assert f() is True"], trace=True, timeout_s=20)])
+    assert r.status == "passed" and r.trace["truncated"] is True
+
+
 def test_timeout_still_reports_the_trace_so_far(executor):
     sol = "def f(n):\n    i = 0\n    while i != n:\n        i += 2\n    return i\n"
     [r] = executor.run([req("loop", sol, ["assert f(4) == 4", "assert f(3) == 3"], trace=True, timeout_s=1.5)])
