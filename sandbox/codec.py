@@ -12,8 +12,8 @@ object with behaviour. Depth, node count and frame size are bounded; anything el
 So is the hashing a decoder does: a set or dict whose keys share one hash value (ints k * (2**61 - 1), say)
 would cost the receiver quadratic time, so at most MAX_EQUAL_HASHES keys may share one.
 
-Wire form: JSON text where str/None/bool/int are themselves and every other value is a tagged list
-["f", float.hex] ["c", real.hex, imag.hex] ["b", hex] ["l", ...] ["t", ...] ["d", [k, v], ...] ["s", ...]
+Wire form: JSON text where str/None/bool/int are themselves (ints over JSON_INT_BITS: ["i", hex]) and every
+other value is a tagged list ["f", float.hex] ["c", real.hex, imag.hex] ["b", hex] ["l", ...] ["t", ...] ["d", [k, v], ...] ["s", ...]
 ["z", ...] ["y", type name] ["h", id] ["r", start, stop, step] ["K", key, ...] ["V", value, ...]
 ["I", [key, value], ...] ["n", item, ...].
 Frames on a stream: 4-byte big-endian length, then the JSON bytes.
@@ -25,9 +25,10 @@ import os
 import struct
 
 MAX_DEPTH = 200
-MAX_NODES = 1_000_000
+MAX_NODES = 1 << 22     # values of a few million items (a list(range(10**6)) argument) still cross
 MAX_FRAME_BYTES = 32 << 20
-MAX_INT_DIGITS = 4000
+JSON_INT_BITS = 13_000      # ints up to here cross as JSON numbers (under CPython's 4300-digit str limit)
+MAX_INT_BITS = 1 << 20      # larger ones, up to here (~315,000 digits), as hex text: linear both ways
 MAX_EQUAL_HASHES = 64   # keys of one set/dict with the same hash (real data: a handful, e.g. -1 and -2)
 BUILTIN_TYPES = {t.__name__: t for t in (int, float, complex, str, bytes, bool, list, tuple, dict, set, frozenset,
                                          bytearray, object, type)}
@@ -71,9 +72,12 @@ def encode(value, handle=None) -> bytes:
         if v is None or t is bool or t is str:
             return v
         if t is int:
-            if v.bit_length() > MAX_INT_DIGITS * 3.33:
-                raise CodecError("int too large")
-            return v
+            bits = v.bit_length()
+            if bits <= JSON_INT_BITS:
+                return v
+            if bits > MAX_INT_BITS:
+                raise CodecError(f"int too large (over {MAX_INT_BITS} bits)")
+            return ["i", format(v, "x")]
         if t is float:
             return ["f", float.hex(v)]
         if t is complex:
@@ -112,10 +116,13 @@ def encode(value, handle=None) -> bytes:
         return ["h", handle(v), t.__name__[:60]]
 
     try:
-        return json.dumps(enc(value, 0), ensure_ascii=False, allow_nan=False,
+        data = json.dumps(enc(value, 0), ensure_ascii=False, allow_nan=False,
                           separators=(",", ":")).encode("utf-8", "surrogatepass")
     except RecursionError:
         raise CodecError("value too deep") from None
+    if len(data) > MAX_FRAME_BYTES:  # refused here, where the sender can say so; the receiver would drop the channel
+        raise CodecError(f"value too large ({len(data) >> 20} MiB encoded, the limit is {MAX_FRAME_BYTES >> 20} MiB)")
+    return data
 
 
 _DICT_KEYS, _DICT_VALUES, _DICT_ITEMS = type({}.keys()), type({}.values()), type({}.items())
@@ -137,6 +144,13 @@ def _drain(iterator):
     return items
 
 
+# The data a subclass instance holds, read by the base type's own code: what the base type's == compares. (str(v)
+# would call a str-mixin Enum's __str__ ('Color.RED' for 'red'), int(v) an overridden __int__, list(v) __iter__.)
+_DATA_OF = ((int, int.__int__), (float, float.__float__), (complex, complex.__complex__), (str, str.__str__),
+            (bytes, bytes.__bytes__), (tuple, lambda v: tuple.__getitem__(v, slice(None))), (list, list.copy),
+            (dict, dict.copy), (frozenset, frozenset.copy), (set, set.copy))
+
+
 def _as_plain(v):
     """The plain value of a subclass of a plain type (or a collections.User* wrapper), else None.
     Decided on the real type (not isinstance, which __class__ and metaclasses can fake); the program's
@@ -144,9 +158,9 @@ def _as_plain(v):
     import collections
     mro = type(v).__mro__
     try:
-        for base in (int, float, complex, str, bytes, tuple, list, dict, frozenset, set):
+        for base, data in _DATA_OF:
             if base in mro:
-                return base(v)
+                return data(v)
         for wrapper, base in ((collections.UserList, list), (collections.UserDict, dict),
                               (collections.UserString, str)):
             if wrapper in mro:
@@ -194,6 +208,8 @@ def decode(data: bytes, handles=None):
             raise CodecError("malformed value")
         tag, items = x[0], x[1:]
         try:
+            if tag == "i" and len(items) == 1 and type(items[0]) is str and len(items[0]) <= MAX_INT_BITS // 4 + 1:
+                return int(items[0], 16)
             if tag == "f" and len(items) == 1 and type(items[0]) is str:
                 return float.fromhex(items[0])
             if tag == "c" and len(items) == 2 and all(type(i) is str for i in items):

@@ -73,16 +73,37 @@ class RemoteError(Exception):
     info: dict = {}
 
 
-_REMOTE_CLASSES: dict[str, type] = {}
+_REMOTE_CLASSES: dict[tuple, type] = {}
 
 
 def _remote_exception(info: dict) -> RemoteError:
-    """An exception the test code can catch like the original (a ValueError stays catchable as
-    ValueError), marked as coming from the program."""
-    name = info["type"]
-    cls = _REMOTE_CLASSES.get(name)
+    """An exception the test code can catch like the original: a ValueError, or a program's own subclass of it
+    (json.JSONDecodeError, `class InvalidInput(ValueError)`), stays catchable as ValueError, with its args
+    (str(KeyError('k')) is "'k'"), and marked as coming from the program."""
+    e = None
+    cls = _remote_class(info["type"], info.get("base"))
+    args = info.get("args")
+    if type(args) is tuple:
+        try:
+            e = cls(*args)
+        except Exception:
+            pass
+    if e is None:
+        try:
+            e = cls(info["message"])
+        except Exception:
+            e = RemoteError(info["message"])
+    e.info = info
+    return e
+
+
+def _remote_class(name: str, base_name: str | None) -> type:
+    """The judge's stand-in for a program's exception class `name`: a subclass of RemoteError and of its nearest
+    builtin class (`base_name`, or `name` itself) where that is a builtin Exception subclass."""
+    key = (name, base_name)
+    cls = _REMOTE_CLASSES.get(key)
     if cls is None:
-        base = getattr(builtins, name, None)
+        base = getattr(builtins, base_name or name, None)
         bases = (RemoteError,)
         if isinstance(base, type) and issubclass(base, Exception) and base is not Exception:
             bases = (base, RemoteError)
@@ -90,13 +111,8 @@ def _remote_exception(info: dict) -> RemoteError:
             cls = type(name, bases, {})
         except TypeError:
             cls = type(name, (RemoteError,), {})
-        _REMOTE_CLASSES[name] = cls
-    try:
-        e = cls(info["message"])
-    except Exception:
-        e = RemoteError(info["message"])
-    e.info = info
-    return e
+        _REMOTE_CLASSES[key] = cls
+    return cls
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -125,7 +141,12 @@ def _claimed_exc(x) -> dict:
     etype = x.get("type") if type(x.get("type")) is str and x.get("type").isidentifier() else "UnknownError"
     msg = _text(x.get("message")[:MESSAGE_CAP]) if type(x.get("message")) is str else ""
     line = x.get("line") if type(x.get("line")) is int and 0 < x.get("line") < 10 ** 7 else None
-    return {"type": etype[:100], "message": msg, "line": line}
+    out = {"type": etype[:100], "message": msg, "line": line}
+    if type(x.get("base")) is str and x["base"].isidentifier():
+        out["base"] = x["base"][:100]
+    if type(x.get("args")) is tuple:
+        out["args"] = x["args"]
+    return out
 
 
 def _claimed_frame(e) -> bool:
@@ -732,6 +753,9 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
             ns[name] = value
         elif what == "callable" and isinstance(value, RemoteObject):
             ns[name] = value
+        elif what == "exception" and type(value) is tuple and len(value) == 2 and all(
+                type(x) is str and x.isidentifier() for x in value):
+            ns[name] = _remote_class(value[0][:100], value[1][:100])  # the class its raises arrive as
     if kind == "call":
         _run_call(ns, test, v)
     elif kind == "asserts":

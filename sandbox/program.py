@@ -14,6 +14,7 @@ channel (codec.py), and the worker treats every field as a claim (see worker.py)
 """
 from __future__ import annotations
 
+import builtins
 import os
 import signal
 import socket
@@ -275,6 +276,11 @@ def _become_program(spec: dict, fds: list, libc, nofile: int) -> None:
         except (ValueError, OSError):
             pass
     uid = spec.get("uid")
+    if uid is not None and spec["mode"] == "main":
+        # A script's stdin/stdout are its own to reopen (`open('/dev/stdin')`), as under a plain `python program.py`:
+        # the judge's pipes belong to root, and /proc/self/fd/N reopens them with a permission check.
+        for fd in (0, 1) if len(fds) == 4 else (1,):  # (without input, fd 0 is the zygote's /dev/null: not ours)
+            os.fchown(fd, uid, uid)
     if uid is not None:  # no supplementary groups and RLIMIT_NPROC: set once in the zygote
         os.setgid(uid)
         os.setuid(uid)
@@ -300,7 +306,14 @@ def _exc_info(e: BaseException) -> dict:
         message = str(e.msg if isinstance(e, SyntaxError) else e)
     except BaseException:
         message = "<unprintable>"
-    return {"type": type(e).__name__[:100], "message": message[:MESSAGE_CAP], "line": line}
+    info = {"type": type(e).__name__[:100], "message": message[:MESSAGE_CAP], "line": line}
+    info["base"] = _builtin_base(type(e))  # what the judge rebuilds it from, with its args where they are plain
+    try:
+        if isinstance(e.args, tuple) and len(codec.encode(e.args)) <= MESSAGE_CAP:
+            info["args"] = e.args
+    except BaseException:
+        pass
+    return info
 
 
 class _Program:
@@ -309,6 +322,7 @@ class _Program:
         self.tracer = _tracer.Tracer() if spec.get("trace") else None
         self.reader = codec.FrameReader()
         self.objects: dict[int, object] = {}
+        self._handle_of: dict[int, int] = {}  # id(object) -> its handle number
         self.ns: dict = {}
         self._limit_set = None   # the recursion limit this harness last set (see _fit_recursion_limit)
         self._limit_base = sys.getrecursionlimit()
@@ -332,8 +346,12 @@ class _Program:
         codec.send(CHANNEL_FD, msg, self._handle)
 
     def _handle(self, obj) -> int:
-        i = len(self.objects) + 1
-        self.objects[i] = obj
+        """The handle number of `obj`: one per object (kept alive in `objects`), so that the judge's proxies of one
+        object are one proxy and a test's `f() is RED` holds as it would locally."""
+        i = self._handle_of.get(id(obj))
+        if i is None:
+            i = self._handle_of[id(obj)] = len(self.objects) + 1
+            self.objects[i] = obj
         return i
 
     def traced(self, fn, *args, **kwargs):
@@ -370,10 +388,13 @@ class _Program:
         main = self.spec["mode"] == "main"
         ns = {"__name__": "__main__" if main else "__solution__", "__builtins__": __builtins__,
               "__file__": SOLUTION_FILENAME}
-        if main:
-            sys.modules["__main__"].__dict__.clear()
-            sys.modules["__main__"].__dict__.update(ns)
-            ns = sys.modules["__main__"].__dict__
+        # The program's namespace is a module's, registered as one (pickle, typing.get_type_hints and dataclasses
+        # look their classes' module up in sys.modules)
+        module = sys.modules["__main__"] if main else type(sys)("__solution__")
+        module.__dict__.clear()
+        module.__dict__.update(ns)
+        sys.modules[ns["__name__"]] = module
+        ns = module.__dict__
         self.ns = ns
         try:
             self.traced(exec, code, ns)
@@ -416,6 +437,8 @@ class _Program:
                 continue
             if isinstance(value, types.ModuleType):
                 out[name] = ("module", str(getattr(value, "__name__", name))[:200])
+            elif (base := _builtin_base(value)) is not None:  # the test's `except InvalidInput:` catches it
+                out[name] = ("exception", (str(value.__name__)[:100], base))
             elif callable(value):
                 out[name] = ("callable", value)  # sent as a handle
             else:
@@ -465,6 +488,16 @@ class _Program:
         except codec.CodecError as e:  # (an iterator it returned raised: that exception, as `list(it)` would)
             etype = e.etype if isinstance(e, codec.IterationError) else "UnencodableValue"
             self.send({"t": "raise", "seq": seq, "exc": {"type": etype, "message": str(e)[:200], "line": None}})
+
+
+def _builtin_base(cls) -> str | None:
+    """The name of the nearest builtin class of an exception class `cls`; None if `cls` is no exception class."""
+    try:
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            return next(c.__name__ for c in cls.__mro__ if getattr(builtins, c.__name__, None) is c)
+    except BaseException:
+        pass
+    return None
 
 
 def _mutable_args(args, kwargs) -> dict:

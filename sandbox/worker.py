@@ -189,7 +189,10 @@ class Proc:
                     if pid == self.pid:
                         self.exit_status, self.cpu_s, self.exited_at = status, cpu, time.monotonic()
                 continue
-            chunk = self.chan.recv(1 << 16) if fd == self.chan.fileno() else os.read(fd, 1 << 16)
+            try:
+                chunk = self.chan.recv(1 << 16) if fd == self.chan.fileno() else os.read(fd, 1 << 16)
+            except ConnectionResetError:  # the program's end closed with our data unread: the channel is over
+                chunk = b""
             if not chunk:
                 self.open.discard(fd)
                 continue

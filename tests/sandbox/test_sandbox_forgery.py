@@ -646,3 +646,61 @@ def test_test_code_that_does_not_compile_is_a_request_error():
     for test in bad:
         with pytest.raises(RequestError):
             parse_request({"id": "x", "solution": GOOD_ADD, "test": test})
+
+
+def _raises_test(expr: str, caught: str, then: str = "pass") -> str:
+    return f"try:\n    {expr}\n    assert False\nexcept {caught} as e:\n    {then}"
+
+
+HONEST_ROUND_FOUR = {
+    # the program's exceptions keep their builtin base class, their args, and its own classes' names
+    "own-subclass-as-ValueError": ("class InvalidInput(ValueError):\n    pass\n\ndef add(a, b):\n"
+                                   "    if a < 0:\n        raise InvalidInput('negative')\n    return a + b\n",
+                                   [_raises_test("add(-1, 2)", "ValueError")]),
+    "own-class-by-name": ("class InvalidInput(ValueError):\n    pass\n\ndef add(a, b):\n"
+                          "    raise InvalidInput('negative')\n", [_raises_test("add(-1, 2)", "InvalidInput")]),
+    "json-error-as-ValueError": ("import json\n\ndef add(a, b):\n    return json.loads(a)\n",
+                                 [_raises_test("add('{bad', 0)", "ValueError")]),
+    "unicode-decode-error": ("def add(a, b):\n    return a.decode('utf-8')\n",
+                             [_raises_test("add(b'\\xff', 0)", "UnicodeDecodeError", "assert e.start == 0")]),
+    "keyerror-args": ("def add(a, b):\n    raise KeyError(a)\n",
+                      [_raises_test("add('k', 0)", "KeyError", "assert str(e) == \"'k'\" and e.args == ('k',)")]),
+    # a str-mixin Enum is the str it holds (its __str__ says 'Color.RED'), an int subclass the int it holds
+    "str-enum": ("import enum\n\nclass Color(str, enum.Enum):\n    RED = 'red'\n\ndef add(a, b):\n    return Color.RED\n",
+                 ["assert add(1, 2) == 'red'"]),
+    "int-subclass-data": ("class I(int):\n    def __int__(self):\n        return 7\n\ndef add(a, b):\n    return I(3)\n",
+                          ["assert add(1, 2) == 3"]),
+    # a program object crosses as one proxy, however often: `is` holds
+    "identity": ("MISSING = object()\n\ndef add(a, b):\n    return MISSING\n", ["assert add(1, 2) is MISSING"]),
+    # its namespace is a registered module: pickle and typing find its classes
+    "pickle-own-class": ("import pickle\n\nclass P:\n    def __init__(self, v):\n        self.v = v\n\n"
+                         "def add(a, b):\n    return pickle.loads(pickle.dumps(P(a + b))).v\n", ["assert add(1, 2) == 3"]),
+    "type-hints": ("from __future__ import annotations\nimport typing\n\ndef add(a: int, b: int) -> int:\n"
+                   "    return len(typing.get_type_hints(add))\n", ["assert add(1, 2) == 3"]),
+    # large values cross both ways: ints past CPython's 4300-digit str limit, a million items
+    "big-int": ("import math\n\ndef add(a, b):\n    return math.factorial(a)\n", ["assert add(2000, 0) > 10 ** 5000"]),
+    "million-items": ("def add(a, b):\n    return list(range(len(a)))\n",
+                      ["assert add(list(range(10 ** 6)), 0) == list(range(10 ** 6))"]),
+}
+
+
+def test_honest_programs_round_four(gvisor_executor):
+    reqs = [asserts(name, program, lines) for name, (program, lines) in HONEST_ROUND_FOUR.items()]
+    reqs += [{"id": "dev-stdin-stdout", "timeout_s": 4.0,
+              "solution": "a, b = map(int, open('/dev/stdin').read().split())\nwith open('/dev/stdout', 'w') as out:\n"
+                          "    out.write(f'{a + b}\\n')\n",
+              "test": {"kind": "stdio", "cases": [{"input": "1 2\n", "output": "3\n"}]}},
+             {"id": "str-enum-call", "timeout_s": 4.0, "solution": HONEST_ROUND_FOUR["str-enum"][0],
+              "test": {"kind": "call", "fn_name": "add", "cases": [{"args": [1, 2], "expected": "red"}]}}]
+    for name, (program, lines) in HONEST_ROUND_FOUR.items():  # each passes a plain local run too
+        assert _local_passes(program + "\n" + "\n".join(lines)), name
+    for r in gvisor_executor.run(reqs):
+        assert r.status == "passed", (r.id, r.status, r.error_type, r.error_message)
+
+
+def test_a_test_argument_too_large_to_send_is_an_error_not_a_sandbox_error(gvisor_executor):
+    big = asserts("big-arg", "def add(a, b):\n    return len(a)\n", ["assert add('ab' * (20 * 10 ** 6), 0) == 4 * 10 ** 7"],
+                  memory_mb=1024)
+    r, after = gvisor_executor.run([big, asserts("after", GOOD_ADD)])
+    assert (r.status, r.error_type) == ("error", "UnencodableValue") and "too large" in r.error_message
+    assert after.status == "passed"
