@@ -46,8 +46,10 @@ class Limit(BaseException):
         self.status, self.etype, self.message = status, etype, message
 
 
-class Gone(Exception):
-    """The program's process ended (or broke its channel) while the judge waited for an answer."""
+class Gone(BaseException):
+    """The program's process ended (or broke its channel) while the judge waited for an answer. A BaseException, like
+    Limit: a test's `except Exception:` around a call must not take a program that crashed or exited for one that
+    raised (and a bare `except:` cannot either: see _guarded)."""
 
     def __init__(self, etype: str, message: str, status: str = "error"):
         super().__init__(message)
@@ -67,8 +69,10 @@ class UnencodableValue(Exception):
     enter the judge."""
 
 
-class RemoteError(Exception):
-    """An exception raised inside the program's process; `info` is the program's claim about it."""
+class RemoteError(BaseException):
+    """Marks an exception raised inside the program's process; `info` is the program's claim about it. The judge's
+    stand-in classes also derive from the builtin class the program's derived from (see _remote_class), so that a
+    ValueError is an Exception and a SystemExit is not, as locally."""
 
     info: dict = {}
 
@@ -92,25 +96,25 @@ def _remote_exception(info: dict) -> RemoteError:
         try:
             e = cls(info["message"])
         except Exception:
-            e = RemoteError(info["message"])
+            e = _remote_class(info["type"], "Exception")(info["message"])
     e.info = info
     return e
 
 
 def _remote_class(name: str, base_name: str | None) -> type:
     """The judge's stand-in for a program's exception class `name`: a subclass of RemoteError and of its nearest
-    builtin class (`base_name`, or `name` itself) where that is a builtin Exception subclass."""
+    builtin class (`base_name`, or `name` itself; Exception where that names no builtin exception class)."""
     key = (name, base_name)
     cls = _REMOTE_CLASSES.get(key)
     if cls is None:
         base = getattr(builtins, base_name or name, None)
-        bases = (RemoteError,)
-        if isinstance(base, type) and issubclass(base, Exception) and base is not Exception:
-            bases = (base, RemoteError)
+        if not (isinstance(base, type) and issubclass(base, BaseException)):
+            base = Exception
+        bases = (RemoteError,) if base is BaseException else (base, RemoteError)
         try:
             cls = type(name, bases, {})
         except TypeError:
-            cls = type(name, (RemoteError,), {})
+            cls = type(name, (Exception, RemoteError), {})
         _REMOTE_CLASSES[key] = cls
     return cls
 
@@ -228,6 +232,20 @@ def _reply(proc, seq: int) -> dict:
     return reply
 
 
+def _answer(worker, msg: dict) -> dict:
+    """The program's answer to `msg`: the one sent ahead (see _prefetch), or sent for and waited on."""
+    reply = _take_prefetched(worker, msg)
+    if reply is None:
+        msg["seq"] = seq = _next_seq(worker)
+        try:
+            payload = codec.encode(msg, worker.handle_id)  # once: the bytes checked are the bytes sent
+        except codec.CodecError as e:
+            raise UnencodableValue(f"test argument cannot be sent to the program: {e}") from None
+        worker.proc.send(payload)
+        reply = _reply(worker.proc, seq)
+    return reply
+
+
 def _take_prefetched(worker, msg: dict):
     """The answer to `msg` if it is the next call sent ahead (see _prefetch), else None; when the test
     code went another way, the answers still due are taken and dropped first."""
@@ -250,16 +268,11 @@ def _take_prefetched(worker, msg: dict):
 
 def _call(worker, msg: dict, args):
     """One remote call: send, wait for the matching answer, apply mutations of list/dict/set args."""
-    proc = worker.proc
-    reply = _take_prefetched(worker, msg)
-    if reply is None:
-        msg["seq"] = seq = _next_seq(worker)
-        try:
-            payload = codec.encode(msg, worker.handle_id)  # once: the bytes checked are the bytes sent
-        except codec.CodecError as e:
-            raise UnencodableValue(f"test argument cannot be sent to the program: {e}") from None
-        proc.send(payload)
-        reply = _reply(proc, seq)
+    try:
+        reply = _answer(worker, msg)
+    except (Gone, Limit) as e:
+        _fatal[0] = e
+        raise
     mutated = reply.get("args")
     if type(mutated) is dict:  # applied before a raise too: a local call that raised had mutated them as well
         kwargs = msg.get("kwargs") if type(msg.get("kwargs")) is dict else {}
@@ -477,6 +490,8 @@ def _judge_module(name: str):
         return None  # a submodule only if the judge has it: importing one runs its package's code too
     try:
         return importlib.import_module(name)
+    except Limit:  # the request's time ran out meanwhile (a program may name hundreds of modules)
+        raise
     except BaseException:  # noqa: B036 - an import that exits or fails here must not end the judge
         return None
 
@@ -573,6 +588,7 @@ def timeout_message(timeout_s) -> str:
 
 
 _alarm_armed = False  # one judge per process: whether the test code's timer may still raise
+_fatal: list = [None]  # the Gone or Limit a remote call of this request raised, whatever the test code did with it
 
 
 def _alarm(*_):
@@ -582,7 +598,8 @@ def _alarm(*_):
     global _alarm_armed
     if _alarm_armed:
         _alarm_armed = False
-        raise Limit("timeout", "Timeout", "wall-clock limit exceeded")  # judge() words it with the request's limit
+        _fatal[0] = Limit("timeout", "Timeout", "wall-clock limit exceeded")  # judge() words it with the request's limit
+        raise _fatal[0]
 
 
 def _test_alarm(deadline: float):
@@ -618,6 +635,7 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
         total = len(test["cases"])
     v = _Verdict(total)
     worker.prefetched = collections.deque()
+    _fatal[0] = None
     try:
         try:
             if kind == "stdio":
@@ -786,8 +804,11 @@ def _guarded(v: _Verdict, fn, label: str = "") -> bool:
     except (Gone, Limit):
         raise
     except BaseException as e:  # noqa: B036
-        _exc_verdict(v, e, label)
-        return False
+        if _fatal[0] is None:
+            _exc_verdict(v, e, label)
+            return False
+    if _fatal[0] is not None:  # the test caught it (a bare `except:`): the program's end decides, not the test
+        raise _fatal[0]
     return True
 
 

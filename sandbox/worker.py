@@ -329,6 +329,7 @@ class Worker:
         self._handles: dict[int, judge.RemoteObject] = {}
         self.proc: Proc | None = None
         self.marks: list = []
+        self.tainted = False  # a process of a program outlived kill_program: this sandbox must not run another
 
     def mark(self, phase: str) -> None:
         """Debug mode (IETA_SANDBOX_PROFILE=1): note when `phase` ended; run() reports the durations."""
@@ -386,8 +387,24 @@ class Worker:
         return out
 
     def kill_program(self, rounds: int = 50) -> None:
-        if self.isolated and self._alone():
-            return  # the usual case: the program and all it started are gone
+        """Kill what is left of the program: every process it started, whatever its parent or state (a process whose
+        main thread exited reads 'Z' in /proc while its other threads run on), and reap what comes to us. Under gVisor
+        the sandbox is its own pid namespace, so that is every process but the worker and the zygote. If some survive
+        every round the sandbox is `tainted`: the worker ends after this request's result (a fresh one follows)."""
+        if self.isolated:
+            for i in range(rounds):
+                others = self._others()
+                if not others:
+                    return
+                for p in others:
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except OSError:
+                        pass
+                self._reap_orphans()
+                time.sleep(0.0005 * i)  # a kill takes effect (and the zygote reaps the program) asynchronously
+            self.tainted = True
+            return
         if self.proc is not None:
             for kill in (os.killpg, os.kill):
                 try:
@@ -395,36 +412,36 @@ class Worker:
                 except OSError:
                     pass
         for _ in range(rounds):
-            if self.isolated and self._alone():
-                return
             table = _process_table()
-            pids = [p for p in _descendants(self.pid, table, exclude=self.zygote_pid)
-                    if table.get(p, (0, b"Z"))[1] != b"Z"]
-            for p in pids:
+            pids = _descendants(self.pid, table, exclude=self.zygote_pid)
+            for p in pids:  # 'Z' ones too: a zombie leader may still have live threads
                 try:
                     os.kill(p, signal.SIGKILL)
                 except OSError:
                     pass
-            while True:  # reap adopted orphans (never the zygote)
-                try:
-                    pid, _ = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
-                if pid == self.zygote_pid:
-                    raise RuntimeError("the zygote died")
-            if not pids:
+            self._reap_orphans()
+            if all(table.get(p, (0, b"Z"))[1] == b"Z" for p in pids):
                 return
 
-    def _alone(self) -> bool:
-        """True if the sandbox holds no process but the worker and the zygote (its own pid namespace:
-        /proc lists only its processes), so no stat file needs reading."""
+    def _reap_orphans(self) -> None:
+        """Reap the exited processes that came to us (subreaper), never the zygote."""
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.zygote_pid:
+                raise RuntimeError("the zygote died")
+
+    def _others(self) -> set:
+        """The pids in the sandbox but the worker's and the zygote's (its own pid namespace: /proc lists only its
+        processes, and no stat file needs reading)."""
         try:
-            pids = {int(n) for n in os.listdir("/proc") if n.isdigit()}
+            return {int(n) for n in os.listdir("/proc") if n.isdigit()} - {self.pid, self.zygote_pid}
         except OSError:
-            return False
-        return pids <= {self.pid, self.zygote_pid}
+            return set()
 
     # handles of program objects (valid for one request)
     def handles(self, hid: int):
@@ -539,3 +556,5 @@ def main(zsock, zygote_pid):
             proto.write((text + "\n").encode())
         except BrokenPipeError:  # the host went away (its next read would see EOF too)
             return
+        if worker.tainted:
+            return  # the backend starts a fresh sandbox for the next request

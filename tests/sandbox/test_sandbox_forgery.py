@@ -9,6 +9,9 @@ import secrets
 
 import pytest
 
+from sandbox import Executor
+from tests.sandbox.conftest import HAS_RUNSC
+
 REACHED = "FORGE-REACHED"
 HE_TEST = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(2, 2) == 4\n"
 WRONG = "\ndef add(a, b):\n    return a - b\n"
@@ -704,3 +707,58 @@ def test_a_test_argument_too_large_to_send_is_an_error_not_a_sandbox_error(gviso
     r, after = gvisor_executor.run([big, asserts("after", GOOD_ADD)])
     assert (r.status, r.error_type) == ("error", "UnencodableValue") and "too large" in r.error_message
     assert after.status == "passed"
+
+
+SURVIVOR = """
+import ctypes, os, signal, threading, time
+parent = os.getpid()
+child = os.fork()
+if child == 0:
+    os.setsid()
+    os.closerange(0, 64)
+    def sabotage():  # kill every later program (bounded: 30 s)
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            for n in os.listdir('/proc'):
+                if n.isdigit() and int(n) not in (os.getpid(), parent):
+                    try:
+                        os.kill(int(n), signal.SIGKILL)
+                    except OSError:
+                        pass
+            time.sleep(0.001)
+    threading.Thread(target=sabotage).start()
+    ctypes.CDLL(None).syscall(60, 0)  # SYS_exit of the main thread only: /proc says 'Z', its thread runs on
+while open(f'/proc/{child}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z':
+    time.sleep(0.005)
+""" + WRONG
+
+SEES_ALONE = "import os\nSEEN = len([n for n in os.listdir('/proc') if n.isdigit()])\n" + GOOD_ADD
+
+
+def test_a_process_that_outlives_its_main_thread_does_not_outlive_its_request():
+    """A process whose main thread exited reads 'Z' while its other threads run: the cleanup kills it all the same,
+    so it cannot kill, starve or watch the programs after it (one sandbox: they all run where it ran)."""
+    if not HAS_RUNSC:
+        pytest.skip("runsc (gVisor) is not installed")
+    with Executor(backend="gvisor", workers=1, timeout_s=5.0) as ex:
+        planted, *after = ex.run([he("plant", SURVIVOR)] + [dict(GOOD[k], id=f"after-{k}") for k in GOOD]
+                                 + [asserts("alone", SEES_ALONE, ["assert SEEN == 3"])])  # worker, zygote, itself
+    assert (planted.status, planted.tests_passed) == ("failed", 0)
+    assert [(r.id, r.status) for r in after] == [(r.id, "passed") for r in after], [r.error_message for r in after]
+
+
+CRASH_IN_CALL = {"os._exit": "import os\n        os._exit(0)", "segfault": "import ctypes\n        ctypes.string_at(0)",
+                 "sys.exit": "import sys\n        sys.exit(0)", "KeyboardInterrupt": "raise KeyboardInterrupt"}
+
+
+@pytest.mark.parametrize("how", sorted(CRASH_IN_CALL))
+def test_a_program_that_ends_inside_a_call_did_not_raise(gvisor_executor, how):
+    """A test that wants an exception (`try: f(-1) except Exception: pass else: fail`) does not get one from a program
+    that exits, crashes or raises a BaseException there, as a local run would not."""
+    program = f"def add(a, b):\n    if a < 0:\n        {CRASH_IN_CALL[how]}\n    return a + b\n"
+    wants_raise = "try:\n    add(-1, 0)\nexcept Exception:\n    pass\nelse:\n    raise AssertionError('must raise')"
+    test = "def check(candidate):\n    assert candidate(1, 2) == 3\n" + "\n".join(
+        "    " + line for line in wants_raise.replace("add(", "candidate(").split("\n")) + "\n"
+    for r in gvisor_executor.run([he(f"he-{how}", program, test), asserts(f"as-{how}", program,
+                                                                           ["assert add(1, 2) == 3", wants_raise])]):
+        assert r.status == "error" and r.tests_passed == 1, (r.id, r.status, r.error_type, r.tests_passed)
