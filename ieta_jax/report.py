@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -30,17 +31,49 @@ def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _check_metrics(where: str, m: Any) -> None:
+# Metric keys the renderer parses: pass@<k> (k >= 1) and the per-turn copies turn_<t>/<metric>.
+PASS_KEY = re.compile(r"pass@([1-9][0-9]*)")
+TURN_KEY = re.compile(r"turn_([0-9]+)/(.+)", re.DOTALL)
+
+
+def _key_int(pattern: re.Pattern, key: str) -> int | None:
+    """The integer a metric key carries (k of pass@k, t of turn_t/...); None when ``key`` is not of that form."""
+    match = pattern.fullmatch(key)
+    try:
+        return int(match[1]) if match else None
+    except ValueError:  # more digits than int() converts
+        return None
+
+
+def _check_entry(where: str, key: str, name: str, v: Any) -> None:
+    """Entry ``key`` of the metrics at ``where``, a pass@<k>, execution_rate or error_frequencies of the last
+    turn (``name`` is ``key``) or of turn t (``key`` is turn_<t>/``name``)."""
+    if name.startswith("pass@") and _key_int(PASS_KEY, name) is None:
+        raise ReportError(f"{where}: key {key!r} is not pass@<k> with k a positive integer")
+    if name.startswith("pass@") or name == "execution_rate":
+        if v is not None and not _number(v):
+            raise ReportError(f"{where}.{key} must be a number or null, got {v!r}")
+    elif name == "error_frequencies" and (not isinstance(v, dict) or not all(_number(x) for x in v.values())):
+        raise ReportError(f"{where}.{key} must map error types to numbers")
+
+
+def _check_metrics(where: str, m: Any, families: bool = True) -> None:
+    """The metrics of one evaluation as the tables and plots read them; keys they never read are left alone."""
     if not isinstance(m, dict):
         raise ReportError(f"{where} must be an object, got {type(m).__name__}")
     if not _number(m.get("execution_rate")):
         raise ReportError(f"{where}.execution_rate is missing or not a number")
     for k, v in m.items():
-        if k.startswith("pass@") and v is not None and not _number(v):
-            raise ReportError(f"{where}.{k} must be a number or null, got {v!r}")
-    errors = m.get("error_frequencies", {})
-    if not isinstance(errors, dict) or not all(_number(v) for v in errors.values()):
-        raise ReportError(f"{where}.error_frequencies must map error types to numbers")
+        turn = TURN_KEY.fullmatch(k)
+        _check_entry(where, k, turn[2] if turn else k, v)
+    for k in ("repair_rate", "repair_rate_stderr"):
+        if m.get(k) is not None and not _number(m[k]):
+            raise ReportError(f"{where}.{k} must be a number or null, got {m[k]!r}")
+    failures = m.get("num_turn_1_failures")
+    if failures is not None and (isinstance(failures, bool) or not isinstance(failures, int) or failures < 0):
+        raise ReportError(f"{where}.num_turn_1_failures must be a count or null, got {failures!r}")
+    if families and "test_families" in m:  # the whole-family split: the same metrics, one level down
+        _check_metrics(f"{where}.test_families", m["test_families"], families=False)
     train = m.get("train", {})  # losses may be nan/inf (a diverged run still gets its report)
     if not isinstance(train, dict) or not all(isinstance(v, list) and all(
             isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) for v in train.values()):
@@ -68,6 +101,9 @@ def validate_results(results: Any, source: str = "results") -> dict:
     if not isinstance(usage, dict) or not all(isinstance(u, dict) and all(_number(v) for v in u.values())
                                               for u in usage.values()):
         raise ReportError(f"{source}: meta.api_usage must map roles to objects of counts")
+    ks = meta.get("pass_at_k", [])
+    if not isinstance(ks, list) or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in ks):
+        raise ReportError(f"{source}: meta.pass_at_k must be a list of positive integers, got {ks!r}")
     for name, m in methods.items():
         where = f"{source}: methods.{name}"
         if not isinstance(m, dict) or not isinstance(m.get("iterations"), list) or not m["iterations"]:
@@ -100,6 +136,8 @@ def load_results(path: str) -> dict:
     except json.JSONDecodeError as e:
         raise ReportError(f"{path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
                           "was the run interrupted while writing it?") from None
+    except (ValueError, RecursionError) as e:  # an integer of more digits than int() takes; nesting too deep
+        raise ReportError(f"{path} cannot be read as results ({e})") from None
     return validate_results(results, path)
 
 
@@ -128,7 +166,7 @@ def _final(results: dict, name: str, split: str | None = None) -> dict:
 def summary_table(results: dict, split: str | None = None) -> str:
     """Final pass@k (SUMMARY_KS and the run's ``pass_at_k``) and execution rate per method (``split``: the
     metrics under that key, e.g. test_families)."""
-    ks = sorted(set(SUMMARY_KS) | {int(k) for k in results.get("meta", {}).get("pass_at_k", ())})
+    ks = sorted(set(SUMMARY_KS) | set(results.get("meta", {}).get("pass_at_k", [])))
     lines = ["| Method | " + " | ".join(f"Pass@{k}" for k in ks) + " | Execution Rate |", "|---" * (len(ks) + 2) + "|"]
     for name in _methods(results):
         final = _final(results, name, split)
@@ -139,8 +177,8 @@ def summary_table(results: dict, split: str | None = None) -> str:
 
 def last_turn(m: dict) -> int:
     """The highest turn with metrics in ``m`` (0: no per-turn metrics)."""
-    turns = [int(k.split("/")[0][5:]) for k in m if k.startswith("turn_") and k.split("/")[0][5:].isdigit()]
-    return max(turns, default=0)
+    turns = [_key_int(TURN_KEY, k) for k in m]
+    return max((t for t in turns if t is not None), default=0)
 
 
 def turn_table(results: dict, split: str | None = None) -> str | None:
@@ -230,7 +268,8 @@ def _plots(results: dict, out_dir: str) -> dict[str, str]:
     import matplotlib.pyplot as plt
 
     methods = _methods(results)
-    ks = sorted({int(k.split("@")[1]) for m in results["methods"].values() for k in m["final"] if k.startswith("pass@")})
+    ks = sorted({_key_int(PASS_KEY, k) for m in results["methods"].values() for k in m["final"]
+                 if k.startswith("pass@")})
     files = {}
 
     def save(fig, name):
@@ -251,17 +290,18 @@ def _plots(results: dict, out_dir: str) -> dict[str, str]:
         else:
             ax.plot(xs, ys, marker="o", label=name)
 
-    # Pass rates per iteration.
-    fig, axes = plt.subplots(1, len(ks), figsize=(4.5 * len(ks), 3.5), squeeze=False)
-    for ax, k in zip(axes[0], ks):
-        for name in methods:
-            curve(ax, name, lambda it: it.get(f"pass@{k}"))
-        ax.set_title(f"held-out pass@{k}")
-        ax.set_xlabel("iteration")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    save(fig, "pass_rates.png")
+    # Pass rates per iteration (none in an older results.json that holds only execution rates).
+    if ks:
+        fig, axes = plt.subplots(1, len(ks), figsize=(4.5 * len(ks), 3.5), squeeze=False)
+        for ax, k in zip(axes[0], ks):
+            for name in methods:
+                curve(ax, name, lambda it: it.get(f"pass@{k}"))
+            ax.set_title(f"held-out pass@{k}")
+            ax.set_xlabel("iteration")
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        save(fig, "pass_rates.png")
 
     # Execution rate per iteration.
     fig, ax = plt.subplots(figsize=(5, 3.5))

@@ -121,6 +121,17 @@ def _bad_judge():
     return json.dumps(r)
 
 
+def _changed(change):
+    """_results() as JSON after ``change(results)``: one malformed field the tables or plots would read."""
+    r = _results()
+    change(r)
+    return json.dumps(r)
+
+
+def _final(r):
+    return r["methods"]["dpo"]["final"]
+
+
 @pytest.mark.parametrize("content,message", [
     (None, "results file not found"),
     ("", "is empty"),
@@ -130,6 +141,24 @@ def _bad_judge():
     (_partial_no_final(), "methods.dpo.final is missing (the method has not finished)"),
     (_partial_bad_rate(), "methods.dpo.iterations[1].execution_rate is missing or not a number"),
     (_bad_judge(), "methods.dpo.iterations[1].judge must map counts to numbers"),
+    # Fields the renderer reads: refused by name, never a traceback from the tables or plots.
+    (_changed(lambda r: r["meta"].update(pass_at_k="ab")), "meta.pass_at_k must be a list of positive integers"),
+    (_changed(lambda r: r["meta"].update(pass_at_k=5)), "meta.pass_at_k must be a list of positive integers"),
+    (_changed(lambda r: r["meta"].update(pass_at_k=[None])), "meta.pass_at_k must be a list of positive integers"),
+    (_changed(lambda r: _final(r).update({"pass@x": 0.5})),
+     "methods.dpo.final: key 'pass@x' is not pass@<k> with k a positive integer"),
+    (_changed(lambda r: _final(r).update(test_families="oops")), "methods.dpo.final.test_families must be an object"),
+    (_changed(lambda r: _final(r).update(test_families={"execution_rate": 0.5, "turn_2/pass@1": "abc"})),
+     "methods.dpo.final.test_families.turn_2/pass@1 must be a number or null"),
+    (_changed(lambda r: _final(r).update({"turn_2/pass@1": "abc"})),
+     "methods.dpo.final.turn_2/pass@1 must be a number or null"),
+    (_changed(lambda r: _final(r).update({"turn_2/pass@1": 0.1, "repair_rate_stderr": "x"})),
+     "methods.dpo.final.repair_rate_stderr must be a number or null"),
+    (_changed(lambda r: _final(r).update({"turn_2/pass@1": 0.1, "num_turn_1_failures": "3"})),
+     "methods.dpo.final.num_turn_1_failures must be a count or null"),
+    (_changed(lambda r: _final(r).update({"turn_2/pass@1": 0.1, "turn_1/error_frequencies": [1, 2]})),
+     "methods.dpo.final.turn_1/error_frequencies must map error types to numbers"),
+    ('{"meta": {"pass_at_k": [1' + "0" * 5000 + "]}}", "cannot be read as results"),  # past int()'s digit limit
 ])
 def test_report_cli_refuses_bad_results_and_overwrites_nothing(tmp_path, content, message):
     path = tmp_path / "results.json"
@@ -154,3 +183,19 @@ def test_a_diverged_loss_does_not_block_the_report():
     results = _results()
     results["methods"]["dpo"]["iterations"][2]["train"]["loss"] = [0.5, float("nan")]
     assert report.validate_results(json.loads(json.dumps(results))) is not None
+
+
+def test_an_older_results_file_without_pass_at_k_renders(tmp_path):
+    results = _results()
+    for m in results["methods"].values():
+        m["iterations"] = [{"iteration": it["iteration"], "execution_rate": it["execution_rate"]}
+                           for it in m["iterations"]]
+        m["final"] = {"execution_rate": 0.5}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    proc = _report("--results", str(path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = (tmp_path / "report.md").read_text()
+    assert _table(md, "| Method | Pass@1") == [["baseline", "n/a", "n/a", "n/a", "0.500"],
+                                               ["dpo", "n/a", "n/a", "n/a", "0.500"]]
+    assert not (tmp_path / "pass_rates.png").exists() and "pass_rates.png" not in md  # no pass@k to plot
