@@ -368,8 +368,8 @@ def write_report(results: dict | str, out_dir: str | None = None) -> str:
     """Write ``report.md`` and its PNGs into ``out_dir`` (default: beside results.json); returns its path.
 
     The results are validated first and every file is rendered into a temporary directory beside the
-    outputs, then renamed into place: a bad results file or a failure while rendering leaves the
-    existing report and plots untouched.
+    outputs, then renamed into place once every target is known to take a rename: a bad results file, an
+    output name taken by a directory or a failure while rendering leaves the existing report and plots untouched.
     """
     if isinstance(results, str):
         out_dir = out_dir or os.path.dirname(os.path.abspath(results))
@@ -380,17 +380,33 @@ def write_report(results: dict | str, out_dir: str | None = None) -> str:
         raise ValueError("out_dir is required when results is a dict")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ReportError(f"--out_dir {out_dir} is not a directory")
-    os.makedirs(out_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=out_dir, prefix=".report.")
     try:
-        path = _render(results, staging)
-        for name in sorted(os.listdir(staging)):  # report.md last: it links the plots
-            if name != "report.md":
-                os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
-        os.replace(path, os.path.join(out_dir, "report.md"))
+        os.makedirs(out_dir, exist_ok=True)
+        staging = tempfile.mkdtemp(dir=out_dir, prefix=".report.")
+    except OSError as e:
+        raise ReportError(f"--out_dir {out_dir} cannot be created or written into ({e.strerror or e})") from None
+    try:
+        _render(results, staging)
+        names = sorted(os.listdir(staging), key=lambda n: (n == "report.md", n))  # report.md last: it links plots
+        _check_targets(out_dir, names)
+        for name in names:
+            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+    except OSError as e:
+        raise ReportError(f"--out_dir {out_dir}: cannot write the report ({e.strerror or e})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return os.path.join(out_dir, "report.md")
+
+
+def _check_targets(out_dir: str, names: list[str]) -> None:
+    """Refuse before the first rename when an output name is taken by something a rename cannot or should not
+    replace (a directory, a FIFO, a device): failing midway would leave new plots beside the old report.md."""
+    for name in names:
+        target = os.path.join(out_dir, name)
+        if os.path.exists(target) and not os.path.islink(target) and not os.path.isfile(target):
+            kind = "a directory" if os.path.isdir(target) else "not a regular file"
+            raise ReportError(f"--out_dir {out_dir}: {name} there is {kind}; move it away or choose another "
+                              "--out_dir")
 
 
 def _render(results: dict, out_dir: str) -> str:

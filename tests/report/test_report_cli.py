@@ -199,3 +199,35 @@ def test_an_older_results_file_without_pass_at_k_renders(tmp_path):
     assert _table(md, "| Method | Pass@1") == [["baseline", "n/a", "n/a", "n/a", "0.500"],
                                                ["dpo", "n/a", "n/a", "n/a", "0.500"]]
     assert not (tmp_path / "pass_rates.png").exists() and "pass_rates.png" not in md  # no pass@k to plot
+
+
+@pytest.mark.parametrize("name,make,kind", [("pass_rates.png", os.mkdir, "a directory"),
+                                            ("report.md", os.mkdir, "a directory"),
+                                            ("report.md", os.mkfifo, "not a regular file")])
+def test_an_output_name_taken_by_a_directory_or_fifo_changes_no_output(tmp_path, name, make, kind):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results()))
+    out = tmp_path / "out"
+    out.mkdir()
+    before = {n: b"previous " + n.encode() for n in ("report.md", "execution_rates.png", "method_comparison.png")
+              if n != name}
+    for n, data in before.items():
+        (out / n).write_bytes(data)
+    make(out / name)
+    proc = _report("--results", str(path), "--out_dir", str(out))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.splitlines() == [f"error: --out_dir {out}: {name} there is {kind}; move it away or choose "
+                                        "another --out_dir"]
+    assert sorted(os.listdir(out)) == sorted([*before, name])  # no new plot moved in, no staging directory left
+    for n, data in before.items():
+        assert (out / n).read_bytes() == data
+
+
+def test_an_out_dir_that_cannot_be_created_is_one_error_line(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results()))
+    (tmp_path / "afile").write_text("")
+    proc = _report("--results", str(path), "--out_dir", str(tmp_path / "afile" / "sub"))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.splitlines() == [f"error: --out_dir {tmp_path / 'afile' / 'sub'} cannot be created or written "
+                                        "into (Not a directory)"]
