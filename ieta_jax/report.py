@@ -9,13 +9,16 @@ backend so they render on headless hosts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from typing import Any
 
 SUMMARY_KS = (1, 10, 100)
@@ -389,8 +392,9 @@ def write_report(results: dict | str, out_dir: str | None = None) -> str:
         _render(results, staging)
         names = sorted(os.listdir(staging), key=lambda n: (n == "report.md", n))  # report.md last: it links plots
         _check_targets(out_dir, names)
-        for name in names:
-            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+        with _sigint_held():
+            for name in names:
+                os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
     except OSError as e:
         raise ReportError(f"--out_dir {out_dir}: cannot write the report ({e.strerror or e})") from None
     finally:
@@ -407,6 +411,23 @@ def _check_targets(out_dir: str, names: list[str]) -> None:
             kind = "a directory" if os.path.isdir(target) else "not a regular file"
             raise ReportError(f"--out_dir {out_dir}: {name} there is {kind}; move it away or choose another "
                               "--out_dir")
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """Hold Ctrl-C back while the outputs are renamed into place, then deliver it: an interrupt between two
+    renames would leave new plots beside the old report.md. (Only the main thread can set a signal handler.)"""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        signal.raise_signal(signal.SIGINT)
 
 
 def _render(results: dict, out_dir: str) -> str:
@@ -472,6 +493,9 @@ def main(argv=None) -> int:
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the outputs are the old set or the whole new one (_sigint_held), never a mix
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

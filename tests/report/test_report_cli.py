@@ -2,8 +2,10 @@
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -231,3 +233,45 @@ def test_an_out_dir_that_cannot_be_created_is_one_error_line(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert proc.stderr.splitlines() == [f"error: --out_dir {tmp_path / 'afile' / 'sub'} cannot be created or written "
                                         "into (Not a directory)"]
+
+
+def test_ctrl_c_while_rendering_prints_interrupted_and_changes_no_output(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results()))
+    (tmp_path / "report.md").write_text("previous report")
+    proc = subprocess.Popen([sys.executable, "-m", "ieta_jax.report", "--results", str(path)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60  # SIGINT once rendering has begun (its staging directory exists)
+    while not any(n.startswith(".report.") for n in os.listdir(tmp_path)) and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out, err) == (130, "", "interrupted\n")
+    assert sorted(os.listdir(tmp_path)) == ["report.md", "results.json"]  # no plot moved in, no staging left
+    assert (tmp_path / "report.md").read_text() == "previous report"
+
+
+def test_ctrl_c_during_the_renames_is_held_until_the_whole_new_set_is_in(tmp_path, monkeypatch, capsys):
+    from ieta_jax import report
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results()))
+    (tmp_path / "report.md").write_text("previous report")
+    replace = os.replace
+
+    def interrupted_replace(src, dst):  # Ctrl-C right after the first plot is in place
+        replace(src, dst)
+        if not interrupted:
+            interrupted.append(dst)
+            signal.raise_signal(signal.SIGINT)
+
+    interrupted = []
+    monkeypatch.setattr(report.os, "replace", interrupted_replace)
+    try:
+        rc = report.main(["--results", str(path)])
+    except KeyboardInterrupt:
+        rc = "KeyboardInterrupt"
+    assert rc == 130 and capsys.readouterr().err == "interrupted\n"
+    assert sorted(os.listdir(tmp_path)) == sorted(["results.json", "report.md", *PLOTS])
+    assert (tmp_path / "report.md").read_text().startswith("# IETA experiment report")
