@@ -843,11 +843,25 @@ def _run_humaneval(ns, test, v, plan) -> None:
         return
     ns[param] = candidate
     _prefetch(candidate._worker, ns, prefetch_plan(test["test"]))
+    local = _CheckLocals(ns)
     for is_case, code, label in steps:
         if is_case:
-            _case(v, lambda code=code: exec(code, ns), label)
+            _case(v, lambda code=code: exec(code, local), label)
         else:
-            _guarded(v, lambda code=code: exec(code, ns))
+            _guarded(v, lambda code=code: exec(code, local))
+
+
+class _CheckLocals(dict):
+    """check()'s own names, over the test module's: its split statements assign here, so a local `N = 100` does not
+    rebind the module's N that a helper function of the test reads (as in a real call of check); names it does not
+    assign are looked up in the module as they are then."""
+
+    def __init__(self, module: dict):
+        super().__init__()
+        self.module = module
+
+    def __missing__(self, name):
+        return self.module[name]
 
 
 def _run_call(ns, test, v) -> None:

@@ -687,16 +687,24 @@ HONEST_ROUND_FOUR = {
 }
 
 
+CHECK_LOCALS = ("N = 5\n\ndef expected(x):\n    return x + N - 3\n\ndef check(candidate):\n    N = 100\n"
+                "    assert candidate(N, 1) == 101\n    ys = [1, 2]\n    assert all(candidate(y, 0) == y for y in ys)\n"
+                "    assert candidate(1, 2) == expected(1)\n")
+
+
 def test_honest_programs_round_four(gvisor_executor):
     reqs = [asserts(name, program, lines) for name, (program, lines) in HONEST_ROUND_FOUR.items()]
     reqs += [{"id": "dev-stdin-stdout", "timeout_s": 4.0,
               "solution": "a, b = map(int, open('/dev/stdin').read().split())\nwith open('/dev/stdout', 'w') as out:\n"
                           "    out.write(f'{a + b}\\n')\n",
               "test": {"kind": "stdio", "cases": [{"input": "1 2\n", "output": "3\n"}]}},
+             # check()'s locals are its own: `N = 100` there leaves the module's N, which a helper reads, alone
+             he("check-locals", GOOD_ADD, CHECK_LOCALS),
              {"id": "str-enum-call", "timeout_s": 4.0, "solution": HONEST_ROUND_FOUR["str-enum"][0],
               "test": {"kind": "call", "fn_name": "add", "cases": [{"args": [1, 2], "expected": "red"}]}}]
     for name, (program, lines) in HONEST_ROUND_FOUR.items():  # each passes a plain local run too
         assert _local_passes(program + "\n" + "\n".join(lines)), name
+    assert _local_passes(GOOD_ADD + CHECK_LOCALS + "check(add)\n")
     for r in gvisor_executor.run(reqs):
         assert r.status == "passed", (r.id, r.status, r.error_type, r.error_message)
 
