@@ -128,14 +128,17 @@ def encode(value, handle=None) -> bytes:
 _DICT_KEYS, _DICT_VALUES, _DICT_ITEMS = type({}.keys()), type({}.values()), type({}.items())
 
 
+MAX_DRAINED = 1 << 20  # items taken from an iterator (an endless one is refused after these, not after MAX_NODES)
+
+
 def _drain(iterator):
-    """The items of an iterator, up to MAX_NODES of them; its own code runs here (in the sender's process)."""
+    """The items of an iterator, up to MAX_DRAINED of them; its own code runs here (in the sender's process)."""
     items = []
     try:
         for x in iterator:
             items.append(x)
-            if len(items) > MAX_NODES:
-                raise CodecError("value too deep or too large")
+            if len(items) > MAX_DRAINED:
+                raise CodecError(f"an iterator of more than {MAX_DRAINED} items (endless?) cannot be sent")
     except CodecError:
         raise
     except Exception as e:
