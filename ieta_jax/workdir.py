@@ -1,7 +1,8 @@
 """Files of a run, written atomically: the one place for atomic writes and "read it if it exists, else compute it".
 
 Every output goes to a temporary sibling and is renamed into place (``os.replace``), so a reader, or a run
-restarted after ``kill -9``, sees the old file or the new one, never half of one. ``atomic_write`` and
+restarted after ``kill -9``, sees the old file or the new one, never half of one. A target that exists and is not a
+regular file (``/dev/null``, a FIFO) is written into instead: replacing it would destroy the device. ``atomic_write`` and
 ``replace_dir`` are plain file helpers (no JAX) for any CLI; :class:`Workdir` adds the multi-process rule of the
 experiment: process 0 alone writes, and what it reads is what every process gets (``distributed.on_primary``),
 so resume decisions are the same everywhere.
@@ -37,7 +38,13 @@ os.umask(_UMASK)  # read once at import (os.umask can only be read by setting it
 
 def atomic_write(path: str, write: Callable[[Any], None], mode: str = "w") -> None:
     """``write(f)`` into a temporary file beside ``path``, fsync, then rename it over ``path``. The temporary name
-    is unique (mkstemp), so threads writing the same path at once never share a temporary file."""
+    is unique (mkstemp), so threads writing the same path at once never share a temporary file. An existing
+    ``path`` that is not a regular file (a device, a FIFO) is opened and written, never replaced; a write error
+    (ENOSPC on ``/dev/full``) is raised as OSError."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        with open(path, mode) as f:
+            write(f)
+        return
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")

@@ -1,6 +1,9 @@
 """ieta_jax.workdir: atomic writes never leave a half-written or truncated file; cached stages compute once."""
+import errno
 import json
 import os
+import stat
+import threading
 
 import numpy as np
 import pytest
@@ -20,6 +23,41 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
         workdir.atomic_write(str(path), half_then_crash)
     assert json.loads(path.read_text()) == {"a": 1}
     assert os.listdir(tmp_path) == ["out.json"]
+
+
+def _char_device(path, minor):
+    """A clone of /dev/null (minor 3) or /dev/full (minor 7) at ``path`` (mknod needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mknod needs root")
+    os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+
+
+def test_a_device_is_written_into_never_replaced(tmp_path):
+    null = str(tmp_path / "null")
+    _char_device(null, 3)
+    workdir.write_json(null, {"a": 1})
+    assert stat.S_ISCHR(os.stat(null).st_mode) and os.listdir(tmp_path) == ["null"]
+
+
+def test_a_write_error_on_a_device_is_an_oserror_and_keeps_the_device(tmp_path):
+    full = str(tmp_path / "full")
+    _char_device(full, 7)
+    with pytest.raises(OSError) as e:
+        workdir.write_json(full, {"a": 1})
+    assert e.value.errno == errno.ENOSPC
+    assert stat.S_ISCHR(os.stat(full).st_mode) and os.listdir(tmp_path) == ["full"]
+
+
+def test_a_fifo_is_written_into_never_replaced(tmp_path):
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()), daemon=True)
+    reader.start()
+    workdir.write_jsonl(fifo, [{"x": 1}, {"x": 2}])
+    reader.join(timeout=10)
+    assert got == ['{"x": 1}\n{"x": 2}\n']
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and os.listdir(tmp_path) == ["fifo"]
 
 
 def test_jsonl_round_trip_with_numpy_values(tmp_path):
