@@ -8,12 +8,14 @@ prints it; a test checks that the README holds exactly that table).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any, Callable, Optional
 
 import ml_collections
 
 from ieta_jax.api.judge import FEEDBACK_MODES
+from sandbox.schema import MAX_MEMORY_MB, MAX_TIMEOUT_S
 
 METHODS = ("baseline", "dpo", "rlaif", "all")
 DATASETS = ("synthetic", "humaneval", "mbpp", "apps")
@@ -40,10 +42,20 @@ def int_at_least(low: int, note: str = "") -> Check:
     return lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= low else msg
 
 
+def int_in(low: int, high: int) -> Check:
+    msg = f"must be an integer in [{low}, {high}]"
+    return lambda v: None if isinstance(v, int) and not isinstance(v, bool) and low <= v <= high else msg
+
+
 def number_at_least(low: float, *, strict: bool = False) -> Check:
-    if strict:
-        return lambda v: None if v > low else f"must be > {low:g}"
-    return lambda v: None if v >= low else f"must be >= {low:g}"
+    """A finite number from ``low`` up (nan fails the comparison; inf is no learning rate, temperature or beta)."""
+    text = f"must be > {low:g}" if strict else f"must be >= {low:g}"
+
+    def check(v):
+        if not (v > low if strict else v >= low):
+            return text
+        return None if math.isfinite(v) else "must be finite"
+    return check
 
 
 def number_in(low: float, high: float, *, low_open: bool, high_open: bool) -> Check:
@@ -196,8 +208,9 @@ FIELDS: tuple[Field, ...] = (
     Field("sandbox.ray_node_resource", "", "for backend=ray: only nodes with this custom resource host sandbox "
           "actors (the TPU pod config uses `sandbox_host`)", changes_results=False),
     Field("trace", True, "capture execution traces (stored with pairs and sample programs)"),
-    Field("timeout_s", 5.0, "maximum execution time per program", number_at_least(0.0, strict=True)),
-    Field("memory_mb", 512, "memory limit per program", int_at_least(16)),
+    Field("timeout_s", 5.0, "maximum execution time per program",
+          number_in(0.0, MAX_TIMEOUT_S, low_open=True, high_open=False)),  # the sandbox's own bounds
+    Field("memory_mb", 512, "memory limit per program", int_in(32, MAX_MEMORY_MB)),
     # Device mesh.
     Field("mesh.data", -1, "data-parallel axis size", mesh_axis),
     Field("mesh.fsdp", 1, "fully-sharded data-parallel axis size", mesh_axis),

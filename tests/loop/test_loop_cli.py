@@ -40,6 +40,8 @@ def test_missing_config_file(tmp_path):
     ("--config.train_split=trian", "config.train_split must be a split of synthetic: one of ('train', 'heldout', "
                                    "'heldout_families', 'test', 'test_families'), got 'trian'"),
     ("--config.dpo.beta=-0.5", "config.dpo.beta must be > 0, got -0.5"),
+    ("--config.dpo.beta=inf", "config.dpo.beta must be finite, got inf"),
+    ("--config.timeout_s=700", "config.timeout_s must be in (0, 600], got 700.0"),
     ("--config.num_iterations=two", "--config.num_iterations"),
 ])
 def test_bad_field_is_one_line(tmp_path, override, needle):

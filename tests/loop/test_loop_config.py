@@ -26,7 +26,9 @@ def test_shipped_configs_validate(name):
     ("sandbox.backend", "docker", "config.sandbox.backend must be one of"),
     ("mesh.fsdp", 0, "config.mesh.fsdp must be an integer >= 1 or -1"),
     ("tiny.hidden_size", 130, "config.tiny.hidden_size must be divisible by config.tiny.num_heads=4"),
-    ("timeout_s", 0.0, "config.timeout_s must be > 0"),
+    ("timeout_s", 0.0, "config.timeout_s must be in (0, 600]"),
+    ("timeout_s", 700.0, "config.timeout_s must be in (0, 600]"),  # the sandbox's MAX_TIMEOUT_S
+    ("memory_mb", 16, "config.memory_mb must be an integer in [32, 16384]"),  # the sandbox's bounds
     ("model", "/nonexistent/ckpt", "config.model is not a checkpoint directory"),
     ("dataset", "humaneval", "config.dataset must be 'synthetic' with model='tiny'"),
     ("batch_size", 7, "config.batch_size must divide config.rlaif.prompts_per_step x config.num_samples"),
@@ -42,6 +44,16 @@ def test_bad_value_names_the_field(field, value, message):
         node = config[head]
     node[key] = value
     with pytest.raises(base.ConfigError, match=re.escape(message)):
+        base.validate(config)
+
+
+@pytest.mark.parametrize("name", [f.name for f in base.FIELDS if isinstance(f.default, float)])
+def test_no_float_field_accepts_infinity(name):
+    config = base.get_config()
+    *groups, leaf = name.split(".")
+    node = config[groups[0]] if groups else config
+    node[leaf] = float("inf")
+    with pytest.raises(base.ConfigError, match=re.escape(f"config.{name} must be")):
         base.validate(config)
 
 
