@@ -396,4 +396,10 @@ def check_devices(c: ml_collections.ConfigDict, num_devices: int) -> None:
 
 
 if __name__ == "__main__":
-    print(markdown_table())
+    import sys
+
+    try:
+        print(markdown_table(), flush=True)
+    except BrokenPipeError:  # piped into `head`: the reader left; stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

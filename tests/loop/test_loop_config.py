@@ -69,6 +69,18 @@ def test_readme_field_table_is_the_declaration():
     assert len(table.splitlines()) == len(base.FIELDS) + 2
 
 
+def test_table_into_a_closed_pipe_stops_quietly():
+    """``python -m configs.base | head -1``: the reader left before the table was written; no traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "configs.base"], cwd=REPO, env=run_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 1
+    assert proc.stderr.read() == b""
+
+
 def test_every_field_is_declared_once_and_validated_where_declared():
     names = [f.name for f in base.FIELDS]
     assert len(names) == len(set(names))
