@@ -154,7 +154,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
                 tiny.ensure_tiny_model(config, run.workdir.root, run.mesh, executor=ex)
             start_policy = policy_lib.LocalPolicy(
-                policy_lib.load_model(run.model_dir, config, run.mesh), policy_lib.load_tokenizer(run.model_dir),
+                run.model if run.model is not None else policy_lib.load_model(run.model_dir, config, run.mesh),
+                policy_lib.load_tokenizer(run.model_dir),
                 max_prompt_len=config.max_prompt_len, top_k=config.top_k, chat=config.prompt_format == "chat")
         initial = heldout.evaluate(run, start_policy, "initial", "initial")
         log.info("starting policy: %s", heldout.format_metrics(initial))

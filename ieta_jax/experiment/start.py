@@ -3,8 +3,8 @@
 ``check_workdir`` (no JAX) runs in ``launch.main`` right after the config validates: the workdir must be a
 directory, and one holding a run with another config is refused, naming the changed leaf fields (fields
 declared ``changes_results=False``, like ``sandbox.workers``, may differ). ``start`` then builds the mesh,
-loads the tasks and resolves the model; only when all of that worked is ``config.json`` written, so a failed
-start leaves the workdir as it was and the corrected command runs.
+loads the tasks and loads the model (every tensor); only when all of that worked is ``config.json`` written, so a
+failed start leaves the workdir as it was and the corrected command runs.
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ class Run:
     executor: Any = None       # sandbox.Executor on process 0, None elsewhere (set by the runner)
     writers: Any = None        # MetricWriters
     judge: Any = None          # api.judge.Judge for RLAIF with judge feedback (process 0; set by the runner)
+    model: Any = None          # config.model's checkpoint, loaded by start_run (None: the tiny model, or hosted)
 
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -128,6 +129,33 @@ def compilation_cache(config: ml_collections.ConfigDict, root: str):
         jax.config.update("jax_compilation_cache_dir", before)
 
 
+def _cannot_load(model_dir: str, e: Exception) -> StartError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return StartError(f"config.model={model_dir!r} cannot be loaded: {first}")
+
+
+def _load_start_model(config: ml_collections.ConfigDict, mesh):
+    """The checkpoint at ``config.model`` on the mesh: config.json and the tokenizer first (cheap), then every
+    tensor, so a model that does not load (a truncated safetensors file, missing tensors) is refused before
+    ``config.json`` locks the workdir to it."""
+    from ieta_jax import models
+    from ieta_jax.experiment import policy as policy_lib
+
+    model_dir = config.model
+    try:
+        models.load_config(model_dir)
+        tokenizer = policy_lib.load_tokenizer(model_dir)
+    except Exception as e:  # noqa: BLE001 - any loader failure means the same thing: fix config.model
+        raise _cannot_load(model_dir, e) from None
+    if config.prompt_format == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise StartError(f"config.prompt_format='chat' needs a tokenizer with a chat template; {model_dir} has "
+                         "none (use prompt_format='completion')")
+    try:
+        return policy_lib.load_model(model_dir, config, mesh)
+    except Exception as e:  # noqa: BLE001
+        raise _cannot_load(model_dir, e) from None
+
+
 def start_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     """The checked run; writes ``config.json`` (process 0) once nothing can refuse the run any more."""
     import jax
@@ -145,28 +173,18 @@ def start_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
     log.info("devices: %d x %s, mesh %s", jax.device_count(), jax.devices()[0].platform, dict(mesh.shape))
     train, held_out = load_task_sets(config)
     wd = workdir_lib.Workdir(workdir)
+    model = None
     if config.policy:  # a hosted model (base.check_endpoints checked the URI); no local checkpoint
         model_dir = ""
     elif config.model == "tiny":
         model_dir = wd.path(TINY_DIR)
     else:
         model_dir = config.model
-        from ieta_jax import models
-
-        try:
-            models.load_config(model_dir)
-            from ieta_jax.experiment.policy import load_tokenizer
-
-            tokenizer = load_tokenizer(model_dir)
-        except Exception as e:  # noqa: BLE001 - any loader failure means the same thing: fix config.model
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise StartError(f"config.model={model_dir!r} cannot be loaded: {first}") from None
-        if config.prompt_format == "chat" and not getattr(tokenizer, "chat_template", None):
-            raise StartError(f"config.prompt_format='chat' needs a tokenizer with a chat template; {model_dir} has "
-                             "none (use prompt_format='completion')")
+        model = _load_start_model(config, mesh)
     if distributed.is_primary():
         os.makedirs(wd.root, exist_ok=True)
         if workdir_lib.read_json(wd.path(CONFIG_FILE)) is None:
             workdir_lib.write_json(wd.path(CONFIG_FILE), json.loads(config.to_json()))
     distributed.barrier("config_written")
-    return Run(config=config, workdir=wd, mesh=mesh, model_dir=model_dir, train_tasks=train, eval_tasks=held_out)
+    return Run(config=config, workdir=wd, mesh=mesh, model_dir=model_dir, train_tasks=train, eval_tasks=held_out,
+               model=model)

@@ -42,9 +42,7 @@ class SafetensorsFile:
 
     def __init__(self, path: str):
         self.path = path
-        with open(path, "rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(header_len))
+        header_len, header = _read_header(path)
         self.metadata = header.pop("__metadata__", None) or {}
         self.entries = header
         self._data_start = 8 + header_len
@@ -63,6 +61,32 @@ class SafetensorsFile:
         start, end = entry["data_offsets"]
         raw = self._mmap[self._data_start + start:self._data_start + end]
         return raw.view(SAFE_DTYPES[entry["dtype"]]).reshape(entry["shape"])
+
+
+def _read_header(path: str) -> tuple[int, dict]:
+    """(header length, header) of a safetensors file, every tensor's bytes inside the file; else a ValueError
+    naming the file (a truncated copy or garbage, not a JSONDecodeError from deep inside the loader)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        header_len = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+        if header_len is None or header_len > size - 8:
+            raise ValueError(f"{path} is not a valid safetensors file (truncated: {size} bytes, shorter than its "
+                             "header)")
+        try:
+            header = json.loads(f.read(header_len))
+        except (ValueError, RecursionError) as e:
+            raise ValueError(f"{path} is not a valid safetensors file (bad header: {e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a valid safetensors file (bad header: not a JSON object)")
+    data_len = size - 8 - header_len
+    for name, entry in header.items():
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if name != "__metadata__" and not (isinstance(offsets, list) and len(offsets) == 2
+                                           and 0 <= offsets[0] <= offsets[1] <= data_len):
+            raise ValueError(f"{path} is not a valid safetensors file (tensor {name!r} has data_offsets {offsets!r}; "
+                             f"the file holds {data_len} data bytes: truncated?)")
+    return header_len, header
 
 
 def write_safetensors(path: str, tensors: list[tuple[str, tuple[int, ...], np.dtype]], produce,

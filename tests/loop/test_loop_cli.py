@@ -102,6 +102,22 @@ def test_failed_start_writes_no_config(tmp_path):
     assert not workdir.exists() or _tree(workdir) == []
 
 
+def test_corrupt_checkpoint_is_refused_before_config_json(tmp_path, saved_tiny_policy):
+    """A truncated model.safetensors: one line naming the file, and nothing written, so the corrected command is not
+    refused as "another config" (every tensor loads before config.json is written)."""
+    import shutil
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(saved_tiny_policy, corrupt)
+    weights = corrupt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    workdir = tmp_path / "w"
+    _one_error_line(_main("--config=configs/smoke.py", f"--workdir={workdir}", "--config.method=baseline",
+                          "--config.sandbox.backend=process", f"--config.model={corrupt}", timeout=300),
+                    f"config.model={str(corrupt)!r} cannot be loaded", f"{weights} is not a valid safetensors file")
+    assert not workdir.exists() or _tree(workdir) == []
+
+
 def test_tpu_pod_checks_the_remote_command_before_printing_anything():
     def pod(*args):
         return subprocess.run([sys.executable, "-m", "launch.tpu_pod", *args], cwd=REPO, env=run_env(),

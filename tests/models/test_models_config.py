@@ -74,6 +74,26 @@ def test_checkpoint_errors_name_the_problem(hf_checkpoints, tmp_path):
         models.from_pretrained(str(gpt))
 
 
+def test_a_corrupt_safetensors_file_is_named_not_a_json_traceback(tmp_path):
+    """A truncated or garbage model.safetensors: a ValueError naming the file, before any tensor is read."""
+    from ieta_jax.models import checkpoint
+
+    good = tmp_path / "good.safetensors"
+    checkpoint.write_safetensors(str(good), [("w", (4, 4), np.float32)], lambda name: np.ones((4, 4), np.float32))
+    data = good.read_bytes()
+    assert checkpoint.SafetensorsFile(str(good))["w"].sum() == 16
+    cases = {"head": (data[:40], "truncated"), "tiny": (data[:5], "truncated"),
+             "tail": (data[:-4], "'w' has data_offsets [0, 64]; the file holds 60 data bytes"),
+             "garbage": (data[:9] + b"}" + data[10:], "bad header"),
+             "list": (len(b"[1]    ").to_bytes(8, "little") + b"[1]    ", "not a JSON object")}
+    for name, (blob, needle) in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(blob)
+        with pytest.raises(ValueError) as e:
+            checkpoint.SafetensorsFile(str(path))
+        assert str(e.value).startswith(f"{path} is not a valid safetensors file") and needle in str(e.value), name
+
+
 def test_num_params_equals_transformers_count(hf_checkpoints):
     """The parameter count behind the benchmark's 6*N*T FLOPs equals transformers' own count."""
     import torch
