@@ -72,19 +72,36 @@ def write_text(path: str, text: str) -> None:
     atomic_write(path, lambda f: f.write(text))
 
 
-def read_json(path: str) -> Any | None:
-    """The parsed file, or None when it does not exist."""
+class CorruptFileError(ValueError):
+    """A file that exists but does not parse (truncated, edited, not UTF-8); the message names it."""
+
+
+def _parse(path: str, load: Callable[[Any], Any]) -> Any | None:
+    """``load(f)`` of the open file, None when it does not exist, CorruptFileError when it does not parse."""
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return load(f)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CorruptFileError(f"{path} is corrupt ({e})") from None
+
+
+def read_json(path: str) -> Any | None:
+    """The parsed file, or None when it does not exist."""
+    return _parse(path, json.load)
 
 
 def read_jsonl(path: str) -> list[dict] | None:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return _parse(path, lambda f: [json.loads(line) for line in f if line.strip()])
+
+
+def _read_stage(read: Callable[[str], Any], path: str) -> Any | None:
+    """``read(path)`` of a stage output; a corrupt one says how to recover (the run recomputes a missing stage)."""
+    try:
+        return read(path)
+    except CorruptFileError as e:
+        raise CorruptFileError(f"{e}; delete it to recompute that stage") from None
 
 
 def replace_dir(tmp: str, out: str) -> None:
@@ -118,12 +135,12 @@ class Workdir:
     def read_json(self, rel: str) -> Any | None:
         from ieta_jax import distributed
 
-        return distributed.on_primary(lambda: read_json(self.path(rel)))
+        return distributed.on_primary(lambda: _read_stage(read_json, self.path(rel)))
 
     def read_jsonl(self, rel: str) -> list[dict] | None:
         from ieta_jax import distributed
 
-        return distributed.on_primary(lambda: read_jsonl(self.path(rel)))
+        return distributed.on_primary(lambda: _read_stage(read_jsonl, self.path(rel)))
 
     def cached_json(self, rel: str, compute: Callable[[], Any]) -> Any:
         """The stage output stored at ``rel`` if a previous run finished it, else ``compute()``, stored."""

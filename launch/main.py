@@ -103,10 +103,12 @@ def main(argv):
     from ieta_jax.experiment import run_experiment
 
     from ieta_jax.api import APIError
+    from ieta_jax.workdir import CorruptFileError
 
     try:
         run_experiment(config, workdir)
-    except (start_lib.StartError, APIError) as e:  # APIError: a key, model or request the endpoint refused
+    # APIError: a key, model or request the endpoint refused; CorruptFileError: a stage output that does not parse
+    except (start_lib.StartError, APIError, CorruptFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

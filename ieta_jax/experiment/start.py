@@ -48,18 +48,30 @@ class Run:
 
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Refuse a workdir that is a file, or that holds a run with another config."""
+    """Refuse a workdir that is a file, or that holds a run with another config or a config.json that is not one."""
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise StartError(f"--workdir={workdir} is an existing file, not a directory")
-    previous = workdir_lib.read_json(os.path.join(workdir, CONFIG_FILE))
+    path = os.path.join(workdir, CONFIG_FILE)
+    try:
+        previous = workdir_lib.read_json(path)
+    except workdir_lib.CorruptFileError as e:
+        raise StartError(_not_a_run_record(str(e))) from None
     if previous is None:
         return
+    if not isinstance(previous, dict):
+        raise StartError(_not_a_run_record(f"{path} holds a {type(previous).__name__}, not an object of config "
+                                           "fields"))
     changed = base.changed_fields(previous, json.loads(config.to_json()))
     if changed:
         now, then = base.leaf_values(json.loads(config.to_json())), base.leaf_values(previous)
         diffs = ", ".join(f"{k} ({then.get(k)!r} -> {now.get(k)!r})" for k in changed)
         raise StartError(f"{workdir} holds a run with another config: {diffs}; use a new --workdir or restore "
                          "those values")
+
+
+def _not_a_run_record(problem: str) -> str:
+    return (f"{problem}: not a valid run record; restore it, delete it if this command has the run's config, or use "
+            "a new --workdir")
 
 
 def load_task_sets(config: ml_collections.ConfigDict) -> tuple[list, list]:

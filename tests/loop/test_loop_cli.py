@@ -92,6 +92,34 @@ def test_fields_that_do_not_change_results_do_not_block_a_resume(tmp_path):
         check_workdir(c, str(tmp_path))
 
 
+@pytest.mark.parametrize("content,problem", [("{bad", "is corrupt (Expecting property name"),
+                                             ("[1]", "holds a list, not an object of config fields")])
+def test_workdir_with_a_corrupt_config_json(tmp_path, content, problem):
+    from configs import smoke
+    from ieta_jax.experiment import StartError, check_workdir
+
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(StartError) as e:
+        check_workdir(smoke.get_config(), str(tmp_path))
+    assert str(e.value).startswith(f"{tmp_path / 'config.json'} {problem}") and "not a valid run record" in str(e.value)
+    assert (tmp_path / "config.json").read_text() == content
+
+
+def test_corrupt_stage_output_on_resume(tmp_path, saved_tiny_policy):
+    """A truncated stage output (a disk that filled, a hand edit): one line naming it and saying to delete it, exit 2,
+    before that stage or any later one runs."""
+    workdir = tmp_path / "w"
+    (workdir / "initial").mkdir(parents=True)
+    (workdir / "initial" / "eval.json").write_text('{"pass@1": 0.5, "execution_ra')
+    proc = _main("--config=configs/smoke.py", f"--workdir={workdir}", "--config.method=baseline",
+                 "--config.sandbox.backend=process", f"--config.model={saved_tiny_policy}", timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {workdir / 'initial' / 'eval.json'} is corrupt (Unterminated string"), last
+    assert last.endswith("; delete it to recompute that stage"), last
+    assert not (workdir / "results.json").exists()
+
+
 def test_failed_start_writes_no_config(tmp_path):
     workdir = tmp_path / "w"
     args = ("--config=configs/mbpp_dpo.py", f"--workdir={workdir}", f"--config.dataset={MBPP}",

@@ -67,6 +67,29 @@ def test_jsonl_round_trip_with_numpy_values(tmp_path):
     assert workdir.read_json(str(tmp_path / "missing.json")) is None
 
 
+@pytest.mark.parametrize("content", [b'{"a": 1, "b', b"\xff\xfe{}", b"[" * 100000],
+                         ids=["truncated", "not_utf8", "too_deep"])
+def test_a_corrupt_file_is_named(tmp_path, content):
+    for name, read in [("x.json", workdir.read_json), ("x.jsonl", workdir.read_jsonl)]:
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(workdir.CorruptFileError, match=f"^{path} is corrupt"):
+            read(str(path))
+
+
+def test_a_corrupt_stage_output_says_to_delete_it_and_is_not_overwritten(tmp_path):
+    wd = workdir.Workdir(str(tmp_path))
+    (tmp_path / "stage").mkdir()
+    (tmp_path / "stage" / "eval.json").write_text('{"pass@1": 0.')
+    (tmp_path / "stage" / "rows.jsonl").write_text('{"x": 1}\n{"x"\n')
+    for read in (lambda: wd.cached_json("stage/eval.json", lambda: {"recomputed": True}),
+                 lambda: wd.read_jsonl("stage/rows.jsonl")):
+        with pytest.raises(workdir.CorruptFileError) as e:
+            read()
+        assert str(e.value).endswith("; delete it to recompute that stage") and str(tmp_path / "stage") in str(e.value)
+    assert (tmp_path / "stage" / "eval.json").read_text() == '{"pass@1": 0.'
+
+
 def test_cached_json_computes_once(tmp_path):
     wd = workdir.Workdir(str(tmp_path))
     calls = []
