@@ -4,7 +4,7 @@ Any config field can be overridden on the command line (``--config.dpo.beta=0.2`
 wrong is checked before anything is written: the config file, every field, the splits of the datasets, the
 workdir (a directory, holding no run with another config), then (once JAX is up) the mesh, the tasks and the
 model. Each mistake is one line on stderr naming what to fix, and exit status 2. Restarting a killed run with
-the same command resumes it from the state files in the workdir.
+the same command resumes it from the state files in the workdir; Ctrl-C says so, with exit status 130.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ if __name__ == "__main__":  # the host allocator is chosen at process start, bef
 
     allocator.use_tcmalloc()
 
+import os
 import re
 import sys
 
@@ -85,6 +86,18 @@ def _last_line(e: BaseException) -> str:
 
 
 def main(argv):
+    """Exit status 0, 2 for a mistake (one line on stderr), 130 for Ctrl-C (the workdir stays resumable)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # Exit now: tearing the interpreter down around threads the interrupt left mid-call (XLA, the sampler)
+        # crashes it now and then (SIGSEGV). Every workdir file is written atomically: as resumable as after kill -9.
+        os._exit(130)
+
+
+def _main(argv):
     from ieta_jax.experiment import start as start_lib
 
     try:

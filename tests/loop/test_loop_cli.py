@@ -146,6 +146,22 @@ def test_corrupt_checkpoint_is_refused_before_config_json(tmp_path, saved_tiny_p
     assert not workdir.exists() or _tree(workdir) == []
 
 
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
+    """SIGINT while the experiment runs (here: at its first step): no KeyboardInterrupt traceback."""
+    workdir = tmp_path / "w"
+    script = ("import os, signal, sys, time\n"
+              "import launch.main, ieta_jax.experiment as experiment\n"
+              "def run_experiment(config, workdir):\n"
+              "    os.kill(os.getpid(), signal.SIGINT)\n"
+              "    time.sleep(60)\n"
+              "experiment.run_experiment = run_experiment\n"
+              "sys.exit(launch.main.main(sys.argv))\n")
+    proc = subprocess.run([sys.executable, "-c", script, "--config=configs/smoke.py", f"--workdir={workdir}"],
+                          cwd=REPO, env=run_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert proc.stderr == "interrupted; rerun the same command to resume\n"
+
+
 def test_tpu_pod_checks_the_remote_command_before_printing_anything():
     def pod(*args):
         return subprocess.run([sys.executable, "-m", "launch.tpu_pod", *args], cwd=REPO, env=run_env(),
