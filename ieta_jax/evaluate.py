@@ -350,9 +350,8 @@ MODEL_DEFAULTS = {"n": 1, "temperature": 0.0, "top_p": 1.0, "seed": 0, "max_turn
 
 
 def _episode_config(args, ks: Sequence[int]):
-    """The experiment config the episode stage reads, from the flags (checked; nothing loaded or run yet)."""
-    import json
-
+    """The experiment config the episode stage reads, from the flags and the policy directory's files (checked;
+    nothing loaded or run yet)."""
     from configs import base
 
     c = base.get_config()
@@ -374,11 +373,12 @@ def _episode_config(args, ks: Sequence[int]):
     if not 0 <= args.temperature <= 2 or not 0 < args.top_p <= 1:
         raise SamplesError(f"--temperature must be in [0, 2] and --top_p in (0, 1], got {args.temperature}, "
                            f"{args.top_p}")
-    model_config = os.path.join(args.model, "config.json")
-    if not os.path.isfile(model_config):
-        raise SamplesError(f"--model {args.model}: no config.json there (expected a saved policy directory)")
-    with open(model_config) as f:
-        positions = json.load(f).get("max_position_embeddings")
+    from ieta_jax.models import checkpoint_dir
+
+    try:
+        positions = checkpoint_dir.check(args.model).get("max_position_embeddings")
+    except checkpoint_dir.CheckpointError as e:
+        raise SamplesError(f"--model {args.model}: {e}") from None
     if positions is not None and args.max_prompt_len + args.max_tokens > positions:
         raise SamplesError(f"--max_prompt_len {args.max_prompt_len} + --max_tokens {args.max_tokens} exceeds the "
                            f"model's max_position_embeddings={positions}")
@@ -413,8 +413,15 @@ def evaluate_model(args) -> int:
     from sandbox import Executor
 
     mesh = sharding.make_mesh()
-    policy = policy_lib.LocalPolicy(policy_lib.load_model(args.model, c, mesh), policy_lib.load_tokenizer(args.model),
-                                    max_prompt_len=c.max_prompt_len, top_k=c.top_k)
+    try:
+        policy = policy_lib.LocalPolicy(policy_lib.load_model(args.model, c, mesh),
+                                        policy_lib.load_tokenizer(args.model), max_prompt_len=c.max_prompt_len,
+                                        top_k=c.top_k)
+    except Exception as e:  # noqa: BLE001 - what _episode_config's checks did not foresee: a tensor missing, ...
+        from ieta_jax.models import checkpoint_dir
+
+        print(f"error: --model {args.model} {checkpoint_dir.load_error(e)}", file=sys.stderr)
+        return 2
     with Executor(backend=args.backend, workers=args.workers, memory_mb=args.memory_mb,
                   **({"timeout_s": args.timeout_s} if args.timeout_s is not None else {})) as executor, \
             tempfile.TemporaryDirectory() as scratch:

@@ -71,3 +71,47 @@ def test_max_turns_needs_a_model(tmp_path, capsys):
     assert evaluate.main(["--dataset", "humaneval", "--samples", str(samples), "--k", "1", "--max_turns", "2",
                           "--out", str(tmp_path / "m.json")]) == 2
     assert "only with --model" in capsys.readouterr().err and not (tmp_path / "m.json").exists()
+
+
+def _spoil(name: str, d) -> None:
+    """One way a policy directory can be broken (what a user's mistake or a half-copied directory leaves)."""
+    if name == "config_list":
+        (d / "config.json").write_text("[1, 2]")
+    elif name == "config_bad_json":
+        (d / "config.json").write_text("{bad")
+    elif name == "positions_str":
+        hf = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**hf, "max_position_embeddings": "abc"}))
+    elif name == "no_weights":
+        (d / "model.safetensors").unlink()
+    elif name == "truncated_weights":
+        (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:1000])
+    elif name == "no_tokenizer":
+        for f in d.iterdir():
+            if f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
+                f.unlink()
+
+
+BAD_POLICY_DIRS = [
+    ("config_list", "config.json must be a JSON object, got list"),
+    ("config_bad_json", "config.json is not valid JSON: Expecting property name"),
+    ("positions_str", "config.json: max_position_embeddings must be a positive integer, got 'abc'"),
+    ("no_weights", "no model.safetensors or model.safetensors.index.json"),
+    ("truncated_weights", "model.safetensors is not a valid safetensors file"),
+    ("no_tokenizer", "no tokenizer files"),
+]
+
+
+@pytest.mark.parametrize("spoil, message", BAD_POLICY_DIRS)
+def test_a_bad_policy_directory_is_named_in_one_line(saved_tiny_policy, tmp_path, capsys, spoil, message):
+    import shutil
+
+    policy = tmp_path / "policy"
+    shutil.copytree(saved_tiny_policy, policy)
+    _spoil(spoil, policy)
+    out = tmp_path / "m.json"
+    assert evaluate.main(["--dataset", "synthetic", "--split", "heldout", "--model", str(policy), "--k", "1",
+                          "--limit", "1", "--backend", "process", "--no_progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --model {policy}: ") and message in err[0], err
+    assert not out.exists()
