@@ -733,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed)")
     p.add_argument("--served_model_name", default=None, help="the model id clients use (default: the dir's name)")
-    p.add_argument("--dtype", default="float32", help="compute dtype (float32, bfloat16)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="compute dtype")
     p.add_argument("--tensor", type=int, default=1, help="tensor-parallel mesh axis size")
     p.add_argument("--max_batch_rows", type=int, default=64, help="most sequences in one sampler call")
     p.add_argument("--seed", type=int, default=0, help="seeds requests that give no seed")
@@ -749,21 +749,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --port must be in [0, 65535], --max_batch_rows and --tensor >= 1", file=sys.stderr)
         return 2
     try:
+        return _serve(args)
+    except KeyboardInterrupt:  # Ctrl-C while loading or warming up; while serving it is the way to stop (exit 0)
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _serve(args) -> int:
+    """Checks the checkpoint and the address, loads, serves until Ctrl-C; 2 with one line for what is wrong."""
+    import socket
+
+    from ieta_jax.models import checkpoint_dir
+
+    try:
+        socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        print(f"error: --host {args.host}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+        return 2
+    try:
+        checkpoint_dir.check(args.model)
+    except checkpoint_dir.CheckpointError as e:
+        print(f"error: --model {args.model}: {e}", file=sys.stderr)
+        return 2
+    from ieta_jax import sharding
+
+    try:
+        sharding.make_mesh(data=-1, fsdp=1, tensor=args.tensor)  # the mesh `load` makes, checked on its own
+    except ValueError as e:
+        print(f"error: --tensor {args.tensor}: {e}", file=sys.stderr)
+        return 2
+    try:
         api = load(args.model, dtype=args.dtype, tensor=args.tensor, max_batch_rows=args.max_batch_rows,
                    seed=args.seed, model_name=args.served_model_name)
-        server = Server(api, args.host, args.port, verbose=args.verbose)
-    except (ValueError, OSError) as e:
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - what the checks did not foresee: a tensor missing, a mesh that does not fit
+        print(f"error: --model {args.model} {checkpoint_dir.load_error(e)}", file=sys.stderr)
         return 2
-    if args.warmup:
-        start = time.perf_counter()
-        calls = api.engine.warmup()
-        print(f"warmed up: {calls} sampler calls in {time.perf_counter() - start:.1f}s", file=sys.stderr, flush=True)
-    print(f"serving {api.model_name} at {server.url}", flush=True)
     try:
-        server.httpd.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server = Server(api, args.host, args.port, verbose=args.verbose)
+    except OSError as e:  # the port is taken, or the address is not this machine's
+        api.engine.close()
+        print(f"error: --host {args.host} --port {args.port}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    try:
+        if args.warmup:
+            start = time.perf_counter()
+            calls = api.engine.warmup()
+            print(f"warmed up: {calls} sampler calls in {time.perf_counter() - start:.1f}s", file=sys.stderr,
+                  flush=True)
+        print(f"serving {api.model_name} at {server.url}", flush=True)
+        try:
+            server.httpd.serve_forever()
+        except KeyboardInterrupt:
+            pass
     finally:
         server.httpd.server_close()
         api.engine.close()

@@ -290,6 +290,46 @@ def test_cli_serves_a_checkpoint_dir(tiny_checkpoint, tiny_policy, tmp_path):
         proc.wait(timeout=60)
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--spoil", "config.json", "[1, 2]"], "error: --model {ckpt}: config.json must be a JSON object, got list"),
+    (["--spoil", "model.safetensors", "x" * 20], "error: --model {ckpt}: model.safetensors is not a valid safetensors "
+                                                  "file"),
+    (["--spoil", "tokenizer.json", None], "error: --model {ckpt}: no tokenizer files"),
+    (["--host", "999.1.1.1"], "error: --host 999.1.1.1: "),
+])
+def test_cli_names_a_bad_checkpoint_or_host_in_one_line(tiny_checkpoint, tmp_path, capsys, flags, message):
+    import shutil
+
+    from ieta_jax import serve
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    if flags[0] == "--spoil":
+        _, name, content = flags
+        (ckpt / name).unlink()
+        if content is not None:
+            (ckpt / name).write_text(content)
+        flags = []
+    assert serve.main(["--model", str(ckpt), "--port", "0", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message.format(ckpt=ckpt)), err
+
+
+def test_cli_refuses_an_unknown_dtype_and_ctrl_c_while_loading_is_one_line(tiny_checkpoint, capsys, monkeypatch):
+    from ieta_jax import serve
+
+    with pytest.raises(SystemExit) as e:
+        serve.main(["--model", tiny_checkpoint, "--dtype", "float17"])
+    assert e.value.code == 2 and "--dtype: invalid choice: 'float17'" in capsys.readouterr().err
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(serve, "load", interrupted)
+    assert serve.main(["--model", tiny_checkpoint, "--port", "0"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted"]
+
+
 def test_warmup_compiles_what_common_requests_use(tiny_policy):
     from ieta_jax import serve
 
