@@ -55,6 +55,8 @@ def read_samples(path: str) -> list[dict[str, Any]]:
     """The samples of a JSONL file, each {"task_id": str, "completion": str, ...}."""
     if not os.path.exists(path):
         raise SamplesError(f"samples file not found: {path}")
+    if os.path.isdir(path):
+        raise SamplesError(f"--samples {path} is a directory, not a JSONL file")
     samples = []
     try:
         for where, row in rows.read_rows(path):
@@ -174,6 +176,8 @@ def use_offline_hub_if_unreachable(dataset: str) -> bool:
 
 def load_dataset_tasks(dataset: str, split: str | None, limit: int | None) -> list[data.Task]:
     """The dataset's tasks; without network a hub dataset missing from the local cache fails at once, saying so."""
+    if os.path.isdir(dataset):
+        raise SamplesError(f"--dataset {dataset} is a directory; a local dataset is a JSONL, JSON or parquet file")
     offline = use_offline_hub_if_unreachable(dataset)
     try:
         return data.load_tasks(dataset, split=split, limit=limit)
@@ -182,18 +186,25 @@ def load_dataset_tasks(dataset: str, split: str | None, limit: int | None) -> li
                            f"cache: {e}" if offline else str(e)) from None
 
 
-def check_out_path(path: str) -> None:
-    """Refuse an --out that cannot be written, before any sample runs."""
+def _nearest_existing(path: str) -> str:
+    """`path` (absolute) or its closest ancestor that exists: what makedirs would have to create under."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def check_out_path(path: str, flag: str = "--out", example: str = "metrics.json") -> None:
+    """Refuse an output path (--out, --save_samples) that cannot be written, before any sample runs."""
+    if not path:
+        raise SamplesError(f"{flag} must not be empty")
     if os.path.isdir(path):
-        raise SamplesError(f"--out {path} is a directory; pass a file path such as {os.path.join(path, 'metrics.json')}")
-    parent = os.path.dirname(os.path.abspath(path))
-    existing = parent
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+        raise SamplesError(f"{flag} {path} is a directory; pass a file path such as {os.path.join(path, example)}")
+    existing = _nearest_existing(os.path.dirname(os.path.abspath(path)))
     if not os.path.isdir(existing):
-        raise SamplesError(f"--out {path}: {existing} is not a directory")
+        raise SamplesError(f"{flag} {path}: {existing} is not a directory")
     if not os.access(existing, os.W_OK):
-        raise SamplesError(f"--out {path}: {existing} is not writable")
+        raise SamplesError(f"{flag} {path}: {existing} is not writable")
 
 
 def check_limits(workers: int | None, timeout_s: float | None, memory_mb: int) -> None:
@@ -232,7 +243,13 @@ def _make_policy(args, ks: Sequence[int]):
     if not 0 <= args.temperature <= 2 or not 0 < args.top_p <= 1:
         raise SamplesError(f"--temperature must be in [0, 2] and --top_p in (0, 1], got {args.temperature}, "
                            f"{args.top_p}")
+    if args.save_samples is not None:
+        check_out_path(args.save_samples, "--save_samples", "samples.jsonl")
     cache_dir = args.cache_dir or os.path.join(os.path.dirname(os.path.abspath(args.out)), "api_cache")
+    existing = _nearest_existing(cache_dir)
+    if not os.path.isdir(existing):
+        raise SamplesError(f"--cache_dir {cache_dir}" + (" is not a directory" if existing == os.path.abspath(cache_dir)
+                                                          else f": {existing} is not a directory"))
     try:
         return api.APIPolicy(args.policy, args.model_name, mode=args.api_mode, cache_dir=cache_dir,
                              max_concurrency=args.max_concurrency)
@@ -249,6 +266,14 @@ def generate_samples(policy: Any, tasks: Sequence[data.Task], *, n: int, tempera
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C: --out is written only at the end, so it is as it was
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ieta_jax.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True,

@@ -173,3 +173,44 @@ def test_cli_writes_metrics_atomically(tmp_path, monkeypatch):
     assert out.read_text() == '{"previous": true}' and os.listdir(tmp_path) == ["m.json"]
     workdir.write_json(str(out), {"pass_at_k": {"pass@1": 0.5}})
     assert json.loads(out.read_text()) == {"pass_at_k": {"pass@1": 0.5}}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--out", ""], "error: --out must not be empty"),
+    (["--samples", "{tmp}"], "error: --samples {tmp} is a directory"),
+    (["--dataset", "{tmp}"], "error: --dataset {tmp} is a directory"),
+    (["--policy", "openai://127.0.0.1:1/v1", "--model_name", "m", "--limit", "1", "--cache_dir", "{tmp}/afile"],
+     "error: --cache_dir {tmp}/afile is not a directory"),
+    (["--policy", "openai://127.0.0.1:1/v1", "--model_name", "m", "--limit", "1", "--save_samples", ""],
+     "error: --save_samples must not be empty"),
+])
+def test_cli_refuses_bad_paths_before_any_work(tmp_path, capsys, flags, message):
+    """Each is refused before a sample runs or a request is sent (the endpoint here refuses connections)."""
+    samples = _write(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "    return True\n"}])
+    (tmp_path / "afile").write_text("a file")
+    args = {"--dataset": "humaneval", "--samples": samples, "--k": "1", "--out": str(tmp_path / "m.json"),
+            "--backend": "process"}
+    flags = [f.format(tmp=tmp_path) for f in flags]
+    if "--policy" in flags:
+        del args["--samples"]
+    for flag, value in zip(flags[::2], flags[1::2]):
+        args[flag] = value
+    assert evaluate.main([x for kv in args.items() for x in kv] + ["--no_progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message.format(tmp=tmp_path)), err
+    assert sorted(os.listdir(tmp_path)) == ["afile", "s.jsonl"]
+
+
+def test_ctrl_c_is_one_line_and_leaves_out_as_it_was(tmp_path, capsys, monkeypatch):
+    samples = _write(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "    return True\n"}])
+    out = tmp_path / "m.json"
+    out.write_text("previous metrics")
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the samples run
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "evaluate_samples", interrupted)
+    assert evaluate.main(["--dataset", "humaneval", "--samples", samples, "--k", "1", "--out", str(out),
+                          "--backend", "process", "--workers", "1", "--no_progress"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"
+    assert out.read_text() == "previous metrics" and sorted(os.listdir(tmp_path)) == ["m.json", "s.jsonl"]
