@@ -5,11 +5,14 @@ order). Invalid lines (bad JSON, unknown test kind, missing or mistyped fields, 
 on stderr as `<file>:<line>: <reason>` and the exit code is 2; the valid lines still run. Bad flags
 (`--workers 0`, `--timeout_s -1`, a missing `--in`, an `--out` in a missing directory) are one
 `error:` line and exit 2 before anything starts or is written. `--out` is written to a temporary file
-next to it and renamed at the end, so it is never left half-written or truncated.
+next to it and renamed at the end, so it is never left half-written or truncated (what is not a regular file,
+/dev/null or a FIFO, is written into instead; a write error is one `error:` line, exit 2). Ctrl-C prints
+`interrupted` and exits 130, `--out` as it was.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -87,7 +90,13 @@ def check_args(args) -> str | None:
     if not 32 <= args.memory_mb <= MAX_MEMORY_MB:
         return f"--memory_mb must be in [32, {MAX_MEMORY_MB}], got {args.memory_mb}"
     if args.inp != "-" and not os.path.isfile(args.inp):
+        if os.path.isdir(args.inp):
+            return f"--in {args.inp} is a directory"
+        if os.path.exists(args.inp):
+            return f"--in {args.inp} is not a regular file (use --in - to read a pipe)"
         return f"--in {args.inp}: no such file"
+    if not args.out:
+        return "--out must not be empty (use --out - for standard output)"
     if args.out != "-":
         parent = os.path.dirname(os.path.abspath(args.out))
         if os.path.isdir(args.out):
@@ -97,6 +106,21 @@ def check_args(args) -> str | None:
         if not os.access(parent, os.W_OK):
             return f"--out {args.out}: directory {parent} is not writable"
     return None
+
+
+def _open_out(path: str):
+    """(file to write the results to, its temporary name or None): `path` itself for stdout ('-') and for what is not
+    a regular file (/dev/null, a FIFO: written, never replaced); otherwise a temporary file next to it, renamed over
+    it at the end, so it is never left half-written."""
+    if path == "-":
+        return sys.stdout, None
+    if os.path.exists(path) and not os.path.isfile(path):
+        return open(path, "w", encoding="utf-8"), None
+    fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # the mode a plain open() would give, not mkstemp's 0600
+    return os.fdopen(fd, "w", encoding="utf-8"), tmp
 
 
 def run(args) -> int:
@@ -126,16 +150,11 @@ def run(args) -> int:
         opts = {"ray_address": args.ray_address, "node_resource": args.ray_node_resource,
                 "workers_per_actor": args.workers}
         workers = None
-    if args.out == "-":
-        out, tmp = sys.stdout, None
-    elif os.path.exists(args.out) and not os.path.isfile(args.out):  # /dev/null, a FIFO: written, never replaced
-        out, tmp = open(args.out, "w", encoding="utf-8"), None
-    else:  # a temporary file renamed over the target at the end: never left half-written
-        fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(args.out)))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # the mode a plain open() would give, not mkstemp's 0600
-        out = os.fdopen(fd, "w", encoding="utf-8")
+    try:
+        out, tmp = _open_out(args.out)
+    except OSError as e:
+        print(f"error: --out {args.out}: {e.strerror or e}", file=sys.stderr)
+        return 2
     counts = {}
     try:
         try:
@@ -161,9 +180,14 @@ def run(args) -> int:
     except BrokenPipeError:  # --out - into `head`: the reader left; stop quietly, as cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as e:  # writing --out failed: a full disk, /dev/full (the pool's own failures are results)
+        print(f"error: --out {args.out}: {e.strerror or e}", file=sys.stderr)
+        return 2
     finally:
+        if out is not sys.stdout:
+            with contextlib.suppress(OSError):  # a write that failed stays buffered; it fails again on close
+                out.close()
         if tmp is not None:
-            out.close()
             os.unlink(tmp)
     summary = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
     print(f"{len(requests)} requests run ({summary or 'none'}); {len(errors)} invalid lines", file=sys.stderr)
@@ -173,5 +197,9 @@ def run(args) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "run":
-        return run(args)
+        try:
+            return run(args)
+        except KeyboardInterrupt:  # Ctrl-C: --out is as it was (renamed into place only at the end)
+            print("interrupted", file=sys.stderr)
+            return 130
     return 1

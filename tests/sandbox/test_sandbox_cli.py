@@ -76,6 +76,37 @@ def test_missing_in_and_out_directory(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["req.jsonl"]
 
 
+def test_paths_that_cannot_be_used_are_refused_before_anything_runs(tmp_path):
+    inp, fifo = tmp_path / "req.jsonl", tmp_path / "in.fifo"
+    inp.write_text(GOOD_LINE + "\n")
+    os.mkfifo(fifo)
+    for flags, message in [
+        (["--in", str(inp), "--out", ""], "error: --out must not be empty (use --out - for standard output)"),
+        (["--in", str(tmp_path), "--out", str(tmp_path / "res.jsonl")], f"error: --in {tmp_path} is a directory"),
+        (["--in", str(fifo), "--out", str(tmp_path / "res.jsonl")],
+         f"error: --in {fifo} is not a regular file (use --in - to read a pipe)"),
+    ]:
+        p = _cli(*flags, "--backend", "process")
+        assert (p.returncode, p.stderr.strip().splitlines()) == (2, [message])
+    assert sorted(os.listdir(tmp_path)) == ["in.fifo", "req.jsonl"]
+
+
+def test_a_write_error_on_out_is_one_line(tmp_path):
+    """A full device (ENOSPC) is written into, not replaced, and its error is one line."""
+    import stat
+
+    inp, full = tmp_path / "req.jsonl", tmp_path / "full"
+    inp.write_text(GOOD_LINE + "\n")
+    try:  # a /dev/full of our own where we may (as root a bug replacing it would hit the real one)
+        os.mknod(full, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+    except PermissionError:
+        full = "/dev/full"
+    p = _cli("--in", str(inp), "--out", str(full), "--backend", "process")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip().splitlines()[-1] == f"error: --out {full}: No space left on device"
+    assert stat.S_ISCHR(os.stat(full).st_mode)
+
+
 def test_out_is_replaced_atomically(tmp_path):
     # The results go to a temporary file renamed over --out at the end: a run killed midway leaves the
     # previous --out intact and no temporary file behind... and a finished run replaces it whole.
@@ -97,6 +128,7 @@ def test_out_is_replaced_atomically(tmp_path):
     assert out.read_text() == "previous results\n"
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
+    assert proc.returncode == 130 and proc.stderr.read().decode().strip().splitlines()[-1] == "interrupted"
     assert out.read_text() == "previous results\n"
     assert sorted(os.listdir(tmp_path)) == ["req.jsonl", "res.jsonl"]
     inp.write_text(GOOD_LINE + "\n")
