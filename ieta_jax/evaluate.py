@@ -265,6 +265,16 @@ def generate_samples(policy: Any, tasks: Sequence[data.Task], *, n: int, tempera
             for t, samples in zip(tasks, outs) for raw in samples]
 
 
+def write_metrics(path: str, metrics: dict) -> bool:
+    """Write --out (atomically; a device such as /dev/full is written into); a write error is one line."""
+    try:
+        workdir.write_json(path, metrics)
+        return True
+    except OSError as e:
+        print(f"error: --out {path}: {e.strerror or e}", file=sys.stderr)
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -360,7 +370,8 @@ def _main(argv: Sequence[str] | None) -> int:
         u = policy.usage
         print(f"api: {u.requests} request(s) sent ({u.prompt_tokens} prompt + {u.completion_tokens} completion "
               f"tokens), {u.cache_hits} answered from the cache, {u.retries} retried")
-    workdir.write_json(args.out, metrics)
+    if not write_metrics(args.out, metrics):
+        return 2
     summary = {**metrics["pass_at_k"], "execution_rate": round(metrics["execution_rate"], 4)}
     print(f"{metrics['num_samples']} samples over {metrics['num_tasks']} tasks: "
           + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
@@ -462,7 +473,8 @@ def evaluate_model(args) -> int:
                          "limit": args.limit, "backend": args.backend, "timeout_s": args.timeout_s,
                          "memory_mb": args.memory_mb}
     metrics["episodes"] = es.turns  # every turn's rows: program, prompt (repair turns), verdicts
-    workdir.write_json(args.out, metrics)
+    if not write_metrics(args.out, metrics):
+        return 2
     print(f"{len(es.rows)} episodes over {metrics['num_tasks']} tasks: {heldout.format_metrics(metrics)}")
     print(f"wrote {args.out}")
     return 0

@@ -214,3 +214,19 @@ def test_ctrl_c_is_one_line_and_leaves_out_as_it_was(tmp_path, capsys, monkeypat
                           "--backend", "process", "--workers", "1", "--no_progress"]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"
     assert out.read_text() == "previous metrics" and sorted(os.listdir(tmp_path)) == ["m.json", "s.jsonl"]
+
+
+def test_a_write_error_on_out_is_one_line_and_the_device_stays(tmp_path, capsys):
+    """--out on a full device (ENOSPC) is written into, not replaced, and its error is one line."""
+    import stat
+
+    samples = _write(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "    return True\n"}])
+    full = tmp_path / "full"
+    try:  # a /dev/full of our own where we may (as root a bug replacing it would hit the real one)
+        os.mknod(full, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+    except PermissionError:
+        full = "/dev/full"
+    assert evaluate.main(["--dataset", "humaneval", "--samples", samples, "--k", "1", "--out", str(full),
+                          "--backend", "process", "--workers", "1", "--no_progress"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: --out {full}: No space left on device"
+    assert stat.S_ISCHR(os.stat(full).st_mode)
