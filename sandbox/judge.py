@@ -77,7 +77,8 @@ class RemoteError(BaseException):
     info: dict = {}
 
 
-_REMOTE_CLASSES: dict[tuple, type] = {}
+_REMOTE_CLASSES: dict[tuple, type] = {}  # this request's stand-ins (emptied by judge())
+MAX_REMOTE_CLASSES = 1024
 
 
 def _remote_exception(info: dict) -> RemoteError:
@@ -103,19 +104,21 @@ def _remote_exception(info: dict) -> RemoteError:
 
 def _remote_class(name: str, base_name: str | None) -> type:
     """The judge's stand-in for a program's exception class `name`: a subclass of RemoteError and of its nearest
-    builtin class (`base_name`, or `name` itself; Exception where that names no builtin exception class)."""
-    key = (name, base_name)
-    cls = _REMOTE_CLASSES.get(key)
+    builtin class (`base_name`, or `name` itself; Exception where that names no builtin exception class). One per
+    (name, base) in a request; past MAX_REMOTE_CLASSES, one per base (a program claiming classes by the thousand)."""
+    base = getattr(builtins, base_name or name, None)
+    if not (isinstance(base, type) and issubclass(base, BaseException)):
+        base = Exception
+    if len(_REMOTE_CLASSES) >= MAX_REMOTE_CLASSES and (name, base) not in _REMOTE_CLASSES:
+        name = base.__name__
+    cls = _REMOTE_CLASSES.get((name, base))
     if cls is None:
-        base = getattr(builtins, base_name or name, None)
-        if not (isinstance(base, type) and issubclass(base, BaseException)):
-            base = Exception
         bases = (RemoteError,) if base is BaseException else (base, RemoteError)
         try:
             cls = type(name, bases, {})
         except TypeError:
             cls = type(name, (Exception, RemoteError), {})
-        _REMOTE_CLASSES[key] = cls
+        _REMOTE_CLASSES[(name, base)] = cls
     return cls
 
 
@@ -636,6 +639,7 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
     v = _Verdict(total)
     worker.prefetched = collections.deque()
     _fatal[0] = None
+    _REMOTE_CLASSES.clear()  # a program's classes are its own request's: none may pile up in this long-lived judge
     try:
         try:
             if kind == "stdio":
@@ -677,7 +681,7 @@ def _run_stdio(worker, req, deadline, v: _Verdict) -> None:
         claim = None
         while proc.frames:
             try:
-                msg = codec.decode(proc.frames.pop(0))
+                msg = codec.decode(proc.frames.popleft())
             except codec.CodecError:
                 continue
             if type(msg) is dict and msg.get("t") in ("done", "syntax"):
@@ -908,7 +912,10 @@ def _json_value(x, depth=0):
 
 
 def _short(x) -> str:
-    s = repr(x)
+    try:
+        s = repr(x)
+    except ValueError:  # an int past CPython's 4300-digit str limit (the codec carries ints up to 2^20 bits)
+        s = f"<a {type(x).__name__} too large to show>"
     return s if len(s) <= 120 else s[:117] + "..."
 
 

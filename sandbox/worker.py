@@ -19,6 +19,7 @@ result per stdout line).
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import select
@@ -45,6 +46,7 @@ SCRATCH_MB = 64                   # size of each program's private tmpfs (gVisor
 EXIT_GRACE_S = 0.2                # after the program exits, how long its descendants may hold its stdout
 WATCH_INTERVAL_S = 0.02           # memory watchdog period (all of a program's processes together, gVisor)
 PARTIAL_TRACE_WAIT_S = 1.0        # how long a timed-out program gets to send its trace so far (busy hosts)
+MAX_PENDING_FRAMES = 1024        # frames of the program not yet read by the judge (see Proc.pump)
 PROFILE = bool(os.environ.get("IETA_SANDBOX_PROFILE"))  # debug: per-phase milliseconds in each result
 PR_SET_CHILD_SUBREAPER = 36
 MNT_DETACH = 2
@@ -146,7 +148,7 @@ class Proc:
             os.close(fd)
         chan_c.close()
         self.reader = codec.FrameReader()
-        self.frames: list = []
+        self.frames: collections.deque = collections.deque()
         self.out, self.err = bytearray(), bytearray()
         self.open = {self.chan.fileno(), out_r, err_r}
         self.exit_status = None
@@ -206,6 +208,11 @@ class Proc:
                     if payload is None:
                         break
                     self.frames.append(payload)
+                    if len(self.frames) > MAX_PENDING_FRAMES:
+                        # more than any exchange of the protocol leaves unread (the calls sent ahead are at most
+                        # judge.MAX_PREFETCH): a flood, which would cost the judge time past every limit (their
+                        # bytes are bounded by the memory watchdog, which counts the judge's memory too)
+                        raise Gone("ProtocolError", "the program flooded its channel")
             else:
                 (self.out if fd == self.out_r else self.err).extend(chunk)
                 if len(self.out) + len(self.err) > OUTPUT_LIMIT_BYTES:
@@ -233,7 +240,7 @@ class Proc:
                 raise self.fate()
             self.pump(1.0)
         try:
-            msg = codec.decode(self.frames.pop(0), self.worker.handles)
+            msg = codec.decode(self.frames.popleft(), self.worker.handles)
         except codec.CodecError as e:
             raise Gone("ProtocolError", f"the program sent malformed data: {e}") from None
         if type(msg) is not dict or type(msg.get("t")) is not str or type(msg.get("seq", 0)) is not int:

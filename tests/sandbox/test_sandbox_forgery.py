@@ -770,3 +770,29 @@ def test_a_program_that_ends_inside_a_call_did_not_raise(gvisor_executor, how):
     for r in gvisor_executor.run([he(f"he-{how}", program, test), asserts(f"as-{how}", program,
                                                                            ["assert add(1, 2) == 3", wants_raise])]):
         assert r.status == "error" and r.tests_passed == 1, (r.id, r.status, r.error_type, r.tests_passed)
+
+
+def test_round_five_a_frame_flood_big_ints_and_claimed_classes(gvisor_executor):
+    """A program flooding its channel with tiny frames is a ProtocolError at once (the judge decoded them one by one
+    from the front of a list: quadratic, past every limit, then `sandbox_error`); a returned int past CPython's
+    4300-digit str limit fails its case as any wrong value does."""
+    flood = stdio("flood", "import os\nos.write(3, b'\\x00\\x00\\x00\\x010' * 400000)\n" + GOOD["stdio"]["solution"])
+    big = {"id": "big-int", "solution": "def add(a, b):\n    return 10 ** 20000\n", "timeout_s": 4.0,
+           "test": {"kind": "call", "fn_name": "add", "cases": [{"args": [1, 2], "expected": 3}]}}
+    r_flood, r_big, after = gvisor_executor.run([flood, big, GOOD["stdio"]])
+    assert (r_flood.status, r_flood.error_type) == ("error", "ProtocolError")
+    assert (r_big.status, r_big.error_type) == ("failed", "AssertionError")
+    assert after.status == "passed"
+
+
+def test_claimed_exception_classes_are_bounded():
+    """The judge's stand-ins for a program's exception classes: one per (name, base) up to MAX_REMOTE_CLASSES, then
+    one per builtin base, so a program claiming classes by the hundred thousand cannot grow the judge without end."""
+    from sandbox import judge
+
+    judge._REMOTE_CLASSES.clear()
+    classes = [judge._remote_class(f"E{i}", "ValueError") for i in range(3 * judge.MAX_REMOTE_CLASSES)]
+    assert len(judge._REMOTE_CLASSES) == judge.MAX_REMOTE_CLASSES + 1
+    assert all(issubclass(c, ValueError) and issubclass(c, judge.RemoteError) for c in classes)
+    assert judge._remote_class("E0", "ValueError") is classes[0]
+    judge._REMOTE_CLASSES.clear()
