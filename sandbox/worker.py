@@ -20,6 +20,7 @@ result per stdout line).
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import os
 import select
@@ -46,6 +47,7 @@ SCRATCH_MB = 64                   # size of each program's private tmpfs (gVisor
 EXIT_GRACE_S = 0.2                # after the program exits, how long its descendants may hold its stdout
 WATCH_INTERVAL_S = 0.02           # memory watchdog period (all of a program's processes together, gVisor)
 PARTIAL_TRACE_WAIT_S = 1.0        # how long a timed-out program gets to send its trace so far (busy hosts)
+KILL_WAIT_S = 3.0                # how long kill_program waits for what it killed to go (then: tainted)
 MAX_PENDING_FRAMES = 1024        # frames of the program not yet read by the judge (see Proc.pump)
 PROFILE = bool(os.environ.get("IETA_SANDBOX_PROFILE"))  # debug: per-phase milliseconds in each result
 PR_SET_CHILD_SUBREAPER = 36
@@ -397,9 +399,10 @@ class Worker:
         """Kill what is left of the program: every process it started, whatever its parent or state (a process whose
         main thread exited reads 'Z' in /proc while its other threads run on), and reap what comes to us. Under gVisor
         the sandbox is its own pid namespace, so that is every process but the worker and the zygote. If some survive
-        every round the sandbox is `tainted`: the worker ends after this request's result (a fresh one follows)."""
+        KILL_WAIT_S the sandbox is `tainted`: the worker ends after this request's result (a fresh one follows)."""
         if self.isolated:
-            for i in range(rounds):
+            give_up = time.monotonic() + KILL_WAIT_S
+            for i in itertools.count():
                 others = self._others()
                 if not others:
                     return
@@ -409,9 +412,13 @@ class Worker:
                     except OSError:
                         pass
                 self._reap_orphans()
-                time.sleep(0.0005 * i)  # a kill takes effect (and the zygote reaps the program) asynchronously
-            self.tainted = True
-            return
+                table = _process_table()
+                if all(table[p] == (self.zygote_pid, b"Z") for p in table if p not in (self.pid, self.zygote_pid)):
+                    return  # what is left is killed programs the zygote is reaping (it spawns again only then)
+                if time.monotonic() > give_up:
+                    self.tainted = True
+                    return
+                time.sleep(min(0.05, 0.0005 * (i + 1)))  # a kill takes effect asynchronously (later on a busy host)
         if self.proc is not None:
             for kill in (os.killpg, os.kill):
                 try:
