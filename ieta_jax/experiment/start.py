@@ -142,8 +142,9 @@ def compilation_cache(config: ml_collections.ConfigDict, root: str):
 
 
 def _cannot_load(model_dir: str, e: Exception) -> StartError:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return StartError(f"config.model={model_dir!r} cannot be loaded: {first}")
+    from ieta_jax.models import checkpoint_dir
+
+    return StartError(f"config.model={model_dir!r} {checkpoint_dir.load_error(e)}")
 
 
 def _load_start_model(config: ml_collections.ConfigDict, mesh):
