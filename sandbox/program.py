@@ -139,6 +139,7 @@ def zygote(sock: socket.socket):
     # left of a program before its next request), so the zygote waits for each exit in a blocking wait4. No
     # SIGCHLD handler and no select: under gVisor's ptrace platform a signal delivery and each syscall are
     # dear (this loop makes 6 syscalls a program, the SIGCHLD one made 14).
+    zygote_pid = os.getpid()
     while True:
         msg, fds = _recv_spec(sock, buf)
         if msg is None:
@@ -147,7 +148,7 @@ def zygote(sock: socket.socket):
         if pid == 0:
             sock.detach()  # its fd is closed below; the socket object must not close a reused number
             spec = codec.decode(msg)
-            _become_program(spec, fds, libc=libc, nofile=nofile)
+            _become_program(spec, fds, libc=libc, nofile=nofile, zygote_pid=zygote_pid)
             return spec
         _close_fds(fds)
         try:
@@ -250,7 +251,7 @@ def _libc():
         return None
 
 
-def _become_program(spec: dict, fds: list, libc, nofile: int) -> None:
+def _become_program(spec: dict, fds: list, libc, nofile: int, zygote_pid: int) -> None:
     """In the forked process: fds, scratch, limits, uid. Runs before any program code. `nofile`: the
     RLIMIT_NOFILE soft limit (the zygote's, read once)."""
     import resource
@@ -269,6 +270,8 @@ def _become_program(spec: dict, fds: list, libc, nofile: int) -> None:
         # Unisolated (process backend): no container takes the program down with a dead worker, so it dies
         # with its zygote, which dies with the worker. (Cleanup, not a boundary: the program may undo it.)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != zygote_pid:  # the zygote died before the prctl: no signal will come
+            os._exit(137)
     cpu, mem = spec["cpu_s"], spec["memory_mb"] << 20
     for lim, val in ((resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_AS, (mem, mem))):
         try:
