@@ -481,4 +481,6 @@ def evaluate_model(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ieta_jax import cli
+
+    cli.exit(main())

@@ -500,4 +500,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ieta_jax import cli
+
+    cli.exit(main())

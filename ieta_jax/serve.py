@@ -808,4 +808,6 @@ def _serve(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ieta_jax import cli
+
+    cli.exit(main())

@@ -13,12 +13,13 @@ if __name__ == "__main__":  # the host allocator is chosen at process start, bef
 
     allocator.use_tcmalloc()
 
-import os
 import re
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from ieta_jax import cli
 
 
 def define_flags(flag_values: flags.FlagValues) -> None:
@@ -90,11 +91,9 @@ def main(argv):
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        # Exit now: tearing the interpreter down around threads the interrupt left mid-call (XLA, the sampler)
-        # crashes it now and then (SIGSEGV). Every workdir file is written atomically: as resumable as after kill -9.
-        os._exit(130)
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        # At once (cli.exit): every workdir file is written atomically, so the workdir is as resumable as after kill -9.
+        cli.exit(cli.INTERRUPTED)
 
 
 def _main(argv):
