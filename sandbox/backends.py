@@ -84,6 +84,7 @@ class PipeWorker:
     def __init__(self, argv: list[str], env: dict, cwd: str | None = None, on_close=None,
                  startup_timeout_s: float = STARTUP_TIMEOUT_S):
         self._on_close = on_close
+        self.retired = False  # the worker said it ends after its last result (see execute)
         self._buf = b""
         self._stderr = tempfile.TemporaryFile()
         argv, kwargs = dying_with_parent(argv)
@@ -133,6 +134,9 @@ class PipeWorker:
             raise WorkerCrashed(f"worker sent a malformed line: {line[:200]!r}") from None
         if not isinstance(result, dict) or result.get("id") != request["id"]:
             raise WorkerCrashed("worker answered for another request")
+        # The worker ends after this result (a program's process outlived the cleanup): not a failure of this
+        # request, but the host must replace the worker before the next one.
+        self.retired = bool(result.pop("retire", False))
         return result
 
     def close(self):

@@ -168,7 +168,7 @@ class Executor:
                     result = sandbox_error(req["id"], f"sandbox failed {what}: {error}", iso,
                                            round(time.monotonic() - t0, 6))
                 fut.set_result(result)
-                if worker is not None and served >= self.recycle_after:
+                if worker is not None and (served >= self.recycle_after or getattr(worker, "retired", False)):
                     _close_quietly(worker)
                     worker = None
         finally:

@@ -97,7 +97,10 @@ class SandboxHost:
         except BaseException as e:
             await loop.run_in_executor(None, self._replace, worker)
             raise WorkerCrashed(f"sandbox on {self._info['hostname']}: {e}") from None
-        self._free.put_nowait(worker)
+        if getattr(worker, "retired", False):  # it ends after this result: a fresh one for the next request
+            await loop.run_in_executor(None, self._replace, worker)
+        else:
+            self._free.put_nowait(worker)
         return result
 
     def _replace(self, worker) -> None:

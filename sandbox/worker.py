@@ -560,6 +560,8 @@ def main(zsock, zygote_pid):
         try:
             req = json.loads(line)
             result = worker.run(req)
+            if worker.tainted:
+                result["retire"] = True  # the host replaces this sandbox before the next request (no failure)
             text = json.dumps(result)
         except (Exception, SystemExit) as e:  # a worker bug must not take the sandbox down silently
             result = {"id": req.get("id") if isinstance(req, dict) else None, "status": "sandbox_error",
@@ -571,4 +573,4 @@ def main(zsock, zygote_pid):
         except BrokenPipeError:  # the host went away (its next read would see EOF too)
             return
         if worker.tainted:
-            return  # the backend starts a fresh sandbox for the next request
+            return  # announced with the result ("retire"): the host starts a fresh sandbox for the next request

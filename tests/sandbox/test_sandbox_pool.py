@@ -228,6 +228,35 @@ def test_workers_are_recycled_after_recycle_after_requests():
     assert len(started) == 3 and all(w.proc.poll() is not None for w in started)   # retired ones were closed
 
 
+def test_a_worker_that_retires_after_its_result_costs_no_failed_attempt():
+    # A sandbox where a program's process outlived the cleanup ends after that request's result and says so
+    # ("retire"): the slot starts a fresh one for the next request, which is neither failed nor retried. (It used to
+    # learn only by sending the next request to a worker already gone: a failed attempt, paid by an innocent request.)
+    from sandbox import ProcessBackend, backends
+    started = []
+
+    class Tainting(ProcessBackend):  # every cleanup "finds a survivor": each worker retires after one request
+        def start_worker(self, slot):
+            boot = ("import sys; sys.path.insert(0, {dir!r}); import worker; kill = worker.Worker.kill_program; "
+                    "worker.Worker.kill_program = lambda self, *a: (kill(self, *a), setattr(self, 'tainted', True))[0]; "
+                    "import program; program.boot()").format(dir=backends.SANDBOX_DIR)
+            env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "IETA_SANDBOX_ISOLATION": "process",
+                   "IETA_SANDBOX_SCRATCH": self._scratch}
+            w = backends.PipeWorker([sys.executable, "-I", "-S", "-c", boot], env, cwd=self._scratch)
+            started.append(w)
+            return w
+
+    who = dict(OK, solution="import os\nprint(os.getppid())\n" + OK["solution"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with Executor(backend=Tainting(), workers=1) as ex:
+            results = ex.run([dict(who, id=f"r{i}") for i in range(3)])
+            assert ex.failed_attempts == 0
+    assert [r.status for r in results] == ["passed"] * 3
+    assert len({int(r.stdout) for r in results}) == 3                    # three sandboxes, one request each
+    assert len(started) == 3 and all(w.proc.poll() is not None for w in started)   # each closed after its request
+
+
 def _children(pid):
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
