@@ -460,7 +460,8 @@ def test_honest_programs_the_red_team_found_misjudged(gvisor_executor):
     reqs = [stdio("file", "import os\nname = os.path.basename(__file__)\na, b = map(int, input().split())\n"
                           "print(a + b)\n"),
             he("big-module-int", "BIG = 2 ** 20000\n" + GOOD_ADD), asserts("deep-module-value", deep + GOOD_ADD),
-            call("big-table", "TABLE = list(range(2 * 10 ** 6))\n" + GOOD_ADD)]
+            # (its limit is generous: 1.3 s of a quiet machine's time go into building and sending the table)
+            call("big-table", "TABLE = list(range(2 * 10 ** 6))\n" + GOOD_ADD, timeout_s=30.0)]
     for r in gvisor_executor.run(reqs):
         assert r.status == "passed", (r.id, r.status, r.error_type, r.error_message)
 
@@ -693,7 +694,10 @@ CHECK_LOCALS = ("N = 5\n\ndef expected(x):\n    return x + N - 3\n\ndef check(ca
 
 
 def test_honest_programs_round_four(gvisor_executor):
-    reqs = [asserts(name, program, lines) for name, (program, lines) in HONEST_ROUND_FOUR.items()]
+    # What crosses is checked here, not how fast: a million items each way take 1.8 s of a quiet machine, too
+    # close to a 4 s limit on a loaded CI host, so that request gets a generous one.
+    reqs = [asserts(name, program, lines, **({"timeout_s": 30.0} if name == "million-items" else {}))
+            for name, (program, lines) in HONEST_ROUND_FOUR.items()]
     reqs += [{"id": "dev-stdin-stdout", "timeout_s": 4.0,
               "solution": "a, b = map(int, open('/dev/stdin').read().split())\nwith open('/dev/stdout', 'w') as out:\n"
                           "    out.write(f'{a + b}\\n')\n",

@@ -72,7 +72,7 @@ def test_hung_container_is_detected_and_replaced():
     with Executor(backend="gvisor", workers=1, timeout_s=5.0, hang_slack_s=1.0) as ex:
         root = ex.backend.root
         [first] = _containers(root)
-        fut = ex.submit(dict(SLOW_OK, timeout_s=2.0))
+        fut = ex.submit(dict(SLOW_OK, timeout_s=3.0))  # its 1.5 s sleep, with room for a loaded host
         _when_running(fut)
         subprocess.run(["runsc", "--root", root, "pause", first])
         r = fut.result(timeout=60)
