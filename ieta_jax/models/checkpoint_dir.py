@@ -55,11 +55,14 @@ def check(model_dir: str) -> dict[str, Any]:
         raise CheckpointError(f"no {' or '.join(_WEIGHT_FILES)} (only safetensors checkpoints are supported)")
     for name in sorted(os.listdir(model_dir)):
         if name.endswith(".safetensors"):
+            path = os.path.join(model_dir, name)
             try:
-                SafetensorsFile(os.path.join(model_dir, name))
+                SafetensorsFile(path)
             except Exception as e:  # noqa: BLE001 - whatever the header parse hit, the file is not safetensors
-                raise CheckpointError(f"{name} is not a valid safetensors file ({type(e).__name__}: "
-                                      f"{_first_line(e)})") from None
+                line = _first_line(e)
+                if isinstance(e, ValueError) and line.startswith(f"{path} is not a valid safetensors file"):
+                    raise CheckpointError(name + line[len(path):]) from None  # its own words, the name relative
+                raise CheckpointError(f"{name} is not a valid safetensors file ({type(e).__name__}: {line})") from None
     if not any(os.path.isfile(os.path.join(model_dir, name)) for name in _TOKENIZER_FILES):
         raise CheckpointError(f"no tokenizer files (none of {', '.join(_TOKENIZER_FILES)})")
     return hf
