@@ -153,8 +153,14 @@ def _load_start_model(config: ml_collections.ConfigDict, mesh):
     ``config.json`` locks the workdir to it."""
     from ieta_jax import models
     from ieta_jax.experiment import policy as policy_lib
+    from ieta_jax.models import checkpoint_dir
 
     model_dir = config.model
+    if os.path.exists(model_dir):  # a local checkpoint: checked as evaluate and serve check theirs (else a hub id)
+        try:
+            checkpoint_dir.check(model_dir)
+        except checkpoint_dir.CheckpointError as e:
+            raise StartError(f"config.model={model_dir!r}: {e}") from None
     try:
         models.load_config(model_dir)
         tokenizer = policy_lib.load_tokenizer(model_dir)
