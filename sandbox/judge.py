@@ -250,23 +250,32 @@ def _answer(worker, msg: dict) -> dict:
 
 
 def _take_prefetched(worker, msg: dict):
-    """The answer to `msg` if it is the next call sent ahead (see _prefetch), else None; when the test
-    code went another way, the answers still due are taken and dropped first."""
+    """The answer to `msg` if it is the next call sent ahead (see _prefetch), sending the next batch first when
+    `msg` opens it; else None. When the test code went another way, the answers still due are taken and dropped,
+    and the batches not sent yet are dropped."""
     pending = worker.prefetched
+    if not pending and worker.batches and _same_call(msg, *worker.batches[0][0]):
+        _send_batch(worker, worker.batches.popleft())
     if not pending:
+        worker.batches.clear()
         return None
     fn, key, seq = pending[0]
-    if msg["op"] == "call" and msg["fn"] is fn and not msg.get("method"):
-        try:
-            same = codec.encode([msg["args"], msg["kwargs"]]) == key
-        except codec.CodecError:
-            same = False
-        if same:
-            pending.popleft()
-            return _reply(worker.proc, seq)
+    if _same_call(msg, fn, key):
+        pending.popleft()
+        return _reply(worker.proc, seq)
     while pending:
         _reply(worker.proc, pending.popleft()[2])
+    worker.batches.clear()
     return None
+
+
+def _same_call(msg: dict, fn, key: bytes) -> bool:
+    if msg["op"] != "call" or msg["fn"] is not fn or msg.get("method"):
+        return False
+    try:
+        return codec.encode([msg["args"], msg["kwargs"]]) == key
+    except codec.CodecError:
+        return False
 
 
 def _call(worker, msg: dict, args):
@@ -412,22 +421,79 @@ def _literal_call(stmt, param: str | None = None):
         return None
     if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
         return None
+    inside = {id(n) for n in ast.walk(call)}
     try:
-        return name, codec.encode([[ast.literal_eval(a) for a in call.args],
-                                   {k.arg: ast.literal_eval(k.value) for k in call.keywords}])
+        args = [[ast.literal_eval(a) for a in call.args], {k.arg: ast.literal_eval(k.value) for k in call.keywords}]
+        # what the result is checked against: every literal of the assert outside the call's own arguments
+        checked = tuple(_literals(n for n in ast.walk(stmt.test) if id(n) not in inside))
+        return name, codec.encode(args), args, checked
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, codec.CodecError):
         return None
 
 
+def _literals(nodes):
+    """The values of the nodes that are literals (`-4`, `1+2j` and containers too; their parts come on their own)."""
+    for n in nodes:
+        if isinstance(n, (ast.Constant, ast.List, ast.Tuple, ast.Set, ast.Dict, ast.UnaryOp, ast.BinOp)):
+            try:
+                yield ast.literal_eval(n)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                pass  # `candidate(7) - 14`: not a literal (its 14 is one, on its own)
+
+
 def _leading_literal_calls(stmts, param: str | None = None) -> tuple:
-    """The longest run of `stmts`, from the first, that are each one `_literal_call`: ((name, key), ...)."""
-    out = []
+    """The longest run of `stmts`, from the first, that are each one `_literal_call` and may be sent ahead
+    (`until_a_leak`): ((name, key), ...)."""
+    calls = []
     for stmt in stmts:
         call = _literal_call(stmt, param)
-        if call is None or len(out) == MAX_PREFETCH:
+        if call is None or len(calls) == MAX_PREFETCH:
             break
-        out.append(call)
-    return tuple(out)
+        calls.append(call)
+    return prefetch_batches(((name, key), args, checked) for name, key, args, checked in calls)
+
+
+MAX_LEAK_CHECK = 10_000  # parts of one call's arguments compared (past that, the call opens a batch of its own)
+
+
+def prefetch_batches(calls) -> tuple:
+    """The calls (item, args, checked) to send ahead of the test code, cut into batches, each sent in one message once
+    the test code makes its first call (so all calls before it are answered). A call opens a new batch when its
+    arguments hold, at any depth, a value equal to one that an earlier call of the batch has its result checked
+    against: sent with it, it would hand the program an expected value before it answers (`rev('ab') == 'ba'` then
+    `rev('ba')`: a wrong `rev` answering with the other call's argument would pass). In a plain run a call cannot
+    see the calls after it."""
+    batches, checked_in_batch = [], []
+    for item, args, checked in calls:
+        if not batches or (checked_in_batch and _holds_any(args, checked_in_batch)):
+            batches.append([])
+            checked_in_batch = []
+        batches[-1].append(item)
+        checked_in_batch.extend(checked)
+    return tuple(tuple(b) for b in batches)
+
+
+def _holds_any(value, targets: list) -> bool:
+    """Whether plain data `value` or a part of it (container items, dict keys and values) equals one of `targets`,
+    or is too large to tell (past MAX_LEAK_CHECK parts)."""
+    todo, seen = [value], 0
+    while todo:
+        x = todo.pop()
+        seen += 1
+        if seen > MAX_LEAK_CHECK:
+            return True
+        for t in targets:
+            try:
+                if x == t:
+                    return True
+            except Exception:  # noqa: BLE001 - plain data compares; anything else counts as a leak
+                return True
+        if isinstance(x, (list, tuple, set, frozenset)):
+            todo.extend(x)
+        elif isinstance(x, dict):
+            todo.extend(x.keys())
+            todo.extend(x.values())
+    return False
 
 
 @functools.lru_cache(maxsize=PLAN_CACHE)
@@ -453,25 +519,37 @@ def _one_statement(source: str):
     return body[0] if len(body) == 1 else None
 
 
-def _prefetch(worker, ns: dict, plan) -> None:
-    """Send the calls of `plan` ((name or proxy, key), ...) to the program in one message, ahead of the test code: it answers each
-    in order, and the proxies take those answers as the test code makes the same calls (one round trip
-    for the lot instead of one per assert; under gVisor each is several sentry round trips). The
-    program's calls happen in the order, and with the arguments, of a plain run. Only while the names
-    are the program's callables and the test's _PURE names are the builtins."""
+def _prefetch(worker, ns: dict, batches) -> None:
+    """Send the calls of `batches` (((name or proxy, key), ...), ...; see prefetch_batches) to the program ahead of
+    the test code, a batch in one message: it answers each in order, and the proxies take those answers as the test
+    code makes the same calls (one round trip per batch instead of one per assert; under gVisor each is several
+    sentry round trips). The program's calls happen in the order, and with the arguments, of a plain run. Only while
+    the names are the program's callables and the test's _PURE names are the builtins."""
     if _PURE & ns.keys():
         return
-    batch = []
-    for name, key in plan:
-        fn = name if isinstance(name, RemoteObject) else ns.get(name)
-        if not isinstance(fn, RemoteObject):
+    resolved = []
+    for batch in batches:
+        resolved.append([])
+        for name, key in batch:
+            fn = name if isinstance(name, RemoteObject) else ns.get(name)
+            if not isinstance(fn, RemoteObject):
+                break
+            resolved[-1].append((fn, key))
+        if len(resolved[-1]) < len(batch):
             break
+    worker.batches.extend(b for b in resolved if b)
+    if worker.batches:
+        _send_batch(worker, worker.batches.popleft())
+
+
+def _send_batch(worker, batch) -> None:
+    calls = []
+    for fn, key in batch:
         seq = _next_seq(worker)
         args, kwargs = codec.decode(key)
-        batch.append([seq, fn, args, kwargs])
+        calls.append([seq, fn, args, kwargs])
         worker.prefetched.append((fn, key, seq))
-    if batch:
-        worker.proc.send(codec.encode({"op": "calls", "calls": batch}, worker.handle_id))
+    worker.proc.send(codec.encode({"op": "calls", "calls": calls}, worker.handle_id))
 
 
 _EXIT = codec.encode({"op": "exit"})
@@ -637,7 +715,8 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
     else:
         total = len(test["cases"])
     v = _Verdict(total)
-    worker.prefetched = collections.deque()
+    worker.prefetched = collections.deque()  # (fn, key, seq) of the calls sent ahead, not yet answered
+    worker.batches = collections.deque()  # the batches of calls to send ahead when the test code reaches them
     _fatal[0] = None
     _REMOTE_CLASSES.clear()  # a program's classes are its own request's: none may pile up in this long-lived judge
     try:
@@ -880,13 +959,13 @@ def _run_call(ns, test, v) -> None:
     if not isinstance(fn, RemoteObject):
         v.bad("error", "NameError", f"function {name!r} is not defined")
         return
-    plan = []
+    calls = []
     for case in test["cases"][:MAX_PREFETCH]:
         try:
-            plan.append((fn, codec.encode([list(case["args"]), {}])))
+            calls.append(((fn, codec.encode([list(case["args"]), {}])), case["args"], (case["expected"],)))
         except codec.CodecError:
             break
-    _prefetch(fn._worker, ns, plan)
+    _prefetch(fn._worker, ns, prefetch_batches(calls))
     for i, case in enumerate(test["cases"]):
         def one(case=case, i=i):
             got = fn(*copy.deepcopy(case["args"]))
