@@ -34,6 +34,8 @@ except ImportError:  # loaded flat inside the sandbox
 
 TEST_FILENAME = "<test>"
 MESSAGE_CAP = 500
+EXC_DETAIL_CAP = 1 << 16  # characters of a program exception's own str() the test code sees (program.EXC_DETAIL_CAP)
+MAX_EXC_ATTRS = 64
 MAX_TRACE_BYTES = 200_000
 PLAN_CACHE = 512   # distinct test sources whose compiled plan is kept
 
@@ -74,7 +76,7 @@ class RemoteError(BaseException):
     stand-in classes also derive from the builtin class the program's derived from (see _remote_class), so that a
     ValueError is an Exception and a SystemExit is not, as locally."""
 
-    info: dict = {}
+    __claim__: dict = {}  # the program's claim about it (a dunder: no program attribute can take its name)
 
 
 _REMOTE_CLASSES: dict[tuple, type] = {}  # this request's stand-ins (emptied by judge())
@@ -98,8 +100,20 @@ def _remote_exception(info: dict) -> RemoteError:
             e = cls(info["message"])
         except Exception:
             e = _remote_class(info["type"], "Exception")(info["message"])
-    e.info = info
+    for name, value in info.get("attrs", {}).items():  # the program's `e.need`
+        try:
+            setattr(e, name, value)
+        except Exception:
+            pass
+    e.__claim__ = info
     return e
+
+
+def _claimed_str(self) -> str:
+    """str() of a stand-in: the program's own str() of its exception where it sent one (a class with its own
+    __str__), else the builtin class's, over the args."""
+    shown = self.__claim__.get("str")
+    return shown if shown is not None else self.__class__.__bases__[0].__str__(self)
 
 
 def _remote_class(name: str, base_name: str | None) -> type:
@@ -115,9 +129,9 @@ def _remote_class(name: str, base_name: str | None) -> type:
     if cls is None:
         bases = (RemoteError,) if base is BaseException else (base, RemoteError)
         try:
-            cls = type(name, bases, {})
+            cls = type(name, bases, {"__str__": _claimed_str})
         except TypeError:
-            cls = type(name, (Exception, RemoteError), {})
+            cls = type(name, (Exception, RemoteError), {"__str__": _claimed_str})
         _REMOTE_CLASSES[(name, base)] = cls
     return cls
 
@@ -153,6 +167,11 @@ def _claimed_exc(x) -> dict:
         out["base"] = x["base"][:100]
     if type(x.get("args")) is tuple:
         out["args"] = x["args"]
+    if type(x.get("str")) is str:
+        out["str"] = _text(x["str"][:EXC_DETAIL_CAP])
+    if type(x.get("attrs")) is dict:
+        out["attrs"] = {k: v for k, v in list(x["attrs"].items())[:MAX_EXC_ATTRS]
+                        if type(k) is str and k.isidentifier() and not k.startswith("__")}
     return out
 
 
@@ -626,7 +645,7 @@ class _Verdict:
 def _exc_verdict(v: _Verdict, e: BaseException, label: str = "") -> None:
     """Classify an exception raised while a case ran in the judge."""
     if isinstance(e, RemoteError):
-        info = e.info
+        info = e.__claim__
         status = "memory" if info["type"] == "MemoryError" else "error"
         v.bad(status, info["type"], info["message"], info["line"])
     elif isinstance(e, UnencodableValue):

@@ -31,6 +31,7 @@ CHANNEL_FD = 3
 SOLUTION_FILENAME = _tracer.SOLUTION_FILENAME
 SOLUTION_FILE = ".ieta-solution"  # a large program's source, in its scratch until its process has read it
 MESSAGE_CAP = 500
+EXC_DETAIL_CAP = 1 << 16  # bytes of an exception's own str() and attributes sent along (larger ones are left out)
 CLONE_NEWIPC = 0x08000000
 PR_SET_PDEATHSIG = 1
 # Zygote -> worker: (b"S", pid, 0, 0.0) when a program process was forked, (b"E", pid, wait status, CPU
@@ -316,6 +317,27 @@ def _exc_info(e: BaseException) -> dict:
             info["args"] = e.args
     except BaseException:
         pass
+    try:  # its own __str__, where the builtin class's (which the judge's stand-in has) would say otherwise
+        shown = str(e)
+        if shown != getattr(builtins, info["base"]).__str__(e) and len(shown) <= EXC_DETAIL_CAP:
+            info["str"] = shown
+    except BaseException:
+        pass
+    attrs, size = {}, 0
+    try:  # its instance attributes that are plain data (`e.need`), as the test code may read them
+        for name, value in list(vars(e).items())[:64]:
+            if type(name) is str and name.isidentifier() and not name.startswith("__"):
+                try:
+                    size += len(name) + len(codec.encode(value))
+                except BaseException:
+                    continue
+                if size > EXC_DETAIL_CAP:
+                    break
+                attrs[name] = value
+    except BaseException:
+        pass
+    if attrs:
+        info["attrs"] = attrs
     return info
 
 

@@ -721,6 +721,28 @@ def test_a_test_argument_too_large_to_send_is_an_error_not_a_sandbox_error(gviso
     assert after.status == "passed"
 
 
+FUNDS = ("class InsufficientFunds(Exception):\n    def __init__(self, need):\n        self.need = need\n\n"
+         "    def __str__(self):\n        return f'need {self.need} more'\n\n"
+         "def add(a, b):\n    if b > a:\n        raise InsufficientFunds(b - a)\n    return a - b\n")
+
+
+def test_a_program_exception_keeps_its_own_str_and_attributes(gvisor_executor):
+    # Red team round 6: the stand-in showed str() of its args and had none of its attributes, so an honest program
+    # failed, and one whose __str__ says something else than its args passed a test of its message.
+    honest = {"own-str": (FUNDS, [_raises_test("add(5, 8)", "InsufficientFunds", "assert str(e) == 'need 3 more'")]),
+              "own-attribute": (FUNDS, [_raises_test("add(5, 8)", "InsufficientFunds", "assert e.need == 3")]),
+              "exit-code": ("def add(a, b):\n    raise SystemExit(3)\n",
+                            [_raises_test("add(1, 2)", "SystemExit", "assert e.code == 3 and str(e) == '3'")])}
+    wrong = ("class E(ValueError):\n    def __str__(self):\n        return 'wrong message'\n\n"
+             "def add(a, b):\n    raise E('invalid literal: ' + a)\n",
+             [_raises_test("add('x', 0)", "ValueError", "assert str(e) == 'invalid literal: x'")])
+    for name, (program, lines) in honest.items():
+        assert _local_passes(program + "\n" + "\n".join(lines)), name
+    assert not _local_passes(wrong[0] + "\n" + "\n".join(wrong[1]))
+    results = gvisor_executor.run([asserts(n, p, lines) for n, (p, lines) in honest.items()] + [asserts("wrong-str", *wrong)])
+    assert [(r.id, r.status) for r in results] == [(n, "passed") for n in honest] + [("wrong-str", "failed")]
+
+
 SURVIVOR = """
 import ctypes, os, signal, threading, time
 parent = os.getpid()
