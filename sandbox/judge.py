@@ -205,6 +205,37 @@ def _claimed_trace(t):
             "truncated": t.get("truncated") is True}
 
 
+class DataObject:
+    """Mixed into the judge's stand-ins for the program's immutable subclass values (data_object)."""
+
+    __slots__ = ()
+
+    def plain(self):
+        """The value as its builtin type (what _json_value compares)."""
+        return self._base(self)
+
+
+def data_object(name: str, value):
+    """A stand-in for a program's instance of a subclass of an immutable builtin type (`Color.RED` of an IntEnum or
+    str Enum): an instance of a judge class named like the program's that derives from the value's type, holding the
+    value. Equal to the value, but not identical to an equal plain value (`1 is Color.RED` is False, as locally);
+    Worker.handles gives one per program object, so `f() is Color.RED` holds."""
+    base = type(value)
+    if len(_DATA_CLASSES) >= MAX_REMOTE_CLASSES and (name, base) not in _DATA_CLASSES:
+        name = base.__name__
+    cls = _DATA_CLASSES.get((name, base))
+    if cls is None:
+        try:
+            cls = type(name, (base, DataObject), {"__slots__": (), "_base": base})
+        except TypeError:
+            cls = type(base.__name__, (base, DataObject), {"__slots__": (), "_base": base})
+        _DATA_CLASSES[(name, base)] = cls
+    return cls(value)
+
+
+_DATA_CLASSES: dict[tuple, type] = {}  # this request's stand-in classes for data values (emptied by judge())
+
+
 class RemoteObject:
     """A callable or other object that lives in the program's process. Calling it (or its attributes)
     runs the program there; it refuses comparison, hashing, truth and iteration, so the program's own
@@ -738,6 +769,7 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
     worker.batches = collections.deque()  # the batches of calls to send ahead when the test code reaches them
     _fatal[0] = None
     _REMOTE_CLASSES.clear()  # a program's classes are its own request's: none may pile up in this long-lived judge
+    _DATA_CLASSES.clear()
     try:
         try:
             if kind == "stdio":
@@ -996,6 +1028,8 @@ def _run_call(ns, test, v) -> None:
 
 def _json_value(x, depth=0):
     """JSON form of a returned value (tuples -> lists, keys -> str) for APPS call-based comparison."""
+    if isinstance(x, DataObject):
+        x = x.plain()
     t = type(x)
     if depth > 100:
         raise UnencodableValue("value nested too deeply")

@@ -458,7 +458,14 @@ class Worker:
             return set()
 
     # handles of program objects (valid for one request)
-    def handles(self, hid: int):
+    def handles(self, hid: int, data=None):
+        """The judge's object for the program's object `hid`: a proxy, or for an immutable value that crossed as
+        data ((class name, value), an Enum member) a judge.data_object; one per program object, so `is` holds."""
+        if data is not None:
+            obj = self._data_objects.get(hid)
+            if obj is None:
+                obj = self._data_objects[hid] = judge.data_object(*data)
+            return obj
         obj = self._handles.get(hid)
         if obj is None:
             obj = self._handles[hid] = judge.RemoteObject(self, hid)
@@ -492,6 +499,7 @@ class Worker:
     def start(self, req: dict, mode: str, deadline: float, stdin: bytes = b"") -> Proc:
         self.mode = mode
         self._handles = {}
+        self._data_objects = {}
         if self.watch_memory:
             self.memory_base = sandbox_memory_used()
         self._make_scratch()

@@ -743,6 +743,24 @@ def test_a_program_exception_keeps_its_own_str_and_attributes(gvisor_executor):
     assert [(r.id, r.status) for r in results] == [(n, "passed") for n in honest] + [("wrong-str", "failed")]
 
 
+def test_an_immutable_subclass_value_keeps_its_identity(gvisor_executor):
+    # Red team round 6: Enum members crossed as bare data, so `pick() is Color.RED` failed for an honest program and
+    # passed for one returning a plain 1 (the judge's small-int cache made the two 1s one object).
+    intenum = "import enum\n\nclass Color(enum.IntEnum):\n    RED = {red}\n\ndef add(a, b):\n    return {ret}\n"
+    strenum = "import enum\n\nclass Color(str, enum.Enum):\n    RED = 'red'\n\ndef add(a, b):\n    return Color.RED\n"
+    honest = {"intenum-is": (intenum.format(red=1000, ret="Color.RED"),
+                             ["assert add(1, 2) is Color.RED", "assert add(1, 2) + 1 == 1001",
+                              "assert type(add(1, 2)).__name__ == 'Color'"]),
+              "strenum-is": (strenum, ["assert add(1, 2) is Color.RED", "assert add(1, 2) == 'red'"]),
+              "enum-argument": (intenum.format(red=1000, ret="a + b"), ["assert add(Color.RED, 1) == 1001"])}
+    wrong = (intenum.format(red=1, ret="1"), ["assert add(1, 2) is Color.RED"])
+    for name, (program, lines) in honest.items():
+        assert _local_passes(program + "\n" + "\n".join(lines)), name
+    assert not _local_passes(wrong[0] + "\n" + "\n".join(wrong[1]))
+    results = gvisor_executor.run([asserts(n, p, lines) for n, (p, lines) in honest.items()] + [asserts("plain-1", *wrong)])
+    assert [(r.id, r.status) for r in results] == [(n, "passed") for n in honest] + [("plain-1", "failed")]
+
+
 SURVIVOR = """
 import ctypes, os, signal, threading, time
 parent = os.getpid()
