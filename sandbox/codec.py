@@ -110,13 +110,16 @@ def encode(value, handle=None) -> bytes:
             return ["n", *[enc(x, depth + 1) for x in _drain(v)]]
         plain = _as_plain(v)
         if plain is not None:
-            if handle is not None and type(plain) in _IMMUTABLE and any(b in _IMMUTABLE for b in t.__mro__):
-                # an immutable subclass instance (an Enum member): its data, and a handle, so that the same object
-                # decodes to the same object on the other side (`f() is Color.RED` as in a local run)
+            if handle is not None and type(plain) in _SCALARS:
+                # a scalar subclass instance (an Enum member): its data, and a handle, so that the same object
+                # decodes to the same object on the other side (`f() is Color.RED` as in a local run). Scalars only:
+                # a tuple subclass can hold a list that changes between two crossings.
                 try:
-                    return ["o", handle(v), t.__name__[:60], enc(plain, depth)]
+                    hid = handle(v)
                 except CodecError:  # the judge's side: its stand-ins go back to the program as their data
-                    pass
+                    hid = None
+                if hid is not None:
+                    return ["o", hid, t.__name__[:60], enc(plain, depth)]
             return enc(plain, depth)
         if handle is None:
             raise CodecError(f"a {t.__name__[:60]} is not plain data")
@@ -133,7 +136,7 @@ def encode(value, handle=None) -> bytes:
 
 
 _DICT_KEYS, _DICT_VALUES, _DICT_ITEMS = type({}.keys()), type({}.values()), type({}.items())
-_IMMUTABLE = (int, float, complex, str, bytes, tuple, frozenset)
+_SCALARS = (int, float, complex, str, bytes)
 
 
 MAX_DRAINED = 1 << 20  # items taken from an iterator (an endless one is refused after these, not after MAX_NODES)
@@ -254,7 +257,7 @@ def decode(data: bytes, handles=None):
                 return handles(items[0]) if handles is not None else Handle(items[0], name[:60])
             if tag == "o" and len(items) == 3 and type(items[0]) is int and type(items[1]) is str:
                 value = dec(items[2], depth + 1)
-                if type(value) not in _IMMUTABLE:
+                if type(value) not in _SCALARS:
                     raise CodecError("malformed value")
                 return handles(items[0], (items[1][:60], value)) if handles is not None else value
         except CodecError:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import collections
 import functools
 import importlib
 import json
@@ -101,6 +100,8 @@ def _remote_exception(info: dict) -> RemoteError:
         except Exception:
             e = _remote_class(info["type"], "Exception")(info["message"])
     for name, value in info.get("attrs", {}).items():  # the program's `e.need`
+        if hasattr(type(e), name):  # `args`, `errno`, `code`...: the class's own (a data descriptor wins locally)
+            continue
         try:
             setattr(e, name, value)
         except Exception:
@@ -113,7 +114,7 @@ def _claimed_str(self) -> str:
     """str() of a stand-in: the program's own str() of its exception where it sent one (a class with its own
     __str__), else the builtin class's, over the args."""
     shown = self.__claim__.get("str")
-    return shown if shown is not None else self.__class__.__bases__[0].__str__(self)
+    return shown if shown is not None else self._builtin_str(self)
 
 
 def _remote_class(name: str, base_name: str | None) -> type:
@@ -129,9 +130,10 @@ def _remote_class(name: str, base_name: str | None) -> type:
     if cls is None:
         bases = (RemoteError,) if base is BaseException else (base, RemoteError)
         try:
-            cls = type(name, bases, {"__str__": _claimed_str})
+            cls = type(name, bases, {"__str__": _claimed_str, "_builtin_str": staticmethod(bases[0].__str__)})
         except TypeError:
-            cls = type(name, (Exception, RemoteError), {"__str__": _claimed_str})
+            cls = type(name, (Exception, RemoteError), {"__str__": _claimed_str,
+                                                        "_builtin_str": staticmethod(Exception.__str__)})
         _REMOTE_CLASSES[(name, base)] = cls
     return cls
 
@@ -286,46 +288,16 @@ def _reply(proc, seq: int) -> dict:
 
 
 def _answer(worker, msg: dict) -> dict:
-    """The program's answer to `msg`: the one sent ahead (see _prefetch), or sent for and waited on."""
-    reply = _take_prefetched(worker, msg)
-    if reply is None:
-        msg["seq"] = seq = _next_seq(worker)
-        try:
-            payload = codec.encode(msg, worker.handle_id)  # once: the bytes checked are the bytes sent
-        except codec.CodecError as e:
-            raise UnencodableValue(f"test argument cannot be sent to the program: {e}") from None
-        worker.proc.send(payload)
-        reply = _reply(worker.proc, seq)
-    return reply
-
-
-def _take_prefetched(worker, msg: dict):
-    """The answer to `msg` if it is the next call sent ahead (see _prefetch), sending the next batch first when
-    `msg` opens it; else None. When the test code went another way, the answers still due are taken and dropped,
-    and the batches not sent yet are dropped."""
-    pending = worker.prefetched
-    if not pending and worker.batches and _same_call(msg, *worker.batches[0][0]):
-        _send_batch(worker, worker.batches.popleft())
-    if not pending:
-        worker.batches.clear()
-        return None
-    fn, key, seq = pending[0]
-    if _same_call(msg, fn, key):
-        pending.popleft()
-        return _reply(worker.proc, seq)
-    while pending:
-        _reply(worker.proc, pending.popleft()[2])
-    worker.batches.clear()
-    return None
-
-
-def _same_call(msg: dict, fn, key: bytes) -> bool:
-    if msg["op"] != "call" or msg["fn"] is not fn or msg.get("method"):
-        return False
+    """The program's answer to `msg`, sent when the test code makes the call and waited on. (Never sent ahead: a
+    later call's arguments can hold, or be converted to, an earlier call's expected value, and a program that
+    could read them before it answers would pass `rev('ab') == 'ba'`, `rev('ba') == 'ab'` by echoing.)"""
+    msg["seq"] = seq = _next_seq(worker)
     try:
-        return codec.encode([msg["args"], msg["kwargs"]]) == key
-    except codec.CodecError:
-        return False
+        payload = codec.encode(msg, worker.handle_id)  # once: the bytes checked are the bytes sent
+    except codec.CodecError as e:
+        raise UnencodableValue(f"test argument cannot be sent to the program: {e}") from None
+    worker.proc.send(payload)
+    return _reply(worker.proc, seq)
 
 
 def _call(worker, msg: dict, args):
@@ -381,7 +353,7 @@ def compiled(src: str):
     return compile(src, TEST_FILENAME, "exec", dont_inherit=True)
 
 
-@functools.lru_cache(maxsize=8)  # shared by humaneval_plan and prefetch_plan of one request; ASTs are big
+@functools.lru_cache(maxsize=8)  # ASTs are big
 def _check_statements(test_src: str):
     """(param_name, check()'s statements without its docstring), or (None, None) when the body cannot
     be split. Raises ValueError when there is no check() or it asserts nothing (a request error)."""
@@ -431,175 +403,6 @@ def humaneval_plan(test_src: str):
                                                          "exec", dont_inherit=True), source)
                         for stmt, source in zip(stmts, _segments(test_src, stmts)))
 
-
-# Builtins a prefetchable assert may apply to the candidate's value (pure: they cannot call the program).
-_PURE = frozenset({"abs", "round", "len", "sorted", "set", "frozenset", "list", "tuple", "dict", "str", "int",
-                   "float", "bool", "sum", "max", "min", "repr"})
-_EXPR_NODES = (ast.Compare, ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Constant, ast.List, ast.Tuple,
-               ast.Set, ast.Dict, ast.Subscript, ast.Slice, ast.keyword, ast.expr_context, ast.operator,
-               ast.cmpop, ast.unaryop)
-MAX_PREFETCH = 256
-
-
-def _literal_call(stmt, param: str | None = None):
-    """(name, codec bytes of [args, kwargs]) if the parsed statement `stmt` is `assert <expr>[, "message"]`
-    whose expr makes exactly one call of a name other than the _PURE builtins (`param`, if given), with
-    literal arguments, and around it nothing but literals, comparisons, arithmetic and _PURE builtins (so
-    the call is made, and made once, whatever it returns); else None."""
-    if not isinstance(stmt, ast.Assert):
-        return None
-    if stmt.msg is not None and not isinstance(stmt.msg, ast.Constant):
-        return None
-    calls = []
-    for node in ast.walk(stmt.test):
-        if not isinstance(node, _EXPR_NODES):
-            return None
-        if isinstance(node, ast.Call):
-            if not isinstance(node.func, ast.Name):
-                return None
-            if node.func.id not in _PURE:
-                calls.append(node)
-    if len(calls) != 1:
-        return None
-    call = calls[0]
-    for node in ast.walk(stmt.test):  # `a < b < f(x)` calls f only if a < b: not a call made whatever happens
-        if isinstance(node, ast.Compare) and any(call is n for c in node.comparators[1:] for n in ast.walk(c)):
-            return None
-    name = call.func.id
-    if (param is not None and name != param) or any(
-            isinstance(n, ast.Name) and n.id not in _PURE and n.id != name for n in ast.walk(stmt.test)):
-        return None
-    if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
-        return None
-    inside = {id(n) for n in ast.walk(call)}
-    try:
-        args = [[ast.literal_eval(a) for a in call.args], {k.arg: ast.literal_eval(k.value) for k in call.keywords}]
-        # what the result is checked against: every literal of the assert outside the call's own arguments
-        checked = tuple(_literals(n for n in ast.walk(stmt.test) if id(n) not in inside))
-        return name, codec.encode(args), args, checked
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, codec.CodecError):
-        return None
-
-
-def _literals(nodes):
-    """The values of the nodes that are literals (`-4`, `1+2j` and containers too; their parts come on their own)."""
-    for n in nodes:
-        if isinstance(n, (ast.Constant, ast.List, ast.Tuple, ast.Set, ast.Dict, ast.UnaryOp, ast.BinOp)):
-            try:
-                yield ast.literal_eval(n)
-            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                pass  # `candidate(7) - 14`: not a literal (its 14 is one, on its own)
-
-
-def _leading_literal_calls(stmts, param: str | None = None) -> tuple:
-    """The longest run of `stmts`, from the first, that are each one `_literal_call` and may be sent ahead
-    (`until_a_leak`): ((name, key), ...)."""
-    calls = []
-    for stmt in stmts:
-        call = _literal_call(stmt, param)
-        if call is None or len(calls) == MAX_PREFETCH:
-            break
-        calls.append(call)
-    return prefetch_batches(((name, key), args, checked) for name, key, args, checked in calls)
-
-
-MAX_LEAK_CHECK = 10_000  # parts of one call's arguments compared (past that, the call opens a batch of its own)
-
-
-def prefetch_batches(calls) -> tuple:
-    """The calls (item, args, checked) to send ahead of the test code, cut into batches, each sent in one message once
-    the test code makes its first call (so all calls before it are answered). A call opens a new batch when its
-    arguments hold, at any depth, a value equal to one that an earlier call of the batch has its result checked
-    against: sent with it, it would hand the program an expected value before it answers (`rev('ab') == 'ba'` then
-    `rev('ba')`: a wrong `rev` answering with the other call's argument would pass). In a plain run a call cannot
-    see the calls after it."""
-    batches, checked_in_batch = [], []
-    for item, args, checked in calls:
-        if not batches or (checked_in_batch and _holds_any(args, checked_in_batch)):
-            batches.append([])
-            checked_in_batch = []
-        batches[-1].append(item)
-        checked_in_batch.extend(checked)
-    return tuple(tuple(b) for b in batches)
-
-
-def _holds_any(value, targets: list) -> bool:
-    """Whether plain data `value` or a part of it (container items, dict keys and values) equals one of `targets`,
-    or is too large to tell (past MAX_LEAK_CHECK parts)."""
-    todo, seen = [value], 0
-    while todo:
-        x = todo.pop()
-        seen += 1
-        if seen > MAX_LEAK_CHECK:
-            return True
-        for t in targets:
-            try:
-                if x == t:
-                    return True
-            except Exception:  # noqa: BLE001 - plain data compares; anything else counts as a leak
-                return True
-        if isinstance(x, (list, tuple, set, frozenset)):
-            todo.extend(x)
-        elif isinstance(x, dict):
-            todo.extend(x.keys())
-            todo.extend(x.values())
-    return False
-
-
-@functools.lru_cache(maxsize=PLAN_CACHE)
-def prefetch_plan(test_src: str) -> tuple:
-    """The candidate calls that humaneval check()'s leading steps will make, in order: ((param, key), ...)
-    with key the codec bytes of [args, kwargs]."""
-    param, stmts = _check_statements(test_src)
-    return _leading_literal_calls(stmts or (), param)
-
-
-@functools.lru_cache(maxsize=PLAN_CACHE)
-def asserts_prefetch_plan(asserts: tuple) -> tuple:
-    """The same for the leading asserts of an `asserts` test (each calling one function of the program)."""
-    return _leading_literal_calls(map(_one_statement, asserts))
-
-
-def _one_statement(source: str):
-    """The statement `source` holds if it is exactly one, else None."""
-    try:
-        body = ast.parse(source).body
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return None
-    return body[0] if len(body) == 1 else None
-
-
-def _prefetch(worker, ns: dict, batches) -> None:
-    """Send the calls of `batches` (((name or proxy, key), ...), ...; see prefetch_batches) to the program ahead of
-    the test code, a batch in one message: it answers each in order, and the proxies take those answers as the test
-    code makes the same calls (one round trip per batch instead of one per assert; under gVisor each is several
-    sentry round trips). The program's calls happen in the order, and with the arguments, of a plain run. Only while
-    the names are the program's callables and the test's _PURE names are the builtins."""
-    if _PURE & ns.keys():
-        return
-    resolved = []
-    for batch in batches:
-        resolved.append([])
-        for name, key in batch:
-            fn = name if isinstance(name, RemoteObject) else ns.get(name)
-            if not isinstance(fn, RemoteObject):
-                break
-            resolved[-1].append((fn, key))
-        if len(resolved[-1]) < len(batch):
-            break
-    worker.batches.extend(b for b in resolved if b)
-    if worker.batches:
-        _send_batch(worker, worker.batches.popleft())
-
-
-def _send_batch(worker, batch) -> None:
-    calls = []
-    for fn, key in batch:
-        seq = _next_seq(worker)
-        args, kwargs = codec.decode(key)
-        calls.append([seq, fn, args, kwargs])
-        worker.prefetched.append((fn, key, seq))
-    worker.proc.send(codec.encode({"op": "calls", "calls": calls}, worker.handle_id))
 
 
 _EXIT = codec.encode({"op": "exit"})
@@ -765,8 +568,6 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
     else:
         total = len(test["cases"])
     v = _Verdict(total)
-    worker.prefetched = collections.deque()  # (fn, key, seq) of the calls sent ahead, not yet answered
-    worker.batches = collections.deque()  # the batches of calls to send ahead when the test code reaches them
     _fatal[0] = None
     _REMOTE_CLASSES.clear()  # a program's classes are its own request's: none may pile up in this long-lived judge
     _DATA_CLASSES.clear()
@@ -953,7 +754,6 @@ def _case(v: _Verdict, fn, label: str = "") -> None:
 
 def _run_asserts(worker, ns, test, v) -> None:
     _guarded(v, lambda: exec(compiled(test.get("setup") or ""), ns))
-    _prefetch(worker, ns, asserts_prefetch_plan(tuple(test["asserts"])))
     for i, a in enumerate(test["asserts"]):
         try:
             code = compiled(a)
@@ -976,7 +776,6 @@ def _run_humaneval(ns, test, v, plan) -> None:
         _case(v, lambda: ns["check"](candidate))
         return
     ns[param] = candidate
-    _prefetch(candidate._worker, ns, prefetch_plan(test["test"]))
     local = _CheckLocals(ns)
     for is_case, code, label in steps:
         if is_case:
@@ -1010,13 +809,6 @@ def _run_call(ns, test, v) -> None:
     if not isinstance(fn, RemoteObject):
         v.bad("error", "NameError", f"function {name!r} is not defined")
         return
-    calls = []
-    for case in test["cases"][:MAX_PREFETCH]:
-        try:
-            calls.append(((fn, codec.encode([list(case["args"]), {}])), case["args"], (case["expected"],)))
-        except codec.CodecError:
-            break
-    _prefetch(fn._worker, ns, prefetch_batches(calls))
     for i, case in enumerate(test["cases"]):
         def one(case=case, i=i):
             got = fn(*copy.deepcopy(case["args"]))
@@ -1028,8 +820,7 @@ def _run_call(ns, test, v) -> None:
 
 def _json_value(x, depth=0):
     """JSON form of a returned value (tuples -> lists, keys -> str) for APPS call-based comparison."""
-    if isinstance(x, DataObject):
-        x = x.plain()
+    x = _plain(x)
     t = type(x)
     if depth > 100:
         raise UnencodableValue("value nested too deeply")
@@ -1038,9 +829,15 @@ def _json_value(x, depth=0):
     if t in (list, tuple):
         return [_json_value(i, depth + 1) for i in x]
     if t is dict:
+        keys = [_plain(k) for k in x]
         return {(k if type(k) is str else str(k) if type(k) in (int, float, bool) or k is None else
-                 repr(_json_value(k))): _json_value(i, depth + 1) for k, i in x.items()}
+                 repr(_json_value(k))): _json_value(i, depth + 1) for k, i in zip(keys, x.values())}
     raise UnencodableValue(f"returned a {t.__name__}, not a JSON value")
+
+
+def _plain(x):
+    """A data_object stand-in as its builtin type's value; anything else as it is."""
+    return x.plain() if isinstance(x, DataObject) else x
 
 
 def _short(x) -> str:

@@ -481,11 +481,7 @@ class _Program:
                 if self.tracer is not None:  # untraced, the judge just waits for the exit
                     self._send_quietly({"t": "bye", "trace": self.trace()})
                 return
-            if op == "calls":  # the judge's calls made ahead of its test code, in its order
-                for seq, fn, args, kwargs in msg["calls"]:
-                    self.answer(ns, {"op": "call", "seq": seq, "fn": fn, "args": args, "kwargs": kwargs})
-            else:
-                self.answer(ns, msg)
+            self.answer(ns, msg)
 
     def answer(self, ns: dict, msg: dict) -> None:
         """Run one request of the judge and send back its value (or its exception)."""

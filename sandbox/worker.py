@@ -28,7 +28,6 @@ import shutil
 import signal
 import socket
 import _socket
-import sys
 import tempfile
 import time
 
@@ -211,9 +210,9 @@ class Proc:
                         break
                     self.frames.append(payload)
                     if len(self.frames) > MAX_PENDING_FRAMES:
-                        # more than any exchange of the protocol leaves unread (the calls sent ahead are at most
-                        # judge.MAX_PREFETCH): a flood, which would cost the judge time past every limit (their
-                        # bytes are bounded by the memory watchdog, which counts the judge's memory too)
+                        # more than any exchange of the protocol leaves unread (one answer per request): a flood,
+                        # which would cost the judge time past every limit (their bytes are bounded by the memory
+                        # watchdog, which counts the judge's memory too)
                         raise Gone("ProtocolError", "the program flooded its channel")
             else:
                 (self.out if fd == self.out_r else self.err).extend(chunk)

@@ -761,6 +761,35 @@ def test_an_immutable_subclass_value_keeps_its_identity(gvisor_executor):
     assert [(r.id, r.status) for r in results] == [(n, "passed") for n in honest] + [("plain-1", "failed")]
 
 
+def test_round_seven_stand_ins_hold_no_stale_value_and_no_borrowed_attribute(gvisor_executor):
+    # Red team round 7, on the round-6 fixes: a namedtuple crossing as one remembered object showed its first value
+    # after the program changed a list in it; a failing generator inside it arrived empty; a str-subclass dict key
+    # was shown as repr in a `call` result; an exception's instance dict overrode the class's own `args`; and a
+    # test's subclass of a program exception class recursed in str().
+    grows = ("from collections import namedtuple\n\nCfg = namedtuple('Cfg', 'items')\n_c = []\n\n"
+             "def add(a, b):\n    if not _c:\n        _c.append(Cfg([]))\n    _c[0].items.append('x')\n    return _c[0]\n")
+    rows = ("from collections import namedtuple\n\nR = namedtuple('R', 'rows')\n\ndef add(a, b):\n"
+            "    def rows():\n        for part in a.split(';'):\n            yield int(part)\n    return R(rows())\n")
+    shadow = "def add(a, b):\n    e = ValueError('bad')\n    e.__dict__['args'] = ['invalid: ' + a]\n    raise e\n"
+    own = "class InvalidInput(ValueError):\n    pass\n\ndef add(a, b):\n    raise InvalidInput('negative')\n"
+    wrong = {"stale-namedtuple": (grows, ["assert add(1, 2) == (['x'],)", "assert add(1, 2) == (['x'],)"]),
+             "drained-generator": (rows, ["assert list(add('1;x', 0)[0]) == []"]),
+             "args-shadow": (shadow, [_raises_test("add('x', 0)", "ValueError", "assert e.args == ('invalid: x',)")])}
+    honest = {"namedtuple-twice": (grows, ["assert add(1, 2) == (['x'],)", "assert add(1, 2) == (['x', 'x'],)"]),
+              "test-subclass": (own, ["class TooBig(InvalidInput):\n    pass\nassert str(TooBig('big')) == 'big'"])}
+    for name, (program, lines) in honest.items():
+        assert _local_passes(program + "\n" + "\n".join(lines)), name
+    for name, (program, lines) in wrong.items():
+        assert not _local_passes(program + "\n" + "\n".join(lines)), name
+    strkey = {"id": "str-subclass-key", "timeout_s": 4.0,
+              "solution": "class S(str):\n    pass\n\ndef add(a, b):\n    return {S('a'): 1}\n",
+              "test": {"kind": "call", "fn_name": "add", "cases": [{"args": [1, 2], "expected": {"a": 1}}]}}
+    reqs = [asserts(n, p, lines) for n, (p, lines) in list(wrong.items()) + list(honest.items())] + [strkey]
+    got = {r.id: r.status for r in gvisor_executor.run(reqs)}
+    assert all(got[n] != "passed" for n in wrong), got
+    assert all(got[n] == "passed" for n in [*honest, "str-subclass-key"]), got
+
+
 SURVIVOR = """
 import ctypes, os, signal, threading, time
 parent = os.getpid()
