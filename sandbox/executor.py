@@ -7,6 +7,7 @@ actor or node died) is retried without counting, up to MAX_LOST_RETRIES times.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import os
 import queue
@@ -61,6 +62,7 @@ class Executor:
         self.workers = workers or self.backend.default_workers()
         self.recycle_after = recycle_after
         self.failed_attempts = 0  # worker failures seen (each one retried once, then sandbox_error)
+        self.recent_failures: collections.deque = collections.deque(maxlen=20)  # (request id, error), newest last
         self._count_lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
@@ -160,6 +162,7 @@ class Executor:
                             crashes += 1
                         with self._count_lock:
                             self.failed_attempts += 1
+                            self.recent_failures.append((req["id"], f"{type(e).__name__}: {e}"[:500]))
                         if worker is not None:
                             _close_quietly(worker)
                             worker = None

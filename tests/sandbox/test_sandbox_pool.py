@@ -49,6 +49,8 @@ def test_worker_killed_from_inside_gives_sandbox_error_then_recovers():
     assert (bad.status, bad.error_type) == ("sandbox_error", "SandboxError")
     assert "twice" in bad.error_message
     assert ex.failed_attempts == 2
+    assert [rid for rid, _ in ex.recent_failures] == ["kill", "kill"]      # what failed, for a caller to log
+    assert all(err.startswith("WorkerCrashed: ") for _, err in ex.recent_failures)
     assert good.status == "passed"
 
 
