@@ -78,8 +78,19 @@ class RemoteError(BaseException):
     __claim__: dict = {}  # the program's claim about it (a dunder: no program attribute can take its name)
 
 
-_REMOTE_CLASSES: dict[tuple, type] = {}  # this request's stand-ins (emptied by judge())
+_REMOTE_CLASSES: dict[tuple, type] = {}  # this request's stand-in classes, by (name, base) (emptied by judge())
 MAX_REMOTE_CLASSES = 1024
+
+
+def _request_class(name: str, base: type, make) -> type:
+    """This request's stand-in class `name` over `base`, made once by `make(name)`; past MAX_REMOTE_CLASSES, one per
+    base (a program claiming classes by the thousand)."""
+    if len(_REMOTE_CLASSES) >= MAX_REMOTE_CLASSES and (name, base) not in _REMOTE_CLASSES:
+        name = base.__name__
+    cls = _REMOTE_CLASSES.get((name, base))
+    if cls is None:
+        cls = _REMOTE_CLASSES[(name, base)] = make(name)
+    return cls
 
 
 def _remote_exception(info: dict) -> RemoteError:
@@ -119,23 +130,19 @@ def _claimed_str(self) -> str:
 
 def _remote_class(name: str, base_name: str | None) -> type:
     """The judge's stand-in for a program's exception class `name`: a subclass of RemoteError and of its nearest
-    builtin class (`base_name`, or `name` itself; Exception where that names no builtin exception class). One per
-    (name, base) in a request; past MAX_REMOTE_CLASSES, one per base (a program claiming classes by the thousand)."""
+    builtin class (`base_name`, or `name` itself; Exception where that names no builtin exception class)."""
     base = getattr(builtins, base_name or name, None)
     if not (isinstance(base, type) and issubclass(base, BaseException)):
         base = Exception
-    if len(_REMOTE_CLASSES) >= MAX_REMOTE_CLASSES and (name, base) not in _REMOTE_CLASSES:
-        name = base.__name__
-    cls = _REMOTE_CLASSES.get((name, base))
-    if cls is None:
+
+    def make(name):
         bases = (RemoteError,) if base is BaseException else (base, RemoteError)
         try:
-            cls = type(name, bases, {"__str__": _claimed_str, "_builtin_str": staticmethod(bases[0].__str__)})
+            return type(name, bases, {"__str__": _claimed_str, "_builtin_str": staticmethod(bases[0].__str__)})
         except TypeError:
-            cls = type(name, (Exception, RemoteError), {"__str__": _claimed_str,
-                                                        "_builtin_str": staticmethod(Exception.__str__)})
-        _REMOTE_CLASSES[(name, base)] = cls
-    return cls
+            return type(name, (Exception, RemoteError), {"__str__": _claimed_str,
+                                                         "_builtin_str": staticmethod(Exception.__str__)})
+    return _request_class(name, base, make)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -208,34 +215,25 @@ def _claimed_trace(t):
 
 
 class DataObject:
-    """Mixed into the judge's stand-ins for the program's immutable subclass values (data_object)."""
+    """Mixed into the judge's stand-ins for the program's scalar subclass values (data_object); `_base` is the
+    builtin type they derive from."""
 
     __slots__ = ()
 
-    def plain(self):
-        """The value as its builtin type (what _json_value compares)."""
-        return self._base(self)
-
 
 def data_object(name: str, value):
-    """A stand-in for a program's instance of a subclass of an immutable builtin type (`Color.RED` of an IntEnum or
-    str Enum): an instance of a judge class named like the program's that derives from the value's type, holding the
-    value. Equal to the value, but not identical to an equal plain value (`1 is Color.RED` is False, as locally);
-    Worker.handles gives one per program object, so `f() is Color.RED` holds."""
+    """A stand-in for a program's instance of a subclass of int, float, complex, str or bytes (`Color.RED` of an
+    IntEnum or str Enum): an instance of a judge class named like the program's that derives from the value's type,
+    holding the value. Equal to the value, but not identical to an equal plain value (`1 is Color.RED` is False, as
+    locally); Worker.handles gives one per program object, so `f() is Color.RED` holds."""
     base = type(value)
-    if len(_DATA_CLASSES) >= MAX_REMOTE_CLASSES and (name, base) not in _DATA_CLASSES:
-        name = base.__name__
-    cls = _DATA_CLASSES.get((name, base))
-    if cls is None:
+
+    def make(name):
         try:
-            cls = type(name, (base, DataObject), {"__slots__": (), "_base": base})
+            return type(name, (base, DataObject), {"__slots__": (), "_base": base})
         except TypeError:
-            cls = type(base.__name__, (base, DataObject), {"__slots__": (), "_base": base})
-        _DATA_CLASSES[(name, base)] = cls
-    return cls(value)
-
-
-_DATA_CLASSES: dict[tuple, type] = {}  # this request's stand-in classes for data values (emptied by judge())
+            return type(base.__name__, (base, DataObject), {"__slots__": (), "_base": base})
+    return _request_class(name, base, make)(value)
 
 
 class RemoteObject:
@@ -570,7 +568,6 @@ def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:
     v = _Verdict(total)
     _fatal[0] = None
     _REMOTE_CLASSES.clear()  # a program's classes are its own request's: none may pile up in this long-lived judge
-    _DATA_CLASSES.clear()
     try:
         try:
             if kind == "stdio":
@@ -836,8 +833,8 @@ def _json_value(x, depth=0):
 
 
 def _plain(x):
-    """A data_object stand-in as its builtin type's value; anything else as it is."""
-    return x.plain() if isinstance(x, DataObject) else x
+    """A data_object stand-in as its builtin type's value (what _json_value compares); anything else as it is."""
+    return x._base(x) if isinstance(x, DataObject) else x
 
 
 def _short(x) -> str:

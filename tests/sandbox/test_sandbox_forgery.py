@@ -721,6 +721,14 @@ def test_a_test_argument_too_large_to_send_is_an_error_not_a_sandbox_error(gviso
     assert after.status == "passed"
 
 
+def _check_locally(honest: dict, wrong: dict) -> None:
+    """A plain local run of each program with its assert lines passes the honest ones and fails the wrong ones."""
+    for name, (program, lines) in honest.items():
+        assert _local_passes(program + "\n" + "\n".join(lines)), name
+    for name, (program, lines) in wrong.items():
+        assert not _local_passes(program + "\n" + "\n".join(lines)), name
+
+
 FUNDS = ("class InsufficientFunds(Exception):\n    def __init__(self, need):\n        self.need = need\n\n"
          "    def __str__(self):\n        return f'need {self.need} more'\n\n"
          "def add(a, b):\n    if b > a:\n        raise InsufficientFunds(b - a)\n    return a - b\n")
@@ -736,9 +744,7 @@ def test_a_program_exception_keeps_its_own_str_and_attributes(gvisor_executor):
     wrong = ("class E(ValueError):\n    def __str__(self):\n        return 'wrong message'\n\n"
              "def add(a, b):\n    raise E('invalid literal: ' + a)\n",
              [_raises_test("add('x', 0)", "ValueError", "assert str(e) == 'invalid literal: x'")])
-    for name, (program, lines) in honest.items():
-        assert _local_passes(program + "\n" + "\n".join(lines)), name
-    assert not _local_passes(wrong[0] + "\n" + "\n".join(wrong[1]))
+    _check_locally(honest, {"wrong": wrong})
     results = gvisor_executor.run([asserts(n, p, lines) for n, (p, lines) in honest.items()] + [asserts("wrong-str", *wrong)])
     assert [(r.id, r.status) for r in results] == [(n, "passed") for n in honest] + [("wrong-str", "failed")]
 
@@ -754,9 +760,7 @@ def test_an_immutable_subclass_value_keeps_its_identity(gvisor_executor):
               "strenum-is": (strenum, ["assert add(1, 2) is Color.RED", "assert add(1, 2) == 'red'"]),
               "enum-argument": (intenum.format(red=1000, ret="a + b"), ["assert add(Color.RED, 1) == 1001"])}
     wrong = (intenum.format(red=1, ret="1"), ["assert add(1, 2) is Color.RED"])
-    for name, (program, lines) in honest.items():
-        assert _local_passes(program + "\n" + "\n".join(lines)), name
-    assert not _local_passes(wrong[0] + "\n" + "\n".join(wrong[1]))
+    _check_locally(honest, {"wrong": wrong})
     results = gvisor_executor.run([asserts(n, p, lines) for n, (p, lines) in honest.items()] + [asserts("plain-1", *wrong)])
     assert [(r.id, r.status) for r in results] == [(n, "passed") for n in honest] + [("plain-1", "failed")]
 
@@ -777,10 +781,7 @@ def test_round_seven_stand_ins_hold_no_stale_value_and_no_borrowed_attribute(gvi
              "args-shadow": (shadow, [_raises_test("add('x', 0)", "ValueError", "assert e.args == ('invalid: x',)")])}
     honest = {"namedtuple-twice": (grows, ["assert add(1, 2) == (['x'],)", "assert add(1, 2) == (['x', 'x'],)"]),
               "test-subclass": (own, ["class TooBig(InvalidInput):\n    pass\nassert str(TooBig('big')) == 'big'"])}
-    for name, (program, lines) in honest.items():
-        assert _local_passes(program + "\n" + "\n".join(lines)), name
-    for name, (program, lines) in wrong.items():
-        assert not _local_passes(program + "\n" + "\n".join(lines)), name
+    _check_locally(honest, wrong)
     strkey = {"id": "str-subclass-key", "timeout_s": 4.0,
               "solution": "class S(str):\n    pass\n\ndef add(a, b):\n    return {S('a'): 1}\n",
               "test": {"kind": "call", "fn_name": "add", "cases": [{"args": [1, 2], "expected": {"a": 1}}]}}
