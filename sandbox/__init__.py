@@ -10,7 +10,8 @@ Requests and results follow the JSONL schema of `python -m sandbox run` (see sch
 
 Security argument (details in worker.py): the verdict is computed by a judge that shares no process,
 memory, file descriptor or namespace with the program; the program runs in a fresh unprivileged process
-forked from a zygote that never held a request's tests, and the two exchange only plain data (codec.py).
+forked from a zygote that never holds anything of any request (no tests, no other program's source), and
+the two exchange only plain data (codec.py).
 So nothing the program does inside its own process can change what the tests compute.
 """
 from .schema import (OUTPUT_CAP_CHARS, STATUSES, TEST_KINDS, RequestError, Result, parse_request)

@@ -1,13 +1,14 @@
 """The program's side: a zygote that forks one fresh process per program, and what that process runs.
 
 The zygote is forked at boot (`boot`), before the worker module is even imported and long before any
-request is read, so it (and every process it forks) never holds a request's tests or expected values.
+request is read, and no part of a request ever passes through it: its memory, which every program process
+inherits, never holds a request's tests, expected values or another program's source.
 It sets up what `site` gives a normal interpreter (exit/quit, site-packages; not the start-up code of
-.pth files: `_site`), then serves spawn requests from the worker on a unix socket: each carries the new
+.pth files: `_site`), then serves spawn requests from the worker on a unix socket: each carries only the new
 process's fds (channel, stdout, stderr, and stdin when it is fed: else it keeps the zygote's
-/dev/null) and its limits. The forked process closes everything else, leaves the zygote's signal
-set-up, drops to the unprivileged uid, and runs the program (`run_program`); the zygote reports
-every exit (pid, wait status, CPU seconds) to the worker.
+/dev/null). The forked process reads its spec (its source and limits) from its own channel, closes
+everything else, leaves the zygote's signal set-up, drops to the unprivileged uid, and runs the program
+(`run_program`); the zygote reports every exit (pid, wait status, CPU seconds) to the worker.
 
 In the program's process, everything here is untrusted: it sends the worker plain data over its
 channel (codec.py), and the worker treats every field as a claim (see worker.py).
@@ -37,7 +38,6 @@ PR_SET_PDEATHSIG = 1
 # Zygote -> worker: (b"S", pid, 0, 0.0) when a program process was forked, (b"E", pid, wait status, CPU
 # seconds) when one exited.
 ZYGOTE_MSG = struct.Struct("<cxxxiid")
-SPEC_LIMIT = 1 << 20   # largest spawn spec (the program's source and its limits)
 FILE_LIMIT_BYTES = 16 << 20   # RLIMIT_FSIZE: largest file a program may write
 _KEPT = ()             # objects of the zygote that program processes must not free (see zygote())
 _STREAMS = None        # (stdin, stdout, stderr) of every program process, built by the zygote (_program_streams)
@@ -73,7 +73,7 @@ def boot():
                     os.close(int(name))
                 except OSError:
                     pass
-        run_program(zygote(child))  # returns only in a freshly forked program process
+        run_program(*zygote(child))  # returns only in a freshly forked program process
     child.close()
     import site
     sys.path.extend(p for p in site.getsitepackages() if p not in sys.path)
@@ -86,9 +86,14 @@ def boot():
 
 # --- zygote ------------------------------------------------------------------------------------------
 def zygote(sock: socket.socket):
-    """Serve spawn requests forever; return only in a freshly forked program process (its spawn spec).
-    `sock` is a SOCK_SEQPACKET socket: from the worker one codec value per message (the spawn spec) with
-    the new process's fds attached; to the worker ZYGOTE_MSG structs."""
+    """Serve spawn requests forever; return only in a freshly forked program process: its spawn spec and the
+    reader of its channel. `sock` is a SOCK_SEQPACKET socket: from the worker one byte per message with the
+    new process's fds attached; to the worker ZYGOTE_MSG structs.
+
+    The spec (the program's source, its limits) comes on the new process's channel, not through here: the
+    zygote's memory is every later program's (a program can read all of its own process), so nothing of one
+    request may ever be in it. (A spec received here, even into a buffer overwritten by the next, handed the
+    end of one program's source to the program after it.)"""
     _site()
     for name in PRELOAD:
         try:
@@ -125,14 +130,12 @@ def zygote(sock: socket.socket):
     if libc is not None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # no zygote outlives its worker
     # Between two forks the zygote does as little as it can: after each fork every page it writes is a
-    # copy-on-write fault, which gVisor's ptrace platform makes dear. So the spec is decoded by the child
-    # and the replies are fixed-size structs.
+    # copy-on-write fault, which gVisor's ptrace platform makes dear. So the replies are fixed-size structs.
     spawned = ZYGOTE_MSG.pack
-    buf = memoryview(bytearray(SPEC_LIMIT))  # one receive buffer: a fresh 1 MiB each time is mmap + munmap
+    buf = memoryview(bytearray(16))
     # Kept referenced so that a program process does not free them: the interpreter's own std streams
     # (replaced there; tearing them down takes a lock per flush and close, and in CPython 3.11 each lock
-    # acquire reads the monotonic clock, a syscall under gVisor: about a dozen a program) and `buf` (an
-    # munmap).
+    # acquire reads the monotonic clock, a syscall under gVisor: about a dozen a program).
     global _KEPT, _STREAMS
     _KEPT = (sys.stdin, sys.stdout, sys.stderr, buf)
     _STREAMS = _program_streams()
@@ -142,15 +145,16 @@ def zygote(sock: socket.socket):
     # dear (this loop makes 6 syscalls a program, the SIGCHLD one made 14).
     zygote_pid = os.getpid()
     while True:
-        msg, fds = _recv_spec(sock, buf)
-        if msg is None:
+        fds = _recv_fds(sock, buf)
+        if fds is None:
             os._exit(0)  # the worker is gone
         pid = os.fork()
         if pid == 0:
             sock.detach()  # its fd is closed below; the socket object must not close a reused number
-            spec = codec.decode(msg)
+            reader = codec.FrameReader()
+            spec = codec.decode(codec.recv(fds[0], reader))
             _become_program(spec, fds, libc=libc, nofile=nofile, zygote_pid=zygote_pid)
-            return spec
+            return spec, reader
         _close_fds(fds)
         try:
             sock.send(spawned(b"S", pid, 0, 0.0))
@@ -177,18 +181,19 @@ def _move_fd(fd: int, to: int) -> int:
     return to
 
 
-def _recv_spec(sock: socket.socket, buf: memoryview):
-    """One spawn message (bytes) and the fds attached to it; (None, []) when the worker is gone."""
+def _recv_fds(sock: socket.socket, buf: memoryview):
+    """The fds of one spawn message; None when the worker is gone."""
     n, ancdata, flags, _ = sock.recvmsg_into([buf], socket.CMSG_SPACE(8 * _FD_SIZE))
     fds = []
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.extend(struct.unpack(f"{len(data) // _FD_SIZE}i", data[:len(data) - len(data) % _FD_SIZE]))
     if not n:
-        return None, fds
-    if flags & socket.MSG_TRUNC:
-        raise RuntimeError(f"spawn spec larger than {SPEC_LIMIT} bytes")
-    return bytes(buf[:n]), fds
+        _close_fds(fds)
+        return None
+    if n != 1 or flags & socket.MSG_TRUNC or len(fds) not in (3, 4):
+        raise RuntimeError("malformed spawn message")
+    return fds
 
 
 def _program_streams():
@@ -342,10 +347,10 @@ def _exc_info(e: BaseException) -> dict:
 
 
 class _Program:
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, reader: codec.FrameReader):
         self.spec = spec
         self.tracer = _tracer.Tracer() if spec.get("trace") else None
-        self.reader = codec.FrameReader()
+        self.reader = reader  # of the channel, which brought the spec
         self.objects: dict[int, object] = {}
         self._handle_of: dict[int, int] = {}  # id(object) -> its handle number
         self.ns: dict = {}
@@ -577,9 +582,9 @@ def _finish(status: int, ns: dict) -> None:
     os._exit(status)
 
 
-def run_program(spec: dict) -> None:
+def run_program(spec: dict, reader: codec.FrameReader) -> None:
     """The program's process after `zygote` returned: run it, then end like `python program.py`."""
-    prog = _Program(spec)
+    prog = _Program(spec, reader)
     try:
         status = prog.run()
     except SystemExit as e:

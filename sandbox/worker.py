@@ -3,7 +3,8 @@
 Security argument. The verdict fields that feed pass@k, rewards and preference pairs (`status`,
 `tests_passed`, `tests_total`) are computed here, in a process the program never shares anything
 with: each program runs in its own process forked from a zygote that was started before any request
-was read (program.py), so that process never held test code or expected values; it runs as an
+was read and that no part of a request ever passes through (program.py), so that process never held test
+code, expected values or another program's source (its own comes on its channel); it runs as an
 unprivileged uid with rlimits, in its own SysV IPC namespace, with a private size-limited tmpfs as its
 only writable place (unmounted after it: O(1) cleanup), and every process it started is killed before
 the next program. Judge and program exchange only plain data over a pipe (codec.py: strict, bounded,
@@ -144,7 +145,7 @@ class Proc:
             in_w = None
             given = [chan_c.fileno(), out_w, err_w]
         self.chan, self.in_w, self.out_r, self.err_r = chan_j, in_w, out_r, err_r  # chan: sent with MSG_DONTWAIT
-        self.pid = worker.spawn(req, given)
+        self.pid = worker.spawn(req, given, chan_j.fileno())
         for fd in given[1:]:
             os.close(fd)
         chan_c.close()
@@ -345,25 +346,31 @@ class Worker:
             self.marks.append((phase, time.perf_counter()))
 
     # zygote protocol
-    def spawn(self, req: dict, fds: list) -> int:
+    def spawn(self, req: dict, fds: list, chan: int) -> int:
+        """Fork a program process with `fds` (its channel's end first) and send its spec on `chan`, the judge's
+        end: the zygote gets only the fds (see program.zygote)."""
         spec = {"scratch": self.scratch, "cpu_s": int(req["timeout_s"]) + 1, "memory_mb": req["memory_mb"],
                 "uid": self.child_uid,
                 "private_ipc": self.isolated, "mode": self.mode, "solution": req["solution"],
                 "trace": bool(req.get("trace"))}
         data = codec.encode(spec)
         if len(data) > INLINE_SPEC_BYTES:
-            # Past one datagram (the socket refuses ~208 KiB under gVisor): the source goes through a file in the
-            # program's fresh scratch, which its process reads and removes before running anything of it.
+            # The source goes through a file in the program's fresh scratch, which its process reads and removes
+            # before running anything of it: the spec written below then always fits the channel's buffer.
             path = os.path.join(self.scratch, program.SOLUTION_FILE)
             with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as f:
                 f.write(req["solution"].encode("utf-8", "surrogatepass"))
             data = codec.encode({**spec, "solution": None, "solution_file": path})
-        socket.send_fds(self.zsock_obj, [data], fds)
+        socket.send_fds(self.zsock_obj, [b"s"], fds)
         while True:
             kind, pid, status, cpu = self._zmsg(blocking=True)
             if kind == b"S":
-                return pid
+                break
             self._exits.append((pid, status, cpu))
+        view = memoryview(codec.frame(data))
+        while view:  # the process reads it first thing: a blocking write
+            view = view[os.write(chan, view):]
+        return pid
 
     def _zmsg(self, blocking: bool):
         try:

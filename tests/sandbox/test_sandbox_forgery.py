@@ -870,3 +870,26 @@ def test_claimed_exception_classes_are_bounded():
     assert all(issubclass(c, ValueError) and issubclass(c, judge.RemoteError) for c in classes)
     assert judge._remote_class("E0", "ValueError") is classes[0]
     judge._REMOTE_CLASSES.clear()
+
+
+def test_no_program_finds_the_program_before_it_in_its_memory():
+    """Round 8: each spawn spec (the program's source) used to pass through the zygote, into a receive buffer that
+    the next spec overwrote only as far as it reached, and every program process is a fork of the zygote. So a short
+    program found the end of the previous one's source in its own memory, and passed by running it: in RL, the
+    previous program is a sibling sample of the same task. Now the source comes on the program's own channel.
+    One sandbox, so that the two run back to back in it; the probe is far shorter than the program before it."""
+    if not HAS_RUNSC:
+        pytest.skip("runsc (gVisor) is not installed: apt-get install -y runsc")
+    token, arg = secrets.token_hex(4), secrets.token_hex(4)
+    before = he("sibling", "def add(a, b):\n    '''" + "Add two numbers. " * 400 + "'''\n"
+                f"    return a + b  # SRC-TOKEN-{token}\n")
+    probe = he("probe", MEMORY_SCAN + "def add(a, b):\n    control = scan(rb'ARG-TOKEN-[0-9a-f]{8}')\n"
+               "    leaked = scan(rb'SRC-TOKEN-[0-9a-f]{8}')\n    print('" + REACHED + "', control, leaked, flush=True)\n"
+               "    return a + b\n", f"def check(candidate):\n    assert candidate('ARG-TOKEN-{arg}', '') == 'ARG-TOKEN-{arg}'\n")
+    assert len(probe["solution"]) < len(before["solution"]) // 4
+    with Executor(backend="gvisor", workers=1, timeout_s=5.0, memory_mb=256) as ex:
+        r_before, r_probe = ex.run([before, probe])
+    assert r_before.status == "passed" and r_probe.status == "passed", (r_probe.status, r_probe.error_message)
+    (line,) = [ln for ln in r_probe.stdout.splitlines() if ln.startswith(REACHED)]
+    control, leaked = map(int, line.split()[1:])
+    assert control >= 1 and leaked == 0, (control, leaked)
