@@ -66,15 +66,21 @@ class Executor:
         self._count_lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
-        # Start slot 0 here so a broken runtime (e.g. runsc cannot start) fails the constructor loudly.
-        try:
-            first = self.backend.start_worker(0)
-        except Exception:
-            self.backend.close()
-            raise
+        # Slot 0 starts its sandbox first and the constructor waits for it, so that a broken runtime (e.g. runsc
+        # cannot start) fails the constructor loudly. It starts in the slot's own thread: a sandbox dies with
+        # the thread that started it (parent-death signal), and the caller's thread may end before the Executor.
+        first: cf.Future = cf.Future()
         self._threads = [threading.Thread(target=self._serve, args=(i, first if i == 0 else None),
                                           name=f"sandbox-slot-{i}", daemon=True) for i in range(self.workers)]
-        for t in self._threads:
+        self._threads[0].start()
+        try:
+            first.result()
+        except BaseException:  # its error, or Ctrl-C while waiting: nothing is left running
+            self._queue.put(_STOP)
+            self._threads[0].join()
+            self.backend.close()
+            raise
+        for t in self._threads[1:]:
             t.start()
         # Runs on close(), on garbage collection, or at interpreter exit (finalize's atexit hook).
         self._finalizer = weakref.finalize(self, Executor._shutdown, self._queue, self._threads, self.backend,
@@ -131,9 +137,19 @@ class Executor:
             t.join(timeout=30)
         backend.close()
 
-    def _serve(self, slot: int, worker) -> None:
+    def _serve(self, slot: int, started: cf.Future | None) -> None:
+        """One slot's loop. `started` (slot 0): set once its first sandbox is up, or to the error that
+        stopped it, which ends this slot."""
         iso = self.backend.isolation
         served = 0
+        worker = None
+        if started is not None:
+            try:
+                worker = self.backend.start_worker(slot)
+            except BaseException as e:
+                started.set_exception(e)
+                return
+            started.set_result(None)
         try:
             while True:
                 item = self._queue.get()

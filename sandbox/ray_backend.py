@@ -95,20 +95,22 @@ class SandboxHost:
         try:
             result = await loop.run_in_executor(None, worker.execute, request, timeout_s)
         except BaseException as e:
-            await loop.run_in_executor(None, self._replace, worker)
+            self._free.put_nowait(await loop.run_in_executor(None, self._replace, worker))
             raise WorkerCrashed(f"sandbox on {self._info['hostname']}: {e}") from None
         if getattr(worker, "retired", False):  # it ends after this result: a fresh one for the next request
-            await loop.run_in_executor(None, self._replace, worker)
-        else:
-            self._free.put_nowait(worker)
+            worker = await loop.run_in_executor(None, self._replace, worker)
+        self._free.put_nowait(worker)
         return result
 
-    def _replace(self, worker) -> None:
+    def _replace(self, worker):
+        """A fresh worker in place of `worker` (run in the loop's thread pool, whose threads live as long as the
+        actor: a sandbox dies with the thread that started it). The caller queues it: an asyncio.Queue is
+        only safe to use from the loop's own thread."""
         try:
             worker.close()
         except Exception:
             pass
-        self._free.put_nowait(self._backend.start_worker(0))
+        return self._backend.start_worker(0)
 
     async def close(self) -> None:
         def close_all():

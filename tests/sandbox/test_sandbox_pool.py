@@ -339,3 +339,43 @@ def test_worker_dies_with_the_thread_that_started_it_and_runs_no_python_in_its_f
         for w in started:
             w.close()
         backend.close()
+
+
+def test_executor_built_in_a_thread_that_ends_keeps_its_sandboxes():
+    # A sandbox dies with the thread that started it (parent-death signal). The Executor starts each one in its
+    # own slot thread, so one built in a short-lived thread (a pool task, an actor's setup) still has them all.
+    import threading
+    made = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        thread = threading.Thread(target=lambda: made.append(Executor(backend="process", workers=2)))
+        thread.start()
+        thread.join()
+    (ex,) = made
+    with ex:
+        time.sleep(0.5)  # the signal has long arrived had the sandbox started in that thread
+        results = ex.run([dict(OK, id=f"r{i}") for i in range(4)])
+        assert [r.status for r in results] == ["passed"] * 4
+        assert ex.failed_attempts == 0, list(ex.recent_failures)
+
+
+def test_executor_whose_first_sandbox_fails_to_start_raises_and_leaves_nothing_running():
+    import threading
+    from sandbox import ProcessBackend
+    closed = []
+
+    class Broken(ProcessBackend):
+        def start_worker(self, slot):
+            raise RuntimeError("runsc cannot start")
+
+        def close(self):
+            closed.append(True)
+            super().close()
+
+    before = {t.name for t in threading.enumerate()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(RuntimeError, match="runsc cannot start"):
+            Executor(backend=Broken(), workers=3)
+    assert closed == [True]
+    assert not [t for t in threading.enumerate() if t.name.startswith("sandbox-slot-") and t.name not in before]

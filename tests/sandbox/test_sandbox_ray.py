@@ -264,3 +264,33 @@ def test_ray_backend_without_ray_says_how_to_install(monkeypatch):
         importlib.import_module("sandbox.ray_backend")
     with pytest.raises(ImportError, match=r'pip install -e "\.\[ray\]"'):
         Executor(backend="ray")
+
+
+def test_ray_actor_replaces_a_crashed_sandbox_for_the_request_waiting_on_it(ray_cluster):
+    # In the actor, a sandbox that fails under a request is replaced in the event loop's thread pool, and the
+    # fresh one goes to the request already waiting for a sandbox. Run with asyncio's debug checks, which
+    # refuse an asyncio.Queue touched from a thread other than the loop's (the replacement used to queue
+    # itself from the pool thread).
+    import asyncio
+
+    from sandbox.backends import WorkerCrashed
+    from sandbox.ray_backend import SandboxHost
+    host = SandboxHost("process", workers=1, cpus=1, memory_mb=MEMORY_MB)
+    (first,) = host._idle
+
+    def crash(request, timeout_s):
+        raise WorkerCrashed("sandbox crashed")
+    first.execute = crash
+
+    from sandbox.schema import parse_request
+    reqs = [parse_request(MIXED[k][0], timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB) for k in ("pass", "index")]
+
+    async def both():
+        return await asyncio.gather(*(host.execute(r, 30) for r in reqs), return_exceptions=True)
+    try:
+        crashed, after = asyncio.run(both(), debug=True)
+        assert isinstance(crashed, WorkerCrashed), crashed
+        assert isinstance(after, dict), after
+        assert verdict(sandbox.Result.from_dict(after)) == MIXED["index"][1]
+    finally:
+        asyncio.run(host.close())
