@@ -606,12 +606,20 @@ def _run_stdio(worker, req, deadline, v: _Verdict) -> None:
     for i, case in enumerate(req["test"]["cases"]):
         proc = worker.start(req, "main", deadline, case["input"].encode())
         proc.wait_exit()
+        # The program's claim is its last frame ("done" or "syntax", sent as it ends); any before it are dropped
+        # undecoded, and decoding that one is timed as the request (frames of millions of items, written to be
+        # decoded after the exit, held the judge past every limit).
+        last = proc.frames.pop() if proc.frames else None
+        proc.frames.clear()
         claim = None
-        while proc.frames:
+        if last is not None:
+            _test_alarm(deadline)
             try:
-                msg = codec.decode(proc.frames.popleft())
+                msg = codec.decode(last)
             except codec.CodecError:
-                continue
+                msg = None
+            finally:
+                _cancel_alarm()
             if type(msg) is dict and msg.get("t") in ("done", "syntax"):
                 claim = msg
         if claim is not None:

@@ -893,3 +893,15 @@ def test_no_program_finds_the_program_before_it_in_its_memory():
     (line,) = [ln for ln in r_probe.stdout.splitlines() if ln.startswith(REACHED)]
     control, leaked = map(int, line.split()[1:])
     assert control >= 1 and leaked == 0, (control, leaked)
+
+
+def test_frames_left_for_the_judge_to_decode_after_the_exit_cost_it_nothing(gvisor_executor):
+    """Round 8: a stdio program wrote frames of millions of items to its channel and exited. The judge decoded each
+    of them after the exit, with no time limit (about 0.8 s each): `sandbox_error` at will, after the host's hang
+    limit. Now only its last frame, its claim, is decoded, within the request's time."""
+    flood = stdio("decode-flood", "import struct\npayload = b'[\"l\"' + b',0' * 4194303 + b']'\n"
+                  "frame = struct.pack('>I', len(payload)) + payload\nwith open(3, 'wb', closefd=False) as chan:\n"
+                  "    for _ in range(10):\n        chan.write(frame)\n" + GOOD["stdio"]["solution"])
+    r, after = gvisor_executor.run([flood, GOOD["stdio"]])
+    assert r.status == "passed" and r.duration_s < flood["timeout_s"], (r.status, r.error_message, r.duration_s)
+    assert after.status == "passed"
