@@ -112,11 +112,12 @@ def encode(value, handle=None) -> bytes:
         if plain is not None:
             if handle is not None and type(plain) in _SCALARS:
                 # a scalar subclass instance (an Enum member): its data, and a handle, so that the same object
-                # decodes to the same object on the other side (`f() is Color.RED` as in a local run). Scalars only:
-                # a tuple subclass can hold a list that changes between two crossings.
+                # decodes to the same object on the other side (`f() is Color.RED` as in a local run; the judge's
+                # stand-in for it goes back as the program's own object). Scalars only: a tuple subclass can hold a
+                # list that changes between two crossings.
                 try:
                     hid = handle(v)
-                except CodecError:  # the judge's side: its stand-ins go back to the program as their data
+                except CodecError:  # the judge's side, for a subclass value of its own: its data
                     hid = None
                 if hid is not None:
                     return ["o", hid, t.__name__[:60], enc(plain, depth)]

@@ -384,6 +384,10 @@ class _Program:
             self.objects[i] = obj
         return i
 
+    def _object(self, hid: int, data=None):
+        """The object of handle `hid` (sent back by the judge: a proxy, or a data object and its data)."""
+        return self.objects[hid]
+
     def traced(self, fn, *args, **kwargs):
         self._fit_recursion_limit(-1 if fn is exec else 1)
         if self.tracer is None or self.tracer.truncated:
@@ -478,7 +482,7 @@ class _Program:
     def serve(self, ns: dict) -> None:
         while True:
             try:
-                msg = codec.decode(codec.recv(CHANNEL_FD, self.reader), self.objects.__getitem__)
+                msg = codec.decode(codec.recv(CHANNEL_FD, self.reader), self._object)
             except EOFError:
                 return
             op = msg.get("op")

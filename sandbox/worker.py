@@ -471,6 +471,7 @@ class Worker:
             obj = self._data_objects.get(hid)
             if obj is None:
                 obj = self._data_objects[hid] = judge.data_object(*data)
+                self._data_hids[id(obj)] = hid
             return obj
         obj = self._handles.get(hid)
         if obj is None:
@@ -478,8 +479,13 @@ class Worker:
         return obj
 
     def handle_id(self, obj) -> int:
+        """The program's object that `obj` stands for (a proxy, or a data object: `name_of(Color.RED)` gets the
+        program's own member back)."""
         if isinstance(obj, judge.RemoteObject) and self._handles.get(obj._hid) is obj:
             return obj._hid
+        hid = self._data_hids.get(id(obj))
+        if hid is not None and self._data_objects.get(hid) is obj:
+            return hid
         raise codec.CodecError(f"a {type(obj).__name__[:60]} cannot be sent to the program")
 
     # scratch
@@ -506,6 +512,7 @@ class Worker:
         self.mode = mode
         self._handles = {}
         self._data_objects = {}
+        self._data_hids: dict[int, int] = {}  # id(data object) -> its handle (each is kept in _data_objects)
         if self.watch_memory:
             self.memory_base = sandbox_memory_used()
         self._make_scratch()

@@ -905,3 +905,17 @@ def test_frames_left_for_the_judge_to_decode_after_the_exit_cost_it_nothing(gvis
     r, after = gvisor_executor.run([flood, GOOD["stdio"]])
     assert r.status == "passed" and r.duration_s < flood["timeout_s"], (r.status, r.error_message, r.duration_s)
     assert after.status == "passed"
+
+
+def test_an_enum_member_the_test_passes_back_is_the_programs_own(gvisor_executor):
+    # Round 8: the judge's stand-in for a program's IntEnum or str Enum member went back to the program as its bare
+    # value, so `name_of(Color.RED)` raised AttributeError ('int' has no .name) and `same(S.A) is S.A` failed.
+    program = ("import enum\n\nclass Color(enum.IntEnum):\n    RED = 1\n\nclass S(str, enum.Enum):\n    A = 'a'\n\n"
+               "def name_of(c):\n    return c.name\n\ndef same(x):\n    return x\n\n"
+               "def kind(x):\n    return type(x).__name__\n")
+    honest = {"enum-back": (program, ["assert name_of(Color.RED) == 'RED'", "assert same(S.A) is S.A",
+                                      "assert kind(same(Color.RED)) == 'Color'", "assert name_of(same(S.A)) == 'A'",
+                                      "assert kind(1) == 'int'"])}
+    _check_locally(honest, {})
+    (r,) = gvisor_executor.run([asserts(n, p, lines) for n, (p, lines) in honest.items()])
+    assert (r.status, r.tests_passed) == ("passed", 5), (r.status, r.error_message)
