@@ -1,7 +1,9 @@
 """The only data that crosses between a program's process and its judge: plain values, strictly decoded.
 
-Allowed: None, bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset, the builtin
-types themselves (`int`, `str`, ... as values, by name), each type kept exactly
+Allowed: None, bool, int, float, complex, str, bytes, bytearray, list, tuple, dict, set, frozenset, the
+collections dicts whose equality differs from a dict's (OrderedDict: order counts; Counter: missing = 0;
+defaultdict, with no factory or a builtin type as factory), the builtin types themselves (`int`, `str`, ... as
+values, by name), each type kept exactly
 (a tuple stays a tuple, dict keys keep their type, NaN, infinities and -0.0 survive), plus opaque
 handles (`Handle`) that name an object living in the program's process. Values that are data in all
 but type cross as data too, so that a test's `list(f(x))` sees what a local run sees: a `range` stays a
@@ -15,11 +17,13 @@ would cost the receiver quadratic time, so at most MAX_EQUAL_HASHES keys may sha
 Wire form: JSON text where str/None/bool/int are themselves (ints over JSON_INT_BITS: ["i", hex]) and every
 other value is a tagged list ["f", float.hex] ["c", real.hex, imag.hex] ["b", hex] ["l", ...] ["t", ...] ["d", [k, v], ...] ["s", ...]
 ["z", ...] ["y", type name] ["h", id] ["r", start, stop, step] ["K", key, ...] ["V", value, ...]
-["I", [key, value], ...] ["n", item, ...].
+["I", [key, value], ...] ["n", item, ...] ["B", hex] (bytearray) ["od", [k, v], ...] ["ct", [k, v], ...]
+["dd", factory type name or null, [k, v], ...].
 Frames on a stream: 4-byte big-endian length, then the JSON bytes.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import struct
@@ -86,6 +90,8 @@ def encode(value, handle=None) -> bytes:
             return ["y", v.__name__]
         if t is bytes:
             return ["b", v.hex()]
+        if t is bytearray:
+            return ["B", v.hex()]
         if t is list:
             return ["l", *[enc(x, depth + 1) for x in v]]
         if t is tuple:
@@ -98,6 +104,15 @@ def encode(value, handle=None) -> bytes:
             return ["z", *[enc(x, depth + 1) for x in v]]
         if t is Handle:
             return ["h", v.id]
+        if t is _ORDERED_DICT:  # its own order (which dict.items of it does not follow after a move_to_end)
+            return ["od", *[[enc(k, depth + 1), enc(x, depth + 1)] for k, x in _ORDERED_DICT.items(v)]]
+        if t is _COUNTER:
+            return ["ct", *[[enc(k, depth + 1), enc(x, depth + 1)] for k, x in dict.items(v)]]
+        if t is _DEFAULT_DICT:
+            factory = v.default_factory
+            name = None if factory is None else getattr(factory, "__name__", None)
+            if factory is None or (type(name) is str and BUILTIN_TYPES.get(name) is factory):
+                return ["dd", name, *[[enc(k, depth + 1), enc(x, depth + 1)] for k, x in dict.items(v)]]
         if t is range:
             return ["r", enc(v.start, depth + 1), enc(v.stop, depth + 1), enc(v.step, depth + 1)]
         if t is _DICT_KEYS:
@@ -137,6 +152,7 @@ def encode(value, handle=None) -> bytes:
 
 
 _DICT_KEYS, _DICT_VALUES, _DICT_ITEMS = type({}.keys()), type({}.values()), type({}.items())
+_ORDERED_DICT, _COUNTER, _DEFAULT_DICT = collections.OrderedDict, collections.Counter, collections.defaultdict
 _SCALARS = (int, float, complex, str, bytes)
 
 
@@ -170,7 +186,6 @@ def _as_plain(v):
     """The plain value of a subclass of a plain type (or a collections.User* wrapper), else None.
     Decided on the real type (not isinstance, which __class__ and metaclasses can fake); the program's
     own methods may run in the conversion: that only changes the value the program returns."""
-    import collections
     mro = type(v).__mro__
     try:
         for base, data in _DATA_OF:
@@ -233,6 +248,14 @@ def decode(data: bytes, handles=None):
                 return BUILTIN_TYPES[items[0]]
             if tag == "b" and len(items) == 1 and type(items[0]) is str:
                 return bytes.fromhex(items[0])
+            if tag == "B" and len(items) == 1 and type(items[0]) is str:
+                return bytearray.fromhex(items[0])
+            if tag == "od":
+                return _ORDERED_DICT(dict_of(items, depth))
+            if tag == "ct":
+                return _COUNTER(dict_of(items, depth))
+            if tag == "dd" and items and (items[0] is None or (type(items[0]) is str and items[0] in BUILTIN_TYPES)):
+                return _DEFAULT_DICT(items[0] and BUILTIN_TYPES[items[0]], dict_of(items[1:], depth))
             if tag == "l":
                 return [dec(i, depth + 1) for i in items]
             if tag == "t":

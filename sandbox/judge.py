@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import collections
 import functools
 import importlib
 import json
@@ -298,6 +299,9 @@ def _answer(worker, msg: dict) -> dict:
     return _reply(worker.proc, seq)
 
 
+_DICTS = (dict, collections.OrderedDict, collections.Counter, collections.defaultdict)  # what decodes as a dict
+
+
 def _call(worker, msg: dict, args):
     """One remote call: send, wait for the matching answer, apply mutations of list/dict/set args."""
     try:
@@ -317,9 +321,9 @@ def _call(worker, msg: dict, args):
                 continue
             if type(old) is list and type(new) is list:
                 old[:] = new
-            elif type(old) in (dict, set) and type(new) is type(old):
+            elif type(old) in _DICTS + (set,) and type(new) is type(old):
                 old.clear()
-                old.update(new)
+                old.update(new)  # (an emptied Counter's update copies the counts)
     if reply["t"] == "raise":
         raise _remote_exception(_claimed_exc(reply.get("exc")))
     return reply.get("value")
@@ -833,7 +837,7 @@ def _json_value(x, depth=0):
         return x
     if t in (list, tuple):
         return [_json_value(i, depth + 1) for i in x]
-    if t is dict:
+    if t in _DICTS:
         keys = [_plain(k) for k in x]
         return {(k if type(k) is str else str(k) if type(k) in (int, float, bool) or k is None else
                  repr(_json_value(k))): _json_value(i, depth + 1) for k, i in zip(keys, x.values())}

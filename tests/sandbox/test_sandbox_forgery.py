@@ -919,3 +919,33 @@ def test_an_enum_member_the_test_passes_back_is_the_programs_own(gvisor_executor
     _check_locally(honest, {})
     (r,) = gvisor_executor.run([asserts(n, p, lines) for n, (p, lines) in honest.items()])
     assert (r.status, r.tests_passed) == ("passed", 5), (r.status, r.error_message)
+
+
+def test_collections_dicts_and_bytearrays_keep_their_type_both_ways(gvisor_executor):
+    # Round 8: OrderedDict, Counter and defaultdict crossed as plain dicts, so a wrong OrderedDict order passed
+    # (dict equality ignores order), a returned defaultdict raised KeyError for a missing key, and a returned bytearray
+    # was an UnencodableValue. Arguments of these types now arrive as themselves, and their changes come back.
+    program = ("from collections import Counter, OrderedDict, defaultdict\n\n"
+               "def order(pairs):\n    return OrderedDict(pairs)\n\n"
+               "def counts(s):\n    c = defaultdict(int)\n    for ch in s:\n        c[ch] += 1\n    return c\n\n"
+               "def tally(s):\n    return Counter(s) - Counter('z')\n\n"
+               "def raw(s):\n    return bytearray(s, 'ascii')\n\n"
+               "def kind(x):\n    return type(x).__name__\n\n"
+               "def bump(c):\n    c['a'] += 1\n    c.move_to_end('a') if hasattr(c, 'move_to_end') else None\n")
+    lines = ["from collections import Counter, OrderedDict, defaultdict",
+             "assert order([('a', 1), ('b', 2)]) == OrderedDict([('a', 1), ('b', 2)])",
+             "assert order([('a', 1), ('b', 2)]) != OrderedDict([('b', 2), ('a', 1)])",
+             "assert counts('aab')['z'] == 0 and counts('aab') == {'a': 2, 'b': 1}",
+             "assert tally('aab') == Counter({'a': 2, 'b': 1, 'c': 0})",
+             "assert raw('ab') == b'ab' and type(raw('ab')) is bytearray",
+             "assert [kind(OrderedDict()), kind(Counter()), kind(defaultdict(list))] == "
+             "['OrderedDict', 'Counter', 'defaultdict']",
+             "c = Counter('ab'); bump(c); assert c == Counter('aab')",
+             "o = OrderedDict(a=0, b=0); bump(o); assert list(o.items()) == [('b', 0), ('a', 1)]"]
+    wrong = program.replace("return OrderedDict(pairs)", "return OrderedDict(reversed(pairs))")
+    _check_locally({"collections": (program, lines)}, {"wrong-order": (wrong, lines[:2])})
+    r, bad, after = gvisor_executor.run([asserts("collections", program, lines), asserts("wrong-order", wrong, lines[:2]),
+                                         GOOD["asserts"]])
+    assert (r.status, r.tests_passed) == ("passed", len(lines)), (r.status, r.tests_passed, r.error_message)
+    assert (bad.status, bad.tests_passed) == ("failed", 1), (bad.status, bad.error_message)
+    assert after.status == "passed"

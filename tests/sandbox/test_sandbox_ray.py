@@ -286,7 +286,8 @@ def test_ray_actor_replaces_a_crashed_sandbox_for_the_request_waiting_on_it(ray_
     reqs = [parse_request(MIXED[k][0], timeout_s=TIMEOUT_S, memory_mb=MEMORY_MB) for k in ("pass", "index")]
 
     async def both():
-        return await asyncio.gather(*(host.execute(r, 30) for r in reqs), return_exceptions=True)
+        return await asyncio.wait_for(asyncio.gather(*(host.execute(r, 30) for r in reqs), return_exceptions=True),
+                                      60)  # the waiting request never got the replacement before
     try:
         crashed, after = asyncio.run(both(), debug=True)
         assert isinstance(crashed, WorkerCrashed), crashed
