@@ -112,14 +112,17 @@ def _remote_exception(info: dict) -> RemoteError:
         except Exception:
             e = _remote_class(info["type"], "Exception")(info["message"])
     for name, value in info.get("attrs", {}).items():  # the program's `e.need`
-        if hasattr(type(e), name):  # `args`, `errno`, `code`...: the class's own (a data descriptor wins locally)
-            continue
+        if hasattr(type(e), name) and not (name in _OS_FILENAMES and isinstance(e, OSError)):
+            continue  # `args`, `errno`, `code`...: the class's own (a data descriptor wins locally)
         try:
             setattr(e, name, value)
         except Exception:
             pass
     e.__claim__ = info
     return e
+
+
+_OS_FILENAMES = ("filename", "filename2")  # an OSError's, set through its class's own fields (str(e) shows them)
 
 
 def _claimed_str(self) -> str:

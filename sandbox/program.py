@@ -342,6 +342,14 @@ def _exc_info(e: BaseException) -> dict:
                 attrs[name] = value
     except BaseException:
         pass
+    if isinstance(e, OSError):  # its file names are no instance attributes, and no args: str(e) shows them
+        for name in ("filename", "filename2"):
+            try:
+                value = getattr(e, name)
+            except BaseException:
+                continue
+            if type(value) in (str, bytes) and len(value) <= MESSAGE_CAP:
+                attrs[name] = value
     if attrs:
         info["attrs"] = attrs
     return info

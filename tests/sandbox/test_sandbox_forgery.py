@@ -949,3 +949,17 @@ def test_collections_dicts_and_bytearrays_keep_their_type_both_ways(gvisor_execu
     assert (r.status, r.tests_passed) == ("passed", len(lines)), (r.status, r.tests_passed, r.error_message)
     assert (bad.status, bad.tests_passed) == ("failed", 1), (bad.status, bad.error_message)
     assert after.status == "passed"
+
+
+def test_an_oserror_keeps_its_file_names(gvisor_executor):
+    # `open('nope.txt')` raised a FileNotFoundError whose str() lacked the file name in the judge: OSError keeps its
+    # file names neither in its args nor in its instance attributes.
+    program = "import os\n\ndef read(p):\n    return open(p).read()\n\ndef rename(a, b):\n    os.rename(a, b)\n"
+    lines = ["try:\n    read('nope.txt')\nexcept FileNotFoundError as e:\n    assert e.filename == 'nope.txt'\n"
+             "    assert str(e) == \"[Errno 2] No such file or directory: 'nope.txt'\"\n"
+             "    assert e.args == (2, 'No such file or directory') and e.errno == 2\nelse:\n    assert False",
+             "try:\n    rename('a1', 'b1')\nexcept OSError as e:\n    assert (e.filename, e.filename2) == ('a1', 'b1')\n"
+             "    assert str(e) == \"[Errno 2] No such file or directory: 'a1' -> 'b1'\"\nelse:\n    assert False"]
+    _check_locally({"oserror": (program, lines)}, {})
+    (r,) = gvisor_executor.run([asserts("oserror", program, lines)])
+    assert (r.status, r.tests_passed) == ("passed", 2), (r.status, r.error_message)
