@@ -727,9 +727,8 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
         _run_asserts(worker, ns, test, v)
     else:
         _run_humaneval(ns, test, v, plan)
-    _cancel_alarm()
     worker.mark("tests")
-    try:
+    try:  # still under the request's alarm (judge() cancels it): the goodbye's frames are the program's to make dear
         proc.send(_EXIT)
         while req.get("trace"):  # the trace of the last calls comes with the goodbye
             bye = proc.message()

@@ -963,3 +963,26 @@ def test_an_oserror_keeps_its_file_names(gvisor_executor):
     _check_locally({"oserror": (program, lines)}, {})
     (r,) = gvisor_executor.run([asserts("oserror", program, lines)])
     assert (r.status, r.tests_passed) == ("passed", 2), (r.status, r.error_message)
+
+
+SLOW_FRAMES = ("import os, struct\n"
+               "def flood(n):\n    body = ('[\"l\"' + ',[\"l\"]' * 2_000_000 + ']').encode()\n"
+               "    frame = struct.pack('>I', len(body)) + body\n    for _ in range(n):\n        v = memoryview(frame)\n"
+               "        while v:\n            v = v[os.write(3, v):]\n")
+
+
+def test_frames_that_are_dear_to_decode_cannot_hold_a_traced_request_past_its_limit(gvisor_executor):
+    """Round 9: with `trace`, a program that queued frames of millions of items on its channel and then ran past its
+    limit made the judge decode all of them while asking for its trace so far, with no time limit: `sandbox_error`
+    at will (the host saw a hung sandbox, twice). Frames sent with the goodbye after the tests were decoded with the
+    alarm already off. Each case now ends as the timeout it is, near its limit."""
+    late = dict(stdio("dear-late", SLOW_FRAMES + "import time\nflood(4)\ntime.sleep(30)\n", timeout_s=3.0), trace=True)
+    bye = dict(he("dear-bye", SLOW_FRAMES + "import sys, time\ncodec = sys.modules['codec']\n_encode = codec.encode\n"
+                  "def encode(value, handle=None):\n    if type(value) is dict and value.get('t') == 'bye':\n"
+                  "        flood(4)\n        time.sleep(30)\n    return _encode(value, handle)\n"
+                  "codec.encode = encode\n" + WRONG, timeout_s=3.0), trace=True)
+    results = gvisor_executor.run([late, bye, GOOD["stdio"], GOOD["humaneval"]])
+    for r in results[:2]:
+        assert (r.status, r.error_type) == ("timeout", "Timeout") and r.duration_s < 4.5, (r.id, r.status, r.duration_s)
+    assert [r.status for r in results[2:]] == ["passed", "passed"]
+    assert not [rid for rid, _ in gvisor_executor.recent_failures if rid.startswith("dear-")]  # no sandbox replaced
