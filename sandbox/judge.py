@@ -278,8 +278,8 @@ class RemoteObject:
 
 
 def _next_seq(worker) -> int:
-    worker.seq = getattr(worker, "seq", 0) + 1
-    return worker.seq
+    worker.seq += 1  # from 1 in each program process (Worker.start): a count kept across requests told a program
+    return worker.seq  # how many calls the programs before it in its sandbox had been made (round 9)
 
 
 def _reply(proc, seq: int) -> dict:

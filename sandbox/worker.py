@@ -531,6 +531,7 @@ class Worker:
     # running a request
     def start(self, req: dict, mode: str, deadline: float, stdin: bytes = b"") -> Proc:
         self.mode = mode
+        self.seq = 0  # of the calls to this program process (judge._next_seq)
         self._handles = {}
         self._data_objects = {}
         self._data_hids: dict[int, int] = {}  # id(data object) -> its handle (each is kept in _data_objects)

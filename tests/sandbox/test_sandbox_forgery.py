@@ -986,3 +986,18 @@ def test_frames_that_are_dear_to_decode_cannot_hold_a_traced_request_past_its_li
         assert (r.status, r.error_type) == ("timeout", "Timeout") and r.duration_s < 4.5, (r.id, r.status, r.duration_s)
     assert [r.status for r in results[2:]] == ["passed", "passed"]
     assert not [rid for rid, _ in gvisor_executor.recent_failures if rid.startswith("dear-")]  # no sandbox replaced
+
+
+def test_call_numbers_start_afresh_in_each_request():
+    """Round 9: the number each call carries counted on across requests, so a program learned how many calls the
+    programs before it in its sandbox had been made (how far a sibling sample got, where calls stop at a failure)."""
+    if not HAS_RUNSC:
+        pytest.skip("runsc (gVisor) is not installed: apt-get install -y runsc")
+    spy = ("import sys\ncodec = sys.modules['codec']\n_decode = codec.decode\nSEEN = []\n"
+           "def decode(data, handles=None):\n    msg = _decode(data, handles)\n"
+           "    if type(msg) is dict and 'seq' in msg:\n        SEEN.append(msg['seq'])\n    return msg\n"
+           "codec.decode = decode\n\ndef add(a, b):\n    print(SEEN, flush=True)\n    return a + b\n")
+    with Executor(backend="gvisor", workers=1, timeout_s=5.0, memory_mb=256) as ex:
+        first, second = ex.run([he("first", spy), he("second", spy)])
+    assert first.status == second.status == "passed"
+    assert first.stdout == second.stdout == "[1]\n[1, 2]\n", (first.stdout, second.stdout)
