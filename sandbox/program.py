@@ -540,14 +540,14 @@ def _builtin_base(cls) -> str | None:
 
 
 def _mutable_args(args, kwargs) -> dict:
-    """The list/dict/set arguments of a call (positional by index, keyword by name): they go back with its answer,
+    """The mutable arguments of a call (positional by index, keyword by name): they go back with its answer,
     raised or returned, so the test's own objects change as a local call would have changed them."""
     out = {i: a for i, a in enumerate(args) if type(a) in _MUTABLE}
     out.update((k, a) for k, a in kwargs.items() if type(a) in _MUTABLE)
     return out
 
 
-_MUTABLE = (list, dict, set, collections.OrderedDict, collections.Counter, collections.defaultdict)
+_MUTABLE = (list, bytearray, dict, set, collections.OrderedDict, collections.Counter, collections.defaultdict)
 
 
 def _encodable(value, handle) -> bool:

@@ -491,7 +491,7 @@ class Worker:
         if data is not None:
             obj = self._data_objects.get(hid)
             if obj is None:
-                obj = self._data_objects[hid] = judge.data_object(*data)
+                obj = self._data_objects[hid] = judge.data_object(*data, self)
                 self._data_hids[id(obj)] = hid
             return obj
         obj = self._handles.get(hid)
@@ -499,13 +499,18 @@ class Worker:
             obj = self._handles[hid] = judge.RemoteObject(self, hid)
         return obj
 
+    def data_handle(self, obj):
+        """The handle of the program's object that the data object `obj` stands for; None if it stands for none."""
+        hid = self._data_hids.get(id(obj))
+        return hid if hid is not None and self._data_objects.get(hid) is obj else None
+
     def handle_id(self, obj) -> int:
         """The program's object that `obj` stands for (a proxy, or a data object: `name_of(Color.RED)` gets the
         program's own member back)."""
         if isinstance(obj, judge.RemoteObject) and self._handles.get(obj._hid) is obj:
             return obj._hid
-        hid = self._data_hids.get(id(obj))
-        if hid is not None and self._data_objects.get(hid) is obj:
+        hid = self.data_handle(obj)
+        if hid is not None:
             return hid
         raise codec.CodecError(f"a {type(obj).__name__[:60]} cannot be sent to the program")
 

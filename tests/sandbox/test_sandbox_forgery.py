@@ -1001,3 +1001,25 @@ def test_call_numbers_start_afresh_in_each_request():
         first, second = ex.run([he("first", spy), he("second", spy)])
     assert first.status == second.status == "passed"
     assert first.stdout == second.stdout == "[1]\n[1, 2]\n", (first.stdout, second.stdout)
+
+
+def test_round_nine_honest_programs(gvisor_executor):
+    """Round 9: a bytearray argument changed in place did not come back; a copy of a program's Enum member went back
+    to the program as its bare value, and the member's `.name`/`.value` were missing in the judge; a call-kind
+    result's True/None dict keys were shown as 'True'/'None', where a JSON round trip (APPS's comparison) writes
+    'true'/'null'; a test's own message showing a program's lone surrogate made an error_message no UTF-8 writer takes."""
+    program = ("import enum\n\nclass C(enum.IntEnum):\n    R = 1\n    G = 2\n\n"
+               "def flip(b):\n    b.reverse()\n\ndef name_of(c):\n    return c.name\n\ndef pick(i):\n    return C(i)\n")
+    lines = ["import copy\nb = bytearray(b'ab')\nflip(b)\nassert b == bytearray(b'ba')",
+             "assert name_of(copy.deepcopy(C.R)) == 'R' and name_of(copy.copy(C.G)) == 'G'",
+             "assert pick(1).name == 'R' and pick(2).value == 2 and pick(2) is C.G"]
+    _check_locally({"round-nine": (program, lines)}, {})
+    keys = {"id": "json-keys", "solution": "def add(a, b):\n    return {True: a, None: b, 1.5: 0}\n", "timeout_s": 4.0,
+            "test": {"kind": "call", "fn_name": "add",
+                     "cases": [{"args": [1, 2], "expected": {"true": 1, "null": 2, "1.5": 0}}]}}
+    surrogate = he("surrogate", "def add(a, b):\n    return '\\udc80'\n",
+                   "def check(candidate):\n    r = candidate(1, 2)\n    assert r == 3, f'got {r}'\n")
+    r, r_keys, r_sur = gvisor_executor.run([asserts("round-nine", program, lines), keys, surrogate])
+    assert (r.status, r.tests_passed) == ("passed", 3), (r.status, r.error_message)
+    assert r_keys.status == "passed", r_keys.error_message
+    assert (r_sur.status, r_sur.error_message) == ("failed", "got \ufffd")
