@@ -8,7 +8,9 @@ It sets up what `site` gives a normal interpreter (exit/quit, site-packages; not
 process's fds (channel, stdout, stderr, and stdin when it is fed: else it keeps the zygote's
 /dev/null). The forked process reads its spec (its source and limits) from its own channel, closes
 everything else, leaves the zygote's signal set-up, drops to the unprivileged uid, and runs the program
-(`run_program`); the zygote reports every exit (pid, wait status, CPU seconds) to the worker.
+(`run_program`); the zygote reports every exit (pid, wait status, CPU seconds) to the worker. Under gVisor
+each program process is the first of a pid namespace of its own, with its own /proc, so nothing about the
+programs before it shows in its pids or its /proc.
 
 In the program's process, everything here is untrusted: it sends the worker plain data over its
 channel (codec.py), and the worker treats every field as a claim (see worker.py).
@@ -35,6 +37,9 @@ SOLUTION_FILE = ".ieta-solution"  # a large program's source, in its scratch unt
 MESSAGE_CAP = 500
 EXC_DETAIL_CAP = 1 << 16  # bytes of an exception's own str() and attributes sent along (larger ones are left out)
 CLONE_NEWIPC = 0x08000000
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 PR_SET_PDEATHSIG = 1
 # Zygote -> worker: (b"S", pid, 0, 0.0) when a program process was forked, (b"E", pid, wait status, CPU
 # seconds) when one exited.
@@ -145,10 +150,16 @@ def zygote(sock: socket.socket):
     # SIGCHLD handler and no select: under gVisor's ptrace platform a signal delivery and each syscall are
     # dear (this loop makes 6 syscalls a program, the SIGCHLD one made 14).
     zygote_pid = os.getpid()
+    # Isolated (gVisor): each program process is the first of a pid namespace of its own (pid 1 there), which ends
+    # with it. Pids of one sandbox otherwise count on across requests, and a program sets the next one's pid by
+    # starting threads: a channel from one sample of a task to the next (red-team round 9).
+    new_pid_ns = libc is not None and bool(os.environ.get("IETA_SANDBOX_CHILD_UID"))
     while True:
         fds = _recv_fds(sock, buf)
         if fds is None:
             os._exit(0)  # the worker is gone
+        if new_pid_ns and libc.unshare(CLONE_NEWPID) != 0:
+            raise RuntimeError("unshare(CLONE_NEWPID) failed: no pid namespace for the program")
         pid = os.fork()
         if pid == 0:
             sock.detach()  # its fd is closed below; the socket object must not close a reused number
@@ -272,7 +283,11 @@ def _become_program(spec: dict, fds: list, libc, nofile: int, zygote_pid: int) -
     os.closerange(CHANNEL_FD + 1, nofile)
     os.chdir(spec["scratch"])
     if spec.get("private_ipc") and libc is not None:
-        libc.unshare(CLONE_NEWIPC)  # SysV IPC objects die with this namespace
+        # SysV IPC objects die with this namespace; and a /proc of its own pid namespace (see zygote()), where the
+        # judge's and the zygote's entries, which earlier programs' CPU time and imports showed in, are not.
+        if libc.unshare(CLONE_NEWIPC | CLONE_NEWNS) != 0 or libc.mount(
+                b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
+            os._exit(125)
     elif libc is not None:
         # Unisolated (process backend): no container takes the program down with a dead worker, so it dies
         # with its zygote, which dies with the worker. (Cleanup, not a boundary: the program may undo it.)

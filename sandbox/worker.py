@@ -5,7 +5,8 @@ Security argument. The verdict fields that feed pass@k, rewards and preference p
 with: each program runs in its own process forked from a zygote that was started before any request
 was read and that no part of a request ever passes through (program.py), so that process never held test
 code, expected values or another program's source (its own comes on its channel); it runs as an
-unprivileged uid with rlimits, in its own SysV IPC namespace, with a private size-limited tmpfs as its
+unprivileged uid with rlimits, in its own SysV IPC, pid and mount namespaces (pid 1, with its own /proc),
+with a private size-limited tmpfs as its
 only writable place (unmounted after it: O(1) cleanup), and every process it started is killed before
 the next program. Judge and program exchange only plain data over a pipe (codec.py: strict, bounded,
 no pickle). stdio: the judge feeds stdin and compares stdout. call: the judge sends the arguments and

@@ -824,7 +824,7 @@ def test_a_process_that_outlives_its_main_thread_does_not_outlive_its_request():
         pytest.skip("runsc (gVisor) is not installed")
     with Executor(backend="gvisor", workers=1, timeout_s=5.0) as ex:
         planted, *after = ex.run([he("plant", SURVIVOR)] + [dict(GOOD[k], id=f"after-{k}") for k in GOOD]
-                                 + [asserts("alone", SEES_ALONE, ["assert SEEN == 3"])])  # worker, zygote, itself
+                                 + [asserts("alone", SEES_ALONE, ["assert SEEN == 1"])])  # itself: its own pid namespace
     assert (planted.status, planted.tests_passed) == ("failed", 0)
     assert [(r.id, r.status) for r in after] == [(r.id, "passed") for r in after], [r.error_message for r in after]
 
@@ -1023,3 +1023,20 @@ def test_round_nine_honest_programs(gvisor_executor):
     assert (r.status, r.tests_passed) == ("passed", 3), (r.status, r.error_message)
     assert r_keys.status == "passed", r_keys.error_message
     assert (r_sur.status, r_sur.error_message) == ("failed", "got \ufffd")
+
+
+def test_a_program_learns_nothing_from_the_pids_of_the_programs_before_it():
+    """Round 9: pids counted on across the requests of a sandbox, so a program set the next one's pid by starting
+    threads, a channel from one sample of a task to the next: with a check() whose calls stop at the first wrong
+    answer, the 4th sample of a cheat that computed nothing passed. And the judge's and the zygote's /proc entries
+    showed what earlier programs made them do. Each program is now pid 1 of a pid namespace of its own, with a /proc
+    of its own."""
+    if not HAS_RUNSC:
+        pytest.skip("runsc (gVisor) is not installed: apt-get install -y runsc")
+    look = "import os\nprint(os.getpid(), os.readlink('/proc/self'), sorted(n for n in os.listdir('/proc') if n.isdigit()))\n"
+    threads = ("import threading\nts = [threading.Thread(target=int) for _ in range(200)]\nfor t in ts:\n    t.start()\n"
+               "for t in ts:\n    t.join()\n")
+    reqs = [dict(stdio(f"look-{i}", (threads if i == 1 else "") + look), timeout_s=10.0) for i in range(3)]
+    with Executor(backend="gvisor", workers=1, timeout_s=10.0, memory_mb=256) as ex:
+        results = ex.run(reqs)
+    assert [r.stdout for r in results] == ["1 1 ['1']\n" * 2] * 3, [(r.status, r.stdout) for r in results]  # 2 cases each
