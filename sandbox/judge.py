@@ -190,14 +190,44 @@ def _claimed_exc(x) -> dict:
 
 def _claimed_frame(e) -> bool:
     """Whether `e` has a trace event's shape: {"line": int, "fn": str, "locals": {str: str}}."""
-    return (type(e) is dict and type(e.get("line")) is int and type(e.get("fn")) is str
+    return (type(e) is dict and _count(e.get("line")) and type(e.get("fn")) is str
             and type(e.get("locals")) is dict and all(type(v) is str for v in e["locals"].values()))
+
+
+def _within(x, budget: int) -> bool:
+    """Whether the decoded value `x` is at most about `budget` bytes as JSON, found in O(budget) steps however
+    large it is (serializing a claimed trace of 30 MiB to measure it took the judge seconds)."""
+    stack = [x]
+    while stack:
+        y = stack.pop()
+        t = type(y)
+        budget -= len(y) + 2 if t is str else y.bit_length() // 3 + 1 if t is int else 4
+        if t is dict:
+            for kv in y.items():
+                stack.extend(kv)
+                budget -= 2
+                if budget < 0:
+                    return False
+        elif t is list:
+            for i in y:
+                stack.append(i)
+                budget -= 1
+                if budget < 0:
+                    return False
+        if budget < 0:
+            return False
+    return True
+
+
+def _count(n) -> bool:
+    """A trace's counter or line number: an int a result's JSON can hold (sums of 4300-digit claims could not)."""
+    return type(n) is int and 0 <= n < 1 << 53
 
 
 def _claimed_trace(t):
     """Validate and bound a trace of the program; None if it is not a trace of tracer.Tracer.to_dict's shape.
     Rebuilt from JSON text, so that nothing but JSON types (no handle, set, bytes, tuple) reaches a result."""
-    if type(t) is not dict:
+    if type(t) is not dict or not _within(t, MAX_TRACE_BYTES):
         return None
     try:
         text = json.dumps(t, allow_nan=False)
@@ -207,9 +237,9 @@ def _claimed_trace(t):
         return None
     t = _texts(json.loads(text))
     cov, events, total, exc = t.get("coverage"), t.get("events"), t.get("events_total"), t.get("exception")
-    if (type(cov) is not dict or not all(COVERAGE_KEY.fullmatch(k) and type(n) is int for k, n in cov.items())
+    if (type(cov) is not dict or not all(COVERAGE_KEY.fullmatch(k) and _count(n) for k, n in cov.items())
             or type(events) is not list
-            or not all(_claimed_frame(e) for e in events) or not (total is None or type(total) is int)
+            or not all(_claimed_frame(e) for e in events) or not (total is None or _count(total))
             or not (exc is None or (type(exc) is dict and type(exc.get("type")) is str
                                     and type(exc.get("message")) is str and type(exc.get("frames")) is list
                                     and all(_claimed_frame(f) for f in exc["frames"])))):
@@ -387,6 +417,8 @@ def _check_statements(test_src: str):
         return None, None
     if any(_escapes_statement(stmt) for stmt in fn.body):
         return None, None
+    if any(isinstance(n, _SCOPES) and _contains_assert(n) for stmt in fn.body for n in ast.walk(stmt)):
+        return None, None  # a helper that asserts: its `def` would count as a case that always passes (round 9)
     return fn.args.args[0].arg, tuple(stmt for stmt in fn.body
                                       if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)))
 
@@ -627,9 +659,16 @@ def _run_stdio(worker, req, deadline, v: _Verdict) -> None:
     for i, case in enumerate(req["test"]["cases"]):
         proc = worker.start(req, "main", deadline, case["input"].encode())
         proc.wait_exit()
+        proc.drain()
+        got = bytes(proc.out)
+        v.stdout += got[:4096]
+        v.stderr += proc.err
+        proc.out.clear()
+        proc.err.clear()
+        worker.finish()  # first: what the program left running must not compete with the judge for the CPU
         # The program's claim is its last frame ("done" or "syntax", sent as it ends); any before it are dropped
-        # undecoded, and decoding that one is timed as the request (frames of millions of items, written to be
-        # decoded after the exit, held the judge past every limit).
+        # undecoded, and reading that one is timed as the request (frames of millions of items, written to be
+        # decoded after the exit, held the judge past every limit). Its trace counts only where one was asked for.
         last = proc.frames.pop() if proc.frames else None
         proc.frames.clear()
         claim = None
@@ -637,21 +676,14 @@ def _run_stdio(worker, req, deadline, v: _Verdict) -> None:
             _test_alarm(deadline)
             try:
                 msg = codec.decode(last)
+                if type(msg) is dict and msg.get("t") in ("done", "syntax"):
+                    claim = msg
+                    if req.get("trace"):
+                        _merge_trace(v, claim.get("trace"))
             except codec.CodecError:
-                msg = None
+                pass
             finally:
                 _cancel_alarm()
-            if type(msg) is dict and msg.get("t") in ("done", "syntax"):
-                claim = msg
-        if claim is not None:
-            _merge_trace(v, claim.get("trace"))
-        proc.drain()
-        got = bytes(proc.out)
-        v.stdout += got[:4096]
-        v.stderr += proc.err
-        proc.out.clear()
-        proc.err.clear()
-        worker.finish()
         st = proc.exit_status
         if claim is not None and claim.get("t") == "syntax":
             exc = _claimed_exc(claim.get("exc"))

@@ -292,7 +292,7 @@ class Proc:
                     except codec.CodecError:
                         continue
                     if type(msg) is dict and msg.get("t") == "trace":
-                        return msg.get("trace")
+                        return judge._claimed_trace(msg.get("trace"))  # checked within the time given
                 self.pump(0.05)
         except (Limit, Gone):
             pass
@@ -309,7 +309,7 @@ class Proc:
                     except codec.CodecError:
                         continue
                     if type(msg) is dict and msg.get("t") == "trace":
-                        return msg.get("trace")
+                        return judge._claimed_trace(msg.get("trace"))  # checked within the time given
                 self.frames.clear()
                 self.pump(0.05)
         except (Limit, Gone):

@@ -1040,3 +1040,48 @@ def test_a_program_learns_nothing_from_the_pids_of_the_programs_before_it():
     with Executor(backend="gvisor", workers=1, timeout_s=10.0, memory_mb=256) as ex:
         results = ex.run(reqs)
     assert [r.stdout for r in results] == ["1 1 ['1']\n" * 2] * 3, [(r.status, r.stdout) for r in results]  # 2 cases each
+
+
+def test_claimed_traces_cost_the_judge_little_and_cannot_break_its_result(gvisor_executor):
+    """Round 9: a stdio program's last frame claimed a 30 MiB trace of huge ints on an untraced request, and left
+    children spinning: the judge serialized the claim (seconds) before bounding it, with the alarm off and the
+    children still competing for the CPU, and the host replaced the sandbox as hung (`sandbox_error`). Claimed
+    counters of 4300 digits, summed over two cases, made a result no JSON writer takes (`sandbox_error` at once)."""
+    burn = ("import os, struct\nh = format((1 << 14200) - 12345, 'x')\n"
+            "body = ('[\"d\",[\"t\",\"done\"],[\"trace\",[\"d\",[\"events\",[\"l\"' + (',[\"i\",\"%s\"]' % h) * 5000"
+            " + ']]]]]').encode()\n"
+            "a, b = map(int, input().split())\nprint(a - b, flush=True)\n"
+            "v = memoryview(struct.pack('>I', len(body)) + body)\nwhile v:\n    v = v[os.write(3, v):]\n"
+            "for _ in range(8):\n    if os.fork() == 0:\n        while True:\n            pass\nos._exit(0)\n")
+    big = ("import sys\ncodec = sys.modules['codec']\n_encode = codec.encode\n"
+           "def encode(value, handle=None):\n    if type(value) is dict and value.get('t') == 'done':\n"
+           "        value = dict(value, trace={'coverage': {}, 'events': [], 'events_total': 9 * 10 ** 4299, "
+           "'exception': None})\n    return _encode(value, handle)\ncodec.encode = encode\n" + WRONG_IO)
+    reqs = [stdio("burn", burn, timeout_s=6.0), dict(stdio("big-counter", big), trace=True), GOOD["stdio"]]
+    r_burn, r_big, after = gvisor_executor.run(reqs)
+    assert (r_burn.status, r_burn.error_type) == ("failed", "AssertionError") and r_burn.duration_s < 6.0, \
+        (r_burn.status, r_burn.error_message, r_burn.duration_s)
+    assert (r_big.status, r_big.error_type, r_big.trace) == ("failed", "AssertionError", None), r_big.status
+    assert after.status == "passed"
+    assert not [rid for rid, _ in gvisor_executor.recent_failures if rid in ("burn", "big-counter")]
+
+
+def test_a_check_helper_that_asserts_is_not_a_passed_case(gvisor_executor):
+    # Round 9: check() statements holding an assert are its cases; a helper `def t(x, y): assert ...` held one, and its
+    # `def` (which asserts nothing when it runs) counted as a passed case: partial credit for any wrong program.
+    test = ("def check(candidate):\n    def t(x, y):\n        assert candidate(x, 0) == y\n"
+            "    t(1, 1)\n    t(2, 2)\n    assert candidate(0, 0) == 0\n")
+    wrong, good = gvisor_executor.run([he("helper-wrong", "def add(a, b):\n    return -1\n", test),
+                                       he("helper-good", GOOD_ADD, test)])
+    assert (wrong.status, wrong.tests_passed) == ("failed", 0), (wrong.status, wrong.tests_passed, wrong.tests_total)
+    assert (good.status, good.tests_passed, good.tests_total) == ("passed", 1, 1)
+
+
+def test_the_judge_has_the_builtins_site_gives_programs(gvisor_executor):
+    # Round 9: `exit`, `quit`, `help`... were no builtins in the judge, so a program's own `def exit` was bound for the
+    # test code (a test failing with exit(1) then passed a wrong program), and a test's exit(1) was a NameError.
+    test = "def check(candidate):\n    if candidate(1, 2) != 3:\n        exit(1)\n    assert candidate(2, 2) == 4\n"
+    plain = "def add(a, b):\n    return 4\n"
+    cheat = plain + "\ndef exit(*args):\n    pass\n"  # the test's exit(1) must not become its no-op
+    for r in gvisor_executor.run([he("own-exit", cheat, test), he("test-exit", plain, test)]):
+        assert (r.status, r.error_type) == ("error", "SystemExit"), (r.id, r.status, r.error_type)
