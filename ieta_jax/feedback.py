@@ -20,7 +20,9 @@ partial credit: passed 1.0; otherwise a class penalty plus 0.5 x the fraction of
     error          -0.6     [-0.6, -0.1)
     timeout/memory -0.8     [-0.8, -0.3)
     syntax_error   -1.0     -1.0
-    sandbox_error   0.0     0.0 (neutral: not the program's fault; callers should drop these)
+    sandbox_error   NaN     no reward: the sandbox could not judge it. The RL trainer leaves a NaN out of its group
+                            statistics (advantage 0 when nothing else scores the completion). A reward of 0.0, above
+                            every failing one, paid a failing program for any way it found to break its sandbox.
 """
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ def execution_reward(result: Any) -> float:
     if status == "passed":
         return PASSED_REWARD
     if status == "sandbox_error":
-        return 0.0
+        return float("nan")
     if status == "syntax_error":
         return STATUS_PENALTY["syntax_error"]
     return STATUS_PENALTY[status] + PARTIAL_CREDIT * fraction_passed(result)

@@ -1,4 +1,6 @@
 """Preference pairs and execution rewards on hand-built sandbox results."""
+import math
+
 import pytest
 
 from ieta_jax import data, feedback
@@ -111,7 +113,7 @@ def test_execution_reward_scale():
     assert feedback.execution_reward(R("timeout", 1)) == pytest.approx(-0.8 + 0.125)
     assert feedback.execution_reward(R("memory", 0)) == pytest.approx(-0.8)
     assert feedback.execution_reward(R("syntax_error", 0, total=0)) == -1.0
-    assert feedback.execution_reward(R("sandbox_error", 0)) == 0.0
+    assert math.isnan(feedback.execution_reward(R("sandbox_error", 0)))  # no reward: never above a failing program's
     assert feedback.execution_reward(R("failed", 0, total=0)) == pytest.approx(-0.3)
     # Every non-passing outcome is below a pass; at zero progress the classes are ordered.
     ladder = [R("passed", 4), R("failed", 0), R("error", 0), R("timeout", 0), R("syntax_error", 0)]
