@@ -1,8 +1,8 @@
 """Smoke experiment: synthetic suite, embedded tiny model, CPU, baseline vs DPO vs RLAIF over two-turn repair
 episodes (a program failing its public tests gets one repair turn with its execution feedback).
 
-Aimed at 15 minutes on 2 CPU cores, warm start included; this config took 560 s alone on 2 cores (2026-12-04;
-585-597 s with two sandboxes per core, the previous default).
+Aimed at 15 minutes on 2 CPU cores, warm start included; this config took 531 s alone on 2 cores (2026-12-05;
+560 s on 2026-12-04; 585-597 s with two sandboxes per core, the previous default).
 Machines of the same size differ: 746-898 s on 2026-12-02 and 906-1128 s on a slower one on 2026-12-03 (earlier
 configs; 916 s there for the previous one, over the aim).
     python -m launch.main --config=configs/smoke.py --workdir=runs/smoke
