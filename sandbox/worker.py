@@ -299,22 +299,6 @@ class Proc:
         finally:
             judge._cancel_alarm()
         return None
-        end = time.monotonic() + PARTIAL_TRACE_WAIT_S
-        self.deadline = end
-        try:
-            while time.monotonic() < end:
-                for payload in self.frames:
-                    try:
-                        msg = codec.decode(payload)
-                    except codec.CodecError:
-                        continue
-                    if type(msg) is dict and msg.get("t") == "trace":
-                        return judge._claimed_trace(msg.get("trace"))  # checked within the time given
-                self.frames.clear()
-                self.pump(0.05)
-        except (Limit, Gone):
-            pass
-        return None
 
     def drain(self) -> None:
         """Take what is still in the stdout/stderr pipes (the program may be gone), up to the limit."""
