@@ -153,6 +153,8 @@ def encode(value, handle=None) -> bytes:
 
 _DICT_KEYS, _DICT_VALUES, _DICT_ITEMS = type({}.keys()), type({}.values()), type({}.items())
 _ORDERED_DICT, _COUNTER, _DEFAULT_DICT = collections.OrderedDict, collections.Counter, collections.defaultdict
+DICT_TYPES = (dict, _ORDERED_DICT, _COUNTER, _DEFAULT_DICT)  # what decodes as a dict
+MUTABLE_TYPES = (list, bytearray, set) + DICT_TYPES  # arguments whose changes in a call go back to the caller
 _SCALARS = (int, float, complex, str, bytes)
 
 

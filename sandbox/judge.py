@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import collections
 import functools
 import importlib
 import json
@@ -346,9 +345,6 @@ def _answer(worker, msg: dict) -> dict:
     return _reply(worker.proc, seq)
 
 
-_DICTS = (dict, collections.OrderedDict, collections.Counter, collections.defaultdict)  # what decodes as a dict
-
-
 def _call(worker, msg: dict, args):
     """One remote call: send, wait for the matching answer, apply mutations of list/dict/set args."""
     try:
@@ -366,9 +362,11 @@ def _call(worker, msg: dict, args):
                 old = kwargs[i]
             else:
                 continue
-            if type(old) in (list, bytearray) and type(new) is type(old):
+            if type(old) not in codec.MUTABLE_TYPES or type(new) is not type(old):
+                continue
+            if type(old) in (list, bytearray):
                 old[:] = new
-            elif type(old) in _DICTS + (set,) and type(new) is type(old):
+            else:
                 old.clear()
                 old.update(new)  # (an emptied Counter's update copies the counts)
     if reply["t"] == "raise":
@@ -885,7 +883,7 @@ def _json_value(x, depth=0):
         return x
     if t in (list, tuple):
         return [_json_value(i, depth + 1) for i in x]
-    if t in _DICTS:
+    if t in codec.DICT_TYPES:
         keys = [_plain(k) for k in x]
         return {_json_key(k): _json_value(i, depth + 1) for k, i in zip(keys, x.values())}
     raise UnencodableValue(f"returned a {t.__name__}, not a JSON value")

@@ -18,7 +18,6 @@ channel (codec.py), and the worker treats every field as a claim (see worker.py)
 from __future__ import annotations
 
 import builtins
-import collections
 import os
 import signal
 import socket
@@ -562,12 +561,9 @@ def _builtin_base(cls) -> str | None:
 def _mutable_args(args, kwargs) -> dict:
     """The mutable arguments of a call (positional by index, keyword by name): they go back with its answer,
     raised or returned, so the test's own objects change as a local call would have changed them."""
-    out = {i: a for i, a in enumerate(args) if type(a) in _MUTABLE}
-    out.update((k, a) for k, a in kwargs.items() if type(a) in _MUTABLE)
+    out = {i: a for i, a in enumerate(args) if type(a) in codec.MUTABLE_TYPES}
+    out.update((k, a) for k, a in kwargs.items() if type(a) in codec.MUTABLE_TYPES)
     return out
-
-
-_MUTABLE = (list, bytearray, dict, set, collections.OrderedDict, collections.Counter, collections.defaultdict)
 
 
 def _encodable(value, handle) -> bool:
