@@ -571,38 +571,68 @@ def timeout_message(timeout_s) -> str:
 
 
 _alarm_armed = False  # one judge per process: whether the test code's timer may still raise
+_alarm_deadline = 0.0  # when the armed timer's Limit is due
+_timer_on = False      # whether the interval timer may still be running (it must be stopped, armed or not)
 _fatal: list = [None]  # the Gone or Limit a remote call of this request raised, whatever the test code did with it
+# The running program's memory check, where the worker watches memory: (a function returning a Limit when its
+# processes use too much, None otherwise; its period). While the timer is armed it runs on the timer's ticks, so
+# it also runs while the judge computes on the program's data (decoding a reply that takes seconds, say), when no
+# I/O loop does: children that allocated then took the whole sandbox down (sandbox_error at will, round 10).
+_watch: list = [None, 0.0]
 
 
 def _alarm(*_):
     """SIGALRM: at most one Limit per armed timer, and none once it is cancelled. A signal lands between any two
     bytecodes, so a timer that fires as the tests end (or as the pump raises its own timeout at the same
-    deadline) must not raise again while judge() handles that: the Limit would escape and kill the worker."""
+    deadline) must not raise again while judge() handles that: the Limit would escape and kill the worker.
+    Before the deadline, a tick of the memory watch."""
+    import time
     global _alarm_armed
-    if _alarm_armed:
+    if not _alarm_armed:
+        return
+    left = _alarm_deadline - time.monotonic()
+    if left > 0:
+        over = _watch[0]() if _watch[0] is not None else None
+        if over is None:
+            if left < _watch[1]:  # the last tick lands on the deadline
+                signal.setitimer(signal.ITIMER_REAL, max(0.001, left))
+            return
         _alarm_armed = False
-        _fatal[0] = Limit("timeout", "Timeout", "wall-clock limit exceeded")  # judge() words it with the request's limit
-        raise _fatal[0]
+        _fatal[0] = over
+        raise over
+    _alarm_armed = False
+    _fatal[0] = Limit("timeout", "Timeout", "wall-clock limit exceeded")  # judge() words it with the request's limit
+    raise _fatal[0]
 
 
 def _test_alarm(deadline: float):
-    """The test code's own time limit: SIGALRM at the request's deadline raises Limit in the judge.
-    (The handler is installed once per worker, and only an armed timer is cancelled: a syscall each.)"""
+    """The test code's own time limit: SIGALRM at the request's deadline raises Limit in the judge; where memory
+    is watched, the timer ticks at the watch's period until then. (The handler is installed once per worker.)"""
     import time
-    global _alarm_armed
+    global _alarm_armed, _alarm_deadline, _timer_on
     if signal.getsignal(signal.SIGALRM) is not _alarm:
         signal.signal(signal.SIGALRM, _alarm)
-    _alarm_armed = True
-    signal.setitimer(signal.ITIMER_REAL, max(0.001, deadline - time.monotonic()))
+    _alarm_armed, _alarm_deadline, _timer_on = True, deadline, True
+    left = max(0.001, deadline - time.monotonic())
+    if _watch[0] is not None and left > _watch[1]:
+        signal.setitimer(signal.ITIMER_REAL, _watch[1], _watch[1])
+    else:
+        signal.setitimer(signal.ITIMER_REAL, left)
 
 
 def _cancel_alarm():
     """Disarm the timer; from here on a late SIGALRM is ignored (it can still raise before the flag is down, inside
     judge()'s inner ``finally``, where the outer ``except Limit`` takes it as the timeout it is)."""
-    global _alarm_armed
-    if _alarm_armed:
-        _alarm_armed = False
+    global _alarm_armed, _timer_on
+    _alarm_armed = False
+    if _timer_on:
+        _timer_on = False
         signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def watching() -> bool:
+    """Whether the armed timer runs the memory watch (the I/O loop need not)."""
+    return _alarm_armed and _watch[0] is not None
 
 
 def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:

@@ -127,6 +127,9 @@ def _check_test(test: Any) -> dict:
 def parse_request(obj: Any, *, timeout_s: float = 10.0, memory_mb: int = 512,
                   trace: bool = False) -> dict:
     """Validate one request and return a normalized copy with timeout_s/memory_mb/trace filled in.
+    `memory_mb` is also the most a request may ask for: the pool's sandboxes are sized for it (its program's
+    processes, the judge's copy of their data and the memory watch's margin), and a program allowed more could
+    take its sandbox down before the watch sees it (`sandbox_error` rather than `memory`).
 
     Raises RequestError naming the bad field.
     """
@@ -146,6 +149,9 @@ def parse_request(obj: Any, *, timeout_s: float = 10.0, memory_mb: int = 512,
         raise RequestError(f"{where}: timeout_s must be a number in (0, {MAX_TIMEOUT_S}], got {t!r}")
     if isinstance(m, bool) or not isinstance(m, int) or not 32 <= m <= MAX_MEMORY_MB:
         raise RequestError(f"{where}: memory_mb must be an int in [32, {MAX_MEMORY_MB}], got {m!r}")
+    if m > memory_mb:
+        raise RequestError(f"{where}: memory_mb {m} is more than the pool's {memory_mb}, which its sandboxes are "
+                           f"sized for: start the pool with memory_mb={m}")
     if not isinstance(tr, bool):
         raise RequestError(f"{where}: trace must be true/false, got {tr!r}")
     return {"id": rid, "solution": solution, "test": test, "timeout_s": float(t),

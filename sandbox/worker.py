@@ -5,10 +5,11 @@ Security argument. The verdict fields that feed pass@k, rewards and preference p
 with: each program runs in its own process forked from a zygote that was started before any request
 was read and that no part of a request ever passes through (program.py), so that process never held test
 code, expected values or another program's source (its own comes on its channel); it runs as an
-unprivileged uid with rlimits, in its own SysV IPC, pid and mount namespaces (pid 1, with its own /proc),
-with a private size-limited tmpfs as its
-only writable place (unmounted after it: O(1) cleanup), and every process it started is killed before
-the next program. Judge and program exchange only plain data over a pipe (codec.py: strict, bounded,
+unprivileged uid with rlimits, in its own SysV IPC, pid, mount and network namespaces (pid 1, with its
+own /proc; loopback only; no user namespaces: seccomp), with a private size-limited tmpfs as its only
+writable place (unmounted after it: O(1) cleanup), and every process it started is killed before the
+next program; its memory, all its processes together, is watched while it runs and while the judge works
+on its data. Judge and program exchange only plain data over a pipe (codec.py: strict, bounded,
 no pickle). stdio: the judge feeds stdin and compares stdout. call: the judge sends the arguments and
 compares the returned value. humaneval/asserts: the trusted test code runs here, in a fresh namespace,
 with the program's top-level callables bound to proxies that call into the program's process (the
@@ -169,12 +170,13 @@ class Proc:
         now = time.monotonic()
         if now >= self.deadline:
             raise Limit("timeout", "Timeout", judge.timeout_message(self.req["timeout_s"]))
-        if self.worker.watch_memory and now >= self.next_watch:
+        watch = self.worker.watch_memory and not judge.watching()  # (armed, the timer's ticks watch it)
+        if watch and now >= self.next_watch:
             self.next_watch = now + WATCH_INTERVAL_S
-            if sandbox_memory_used() - self.worker.memory_base > self.req["memory_mb"] << 20:
-                raise Limit("memory", "MemoryError",
-                            f"the program's processes used more than {self.req['memory_mb']} MB together")
-        wait = max(0.0, min(wait, self.deadline - now, WATCH_INTERVAL_S if self.worker.watch_memory else wait))
+            over = self.over_memory()
+            if over is not None:
+                raise over
+        wait = max(0.0, min(wait, self.deadline - now, WATCH_INTERVAL_S if watch else wait))
         rlist = list(self.open) + [self.worker.zsock]
         wlist = [self.in_w] if self.in_w is not None else []
         ready, writable, _ = select.select(rlist, wlist, [], wait)
@@ -221,6 +223,13 @@ class Proc:
                 if len(self.out) + len(self.err) > OUTPUT_LIMIT_BYTES:
                     raise Limit("error", "OutputLimitExceeded",
                                 f"program wrote more than {OUTPUT_LIMIT_BYTES} bytes of output")
+
+    def over_memory(self) -> Limit | None:
+        """The memory verdict, if the program's processes together use more than the request allows."""
+        if sandbox_memory_used() - self.worker.memory_base > self.req["memory_mb"] << 20:
+            return Limit("memory", "MemoryError",
+                         f"the program's processes used more than {self.req['memory_mb']} MB together")
+        return None
 
     def fate(self) -> Gone:
         """How the process ended (it has exited), as a Gone."""
@@ -285,19 +294,20 @@ class Proc:
         self.deadline = end
         judge._test_alarm(end)
         try:
-            while time.monotonic() < end:
-                while self.frames:
-                    try:
-                        msg = codec.decode(self.frames.popleft())
-                    except codec.CodecError:
-                        continue
-                    if type(msg) is dict and msg.get("t") == "trace":
-                        return judge._claimed_trace(msg.get("trace"))  # checked within the time given
-                self.pump(0.05)
-        except (Limit, Gone):
+            try:
+                while time.monotonic() < end:
+                    while self.frames:
+                        try:
+                            msg = codec.decode(self.frames.popleft())
+                        except codec.CodecError:
+                            continue
+                        if type(msg) is dict and msg.get("t") == "trace":
+                            return judge._claimed_trace(msg.get("trace"))  # checked within the time given
+                    self.pump(0.05)
+            finally:
+                judge._cancel_alarm()
+        except (Limit, Gone):  # (a tick may land in the finally, before the timer is down: it must not escape)
             pass
-        finally:
-            judge._cancel_alarm()
         return None
 
     def drain(self) -> None:
@@ -530,12 +540,15 @@ class Worker:
         self._make_scratch()
         self.mark("scratch")
         self.proc = Proc(self, req, deadline, stdin)
+        if self.watch_memory:
+            judge._watch[:] = [self.proc.over_memory, WATCH_INTERVAL_S]
         self.mark("spawn")
         return self.proc
 
     def finish(self) -> None:
         # the zygote reports one exit per program: if it was seen, there is nothing more to read
         exit_seen = self.proc is not None and self.proc.exit_status is not None
+        judge._watch[0] = None
         try:
             self.kill_program()
         finally:

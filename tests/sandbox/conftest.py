@@ -18,6 +18,15 @@ def gvisor_executor():
 
 
 @pytest.fixture(scope="session")
+def gvisor_executor_1g():
+    """A pool whose requests may ask for up to 1 GiB (a request may not ask for more than its pool's memory_mb)."""
+    if not HAS_RUNSC:
+        pytest.skip("runsc (gVisor) is not installed: apt-get install -y runsc")
+    with Executor(backend="gvisor", workers=1, timeout_s=5.0, memory_mb=1024) as ex:
+        yield ex
+
+
+@pytest.fixture(scope="session")
 def process_executor():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -36,3 +36,18 @@ def test_unknown_backend_and_options():
         Executor(backend="docker")
     with pytest.raises(ValueError, match="takes no options"):
         Executor(backend="process", ray_address="auto")
+
+
+def test_a_request_may_not_ask_for_more_memory_than_its_pool():
+    # The pool's sandboxes are sized for its memory_mb: a program allowed more could take its sandbox down before the
+    # memory watch sees it (sandbox_error instead of its `memory` verdict).
+    from sandbox.schema import RequestError
+    with pytest.warns(RuntimeWarning, match="UNISOLATED"):
+        ex = Executor(backend="process", workers=1, memory_mb=256)
+    try:
+        with pytest.raises(RequestError, match="memory_mb 512 is more than the pool's 256.*memory_mb=512"):
+            ex.submit({"id": "big", "solution": "", "memory_mb": 512, "test": {"kind": "asserts", "asserts": ["assert 1"]}})
+        assert ex.run([{"id": "ok", "solution": "", "memory_mb": 128,
+                        "test": {"kind": "asserts", "asserts": ["assert 1"]}}])[0].status == "passed"
+    finally:
+        ex.close()

@@ -211,11 +211,40 @@ for pid in os.listdir('/proc'):
     assert not os.path.exists(path) and not os.path.exists("/tmp/ieta_escape_probe")
 
 
-def test_process_count_is_limited(gvisor_executor):
+def test_process_count_is_limited(gvisor_executor_1g):
     prog = ("import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            time.sleep(100)\n"
             "            os._exit(0)\n        n += 1\nexcept OSError as e:\n    print(n, e.errno)\n" + GOOD["solution"])
     # 32 forked interpreters take ~8 MB each in gVisor: give them room under the memory watchdog
-    r, good = gvisor_executor.run([_req("nproc", prog, timeout_s=5.0, memory_mb=768), GOOD])
+    r, good = gvisor_executor_1g.run([_req("nproc", prog, timeout_s=5.0, memory_mb=768), GOOD])
     count, errno = map(int, r.stdout.split())
     assert count <= 32 and errno == 11  # EAGAIN from RLIMIT_NPROC
     assert r.status == "passed" and good.status == "passed"  # sleeping children are killed after the run
+
+
+def test_memory_is_watched_while_the_judge_decodes(gvisor_executor_1g):
+    """Red-team round 10: children that allocate only once the program's reply is sent, while the judge spends
+    seconds decoding it (600k one-item Counters), were never seen by a memory watch that ran only in the judge's
+    I/O loop. Together they went past the sandbox's own limit: sandbox_error at will, two sandboxes lost. The
+    verdict is the program's `memory`, and the pool runs the next program."""
+    prog = ("import collections, os, sys, time\n"
+            "def add(a, b):\n"
+            "    r, w = os.pipe()\n"
+            "    for _ in range(16):\n"
+            "        if os.fork() == 0:\n"
+            "            os.close(w)\n"
+            "            os.read(r, 1)\n"
+            "            x = b'1' * (200 << 20)\n"
+            "            time.sleep(30)\n"
+            "            os._exit(0)\n"
+            "    os.close(r)\n"
+            "    codec = sys.modules['codec']\n"
+            "    send = codec.send\n"
+            "    def send_then_release(*args, **kwargs):\n"
+            "        send(*args, **kwargs)\n"
+            "        os.write(w, b'x' * 64)\n"
+            "    codec.send = send_then_release\n"
+            "    return [collections.Counter({i: 1}) for i in range(600_000)]\n")
+    failed_before = gvisor_executor_1g.failed_attempts
+    r, good = gvisor_executor_1g.run([_req("alloc_while_decoded", prog, timeout_s=10.0, memory_mb=512), GOOD])
+    assert (r.status, r.error_type) == ("memory", "MemoryError"), (r.status, r.error_type, r.error_message)
+    assert good.status == "passed" and gvisor_executor_1g.failed_attempts == failed_before  # no sandbox was lost
