@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout_s", type=float, default=10.0, help="default wall-clock limit per request")
     r.add_argument("--memory_mb", type=int, default=512, help="default memory limit per request")
     r.add_argument("--trace", action="store_true", help="capture execution traces by default")
+    r.add_argument("--order", choices=["random", "fifo"], default="random",
+                   help="order in which waiting requests start: random (default; neighbours in one sandbox share "
+                        "its kernel's counters, see the README) or fifo (as listed, e.g. to test one program after "
+                        "another)")
     r.add_argument("--no_progress", action="store_true", help="disable the progress bar")
     return p
 
@@ -159,7 +163,7 @@ def run(args) -> int:
     try:
         try:
             ex = Executor(backend=args.backend, workers=workers, timeout_s=args.timeout_s,
-                          memory_mb=args.memory_mb, trace=args.trace, **opts)
+                          memory_mb=args.memory_mb, trace=args.trace, order=args.order, **opts)
         except Exception as e:  # e.g. runsc missing or unable to start: say so in one line
             print(f"error: the {args.backend} sandbox could not start: {e}", file=sys.stderr)
             return 2

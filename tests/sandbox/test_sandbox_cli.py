@@ -116,7 +116,8 @@ def test_out_is_replaced_atomically(tmp_path):
     inp.write_text(GOOD_LINE + "\n" + slow + "\n")
     out.write_text("previous results\n")
     proc = subprocess.Popen([sys.executable, "-m", "sandbox", "run", "--in", str(inp), "--out", str(out),
-                             "--backend", "process", "--workers", "1", "--no_progress", "--timeout_s", "60"],
+                             "--backend", "process", "--workers", "1", "--order", "fifo", "--no_progress",
+                             "--timeout_s", "60"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             # SIGINT as a terminal's Ctrl-C delivers it: a child inherits an ignored SIGINT (a
                             # library in this pytest process may have set it so), and Python then keeps it ignored

@@ -822,7 +822,7 @@ def test_a_process_that_outlives_its_main_thread_does_not_outlive_its_request():
     so it cannot kill, starve or watch the programs after it (one sandbox: they all run where it ran)."""
     if not HAS_RUNSC:
         pytest.skip("runsc (gVisor) is not installed")
-    with Executor(backend="gvisor", workers=1, timeout_s=5.0) as ex:
+    with Executor(backend="gvisor", workers=1, timeout_s=5.0, order="fifo") as ex:
         planted, *after = ex.run([he("plant", SURVIVOR)] + [dict(GOOD[k], id=f"after-{k}") for k in GOOD]
                                  + [asserts("alone", SEES_ALONE, ["assert SEEN == 1"])])  # itself: its own pid namespace
     assert (planted.status, planted.tests_passed) == ("failed", 0)
@@ -887,7 +887,7 @@ def test_no_program_finds_the_program_before_it_in_its_memory():
                "    leaked = scan(rb'SRC-TOKEN-[0-9a-f]{8}')\n    print('" + REACHED + "', control, leaked, flush=True)\n"
                "    return a + b\n", f"def check(candidate):\n    assert candidate('ARG-TOKEN-{arg}', '') == 'ARG-TOKEN-{arg}'\n")
     assert len(probe["solution"]) < len(before["solution"]) // 4
-    with Executor(backend="gvisor", workers=1, timeout_s=5.0, memory_mb=256) as ex:
+    with Executor(backend="gvisor", workers=1, timeout_s=5.0, memory_mb=256, order="fifo") as ex:
         r_before, r_probe = ex.run([before, probe])
     assert r_before.status == "passed" and r_probe.status == "passed", (r_probe.status, r_probe.error_message)
     (line,) = [ln for ln in r_probe.stdout.splitlines() if ln.startswith(REACHED)]
@@ -998,7 +998,7 @@ def test_call_numbers_start_afresh_in_each_request():
            "def decode(data, handles=None):\n    msg = _decode(data, handles)\n"
            "    if type(msg) is dict and 'seq' in msg:\n        SEEN.append(msg['seq'])\n    return msg\n"
            "codec.decode = decode\n\ndef add(a, b):\n    print(SEEN, flush=True)\n    return a + b\n")
-    with Executor(backend="gvisor", workers=1, timeout_s=5.0, memory_mb=256) as ex:
+    with Executor(backend="gvisor", workers=1, timeout_s=5.0, memory_mb=256, order="fifo") as ex:
         first, second = ex.run([he("first", spy), he("second", spy)])
     assert first.status == second.status == "passed"
     assert first.stdout == second.stdout == "[1]\n[1, 2]\n", (first.stdout, second.stdout)
@@ -1038,7 +1038,7 @@ def test_a_program_learns_nothing_from_the_pids_of_the_programs_before_it():
     threads = ("import threading\nts = [threading.Thread(target=int) for _ in range(200)]\nfor t in ts:\n    t.start()\n"
                "for t in ts:\n    t.join()\n")
     reqs = [dict(stdio(f"look-{i}", (threads if i == 1 else "") + look), timeout_s=10.0) for i in range(3)]
-    with Executor(backend="gvisor", workers=1, timeout_s=10.0, memory_mb=256) as ex:
+    with Executor(backend="gvisor", workers=1, timeout_s=10.0, memory_mb=256, order="fifo") as ex:
         results = ex.run(reqs)
     assert [r.stdout for r in results] == ["1 1 ['1']\n" * 2] * 3, [(r.status, r.stdout) for r in results]  # 2 cases each
 

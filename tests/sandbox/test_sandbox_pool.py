@@ -147,7 +147,7 @@ def test_close_cancels_requests_not_started():
     import concurrent.futures as cf
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        ex = Executor(backend="process", workers=1, timeout_s=5.0)
+        ex = Executor(backend="process", workers=1, timeout_s=5.0, order="fifo")
     sleepy = dict(SLOW_OK, solution="import time\ntime.sleep(0.5)\ndef f(x):\n    return x + 1\n")
     futs = [ex.submit(dict(sleepy, id=f"s{i}")) for i in range(6)]
     _when_running(futs[0])
@@ -222,7 +222,7 @@ def test_workers_are_recycled_after_recycle_after_requests():
     who = dict(OK, solution="import os\nprint(os.getppid())\n" + OK["solution"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        with Executor(backend=Counting(), workers=1, recycle_after=2) as ex:
+        with Executor(backend=Counting(), workers=1, recycle_after=2, order="fifo") as ex:
             results = ex.run([dict(who, id=f"r{i}") for i in range(5)])
     assert [r.status for r in results] == ["passed"] * 5
     zygotes = [int(r.stdout) for r in results]
@@ -379,3 +379,20 @@ def test_executor_whose_first_sandbox_fails_to_start_raises_and_leaves_nothing_r
             Executor(backend=Broken(), workers=3)
     assert closed == [True]
     assert not [t for t in threading.enumerate() if t.name.startswith("sandbox-slot-") and t.name not in before]
+
+
+@pytest.mark.parametrize("order", ["random", "fifo"])
+def test_waiting_requests_start_in_random_order_unless_fifo(order):
+    # Samples of one task are submitted one after another; in random order (the default) no program can count on
+    # the one before it in its sandbox being a sample of its own task (sandbox-wide counters carry a few bits
+    # between neighbours: red-team round 10). Each program reports when it ran.
+    clock = dict(OK, solution="import time\nprint(time.monotonic_ns())\n" + OK["solution"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with Executor(backend="process", workers=1, **({} if order == "random" else {"order": order})) as ex:
+            results = ex.run([dict(clock, id=f"r{i}") for i in range(24)])
+    assert [r.status for r in results] == ["passed"] * 24
+    ran = sorted(range(24), key=lambda i: int(results[i].stdout))
+    assert (ran == list(range(24))) == (order == "fifo"), ran   # random: the identity has odds 1 in 24!
+    with pytest.raises(ValueError, match="order must be one of"):
+        Executor(backend="process", order="lifo")
