@@ -147,13 +147,20 @@ def build_bundle(bundle: str, *, memory_mb: int, scratch_mb: int, pids: int, boo
          "options": ["nosuid", "nodev", f"size={scratch_mb}m", "mode=1777"]},
     ]
     binds = [(prefix, prefix), (SANDBOX_DIR, SANDBOX_PKG_MOUNT)]
-    for lib in ("/usr/lib", "/usr/lib64", "/lib", "/lib64"):
+    for lib in ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/share/zoneinfo"):  # (zoneinfo: time zones)
         real = os.path.realpath(lib)
         if os.path.isdir(real) and (real, real) not in binds and real != "/":
             binds.append((real, real))
     for src, dst in binds:
         _mkdirs(rootfs, dst)
         mounts.append({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "ro"]})
+    # The users a program may look up (getpass.getuser(), pwd.getpwuid(os.getuid())): root and its own uid.
+    os.makedirs(os.path.join(rootfs, "etc"), exist_ok=True)
+    for name, text in (("passwd", f"root:x:0:0:root:/root:/bin/sh\nnobody:x:{CHILD_UID}:{CHILD_UID}:nobody:/tmp:/bin/sh\n"),
+                       ("group", f"root:x:0:\nnogroup:x:{CHILD_UID}:\n")):
+        with open(os.path.join(rootfs, "etc", name), "w") as f:
+            f.write(text)
+        os.chmod(os.path.join(rootfs, "etc", name), 0o644)
     for link in ("lib", "lib64"):  # merged-/usr layouts: /lib -> usr/lib
         host = "/" + link
         if os.path.islink(host) and not os.path.lexists(os.path.join(rootfs, link)):

@@ -285,8 +285,10 @@ def data_object(name: str, value, worker):
 
 class RemoteObject:
     """A callable or other object that lives in the program's process. Calling it (or its attributes)
-    runs the program there; it refuses comparison, hashing, truth and iteration, so the program's own
-    code can never decide what a test computes about its values."""
+    runs the program there; it refuses comparison, hashing and truth, so the program's own code can never
+    decide what a test computes about its values. What the program computes as data (its str(), len(), items and
+    `obj[k]`; whether a value is an instance of one of its classes) crosses as data, which the test code then
+    compares itself: `x in obj` tests the items, never the program's own __contains__."""
 
     __slots__ = ("_worker", "_hid")
 
@@ -309,12 +311,41 @@ class RemoteObject:
         raise UnencodableValue("the program returned a value that is not plain data "
                                "(None/bool/int/float/str/bytes/list/tuple/dict/set)")
 
-    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = __len__ = __iter__ = __contains__ = _refuse
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = _refuse
     __index__ = __int__ = __float__ = __add__ = __radd__ = __sub__ = __rsub__ = _refuse
     # Hashed by identity (the judge's own, never the program's __hash__), so that a program's module-level dict
     # keyed by its own objects (an Enum member, a frozen dataclass) still crosses: as a key it equals nothing else.
     __hash__ = object.__hash__
-    __mul__ = __rmul__ = __truediv__ = __abs__ = __round__ = __getitem__ = __str__ = _refuse
+    __mul__ = __rmul__ = __truediv__ = __abs__ = __round__ = _refuse
+
+    def _method(self, name: str, *args, want: tuple = ()):
+        """The program's own `obj.name(*args)`; where `want` is given, its value must be of those types (as the
+        builtin that calls the method checks)."""
+        value = _call(self._worker, {"op": "call", "fn": self, "method": name, "args": list(args), "kwargs": {}}, args)
+        if want and type(value) not in want:
+            raise TypeError(f"{name} returned {type(value).__name__}, not {want[0].__name__}")
+        return value
+
+    def __str__(self):
+        return self._method("__str__", want=(str,))
+
+    def __len__(self):
+        n = self._method("__len__", want=(int, bool))
+        if n < 0:
+            raise ValueError("__len__() should return >= 0")
+        return n
+
+    def __iter__(self):
+        return iter(self._method("__iter__"))   # the program's iterator, run to its end there: its items
+
+    def __contains__(self, item):
+        return any(x is item or x == item for x in self)
+
+    def __getitem__(self, key):
+        return self._method("__getitem__", key)
+
+    def __instancecheck__(self, instance):  # isinstance(value, ProgramClass)
+        return self._method("__instancecheck__", instance, want=(bool,))
 
     def __repr__(self):
         return "<object in the program's process>"

@@ -272,9 +272,12 @@ def _program_streams():
     try:
         for fd, end in ((0, r), (1, w), (2, w)):
             os.dup2(end, fd)
-        return (open(0, "r", encoding="utf-8", errors="replace", closefd=False),
-                open(1, "w", encoding="utf-8", errors="replace", closefd=False),
-                open(2, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1))
+        # as CPython makes them on Linux under a UTF-8 locale: lines split at "\n" only, nothing translated ("\r\n"
+        # in the input stays), undecodable bytes kept as surrogates (stderr: escaped)
+        return (open(0, "r", encoding="utf-8", errors="surrogateescape", newline="\n", closefd=False),
+                open(1, "w", encoding="utf-8", errors="surrogateescape", newline="\n", closefd=False),
+                open(2, "w", encoding="utf-8", errors="backslashreplace", newline="\n", closefd=False,
+                     buffering=1))
     finally:
         for fd, old in zip((0, 1, 2), saved):
             os.dup2(old, fd)
@@ -638,10 +641,12 @@ def _exit_status(e: SystemExit) -> int:
 
 
 def _finish(status: int, ns: dict) -> None:
-    """End the process the way the interpreter's own exit does, as far as a program can see: join
-    non-daemon threads, run atexit handlers, clear the program's namespace (its objects' __del__ run and
-    its unclosed files are flushed), flush stdout/stderr (120 if that fails, as CPython). Then _exit,
-    skipping the teardown of every other module and object: under gVisor's ptrace platform that teardown
+    """End the process the way the interpreter's own exit does, as far as a program can see (Py_FinalizeEx): join
+    non-daemon threads, run atexit handlers, flush sys.stdout/sys.stderr (exit status 120 if that fails), clear the
+    program's namespace (its objects' __del__ run and its unclosed files are flushed), and flush the interpreter's
+    own stdout/stderr, which sys.stdout/sys.stderr are again by then (a program that replaced them may still have
+    written to the originals). Then
+    _exit, skipping the teardown of every other module and object: under gVisor's ptrace platform that teardown
     (a write to almost every copy-on-write page inherited from the zygote) cost more than the program."""
     threading = sys.modules.get("threading")
     if threading is not None:
@@ -651,17 +656,48 @@ def _finish(status: int, ns: dict) -> None:
             pass
     import atexit
     atexit._run_exitfuncs()
+    # Before the namespace goes: a replaced sys.stdout's flush may use the program's globals (the FastIO template
+    # of competitive programming calls os.write), as it can under CPython, whose modules outlive this flush.
+    if not _flush_std_files():
+        status = 120
     try:
-        ns.clear()
+        # latest first: an object's __del__ still finds the imports and classes defined before it (and, as in
+        # CPython's module teardown, __builtins__ stays)
+        for name in reversed([n for n in ns if n != "__builtins__"]):
+            ns.pop(name, None)
     except BaseException:
         pass
-    for f in (sys.stdout, sys.stderr):
+    # then, as CPython's module teardown does, sys.stdout and sys.stderr are the interpreter's own again
+    sys.stdout, sys.stderr = getattr(sys, "__stdout__", None), getattr(sys, "__stderr__", None)
+    if not _flush_std_files():
+        status = 120
+    for f in _STREAMS[1:]:
         try:
-            if not f.closed:  # (a program may close its own stdout: CPython skips it too)
+            if not f.closed:
                 f.flush()
         except BaseException:
-            status = status or 120
+            pass
     os._exit(status)
+
+
+def _flush_std_files() -> bool:
+    """CPython's flush_std_files: flush sys.stdout and sys.stderr unless None or closed (an object without a
+    `closed` that works counts as open); whether both flushed."""
+    ok = True
+    for f in (getattr(sys, "stdout", None), getattr(sys, "stderr", None)):
+        if f is None:
+            continue
+        try:
+            closed = bool(f.closed)
+        except BaseException:
+            closed = False
+        if closed:
+            continue
+        try:
+            f.flush()
+        except BaseException:
+            ok = False
+    return ok
 
 
 def run_program(spec: dict, reader: codec.FrameReader) -> None:

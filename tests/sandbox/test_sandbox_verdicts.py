@@ -206,13 +206,14 @@ def test_stdio_every_input_and_output_path(executor):
 
 def test_std_streams_are_fresh_utf8_pipes_in_every_program(executor):
     # The zygote builds the std streams once (program._program_streams); each program process must see
-    # them as a plain run over pipes does (utf-8, errors replaced, stderr line-buffered, nothing written
-    # by an earlier program), whether its stdin is fed or empty.
+    # them as a plain run over pipes does (utf-8 with surrogateescape, as CPython under a UTF-8 locale: the lone
+    # surrogate goes out as the byte 0xff, which the judge reads back as U+FFFD; stderr line-buffered; nothing
+    # written by an earlier program), whether its stdin is fed or empty.
     probe = ("import sys\nprint(sys.stdin.read().strip() or '-', sys.stdout.encoding, sys.stdout.errors,\n"
              "      sys.stderr.line_buffering, sys.stdout.line_buffering, sys.stdout.isatty(),\n"
              "      sys.stdout is sys.__stdout__, sys.stdout.fileno(), '\\udcff')\n")
     unflushed = "import os, sys\nsys.stdout.write('left in the buffer')\nos._exit(0)\n"
-    want = "utf-8 replace True False False True 1 ?\n"
+    want = "utf-8 surrogateescape True False False True 1 \ufffd\n"
     reqs = [{"id": "unflushed", "solution": unflushed, "test": {"kind": "stdio", "cases": [{"input": "", "output": ""}]}},
             {"id": "probe", "solution": probe, "test": {"kind": "stdio", "cases": [
                 {"input": "", "output": "- " + want}, {"input": "fed\n", "output": "fed " + want}]}}]
