@@ -115,8 +115,9 @@ class PipeWorker:
             ready, _, _ = select.select([fd], [], [], left)
             if ready:
                 chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    raise WorkerCrashed(f"worker exited (code {self.proc.poll()})")
+                if not chunk:  # (its last words, a traceback say, are the tail of its stderr)
+                    err = self.stderr_tail(500)
+                    raise WorkerCrashed(f"worker exited (code {self.proc.poll()})" + (f": {err}" if err else ""))
                 self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         return line
