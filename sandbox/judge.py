@@ -606,10 +606,11 @@ _alarm_deadline = 0.0  # when the armed timer's Limit is due
 _timer_on = False      # whether the interval timer may still be running (it must be stopped, armed or not)
 _fatal: list = [None]  # the Gone or Limit a remote call of this request raised, whatever the test code did with it
 # The running program's memory check, where the worker watches memory: (a function returning a Limit when its
-# processes use too much, None otherwise; its period). While the timer is armed it runs on the timer's ticks, so
-# it also runs while the judge computes on the program's data (decoding a reply that takes seconds, say), when no
-# I/O loop does: children that allocated then took the whole sandbox down (sandbox_error at will, round 10).
-_watch: list = [None, 0.0]
+# processes use too much, None otherwise; the first tick's delay; the period). While the timer is armed it also runs
+# on the timer's ticks, so it runs while the judge computes on the program's data (decoding a reply that takes
+# seconds, say), when the I/O loop does not: children that allocated then took the whole sandbox down
+# (sandbox_error at will, red-team round 10).
+_watch: list = [None, 0.0, 0.0]
 
 
 def _alarm(*_):
@@ -625,7 +626,7 @@ def _alarm(*_):
     if left > 0:
         over = _watch[0]() if _watch[0] is not None else None
         if over is None:
-            if left < _watch[1]:  # the last tick lands on the deadline
+            if left < _watch[2]:  # the last tick lands on the deadline
                 signal.setitimer(signal.ITIMER_REAL, max(0.001, left))
             return
         _alarm_armed = False
@@ -645,8 +646,8 @@ def _test_alarm(deadline: float):
         signal.signal(signal.SIGALRM, _alarm)
     _alarm_armed, _alarm_deadline, _timer_on = True, deadline, True
     left = max(0.001, deadline - time.monotonic())
-    if _watch[0] is not None and left > _watch[1]:
-        signal.setitimer(signal.ITIMER_REAL, _watch[1], _watch[1])
+    if _watch[0] is not None and left > _watch[1] + _watch[2]:
+        signal.setitimer(signal.ITIMER_REAL, _watch[1], _watch[2])
     else:
         signal.setitimer(signal.ITIMER_REAL, left)
 
@@ -659,11 +660,6 @@ def _cancel_alarm():
     if _timer_on:
         _timer_on = False
         signal.setitimer(signal.ITIMER_REAL, 0)
-
-
-def watching() -> bool:
-    """Whether the armed timer runs the memory watch (the I/O loop need not)."""
-    return _alarm_armed and _watch[0] is not None
 
 
 def judge(worker, req: dict, deadline: float, output_cap: int) -> dict:

@@ -39,12 +39,8 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-CLONE_NEWUSER = 0x10000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 PR_SET_PDEATHSIG = 1
-PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
-# seccomp: audit arch and the syscall numbers of clone, unshare and clone3, per machine
-_SECCOMP_ARCH = {"x86_64": (0xC000003E, 56, 272, 435), "aarch64": (0xC00000B7, 220, 97, 435)}
 # Zygote -> worker: (b"S", pid, 0, 0.0) when a program process was forked, (b"E", pid, wait status, CPU
 # seconds) when one exited.
 ZYGOTE_MSG = struct.Struct("<cxxxiid")
@@ -118,8 +114,6 @@ def zygote(sock: socket.socket):
     libc = _libc()
     if libc is not None:
         libc.mallopt(-8, 2)  # M_ARENA_MAX: threads must not exhaust RLIMIT_AS with 64 MiB arenas each
-        if os.environ.get("IETA_SANDBOX_CHILD_UID"):
-            _deny_user_namespaces(libc)
     import resource
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     # The limits every program gets, set once here (each is a syscall in every program process); the
@@ -185,47 +179,6 @@ def zygote(sock: socket.socket):
             sock.send(spawned(b"E", pid, status, ru.ru_utime + ru.ru_stime))
         except OSError:
             os._exit(0)  # the worker is gone
-
-
-def _deny_user_namespaces(libc) -> None:
-    """A seccomp filter, set once in the zygote and inherited by every program process: clone and unshare with
-    CLONE_NEWUSER fail (EPERM), clone3 (whose flags a filter cannot read) is ENOSYS, and glibc falls back to clone.
-
-    In a user namespace of its own an unprivileged program could mount and unshare, moving sandbox-wide counters
-    (mount ids) that the next program reads: a channel from one sample of a task to the next (red-team round 10).
-    Nothing else a program does needs one."""
-    import ctypes
-    machine = os.uname().machine
-    arch = _SECCOMP_ARCH.get(machine)
-    if arch is None:
-        raise RuntimeError(f"no seccomp filter for {machine}: user namespaces would stay open to programs")
-    audit_arch, nr_clone, nr_unshare, nr_clone3 = arch
-    ld, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06   # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JSET|K, BPF_RET|K
-    allow, errno = 0x7FFF0000, 0x00050000         # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO
-    code = [(ld, 0, 0, 4),                        # 0 arch
-            (jeq, 1, 0, audit_arch),              # 1
-            (ret, 0, 0, errno | 38),              # 2 another ABI: ENOSYS
-            (ld, 0, 0, 0),                        # 3 syscall number
-            (jeq, 0, 1, nr_clone3),               # 4
-            (ret, 0, 0, errno | 38),              # 5 clone3: ENOSYS
-            (jeq, 2, 0, nr_unshare),              # 6
-            (jeq, 1, 0, nr_clone),                # 7
-            (ret, 0, 0, allow),                   # 8
-            (ld, 0, 0, 16),                       # 9 the flags: args[0], low 32 bits
-            (jset, 0, 1, CLONE_NEWUSER),          # 10
-            (ret, 0, 0, errno | 1),               # 11 EPERM
-            (ret, 0, 0, allow)]                   # 12
-
-    class Filter(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
-
-    class Program(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(Filter))]
-
-    filters = (Filter * len(code))(*(Filter(*c) for c in code))
-    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or libc.prctl(
-            PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(Program(len(code), filters)), 0, 0) != 0:
-        raise RuntimeError(f"seccomp filter refused (errno {ctypes.get_errno()}): user namespaces would stay open")
 
 
 def _close_fds(fds: list) -> None:

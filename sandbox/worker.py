@@ -6,7 +6,7 @@ with: each program runs in its own process forked from a zygote that was started
 was read and that no part of a request ever passes through (program.py), so that process never held test
 code, expected values or another program's source (its own comes on its channel); it runs as an
 unprivileged uid with rlimits, in its own SysV IPC, pid, mount and network namespaces (pid 1, with its
-own /proc; loopback only; no user namespaces: seccomp), with a private size-limited tmpfs as its only
+own /proc; loopback only), with a private size-limited tmpfs as its only
 writable place (unmounted after it: O(1) cleanup), and every process it started is killed before the
 next program; its memory, all its processes together, is watched while it runs and while the judge works
 on its data. Judge and program exchange only plain data over a pipe (codec.py: strict, bounded,
@@ -48,6 +48,9 @@ except ImportError:  # loaded flat inside the sandbox
 SCRATCH_MB = 64                   # size of each program's private tmpfs (gVisor)
 EXIT_GRACE_S = 0.2                # after the program exits, how long its descendants may hold its stdout
 WATCH_INTERVAL_S = 0.02           # memory watchdog period (all of a program's processes together, gVisor)
+# The judge's timer also runs the watch (judge._watch), from this long after the program's start: most programs are
+# done by then, so they pay for no signal; one that makes the judge compute longer is watched from there on.
+WATCH_FIRST_TICK_S = 0.05
 PARTIAL_TRACE_WAIT_S = 1.0        # how long a timed-out program gets to send its trace so far (busy hosts)
 KILL_WAIT_S = 3.0                # how long kill_program waits for what it killed to go (then: tainted)
 MAX_PENDING_FRAMES = 1024        # frames of the program not yet read by the judge (see Proc.pump)
@@ -170,13 +173,12 @@ class Proc:
         now = time.monotonic()
         if now >= self.deadline:
             raise Limit("timeout", "Timeout", judge.timeout_message(self.req["timeout_s"]))
-        watch = self.worker.watch_memory and not judge.watching()  # (armed, the timer's ticks watch it)
-        if watch and now >= self.next_watch:
+        if self.worker.watch_memory and now >= self.next_watch:
             self.next_watch = now + WATCH_INTERVAL_S
             over = self.over_memory()
             if over is not None:
                 raise over
-        wait = max(0.0, min(wait, self.deadline - now, WATCH_INTERVAL_S if watch else wait))
+        wait = max(0.0, min(wait, self.deadline - now, WATCH_INTERVAL_S if self.worker.watch_memory else wait))
         rlist = list(self.open) + [self.worker.zsock]
         wlist = [self.in_w] if self.in_w is not None else []
         ready, writable, _ = select.select(rlist, wlist, [], wait)
@@ -541,7 +543,7 @@ class Worker:
         self.mark("scratch")
         self.proc = Proc(self, req, deadline, stdin)
         if self.watch_memory:
-            judge._watch[:] = [self.proc.over_memory, WATCH_INTERVAL_S]
+            judge._watch[:] = [self.proc.over_memory, WATCH_FIRST_TICK_S, WATCH_INTERVAL_S]
         self.mark("spawn")
         return self.proc
 
