@@ -594,6 +594,14 @@ def main(zsock, zygote_pid):
     worker = Worker(zsock, zygote_pid, scratch_root=os.environ.get("IETA_SANDBOX_SCRATCH") or None,
                     child_uid=int(uid) if uid else None,
                     isolation=os.environ.get("IETA_SANDBOX_ISOLATION", "process"))
+    if uid and worker.mount_point is not None:
+        # /dev/shm, where multiprocessing's semaphores live (unlinked as soon as made), is each program's own: a link
+        # to where its fresh tmpfs is mounted, so nothing written there outlives the program.
+        try:
+            os.rmdir("/dev/shm")
+            os.symlink(worker.mount_point, "/dev/shm")
+        except OSError:
+            pass
     proto.write((json.dumps({"ready": True, "pid": os.getpid()}) + "\n").encode())
     buf = b""
     chunk = memoryview(bytearray(1 << 20))  # reused: a fresh 1 MiB per read is an mmap + munmap
