@@ -223,6 +223,12 @@ def decode(data: bytes, handles=None):
     side); without it they decode to Handle."""
     if len(data) > MAX_FRAME_BYTES:
         raise CodecError("frame too large")
+    # json.loads is one C call, which no signal interrupts (neither a request's alarm nor the memory watch's ticks),
+    # and a 32 MiB frame of nested empty lists held it for seconds and gigabytes (red-team round 11). Its cost is
+    # bounded before it starts: every value of a frame but the first follows a ',' or opens a '[' or '{' (those
+    # inside strings count too: a bound, never less than the values).
+    if data.count(b",") + data.count(b"[") + data.count(b"{") >= MAX_NODES:
+        raise CodecError("value too large (more than 4M items, counting the commas and brackets in its strings)")
     try:
         tree = json.loads(data.decode("utf-8", "surrogatepass"), parse_float=_bad, parse_constant=_bad)
     except (ValueError, RecursionError) as e:  # includes int strings over the digit limit

@@ -619,9 +619,9 @@ def main(zsock, zygote_pid):
             if worker.tainted:
                 result["retire"] = True  # the host replaces this sandbox before the next request (no failure)
             text = json.dumps(result)
-        except (Exception, SystemExit) as e:  # a worker bug must not take the sandbox down silently
+        except BaseException as e:  # noqa: B036 - a judge bug must not take the sandbox down silently
             result = {"id": req.get("id") if isinstance(req, dict) else None, "status": "sandbox_error",
-                      "error_type": "WorkerError", "error_message": f"{type(e).__name__}: {str(e)[:500]}",
+                      "error_type": "WorkerError", "error_message": f"{type(e).__name__}: {judge._message(e)[:500]}",
                       "isolation": worker.isolation}
             text = json.dumps(result)
         try:

@@ -1230,3 +1230,44 @@ def test_multiprocessing_works_and_its_dev_shm_is_the_programs_own(gvisor_execut
                                    one("look", look, "", "False []\n")])
     assert [(r.id, r.status) for r in results] == [("mp-pool", "passed"), ("leave", "passed"), ("look", "passed")], \
         [(r.status, r.stdout, r.stderr[-300:]) for r in results]
+
+
+def test_a_frame_dear_to_parse_is_refused_before_parsing():
+    """Round 11: json.loads is one C call no signal interrupts (neither the alarm nor the memory watch's ticks), and a
+    32 MiB frame of nested empty lists held the judge there for seconds and gigabytes: `sandbox_error` (hung) at
+    will, on every test kind. decode() now bounds the values a frame can hold from its commas and brackets first."""
+    from sandbox import codec
+    nested = b"[" + b",".join([b"[" * 400 + b"]" * 400] * 20_000) + b"]"   # 8M lists in 16 MiB
+    flat = b"[" + b",".join([b"[]"] * (codec.MAX_NODES // 2)) + b"]"       # 2M lists and 2M commas
+    for frame in (nested, flat):
+        with pytest.raises(codec.CodecError, match="more than 4M items"):
+            codec.decode(frame)
+    assert codec.decode(codec.encode(list(range(10 ** 6)))) == list(range(10 ** 6))   # a big honest value crosses
+
+
+def test_nested_frames_and_program_messages_cannot_take_the_worker_down(gvisor_executor):
+    """Round 11: (1) the 32 MiB frame of nested lists above, sent by a program instead of its answer: the host
+    replaced the sandbox as hung, twice (`sandbox_error`, 23 s). (2) A failed assert whose message is a program
+    object (`assert isinstance(r, int), r`): building the verdict's message ran the object's __str__ in the program,
+    whose SystemExit or KeyboardInterrupt escaped the judge and ended the worker. (3) A test raising a program's own
+    exception class crashed the verdict (KeyError). Each is now the verdict a local run gives, or a ProtocolError."""
+    flood = ("import os, time\ndef add(a, b):\n    chain = b'[' * 400 + b']' * 400\n"
+             "    body = b'[' + b','.join([chain] * (((32 << 20) - 2) // 801)) + b']'\n"
+             "    frame = len(body).to_bytes(4, 'big') + body\n    v = memoryview(frame)\n"
+             "    while v:\n        v = v[os.write(3, v):]\n    time.sleep(60)\n")
+    rigged = "class R:\n    def __str__(self):\n        raise {}\n\ndef add(a, b):\n    return R()\n"
+    own = "class InvalidInput(ValueError):\n    pass\n\n" + GOOD_ADD
+    reqs = [he("nested-flood", flood, timeout_s=5.0)]
+    reqs += [asserts(f"message-{exc}", rigged.format(exc), ["r = add(1, 2)\nassert isinstance(r, int), r"])
+             for exc in ("SystemExit(3)", "KeyboardInterrupt", "GeneratorExit", "ValueError('x')")]
+    reqs += [asserts("raises-own-class", own, ["assert add(1, 2) == 3\nraise InvalidInput('bad')"])]
+    results = gvisor_executor.run(reqs + [GOOD["humaneval"]])
+    flooded, *messages, raised, good = results
+    assert (flooded.status, flooded.error_type) == ("error", "ProtocolError") and flooded.duration_s < 5.0, \
+        (flooded.status, flooded.error_message, flooded.duration_s)
+    for r in messages:
+        assert (r.status, r.error_type, r.error_message) == ("failed", "AssertionError", "r = add(1, 2)\n"
+                                                             "assert isinstance(r, int), r"), (r.id, r.status, r.error_message)
+    assert (raised.status, raised.error_type, raised.error_message) == ("error", "InvalidInput", "bad"), raised
+    assert good.status == "passed"
+    assert not [rid for rid, _ in gvisor_executor.recent_failures if rid in {q["id"] for q in reqs}]
