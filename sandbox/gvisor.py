@@ -154,10 +154,12 @@ def build_bundle(bundle: str, *, memory_mb: int, scratch_mb: int, pids: int, boo
     for src, dst in binds:
         _mkdirs(rootfs, dst)
         mounts.append({"destination": dst, "type": "bind", "source": src, "options": ["rbind", "ro"]})
-    # The users a program may look up (getpass.getuser(), pwd.getpwuid(os.getuid())): root and its own uid.
+    # The users a program may look up (getpass.getuser(), pwd.getpwuid(os.getuid())): root and its own uid; and the
+    # name of its loopback (socket.getaddrinfo("localhost", ...)).
     os.makedirs(os.path.join(rootfs, "etc"), exist_ok=True)
     for name, text in (("passwd", f"root:x:0:0:root:/root:/bin/sh\nnobody:x:{CHILD_UID}:{CHILD_UID}:nobody:/tmp:/bin/sh\n"),
-                       ("group", f"root:x:0:\nnogroup:x:{CHILD_UID}:\n")):
+                       ("group", f"root:x:0:\nnogroup:x:{CHILD_UID}:\n"),
+                       ("hosts", "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")):
         with open(os.path.join(rootfs, "etc", name), "w") as f:
             f.write(text)
         os.chmod(os.path.join(rootfs, "etc", name), 0o644)

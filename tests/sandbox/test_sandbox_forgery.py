@@ -1209,11 +1209,14 @@ def test_round_ten_honest_program_objects(executor):
 def test_a_program_can_look_up_its_user_and_time_zones(gvisor_executor):
     # Round 10 (fidelity): getpass.getuser() and pwd.getpwuid(os.getuid()) raised KeyError (no passwd entry for the
     # program's uid) and zoneinfo found no time zone (no /usr/share/zoneinfo); a local run has both.
-    program = ("import getpass, os, pwd, zoneinfo\n\ndef user():\n    return getpass.getuser(), pwd.getpwuid(os.getuid()).pw_name\n"
-               "\ndef zone(key):\n    return str(zoneinfo.ZoneInfo(key))\n")
-    lines = ["name, pw_name = user()\nassert name == pw_name != ''", "assert zone('UTC') == 'UTC' and zone('Europe/Paris') == 'Europe/Paris'"]
+    # Round 11: socket.getaddrinfo("localhost", ...) failed (no /etc/hosts).
+    program = ("import getpass, os, pwd, socket, zoneinfo\n\ndef user():\n    return getpass.getuser(), pwd.getpwuid(os.getuid()).pw_name\n"
+               "\ndef zone(key):\n    return str(zoneinfo.ZoneInfo(key))\n"
+               "\ndef local():\n    return sorted({a[4][0] for a in socket.getaddrinfo('localhost', 80, socket.AF_INET)})\n")
+    lines = ["name, pw_name = user()\nassert name == pw_name != ''", "assert zone('UTC') == 'UTC' and zone('Europe/Paris') == 'Europe/Paris'",
+             "assert local() == ['127.0.0.1']"]
     [r] = gvisor_executor.run([asserts("lookups", program, lines)])
-    assert (r.status, r.tests_passed) == ("passed", 2), (r.status, r.error_type, r.error_message)
+    assert (r.status, r.tests_passed) == ("passed", 3), (r.status, r.error_type, r.error_message)
 
 
 def test_multiprocessing_works_and_its_dev_shm_is_the_programs_own(gvisor_executor):
