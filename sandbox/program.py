@@ -624,20 +624,15 @@ def _finish(status: int, ns: dict) -> None:
     sys.stdout, sys.stderr = getattr(sys, "__stdout__", None), getattr(sys, "__stderr__", None)
     if not _flush_std_files():
         status = 120
-    for f in _STREAMS[1:]:
-        try:
-            if not f.closed:
-                f.flush()
-        except BaseException:
-            pass
+    _flush_std_files(_STREAMS[1:])  # the originals, should the program have replaced sys.__stdout__ too
     os._exit(status)
 
 
-def _flush_std_files() -> bool:
-    """CPython's flush_std_files: flush sys.stdout and sys.stderr unless None or closed (an object without a
-    `closed` that works counts as open); whether both flushed."""
+def _flush_std_files(files=None) -> bool:
+    """CPython's flush_std_files: flush `files` (sys.stdout and sys.stderr) unless None or closed (an object
+    without a `closed` that works counts as open); whether all flushed."""
     ok = True
-    for f in (getattr(sys, "stdout", None), getattr(sys, "stderr", None)):
+    for f in files if files is not None else (getattr(sys, "stdout", None), getattr(sys, "stderr", None)):
         if f is None:
             continue
         try:
