@@ -18,6 +18,7 @@ channel (codec.py), and the worker treats every field as a claim (see worker.py)
 from __future__ import annotations
 
 import builtins
+import gc
 import os
 import signal
 import socket
@@ -159,6 +160,11 @@ def zygote(sock: socket.socket):
     # with it. Pids of one sandbox otherwise count on across requests, and a program sets the next one's pid by
     # starting threads: a channel from one sample of a task to the next (red-team round 9).
     new_pid_ns = libc is not None and bool(os.environ.get("IETA_SANDBOX_CHILD_UID"))
+    # What every program inherits leaves the collector's reach: a full collection in a program would otherwise walk
+    # (and write the GC header of) every object of the zygote, a copy-on-write fault on each of its pages, which
+    # gVisor breaks 2 MiB at a time (0.6-1 ms each, measured). A program building 100k small tuples ran 8-15% faster.
+    gc.collect()
+    gc.freeze()
     while True:
         fds = _recv_fds(sock, buf)
         if fds is None:
