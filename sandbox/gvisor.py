@@ -24,8 +24,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
-from .backends import BOOT, PipeWorker, SANDBOX_DIR
+from .backends import BOOT, PipeWorker, SANDBOX_DIR, WorkerCrashed
 
 STATE_PARENT = "/run/ieta-sandbox"
 SANDBOX_PKG_MOUNT = "/opt/ieta_sandbox"
@@ -199,6 +200,86 @@ def build_bundle(bundle: str, *, memory_mb: int, scratch_mb: int, pids: int, boo
         json.dump(config, f, indent=1)
 
 
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def make_memory_cgroup(cid: str, limit_bytes: int, root: str = CGROUP_ROOT) -> tuple[str, str] | None:
+    """A memory cgroup for container `cid`, made before runsc starts it: runsc joins a cgroup that exists rather than
+    making (and, as it exits, removing) its own, so the host can still read how the container ended. (path, file of
+    its OOM-kill count), or None where none can be made here (runsc then makes its own, as with --ignore-cgroups)."""
+    if os.path.isdir(os.path.join(root, "memory")):  # cgroup v1
+        path, limit_file, events = os.path.join(root, "memory", cid), "memory.limit_in_bytes", "memory.oom_control"
+    elif os.path.exists(os.path.join(root, "cgroup.controllers")):  # v2 (not available on the machines tested)
+        path, limit_file, events = os.path.join(root, cid), "memory.max", "memory.events"
+    else:
+        return None
+    try:
+        os.mkdir(path)
+    except OSError:
+        return None
+    try:
+        with open(os.path.join(path, limit_file), "w") as f:
+            f.write(str(limit_bytes))
+    except OSError:
+        remove_cgroup(path)
+        return None
+    return path, os.path.join(path, events)
+
+
+def remove_cgroup(path: str, wait_s: float = 2.0) -> None:
+    """Remove an empty cgroup (its last processes may still be exiting: retried briefly)."""
+    give_up = time.monotonic() + wait_s
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > give_up:
+                return
+            time.sleep(0.02)
+
+
+def oom_kills(events_file: str) -> int:
+    """The OOM-kill count of a memory cgroup (`oom_kill` in v1's memory.oom_control or v2's memory.events)."""
+    try:
+        with open(events_file) as f:
+            for line in f:
+                name, _, value = line.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class SandboxWorker(PipeWorker):
+    """The worker of one runsc container. The judge's memory watch sees what the sandbox's memory file holds; what a
+    program pins in the sentry's own memory (pipe and socket buffers: 4 processes x 500 full 1 MiB pipes, red-team
+    round 12) only the container's host cgroup counts, and its OOM killer ends the whole sandbox. A worker that
+    died so under a request ran only that request's program: its verdict is `memory`, not a sandbox failure to
+    retry elsewhere (the host replaces the sandbox). `oom_events`: the file of the container's OOM-kill count
+    (make_memory_cgroup), or None."""
+
+    def __init__(self, argv: list[str], env: dict, on_close, oom_events: str | None):
+        self.oom_events = oom_events
+        super().__init__(argv, env=env, on_close=on_close)
+
+    def execute(self, request: dict, timeout_s: float) -> dict:
+        t0 = time.monotonic()
+        try:
+            return super().execute(request, timeout_s)
+        except WorkerCrashed:
+            if self.oom_events is None or not oom_kills(self.oom_events):
+                raise
+        self.retired = True
+        return {"id": request["id"], "status": "memory", "error_type": "MemoryError",
+                "error_message": "the program's processes used more memory than its sandbox has "
+                                 f"(over {request['memory_mb']} MB; pipe and socket buffers count too)",
+                "duration_s": round(time.monotonic() - t0, 6), "isolation": GVisorBackend.isolation}
+
+
 class GVisorBackend:
     """A pool of runsc containers, one per worker slot."""
 
@@ -218,8 +299,8 @@ class GVisorBackend:
         self.bundle = tempfile.mkdtemp(prefix=f"{BUNDLE_PREFIX}{os.getpid()}-")
         # The container holds the worker, the zygote and one program whose processes the worker's watchdog
         # keeps under the request's memory_mb together; the rest is headroom for the watchdog's period.
-        build_bundle(self.bundle, memory_mb=max(1024, 2 * memory_mb + 512), scratch_mb=scratch_mb, pids=pids,
-                     boot=boot)
+        self.sandbox_memory_mb = max(1024, 2 * memory_mb + 512)
+        build_bundle(self.bundle, memory_mb=self.sandbox_memory_mb, scratch_mb=scratch_mb, pids=pids, boot=boot)
         self.platform = platform
         self.ignore_cgroups = False
         self._ids = itertools.count()
@@ -247,8 +328,14 @@ class GVisorBackend:
             if self._closed:
                 raise RuntimeError("backend is closed")
             self._live.add(cid)
-        return PipeWorker(self._argv(cid), env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                          on_close=lambda: self._delete(cid))
+        cgroup = None if self.ignore_cgroups else make_memory_cgroup(cid, self.sandbox_memory_mb << 20)
+        try:
+            return SandboxWorker(self._argv(cid), env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                                 on_close=lambda: self._delete(cid, cgroup), oom_events=cgroup and cgroup[1])
+        except BaseException:
+            if cgroup is not None:
+                remove_cgroup(cgroup[0])
+            raise
 
     def start_worker(self, slot: int) -> PipeWorker:
         try:
@@ -264,11 +351,13 @@ class GVisorBackend:
                 self.ignore_cgroups = False
                 raise GVisorUnavailable(f"runsc could not start a sandbox: {first}. {INSTALL_HINT}") from None
 
-    def _delete(self, cid: str) -> None:
+    def _delete(self, cid: str, cgroup: tuple[str, str] | None = None) -> None:
         try:
             _runsc(self.runsc, self.root, "delete", "-force", cid)
         except (OSError, subprocess.TimeoutExpired):
             pass
+        if cgroup is not None:
+            remove_cgroup(cgroup[0])
         with self._lock:
             self._live.discard(cid)
 

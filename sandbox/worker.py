@@ -135,6 +135,14 @@ def program_memory_used() -> int:
     return sandbox_memory_used() - int(os.pread(_STATM_FD, 256, 0).split()[1]) * _PAGE
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """All of `data` to a blocking fd: one write(2) may take less (a result line to the host's pipe under gVisor
+    stopped at about 64 KiB: the host waited for the rest of the line and took the sandbox for hung)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _signal_name(num: int) -> str:
     try:
         return signal.Signals(num).name
@@ -143,6 +151,32 @@ def _signal_name(num: int) -> str:
 
 
 # --- one program's process, seen from the judge -----------------------------------------------------
+class _Frames(collections.deque):
+    """The program's frames not yet read by the judge, and their size in bytes (`bytes`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
+
+    def append(self, payload: bytes) -> None:
+        super().append(payload)
+        self.bytes += len(payload)
+
+    def popleft(self) -> bytes:
+        payload = super().popleft()
+        self.bytes -= len(payload)
+        return payload
+
+    def pop(self) -> bytes:
+        payload = super().pop()
+        self.bytes -= len(payload)
+        return payload
+
+    def clear(self) -> None:
+        super().clear()
+        self.bytes = 0
+
+
 INLINE_SPEC_BYTES = 128 << 10  # larger spawn specs (a program's source, mostly) go through a file
 
 class Proc:
@@ -168,7 +202,7 @@ class Proc:
             os.close(fd)
         chan_c.close()
         self.reader = codec.FrameReader()
-        self.frames: collections.deque = collections.deque()
+        self.frames = _Frames()
         self.out, self.err = bytearray(), bytearray()
         self.open = {self.chan.fileno(), out_r, err_r}
         self.exit_status = None
@@ -230,21 +264,31 @@ class Proc:
                     self.frames.append(payload)
                     if len(self.frames) > MAX_PENDING_FRAMES:
                         # more than any exchange of the protocol leaves unread (one answer per request): a flood,
-                        # which would cost the judge time past every limit (their bytes are bounded by the memory
-                        # watchdog, which counts the judge's memory too)
+                        # which would cost the judge time past every limit (their bytes: held_bytes)
                         raise Gone("ProtocolError", "the program flooded its channel")
+                if self.held_bytes() > self.req["memory_mb"] << 20:
+                    raise self._memory_limit()
             else:
                 (self.out if fd == self.out_r else self.err).extend(chunk)
                 if len(self.out) + len(self.err) > OUTPUT_LIMIT_BYTES:
                     raise Limit("error", "OutputLimitExceeded",
                                 f"program wrote more than {OUTPUT_LIMIT_BYTES} bytes of output")
 
+    def held_bytes(self) -> int:
+        """What the judge holds for the program: its frames not yet read (and the one arriving). The program's memory
+        (program_memory_used leaves out the judge's own): 60 frames of 32 MiB, written faster than the judge read
+        them, took the sandbox down when they were not counted (red-team round 12)."""
+        return self.frames.bytes + len(self.reader.buf)
+
     def over_memory(self) -> Limit | None:
         """The memory verdict, if the program's processes together use more than the request allows."""
-        if program_memory_used() - self.worker.memory_base > self.req["memory_mb"] << 20:
-            return Limit("memory", "MemoryError",
-                         f"the program's processes used more than {self.req['memory_mb']} MB together")
+        if program_memory_used() - self.worker.memory_base + self.held_bytes() > self.req["memory_mb"] << 20:
+            return self._memory_limit()
         return None
+
+    def _memory_limit(self) -> Limit:
+        return Limit("memory", "MemoryError", f"the program's processes used more than {self.req['memory_mb']} MB "
+                                              "together (counting what it sent the judge that was not yet read)")
 
     def fate(self) -> Gone:
         """How the process ended (it has exited), as a Gone."""
@@ -398,9 +442,7 @@ class Worker:
             if kind == b"S":
                 break
             self._exits.append((pid, status, cpu))
-        view = memoryview(codec.frame(data))
-        while view:  # the process reads it first thing: a blocking write
-            view = view[os.write(chan, view):]
+        _write_all(chan, codec.frame(data))  # the process reads it first thing: a blocking write
         return pid
 
     def _zmsg(self, blocking: bool):
@@ -590,7 +632,7 @@ class Worker:
 
 def main(zsock, zygote_pid):
     # The protocol owns the original stdout; fd 1 is pointed at /dev/null so stray writes cannot corrupt it.
-    proto = os.fdopen(os.dup(1), "wb", buffering=0)
+    proto = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     if _LIBC is not None:
@@ -615,7 +657,7 @@ def main(zsock, zygote_pid):
             os.symlink(worker.mount_point, "/dev/shm")
         except OSError:
             pass
-    proto.write((json.dumps({"ready": True, "pid": os.getpid()}) + "\n").encode())
+    _write_all(proto, (json.dumps({"ready": True, "pid": os.getpid()}) + "\n").encode())
     buf = b""
     chunk = memoryview(bytearray(1 << 20))  # reused: a fresh 1 MiB per read is an mmap + munmap
     while True:
@@ -638,7 +680,7 @@ def main(zsock, zygote_pid):
                       "isolation": worker.isolation}
             text = json.dumps(result)
         try:
-            proto.write((text + "\n").encode())
+            _write_all(proto, (text + "\n").encode())
         except BrokenPipeError:  # the host went away (its next read would see EOF too)
             return
         if worker.tainted:

@@ -5,6 +5,7 @@ Each attack prints a marker just before its forging step, and the test asserts t
 defence), that the verdict is not `passed`, and that an honest request after it passes.
 """
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -1274,3 +1275,58 @@ def test_nested_frames_and_program_messages_cannot_take_the_worker_down(gvisor_e
     assert (raised.status, raised.error_type, raised.error_message) == ("error", "InvalidInput", "bad"), raised
     assert good.status == "passed"
     assert not [rid for rid, _ in gvisor_executor.recent_failures if rid in {q["id"] for q in reqs}]
+
+
+# --- red-team round 12: what a program makes the judge or the sandbox hold, and results of any size ----------------
+def test_result_lines_of_any_size_reach_the_host(executor):
+    """Round 12: a result line over about 64 KiB (wide characters in stdout, stderr and the exception; or a traced
+    honest program with long locals) lost its tail in one short write to the host's pipe: the host waited for the
+    rest, took the sandbox for hung, retried and gave `sandbox_error`."""
+    wide = ("import sys\nprint('\\U0001F600' * 5000)\nsys.stderr.write('\\U0001F600' * 5000)\nsys.stderr.flush()\n"
+            "raise ValueError('\\U0001F600' * 600)\n")
+    traced = ("def add(a, b):\n    s1 = 'x' * 200; s2 = 'y' * 200; s3 = 'z' * 200; s4 = list(range(100)); s5 = 'w' * 200\n"
+              "    s6 = 'v' * 200; s7 = 'u' * 200; s8 = 't' * 200\n    total = 0\n    for i in range(300):\n"
+              "        total += i\n    return a + b\n")
+    failures = executor.failed_attempts
+    loud, big_trace = executor.run([dict(stdio("wide", wide), test={"kind": "stdio", "cases": [{"input": "", "output": "x\n"}]}),
+                                    he("long-locals", traced, trace=True)])
+    assert (loud.status, loud.error_type, loud.error_message) == ("error", "ValueError", "\U0001F600" * 500), \
+        (loud.status, loud.error_message and loud.error_message[:100])
+    assert len(json.dumps(loud.to_dict())) > 64 << 10
+    assert big_trace.status == "passed" and len(json.dumps(big_trace.to_dict())) > 64 << 10, big_trace.status
+    assert executor.failed_attempts == failures, list(executor.recent_failures)
+
+
+def test_frames_the_judge_holds_for_a_program_count_as_its_memory(gvisor_executor):
+    """Round 12: 60 frames of 32 MiB written to the channel faster than the judge reads them (a stdio program's
+    frames wait until it exits): once the memory watch left out the judge's own memory, nothing counted them, and the
+    sandbox's cgroup killed the worker (`sandbox_error`, twice). They are the program's memory now."""
+    flood = ("import os, struct\nn = (32 << 20) - 64\nbuf = memoryview(struct.pack('>I', n) + b'x' * n)\n"
+             "for _ in range(60):\n    v = buf\n    while v:\n        v = v[os.write(3, v):]\n"
+             "a, b = map(int, input().split())\nprint(a + b)\n")
+    failures = gvisor_executor.failed_attempts
+    flooded, good = gvisor_executor.run([stdio("channel-flood", flood, timeout_s=10.0), GOOD["stdio"]])
+    assert (flooded.status, flooded.error_type) == ("memory", "MemoryError"), (flooded.status, flooded.error_message)
+    assert good.status == "passed"
+    assert gvisor_executor.failed_attempts == failures, list(gvisor_executor.recent_failures)
+
+
+def test_kernel_buffers_past_the_sandbox_memory_are_the_programs_memory_verdict(gvisor_executor):
+    """Round 12: pipe buffers live in gVisor's own memory, which the judge's watch (the sandbox's /proc/meminfo) does
+    not see: 4 processes filling about 500 pipes of 1 MiB each made the sandbox's host cgroup kill it (`sandbox_error`,
+    twice). The host now reads that cgroup: such a death under a request is that program's `memory` verdict, with no
+    retry."""
+    pipes = ("import fcntl, os, sys, time\ndef fill():\n    held = []\n    for _ in range(1000):\n        try:\n"
+             "            r, w = os.pipe()\n        except OSError:\n            break\n        try:\n"
+             "            fcntl.fcntl(w, 1031, 1 << 20)\n        except OSError:\n            pass\n"
+             "        os.set_blocking(w, False)\n        try:\n            os.write(w, b'x' * (1 << 20))\n"
+             "        except OSError:\n            pass\n        held.append((r, w))\n    return held\n"
+             "for _ in range(3):\n    if os.fork() == 0:\n        fill()\n        time.sleep(30)\n        os._exit(0)\n"
+             "held = fill()\ntime.sleep(2)\na, b = map(int, input().split())\nprint(a + b)\n")
+    failures = gvisor_executor.failed_attempts
+    held, good = gvisor_executor.run([stdio("pipe-buffers", pipes, timeout_s=10.0), GOOD["stdio"]])
+    if not os.path.isdir("/sys/fs/cgroup/memory") and not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        pytest.skip("no host memory cgroup to read")
+    assert (held.status, held.error_type) == ("memory", "MemoryError"), (held.status, held.error_message)
+    assert good.status == "passed"
+    assert gvisor_executor.failed_attempts == failures, list(gvisor_executor.recent_failures)
