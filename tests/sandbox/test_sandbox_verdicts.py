@@ -175,6 +175,9 @@ def test_results_in_request_order_and_imap(executor):
     ({"id": "a", "solution": "x", "test": {"kind": "humaneval", "entry_point": "f",
                                            "test": "def check(candidate):\n    candidate(1)\n"}},
      r"check\(\) contains no assert"),
+    ({"id": "a", "solution": "x", "test": {"kind": "humaneval", "entry_point": "f",
+                                           "test": "def check(candidate):\n    assert True, 'debug'\n    candidate(1)\n"}},
+     r"check\(\) contains no assert that can fail"),
     ({"id": "a", "solution": "x", "test": {"kind": "humaneval", "entry_point": "f", "test": "x = 1\n"}},
      r"no check\(candidate\)"),
 ])
@@ -231,3 +234,15 @@ def test_programs_inherit_a_frozen_heap_and_collect_their_own_garbage(executor):
     r = run1(executor, {"id": "gc", "solution": sol,
                         "test": {"kind": "asserts", "asserts": ["assert frozen() > 1000", "assert collected() >= 20"]}})
     assert (r.status, r.tests_passed) == ("passed", 2), (r.status, r.error_message)
+
+
+def test_asserts_that_cannot_fail_are_not_cases(executor):
+    # Red-team round 12: 37 HumanEval tests hold `assert True, "..."` lines (50 in all); counted as cases, they gave a
+    # program that fails every real assert partial credit (tests_passed > 0), which the rewards read.
+    test = ("def check(candidate):\n    assert True, 'This prints if this assert fails 1 (good for debugging!)'\n"
+            "    assert candidate(1) == 2\n    assert True\n    assert candidate(2) == 3\n")
+    wrong, right = executor.run([{"id": f"const-{name}", "solution": f"def inc(x):\n    return x {op} 1\n",
+                                  "test": {"kind": "humaneval", "test": test, "entry_point": "inc"}}
+                                 for name, op in (("wrong", "-"), ("right", "+"))])
+    assert (wrong.status, wrong.tests_passed, wrong.tests_total) == ("failed", 0, 2), wrong
+    assert (right.status, right.tests_passed, right.tests_total) == ("passed", 2, 2), right
