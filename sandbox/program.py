@@ -221,15 +221,16 @@ def _recv_fds(sock: socket.socket, buf: memoryview):
 
 def _program_streams():
     """The text streams a program process gets as sys.stdin/stdout/stderr (utf-8, errors replaced,
-    stderr line-buffered), built once here over a pipe at fds 0, 1 and 2: each program process gets its
-    own copy with the fork and has only to put its own pipes at those fds. Built there, each of the
+    stderr line-buffered), built once here over a file at fd 0 and a pipe at fds 1 and 2: each program process
+    gets its own copy with the fork and has only to put its own files at those fds. Built there, each of the
     three cost an fstat, an lseek and (stdin, stdout) an isatty ioctl in every program, a syscall each
-    under gVisor. Built on a pipe, they are what a pipe gives: not seekable, block-buffered stdout (the
-    program's stdin is always a pipe or /dev/null, read as a stream)."""
+    under gVisor. Built so, they are what those give: a seekable stdin (the program's stdin is always a file, its
+    input or /dev/null: worker.input_file), a block-buffered stdout."""
     saved = [os.dup(fd) for fd in (0, 1, 2)]
     r, w = os.pipe()
+    null = os.open(os.devnull, os.O_RDONLY)
     try:
-        for fd, end in ((0, r), (1, w), (2, w)):
+        for fd, end in ((0, null), (1, w), (2, w)):
             os.dup2(end, fd)
         # as CPython makes them on Linux under a UTF-8 locale: lines split at "\n" only, nothing translated ("\r\n"
         # in the input stays), undecodable bytes kept as surrogates (stderr: escaped)
@@ -243,6 +244,7 @@ def _program_streams():
             os.close(old)
         os.close(r)
         os.close(w)
+        os.close(null)
 
 
 def _site() -> None:

@@ -10,7 +10,7 @@ own /proc; loopback only), with a private size-limited tmpfs as its only
 writable place (unmounted after it: O(1) cleanup), and every process it started is killed before the
 next program; its memory, all its processes together, is watched while it runs and while the judge works
 on its data. Judge and program exchange only plain data over a pipe (codec.py: strict, bounded,
-no pickle). stdio: the judge feeds stdin and compares stdout. call: the judge sends the arguments and
+no pickle). stdio: the judge gives stdin (a file) and compares stdout. call: the judge sends the arguments and
 compares the returned value. humaneval/asserts: the trusted test code runs here, in a fresh namespace,
 with the program's top-level callables bound to proxies that call into the program's process (the
 program's objects never enter the judge: non-plain values stay there as opaque handles, which refuse
@@ -143,6 +143,21 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def input_file(data: bytes) -> int:
+    """A program's stdin: an anonymous file holding `data`, read from its start. `python program.py < input` gets a
+    file too, and a judge such as Codeforces runs programs so: os.fstat(0).st_size, seek and mmap work on it, as the
+    fast-input templates of competitive programming assume (`os.read(0, os.fstat(0).st_size)` read nothing from
+    the pipe stdin was before red-team round 12)."""
+    fd = os.memfd_create("stdin", os.MFD_CLOEXEC)
+    try:
+        _write_all(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _signal_name(num: int) -> str:
     try:
         return signal.Signals(num).name
@@ -182,21 +197,16 @@ INLINE_SPEC_BYTES = 128 << 10  # larger spawn specs (a program's source, mostly)
 class Proc:
     """A running program: its pid, its channel, its stdio pipes, and the judge's view of its fate."""
 
-    def __init__(self, worker: "Worker", req: dict, deadline: float, stdin: bytes = b""):
+    def __init__(self, worker: "Worker", req: dict, deadline: float, stdin: int | None = None):
+        """stdin: the fd of the program's input file (input_file), given to it as fd 0 and closed here; None: the
+        program keeps the zygote's /dev/null, the same empty stream."""
         self.worker, self.req, self.deadline = worker, req, deadline
-        self.stdin = memoryview(stdin)
         # _socket's pair: socket.socketpair() wraps each end again, one getsockname syscall each
         chan_j, chan_c = _socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        if self.stdin:
-            in_r, in_w = os.pipe()
-            os.set_blocking(in_w, False)
-            given = [chan_c.fileno(), out_w, err_w, in_r]
-        else:  # nothing to feed: the program keeps the zygote's /dev/null, the same empty stream
-            in_w = None
-            given = [chan_c.fileno(), out_w, err_w]
-        self.chan, self.in_w, self.out_r, self.err_r = chan_j, in_w, out_r, err_r  # chan: sent with MSG_DONTWAIT
+        given = [chan_c.fileno(), out_w, err_w] + ([stdin] if stdin is not None else [])
+        self.chan, self.out_r, self.err_r = chan_j, out_r, err_r  # chan: sent with MSG_DONTWAIT
         self.pid = worker.spawn(req, given, chan_j.fileno())
         for fd in given[1:]:
             os.close(fd)
@@ -210,11 +220,6 @@ class Proc:
         self.exited_at = None
         self.next_watch = time.monotonic() + WATCH_INTERVAL_S  # nothing to see at the start; a read is dear in gVisor
 
-    def _close_stdin(self):
-        if self.in_w is not None:
-            os.close(self.in_w)
-            self.in_w = None
-
     def pump(self, wait: float) -> None:
         """One round of I/O for at most `wait` seconds; raises Limit when a limit is hit."""
         now = time.monotonic()
@@ -226,19 +231,7 @@ class Proc:
             if over is not None:
                 raise over
         wait = max(0.0, min(wait, self.deadline - now, WATCH_INTERVAL_S if self.worker.watch_memory else wait))
-        rlist = list(self.open) + [self.worker.zsock]
-        wlist = [self.in_w] if self.in_w is not None else []
-        ready, writable, _ = select.select(rlist, wlist, [], wait)
-        if writable:
-            try:
-                n = os.write(self.in_w, self.stdin[:1 << 16])
-                self.stdin = self.stdin[n:]
-                if not self.stdin:
-                    self._close_stdin()
-            except BlockingIOError:
-                pass
-            except OSError:  # the program closed its stdin
-                self._close_stdin()
+        ready, _, _ = select.select(list(self.open) + [self.worker.zsock], [], [], wait)
         for fd in ready:
             if fd == self.worker.zsock:
                 for pid, status, cpu in self.worker.read_exit():
@@ -385,7 +378,6 @@ class Proc:
                 pass
 
     def close(self) -> None:
-        self._close_stdin()
         self.chan.close()
         for fd in (self.out_r, self.err_r):
             os.close(fd)
@@ -592,11 +584,12 @@ class Worker:
         self._handles = {}
         self._data_objects = {}
         self._data_hids: dict[int, int] = {}  # id(data object) -> its handle (each is kept in _data_objects)
+        stdin_fd = input_file(stdin) if stdin else None  # first: the input is the judge's memory, not the program's
         if self.watch_memory:
             self.memory_base = program_memory_used()
         self._make_scratch()
         self.mark("scratch")
-        self.proc = Proc(self, req, deadline, stdin)
+        self.proc = Proc(self, req, deadline, stdin_fd)
         if self.watch_memory:
             judge._watch[:] = [self.proc.over_memory, WATCH_FIRST_TICK_S, WATCH_INTERVAL_S]
         self.mark("spawn")

@@ -1330,3 +1330,24 @@ def test_kernel_buffers_past_the_sandbox_memory_are_the_programs_memory_verdict(
     assert (held.status, held.error_type) == ("memory", "MemoryError"), (held.status, held.error_message)
     assert good.status == "passed"
     assert gvisor_executor.failed_attempts == failures, list(gvisor_executor.recent_failures)
+
+
+def test_stdin_is_a_file_as_under_a_shell_redirect(executor):
+    """Round 12 (fidelity): Codeforces' fast-input idiom `os.read(0, os.fstat(0).st_size)` read nothing from the
+    pipe that stdin was (st_size 0); `python program.py < input`, and Codeforces itself, give a file. So do we now:
+    its size, seek and mmap work, and a program with no input still reads an empty stream."""
+    programs = {
+        "fstat-size": "import io, os\ninput = io.BytesIO(os.read(0, os.fstat(0).st_size)).readline\n"
+                      "a, b = map(int, input().split())\nprint(a + b)\n",
+        "seek": "import sys\nsys.stdin.read()\nsys.stdin.seek(0)\na, b = map(int, sys.stdin.readline().split())\n"
+                "print(a + b)\n",
+        "mmap": "import mmap\nm = mmap.mmap(0, 0, prot=mmap.PROT_READ)\na, b = map(int, m.readline().split())\n"
+                "print(a + b)\n",
+        "fileinput": "import fileinput\nfor line in fileinput.input():\n    a, b = map(int, line.split())\n"
+                     "    print(a + b)\n",
+    }
+    results = executor.run([stdio(name, src) for name, src in programs.items()]
+                           + [dict(stdio("no-input", "import sys\nprint(repr(sys.stdin.read()))\n"),
+                                   test={"kind": "stdio", "cases": [{"input": "", "output": "''\n"}]})])
+    assert [(r.id, r.status) for r in results] == [(name, "passed") for name in programs] + [("no-input", "passed")], \
+        [(r.id, r.status, r.error_type, r.error_message) for r in results]
