@@ -254,30 +254,87 @@ def oom_kills(events_file: str) -> int:
     return 0
 
 
-class SandboxWorker(PipeWorker):
-    """The worker of one runsc container. The judge's memory watch sees what the sandbox's memory file holds; what a
-    program pins in the sentry's own memory (pipe and socket buffers: 4 processes x 500 full 1 MiB pipes, red-team
-    round 12) only the container's host cgroup counts, and its OOM killer ends the whole sandbox. A worker that
-    died so under a request ran only that request's program: its verdict is `memory`, not a sandbox failure to
-    retry elsewhere (the host replaces the sandbox). `oom_events`: the file of the container's OOM-kill count
-    (make_memory_cgroup), or None."""
+# Between requests a sandbox holds what it held after boot: a program's memory and files go with it. Past these, what
+# a program left behind outlives it (an SCM_RIGHTS cycle of fds, which this gVisor never collects, kept 9000 host
+# files or 1.4 GB of pipe buffers open after the program was killed: later programs failed to import, or were
+# OOM-killed; red-team round 13), and the sandbox is replaced before the next request.
+LEFT_BEHIND_MB = 128      # more memory (resident + shared) in the container's cgroup than after boot
+LEFT_BEHIND_FDS = 4096    # a larger host fd table of the sentry (FDSize: it never shrinks; 512 after boot)
 
-    def __init__(self, argv: list[str], env: dict, on_close, oom_events: str | None):
-        self.oom_events = oom_events
+
+class SandboxWorker(PipeWorker):
+    """The worker of one runsc container.
+
+    The judge's memory watch sees what the sandbox's memory file holds; what a program pins in the sentry's own
+    memory (pipe and socket buffers: 4 processes x 500 full 1 MiB pipes, red-team round 12) only the container's
+    host cgroup counts, and its OOM killer ends the whole sandbox. A worker that died so under a request ran only
+    that request's program (the sandbox held no more than after boot when it started, see LEFT_BEHIND_MB): its
+    verdict is `memory`, not a sandbox failure to retry elsewhere. `cgroup`: (path, OOM-kill count file) of the
+    container's memory cgroup (make_memory_cgroup), or None."""
+
+    def __init__(self, argv: list[str], env: dict, on_close, cgroup: tuple[str, str] | None):
+        self.cgroup = cgroup
         super().__init__(argv, env=env, on_close=on_close)
+        self.sentry_status = _sentry_status(cgroup[0]) if cgroup is not None else None
+        self.boot_memory = self._memory()
 
     def execute(self, request: dict, timeout_s: float) -> dict:
         t0 = time.monotonic()
         try:
-            return super().execute(request, timeout_s)
+            result = super().execute(request, timeout_s)
         except WorkerCrashed:
-            if self.oom_events is None or not oom_kills(self.oom_events):
+            if self.cgroup is None or not oom_kills(self.cgroup[1]):
                 raise
-        self.retired = True
-        return {"id": request["id"], "status": "memory", "error_type": "MemoryError",
-                "error_message": "the program's processes used more memory than its sandbox has "
-                                 f"(over {request['memory_mb']} MB; pipe and socket buffers count too)",
-                "duration_s": round(time.monotonic() - t0, 6), "isolation": GVisorBackend.isolation}
+            self.retired = True
+            return {"id": request["id"], "status": "memory", "error_type": "MemoryError",
+                    "error_message": "the program's processes used more memory than its sandbox has "
+                                     f"(over {request['memory_mb']} MB; pipe and socket buffers count too)",
+                    "duration_s": round(time.monotonic() - t0, 6), "isolation": GVisorBackend.isolation}
+        if self.cgroup is not None and (self._memory() - self.boot_memory > LEFT_BEHIND_MB << 20
+                                        or _fd_table_size(self.sentry_status) > LEFT_BEHIND_FDS):
+            self.retired = True
+        return result
+
+    def _memory(self) -> int:
+        """Resident and shared memory of the container's cgroup (v1: rss + shmem; v2: anon + shmem), bytes."""
+        if self.cgroup is None:
+            return 0
+        try:
+            with open(os.path.join(self.cgroup[0], "memory.stat")) as f:
+                stat = dict(line.split() for line in f if line.count(" ") == 1)
+            return sum(int(stat.get(k, 0)) for k in ("rss", "anon", "shmem"))
+        except (OSError, ValueError):
+            return 0
+
+
+def _sentry_status(cgroup_dir: str) -> str | None:
+    """/proc/<pid>/status of the container's sentry (runsc-sandbox), found in its cgroup."""
+    try:
+        with open(os.path.join(cgroup_dir, "cgroup.procs")) as f:
+            pids = f.read().split()
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read(64).startswith(b"runsc-sandbox"):
+                    return f"/proc/{pid}/status"
+        except OSError:
+            continue
+    return None
+
+
+def _fd_table_size(status_path: str | None) -> int:
+    if status_path is None:
+        return 0
+    try:
+        with open(status_path) as f:
+            for line in f:
+                if line.startswith("FDSize:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 class GVisorBackend:
@@ -331,7 +388,7 @@ class GVisorBackend:
         cgroup = None if self.ignore_cgroups else make_memory_cgroup(cid, self.sandbox_memory_mb << 20)
         try:
             return SandboxWorker(self._argv(cid), env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                                 on_close=lambda: self._delete(cid, cgroup), oom_events=cgroup and cgroup[1])
+                                 on_close=lambda: self._delete(cid, cgroup), cgroup=cgroup)
         except BaseException:
             if cgroup is not None:
                 remove_cgroup(cgroup[0])

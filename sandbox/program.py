@@ -560,6 +560,10 @@ class _Program:
         except codec.CodecError as e:  # (an iterator it returned raised: that exception, as `list(it)` would)
             etype = e.etype if isinstance(e, codec.IterationError) else "UnencodableValue"
             self.send({"t": "raise", "seq": seq, "exc": {"type": etype, "message": str(e)[:200], "line": None}})
+        except MemoryError:  # its copies for the channel went past the program's memory limit: its memory verdict
+            value = None     # (was: the process ended, "program exited (code 1)"; red-team round 13)
+            self.send({"t": "raise", "seq": seq, "exc": {"type": "MemoryError", "line": None,
+                                                         "message": "out of memory sending the returned value"}})
 
 
 def _builtin_base(cls) -> str | None:

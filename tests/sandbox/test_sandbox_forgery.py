@@ -1351,3 +1351,47 @@ def test_stdin_is_a_file_as_under_a_shell_redirect(executor):
                                    test={"kind": "stdio", "cases": [{"input": "", "output": "''\n"}]})])
     assert [(r.id, r.status) for r in results] == [(name, "passed") for name in programs] + [("no-input", "passed")], \
         [(r.id, r.status, r.error_type, r.error_message) for r in results]
+
+
+# --- red-team round 13: what a program leaves in the sandbox after it is gone -------------------------------------
+_CYCLE = ("import array, os, socket\ns1, s2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+          "def park(fds):\n    s1.sendmsg([b'x'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', fds))])\n"
+          "    for fd in fds:\n        os.close(fd)\n")
+_CLOSE_CYCLE = ("s1.sendmsg([b'y'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [s1.fileno(), s2.fileno()]))])\n"
+                "s1.close()\ns2.close()\n")
+
+
+def test_what_a_program_leaves_behind_never_reaches_the_next_program():
+    """Round 13: fds sent over a unix socket that is itself in flight form a cycle this gVisor never collects, so what
+    they hold outlives the program that was killed: 9000 open host files made every later program's imports fail
+    ("Too many open files"), and 700 full pipes (885 MB) got a later honest program `memory`. The host now compares
+    each sandbox with itself after boot after every request, and replaces one that kept more."""
+    if not HAS_RUNSC:
+        pytest.skip("runsc (gVisor) is not installed")
+    files = (_CYCLE + "import sys\nbatch = []\nfor top in ('/usr/lib', sys.base_prefix):\n"
+             "    for root, _, names in os.walk(top):\n        for name in names:\n            try:\n"
+             "                batch.append(os.open(os.path.join(root, name), os.O_RDONLY))\n            except OSError:\n"
+             "                continue\n            if len(batch) == 200:\n                park(batch)\n                batch = []\n"
+             "park(batch)\n" + _CLOSE_CYCLE + "print(3)\n")
+    pipes = (_CYCLE + "import fcntl\nfor _ in range(700):\n    r, w = os.pipe()\n    try:\n"
+             "        fcntl.fcntl(w, 1031, 1 << 20)\n    except OSError:\n        pass\n    os.set_blocking(w, False)\n"
+             "    try:\n        while True:\n            os.write(w, b'x' * (1 << 16))\n    except BlockingIOError:\n"
+             "        pass\n    park([r, w])\n" + _CLOSE_CYCLE + "print(3)\n")
+    imports = "import decimal, fractions, json, statistics\nprint(3)\n"
+    touches = "buf = bytearray(230 << 20)\nfor i in range(0, len(buf), 4096):\n    buf[i] = 1\nprint(3)\n"
+    one = lambda rid, src: dict(stdio(rid, src), timeout_s=30.0, test={"kind": "stdio", "cases": [{"input": "", "output": "3\n"}]})
+    with Executor(backend="gvisor", workers=1, order="fifo", timeout_s=5.0, memory_mb=256) as ex:
+        results = ex.run([one("leave-files", files), one("imports-after", imports),
+                          one("leave-pipes", pipes), one("touches-after", touches)])
+    by_id = {r.id: r for r in results}
+    assert by_id["imports-after"].status == "passed", (by_id["imports-after"].status, by_id["imports-after"].error_message)
+    assert by_id["touches-after"].status == "passed", (by_id["touches-after"].status, by_id["touches-after"].error_message)
+    assert ex.failed_attempts == 0, list(ex.recent_failures)
+
+
+def test_a_reply_too_big_to_encode_within_the_limit_is_memory(gvisor_executor):
+    # Round 13: encoding a 2M-item reply makes copies inside the program's memory limit; the MemoryError ended the
+    # process ("program exited (code 1)", `error`). It is the program's `memory` now.
+    [r] = gvisor_executor.run([he("big-reply", "def add(a, b):\n    return list(range(2_000_000))\n",
+                                  "def check(candidate):\n    assert len(candidate(1, 2)) == 2_000_000\n", memory_mb=128)])
+    assert (r.status, r.error_type) == ("memory", "MemoryError"), (r.status, r.error_type, r.error_message)
