@@ -325,11 +325,15 @@ def frame(payload: bytes) -> bytes:
 
 def send(fd: int, value, handle=None) -> None:
     """Write one framed value to a blocking fd."""
-    data = frame(encode(value, handle))
+    write_all(fd, frame(encode(value, handle)))
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """All of `data` to a blocking fd: one write(2) may take less (a result line to the host's pipe under gVisor
+    stopped at about 64 KiB: the host waited for the rest of the line and took the sandbox for hung)."""
     view = memoryview(data)
     while view:
-        n = os.write(fd, view)
-        view = view[n:]
+        view = view[os.write(fd, view):]
 
 
 class FrameReader:

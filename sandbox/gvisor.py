@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import NamedTuple
 
 from .backends import BOOT, PipeWorker, SANDBOX_DIR, WorkerCrashed
 
@@ -203,14 +204,24 @@ def build_bundle(bundle: str, *, memory_mb: int, scratch_mb: int, pids: int, boo
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 
-def make_memory_cgroup(cid: str, limit_bytes: int, root: str = CGROUP_ROOT) -> tuple[str, str] | None:
+class MemoryCgroup(NamedTuple):
+    """A container's memory cgroup: its directory, the file of the bytes charged to it (a counter, read in 9 us;
+    memory.stat would first flush the statistics of every cgroup) and the file holding its OOM-kill count."""
+    path: str
+    usage: str
+    oom_events: str
+
+
+def make_memory_cgroup(cid: str, limit_bytes: int, root: str = CGROUP_ROOT) -> MemoryCgroup | None:
     """A memory cgroup for container `cid`, made before runsc starts it: runsc joins a cgroup that exists rather than
-    making (and, as it exits, removing) its own, so the host can still read how the container ended. (path, file of
-    its OOM-kill count), or None where none can be made here (runsc then makes its own, as with --ignore-cgroups)."""
+    making (and, as it exits, removing) its own, so the host can still read how the container ended. None where
+    none can be made here (runsc then makes its own, as with --ignore-cgroups)."""
     if os.path.isdir(os.path.join(root, "memory")):  # cgroup v1
-        path, limit_file, events = os.path.join(root, "memory", cid), "memory.limit_in_bytes", "memory.oom_control"
+        path = os.path.join(root, "memory", cid)
+        limit_file, usage, events = "memory.limit_in_bytes", "memory.usage_in_bytes", "memory.oom_control"
     elif os.path.exists(os.path.join(root, "cgroup.controllers")):  # v2 (not available on the machines tested)
-        path, limit_file, events = os.path.join(root, cid), "memory.max", "memory.events"
+        path = os.path.join(root, cid)
+        limit_file, usage, events = "memory.max", "memory.current", "memory.events"
     else:
         return None
     try:
@@ -223,7 +234,7 @@ def make_memory_cgroup(cid: str, limit_bytes: int, root: str = CGROUP_ROOT) -> t
     except OSError:
         remove_cgroup(path)
         return None
-    return path, os.path.join(path, events)
+    return MemoryCgroup(path, os.path.join(path, usage), os.path.join(path, events))
 
 
 def remove_cgroup(path: str, wait_s: float = 2.0) -> None:
@@ -241,14 +252,15 @@ def remove_cgroup(path: str, wait_s: float = 2.0) -> None:
             time.sleep(0.02)
 
 
-def oom_kills(events_file: str) -> int:
-    """The OOM-kill count of a memory cgroup (`oom_kill` in v1's memory.oom_control or v2's memory.events)."""
+def read_field(path: str, key: str) -> int:
+    """The number after `key` on its line of a `key value` file (`oom_kill` in v1's memory.oom_control or v2's
+    memory.events, `FDSize:` in /proc/<pid>/status); 0 where there is none or the file is gone."""
     try:
-        with open(events_file) as f:
+        with open(path) as f:
             for line in f:
-                name, _, value = line.partition(" ")
-                if name == "oom_kill":
-                    return int(value)
+                words = line.split()
+                if len(words) == 2 and words[0] == key:
+                    return int(words[1])
     except (OSError, ValueError):
         pass
     return 0
@@ -273,22 +285,23 @@ class SandboxWorker(PipeWorker):
     memory (pipe and socket buffers: 4 processes x 500 full 1 MiB pipes, red-team round 12) only the container's
     host cgroup counts, and its OOM killer ends the whole sandbox. A worker that died so under a request ran only
     that request's program (the sandbox held no more than after boot when it started, see LEFT_BEHIND_MB): its
-    verdict is `memory`, not a sandbox failure to retry elsewhere. `cgroup`: (path, OOM-kill count file) of the
-    container's memory cgroup (make_memory_cgroup), or None."""
+    verdict is `memory`, not a sandbox failure to retry elsewhere. `cgroup`: the container's memory cgroup
+    (make_memory_cgroup), or None (then neither the verdict nor the checks after each request)."""
 
-    def __init__(self, argv: list[str], env: dict, on_close, cgroup: tuple[str, str] | None):
+    def __init__(self, argv: list[str], env: dict, on_close, cgroup: MemoryCgroup | None):
         self.cgroup = cgroup
         super().__init__(argv, env=env, on_close=on_close)
-        self.sentry_status = _sentry_status(cgroup[0]) if cgroup is not None else None
-        self.boot_memory = self._memory()
-        self.next_fd_check = 0.0
+        if cgroup is not None:
+            self.sentry_status = _sentry_status(cgroup.path)
+            self.boot_memory = _counter(cgroup.usage)
+            self.next_fd_check = 0.0
 
     def execute(self, request: dict, timeout_s: float) -> dict:
         t0 = time.monotonic()
         try:
             result = super().execute(request, timeout_s)
         except WorkerCrashed:
-            if self.cgroup is None or not oom_kills(self.cgroup[1]):
+            if self.cgroup is None or not read_field(self.cgroup.oom_events, "oom_kill"):
                 raise
             self.retired = True
             return {"id": request["id"], "status": "memory", "error_type": "MemoryError",
@@ -296,25 +309,21 @@ class SandboxWorker(PipeWorker):
                                      f"(over {request['memory_mb']} MB; pipe and socket buffers count too)",
                     "duration_s": round(time.monotonic() - t0, 6), "isolation": GVisorBackend.isolation}
         if self.cgroup is not None:
-            if self._memory() - self.boot_memory > LEFT_BEHIND_MB << 20:
+            if _counter(self.cgroup.usage) - self.boot_memory > LEFT_BEHIND_MB << 20:
                 self.retired = True
             elif time.monotonic() >= self.next_fd_check:
                 self.next_fd_check = time.monotonic() + FD_CHECK_INTERVAL_S
-                if _fd_table_size(self.sentry_status) > LEFT_BEHIND_FDS:
+                if self.sentry_status is not None and read_field(self.sentry_status, "FDSize:") > LEFT_BEHIND_FDS:
                     self.retired = True
         return result
 
-    def _memory(self) -> int:
-        """Bytes charged to the container's memory cgroup (v1 memory.usage_in_bytes, v2 memory.current): a counter,
-        read in 9 us (memory.stat would first flush the statistics of every cgroup)."""
-        if self.cgroup is None:
-            return 0
-        for name in ("memory.usage_in_bytes", "memory.current"):
-            try:
-                with open(os.path.join(self.cgroup[0], name)) as f:
-                    return int(f.read())
-            except (OSError, ValueError):
-                continue
+
+def _counter(path: str) -> int:
+    """A file holding one number (a cgroup counter); 0 where it is gone."""
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
         return 0
 
 
@@ -333,19 +342,6 @@ def _sentry_status(cgroup_dir: str) -> str | None:
         except OSError:
             continue
     return None
-
-
-def _fd_table_size(status_path: str | None) -> int:
-    if status_path is None:
-        return 0
-    try:
-        with open(status_path) as f:
-            for line in f:
-                if line.startswith("FDSize:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 class GVisorBackend:
@@ -402,7 +398,7 @@ class GVisorBackend:
                                  on_close=lambda: self._delete(cid, cgroup), cgroup=cgroup)
         except BaseException:
             if cgroup is not None:
-                remove_cgroup(cgroup[0])
+                remove_cgroup(cgroup.path)
             raise
 
     def start_worker(self, slot: int) -> PipeWorker:
@@ -419,13 +415,13 @@ class GVisorBackend:
                 self.ignore_cgroups = False
                 raise GVisorUnavailable(f"runsc could not start a sandbox: {first}. {INSTALL_HINT}") from None
 
-    def _delete(self, cid: str, cgroup: tuple[str, str] | None = None) -> None:
+    def _delete(self, cid: str, cgroup: MemoryCgroup | None = None) -> None:
         try:
             _runsc(self.runsc, self.root, "delete", "-force", cid)
         except (OSError, subprocess.TimeoutExpired):
             pass
         if cgroup is not None:
-            remove_cgroup(cgroup[0])
+            remove_cgroup(cgroup.path)
         with self._lock:
             self._live.discard(cid)
 

@@ -135,14 +135,6 @@ def program_memory_used() -> int:
     return sandbox_memory_used() - int(os.pread(_STATM_FD, 256, 0).split()[1]) * _PAGE
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    """All of `data` to a blocking fd: one write(2) may take less (a result line to the host's pipe under gVisor
-    stopped at about 64 KiB: the host waited for the rest of the line and took the sandbox for hung)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def input_file(data: bytes) -> int:
     """A program's stdin: an anonymous file holding `data`, read from its start. `python program.py < input` gets a
     file too, and a judge such as Codeforces runs programs so: os.fstat(0).st_size, seek and mmap work on it, as the
@@ -150,7 +142,7 @@ def input_file(data: bytes) -> int:
     the pipe stdin was before red-team round 12)."""
     fd = os.memfd_create("stdin", os.MFD_CLOEXEC)
     try:
-        _write_all(fd, data)
+        codec.write_all(fd, data)
         os.lseek(fd, 0, os.SEEK_SET)
     except BaseException:
         os.close(fd)
@@ -434,7 +426,7 @@ class Worker:
             if kind == b"S":
                 break
             self._exits.append((pid, status, cpu))
-        _write_all(chan, codec.frame(data))  # the process reads it first thing: a blocking write
+        codec.write_all(chan, codec.frame(data))  # the process reads it first thing: a blocking write
         return pid
 
     def _zmsg(self, blocking: bool):
@@ -650,7 +642,7 @@ def main(zsock, zygote_pid):
             os.symlink(worker.mount_point, "/dev/shm")
         except OSError:
             pass
-    _write_all(proto, (json.dumps({"ready": True, "pid": os.getpid()}) + "\n").encode())
+    codec.write_all(proto, (json.dumps({"ready": True, "pid": os.getpid()}) + "\n").encode())
     buf = b""
     chunk = memoryview(bytearray(1 << 20))  # reused: a fresh 1 MiB per read is an mmap + munmap
     while True:
@@ -673,7 +665,7 @@ def main(zsock, zygote_pid):
                       "isolation": worker.isolation}
             text = json.dumps(result)
         try:
-            _write_all(proto, (text + "\n").encode())
+            codec.write_all(proto, (text + "\n").encode())
         except BrokenPipeError:  # the host went away (its next read would see EOF too)
             return
         if worker.tainted:
