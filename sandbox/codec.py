@@ -16,7 +16,7 @@ would cost the receiver quadratic time, so at most MAX_EQUAL_HASHES keys may sha
 
 Wire form: JSON text where str/None/bool/int are themselves (ints over JSON_INT_BITS: ["i", hex]) and every
 other value is a tagged list ["f", float.hex] ["c", real.hex, imag.hex] ["b", hex] ["l", ...] ["t", ...] ["d", [k, v], ...] ["s", ...]
-["z", ...] ["y", type name] ["h", id] ["r", start, stop, step] ["K", key, ...] ["V", value, ...]
+["z", ...] ["y", type name] ["h", id, type name] ["r", start, stop, step] ["K", key, ...] ["V", value, ...]
 ["I", [key, value], ...] ["n", item, ...] ["B", hex] (bytearray) ["od", [k, v], ...] ["ct", [k, v], ...]
 ["dd", factory type name or null, [k, v], ...].
 Frames on a stream: 4-byte big-endian length, then the JSON bytes.
@@ -27,6 +27,7 @@ import collections
 import json
 import os
 import struct
+import sys
 
 MAX_DEPTH = 200
 MAX_NODES = 1 << 22     # values of a few million items (a list(range(10**6)) argument) still cross
@@ -103,7 +104,7 @@ def encode(value, handle=None) -> bytes:
         if t is frozenset:
             return ["z", *[enc(x, depth + 1) for x in v]]
         if t is Handle:
-            return ["h", v.id]
+            return ["h", v.id, v.type_name[:60]]
         if t is _ORDERED_DICT:  # its own order (which dict.items of it does not follow after a move_to_end)
             return ["od", *[[enc(k, depth + 1), enc(x, depth + 1)] for k, x in _ORDERED_DICT.items(v)]]
         if t is _COUNTER:
@@ -192,6 +193,13 @@ def _as_plain(v):
         for base, data in _DATA_OF:
             if base in mro:
                 return data(v)
+        numpy = sys.modules.get("numpy")  # (only where it was imported: a program's or a test's value can be one)
+        generic = getattr(numpy, "generic", None) if numpy is not None else None
+        if type(generic) is type and generic in mro:
+            # a numpy scalar (np.sum's int64, np.all's bool_): the Python scalar of its value, as a local `== 6`
+            # compares it (red-team round 14: `error UnencodableValue` before)
+            value = v.item()
+            return value if type(value) in (bool, int, float, complex, str, bytes) else None
         for wrapper, base in ((collections.UserList, list), (collections.UserDict, dict),
                               (collections.UserString, str)):
             if wrapper in mro:

@@ -42,6 +42,10 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+# seccomp: the audit arch of each ABI we know and its sendmsg, sendmmsg syscall numbers (the only syscalls that
+# pass fds: SCM_RIGHTS); see _refuse_fd_passing.
+_SECCOMP_ABI = {"x86_64": (0xC000003E, (46, 307)), "aarch64": (0xC00000B7, (211, 269))}
 # Zygote -> worker: (b"S", pid, 0, 0.0) when a program process was forked, (b"E", pid, wait status, CPU
 # seconds) when one exited.
 ZYGOTE_MSG = struct.Struct("<cxxxiid")
@@ -131,9 +135,11 @@ def zygote(sock: socket.socket):
         os.setgroups([])
         resource.setrlimit(resource.RLIMIT_NPROC, (CHILD_NPROC,) * 2)
     # The signal dispositions of `python program.py`, set once here rather than in every program process
-    # (each change is a syscall there); the zygote itself writes no files and dies with its worker.
+    # (each change is a syscall there): CPython ignores SIGPIPE and SIGXFSZ, so a write to a closed pipe raises
+    # BrokenPipeError and one past RLIMIT_FSIZE an OSError, both catchable (they were SIG_DFL here before red-team
+    # round 14: the program was killed by the signal instead).
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(sig, signal.SIG_DFL)
+        signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # The zygote's own fds go to the top of the fd table, so that the first fd of each spawn message
     # (the channel) arrives at CHANNEL_FD: the program process then has one dup2 fewer to make. At most fd
@@ -160,6 +166,8 @@ def zygote(sock: socket.socket):
     # with it. Pids of one sandbox otherwise count on across requests, and a program sets the next one's pid by
     # starting threads: a channel from one sample of a task to the next (red-team round 9).
     new_pid_ns = libc is not None and bool(os.environ.get("IETA_SANDBOX_CHILD_UID"))
+    if not _refuse_fd_passing(libc) and new_pid_ns:
+        raise RuntimeError("seccomp is unavailable: programs could park fds in a cycle that outlives them")
     # What every program inherits leaves the collector's reach: a full collection in a program would otherwise walk
     # (and write the GC header of) every object of the zygote, a copy-on-write fault on each of its pages, which
     # gVisor breaks 2 MiB at a time (about 1 ms each, measured): a program building 100k small tuples ran 11% faster.
@@ -285,6 +293,47 @@ def _libc():
         return ctypes.CDLL(None, use_errno=True)
     except (ImportError, OSError):
         return None
+
+
+def _refuse_fd_passing(libc) -> bool:
+    """Install, in the zygote and so in every program process after it, a seccomp filter that fails sendmsg and
+    sendmmsg with EPERM: a program cannot pass file descriptors (SCM_RIGHTS). Whether it is installed.
+
+    Why: fds sent over a unix socket that is itself in flight form a cycle that this gVisor never collects, so what
+    they hold outlives the program, its processes and namespaces, until the sandbox ends: host files (every later
+    import failed: red-team round 13), pipe buffers, or timers firing every nanosecond that kept a host core busy
+    and made later honest programs time out (round 14). The filter is enforced by the kernel (gVisor's sentry), not
+    the interpreter, and a process cannot remove it. Other sends (write, send, sendto) are unaffected; so is
+    multiprocessing with its default fork start method. The worker's own leak check (gvisor.py) stays behind it."""
+    abi = _SECCOMP_ABI.get(os.uname().machine)
+    if libc is None or abi is None:
+        return False
+    import ctypes
+    arch, (sendmsg, sendmmsg) = abi
+    deny, allow = 0x00050000 | 1, 0x7FFF0000  # SECCOMP_RET_ERRNO | EPERM, SECCOMP_RET_ALLOW
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    code = [(ld, 0, 0, 4),             # 0: A = seccomp_data.arch
+            (jeq, 1, 0, arch),         # 1: our ABI: go on at 3
+            (ret, 0, 0, deny),         # 2: any other ABI (i386's int 0x80): refused
+            (ld, 0, 0, 0),             # 3: A = seccomp_data.nr
+            (jge, 3, 0, 0x40000000),   # 4: x32 numbers: refused
+            (jeq, 2, 0, sendmsg),      # 5
+            (jeq, 1, 0, sendmmsg),     # 6
+            (ret, 0, 0, allow),        # 7
+            (ret, 0, 0, deny)]         # 8
+
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(SockFilter))]
+
+    insns = (SockFilter * len(code))(*(SockFilter(*i) for i in code))
+    prog = SockFprog(len(code), insns)
+    return (libc.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0)) == 0
+            and libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(prog), ctypes.c_ulong(0),
+                           ctypes.c_ulong(0)) == 0)
 
 
 def _become_program(spec: dict, fds: list, libc, nofile: int, zygote_pid: int) -> None:
@@ -428,6 +477,10 @@ class _Program:
             self.objects[i] = obj
         return i
 
+    def _as_handle(self, obj) -> codec.Handle:
+        """`obj` sent as a handle even where it would be data (an iterator, a value too large to cross)."""
+        return codec.Handle(self._handle(obj), type(obj).__name__[:60])
+
     def _object(self, hid: int, data=None):
         """The object of handle `hid` (sent back by the judge: a proxy, or a data object and its data)."""
         return self.objects[hid]
@@ -495,8 +548,10 @@ class _Program:
         names = self._describe(ns)
         try:
             self.send({"t": "loaded", "names": names})
-        except codec.CodecError:  # a module-level value too large or too deep to cross: the others still do
-            self.send({"t": "loaded", "names": {k: v for k, v in names.items() if _encodable(v, self._handle)}})
+        except (codec.CodecError, MemoryError):
+            # A module-level value too large or too deep to cross, or all of them together (a sieve, two factorial
+            # tables): those stay here, reached through handles (red-team round 14; they ended the process before).
+            self.send({"t": "loaded", "names": self._within_budget(names)})
         self.serve(ns)
         return 0
 
@@ -519,8 +574,29 @@ class _Program:
                 out[name] = ("exception", (str(value.__name__)[:100], base))
             elif callable(value):
                 out[name] = ("callable", value)  # sent as a handle
+            elif hasattr(type(value), "__next__"):
+                # An iterator (a generator, itertools.count, a file) stays here too: encoded, it would be run to its
+                # end, and the program's own use of it would find it spent (red-team round 14).
+                out[name] = ("callable", self._as_handle(value))
             else:
                 out[name] = ("value", value)
+        return out
+
+    def _within_budget(self, names: dict) -> dict:
+        """`names` with each value that cannot cross, or does not fit what is left of a budget of a quarter frame
+        (so that the values together stay within the codec's bounds), made a handle instead."""
+        out, left = {}, codec.MAX_FRAME_BYTES // 4
+        for name, (what, value) in names.items():
+            if what == "value":
+                try:
+                    size = len(codec.encode(value, self._handle))
+                except (codec.CodecError, MemoryError):
+                    size = None
+                if size is None or size > left:
+                    what, value = "callable", self._as_handle(value)
+                else:
+                    left -= size
+            out[name] = (what, value)
         return out
 
     def serve(self, ns: dict) -> None:
@@ -540,6 +616,7 @@ class _Program:
         """Run one request of the judge and send back its value (or its exception)."""
         op, seq = msg.get("op"), msg.get("seq")
         args, kwargs = (msg.get("args"), msg.get("kwargs")) if op == "call" else ([], {})
+        large = _large_args(args, kwargs)
         try:
             if op == "getattr":
                 value = getattr(msg["obj"], msg["name"])
@@ -551,14 +628,14 @@ class _Program:
                     target = getattr(target, msg["method"])
                 value = self.traced(target, *args, **kwargs)
         except BaseException as e:
-            reply = {"t": "raise", "seq": seq, "exc": self.failure(e), "args": _mutable_args(args, kwargs)}
+            reply = {"t": "raise", "seq": seq, "exc": self.failure(e), "args": _mutable_args(args, kwargs, large)}
             try:
                 self.send(reply)
             except codec.CodecError:
                 self.send({**reply, "args": {}})
             return
         try:
-            self.send({"t": "return", "seq": seq, "value": value, "args": _mutable_args(args, kwargs)})
+            self.send({"t": "return", "seq": seq, "value": value, "args": _mutable_args(args, kwargs, large)})
         except codec.CodecError as e:  # (an iterator it returned raised: that exception, as `list(it)` would)
             etype = e.etype if isinstance(e, codec.IterationError) else "UnencodableValue"
             self.send({"t": "raise", "seq": seq, "exc": {"type": etype, "message": str(e)[:200], "line": None}})
@@ -578,20 +655,37 @@ def _builtin_base(cls) -> str | None:
     return None
 
 
-def _mutable_args(args, kwargs) -> dict:
-    """The mutable arguments of a call (positional by index, keyword by name): they go back with its answer,
-    raised or returned, so the test's own objects change as a local call would have changed them."""
-    out = {i: a for i, a in enumerate(args) if type(a) in codec.MUTABLE_TYPES}
-    out.update((k, a) for k, a in kwargs.items() if type(a) in codec.MUTABLE_TYPES)
+LARGE_ARG_ITEMS = 10_000  # a mutable argument this long goes back only if the call changed it
+
+
+def _large_args(args, kwargs) -> dict:
+    """The encoding, before the call, of each mutable argument of over LARGE_ARG_ITEMS items (by index or name)."""
+    out = {}
+    for key, a in list(enumerate(args)) + list(kwargs.items()):
+        if type(a) in codec.MUTABLE_TYPES and len(a) > LARGE_ARG_ITEMS:
+            try:
+                out[key] = codec.encode(a)
+            except (codec.CodecError, MemoryError):
+                pass
     return out
 
 
-def _encodable(value, handle) -> bool:
-    try:
-        codec.encode(value, handle)
-        return True
-    except codec.CodecError:
-        return False
+def _mutable_args(args, kwargs, large: dict) -> dict:
+    """The mutable arguments of a call (positional by index, keyword by name): they go back with its answer,
+    raised or returned, so the test's own objects change as a local call would have changed them. A large one
+    (`large`: its encoding before the call) only if the call changed it: sent back unchanged, `sorted(xs)` of 2.5M
+    items was a reply over the codec's bounds (red-team round 14)."""
+    out = {}
+    for key, a in list(enumerate(args)) + list(kwargs.items()):
+        if type(a) in codec.MUTABLE_TYPES:
+            if key in large:
+                try:
+                    if codec.encode(a) == large[key]:
+                        continue
+                except (codec.CodecError, MemoryError):
+                    pass
+            out[key] = a
+    return out
 
 
 def _exit_status(e: SystemExit) -> int:

@@ -1365,7 +1365,9 @@ def test_what_a_program_leaves_behind_never_reaches_the_next_program():
     """Round 13: fds sent over a unix socket that is itself in flight form a cycle this gVisor never collects, so what
     they hold outlives the program that was killed: 9000 open host files made every later program's imports fail
     ("Too many open files"), and 700 full pipes (885 MB) got a later honest program `memory`. The host now compares
-    each sandbox with itself after boot after every request, and replaces one that kept more."""
+    each sandbox with itself after boot after every request, and replaces one that kept more. Since round 14 the
+    attacks here fail earlier, at their first sendmsg (test_programs_cannot_pass_file_descriptors): this test keeps
+    the guarantee whichever line holds it."""
     if not HAS_RUNSC:
         pytest.skip("runsc (gVisor) is not installed")
     files = (_CYCLE + "import sys\nbatch = []\nfor top in ('/usr/lib', sys.base_prefix):\n"
@@ -1395,3 +1397,92 @@ def test_a_reply_too_big_to_encode_within_the_limit_is_memory(gvisor_executor):
     [r] = gvisor_executor.run([he("big-reply", "def add(a, b):\n    return list(range(2_000_000))\n",
                                   "def check(candidate):\n    assert len(candidate(1, 2)) == 2_000_000\n", memory_mb=128)])
     assert (r.status, r.error_type) == ("memory", "MemoryError"), (r.status, r.error_type, r.error_message)
+
+
+# --- red-team round 14 ----------------------------------------------------------------------------------------------
+def test_programs_cannot_pass_file_descriptors(executor):
+    """Round 14: a timerfd firing every nanosecond, parked in round 13's SCM_RIGHTS cycle, kept a host core busy after
+    its program was gone (later honest programs timed out), with no memory or fd the host's leak check sees. A seccomp
+    filter in the zygote now fails sendmsg/sendmmsg (the only way to pass fds) in every program process, on every
+    backend alike; other socket sends work, and so does multiprocessing."""
+    attack = ("import array, os, socket\ns1, s2 = socket.socketpair()\nr, w = os.pipe()\ntry:\n"
+              "    s1.sendmsg([b'x'], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [r, w]))])\n"
+              "    print('sent')\nexcept OSError as e:\n    print(type(e).__name__)\n"
+              "try:\n    socket.send_fds(s1, [b'y'], [s1.fileno(), s2.fileno()])\n    print('sent')\n"
+              "except OSError as e:\n    print(type(e).__name__)\n"
+              "s1.send(b'plain')\nprint(s2.recv(16).decode())\n"
+              "import multiprocessing\nwith multiprocessing.Pool(2) as pool:\n    print(sum(pool.map(abs, range(-3, 3))))\n")
+    expected = "PermissionError\nPermissionError\nplain\n9\n"
+    results = executor.run([dict(stdio("fds", attack), test={"kind": "stdio", "cases": [{"input": "", "output": expected}]}),
+                            GOOD["stdio"]])
+    assert [(r.status, r.stdout) for r in results] == [("passed", expected), ("passed", "3\n4\n")], \
+        [(r.status, r.error_message, r.stdout, r.stderr[-300:]) for r in results]
+
+
+def test_sigpipe_and_sigxfsz_are_ignored_as_by_python(executor):
+    """Round 14 (fidelity): `python program.py` ignores SIGPIPE and SIGXFSZ, so a write to a closed pipe raises
+    BrokenPipeError and a file past RLIMIT_FSIZE an OSError, both catchable. Program processes had them at their
+    defaults, and were killed by the signal (`error SIGPIPE`, `error SIGXFSZ`)."""
+    program = ("import errno, os, signal\nprint(signal.getsignal(signal.SIGPIPE) is signal.SIG_IGN,"
+               " signal.getsignal(signal.SIGXFSZ) is signal.SIG_IGN)\n"
+               "r, w = os.pipe()\nos.close(r)\ntry:\n    os.write(w, b'x')\nexcept BrokenPipeError:\n    print('EPIPE')\n"
+               "try:\n    with open('big', 'wb') as f:\n        f.write(b'x' * (17 << 20))\n"
+               "except OSError as e:\n    print(e.errno in (errno.EFBIG, errno.ENOSPC))\n")
+    expected = "True True\nEPIPE\nTrue\n"
+    [r] = executor.run([dict(stdio("signals", program), test={"kind": "stdio", "cases": [{"input": "", "output": expected}]})])
+    assert (r.status, r.stdout) == ("passed", expected), (r.status, r.error_type, r.error_message, r.stdout)
+
+
+def test_module_level_iterators_are_the_programs_to_use(executor):
+    """Round 14 (fidelity): reporting the program's names to the judge encoded its module-level values, and encoding
+    an iterator runs it to its end: an `itertools.count` id source, a generator, `iter(tokens)` were spent before any
+    test. They stay in the program's process now."""
+    requests = [
+        he("count", "import itertools\n_ids = itertools.count(1)\ndef add(a, b):\n    return next(_ids) + 0 * a * b\n",
+           "def check(candidate):\n    assert candidate(1, 2) == 1\n    assert candidate(2, 2) == 2\n"),
+        he("generator", "_squares = (i * i for i in range(10))\ndef add(a, b):\n    return next(_squares)\n",
+           "def check(candidate):\n    assert candidate(1, 2) == 0\n    assert candidate(2, 2) == 1\n"),
+        asserts("tokens", "_tokens = iter('3 1'.split())\ndef add(a, b):\n    return int(next(_tokens))\n",
+                ("assert add(0, 0) == 3", "assert add(0, 0) == 1")),
+    ]
+    results = executor.run(requests)
+    assert [(r.id, r.status, r.tests_passed) for r in results] == [(q["id"], "passed", 2) for q in requests], \
+        [(r.id, r.status, r.error_type, r.error_message) for r in results]
+
+
+def test_module_level_values_too_large_to_cross_stay_in_the_program(gvisor_executor):
+    """Round 14 (fidelity): a 40 MB bytearray sieve (its encoding runs out of memory) and two tables that cross one at
+    a time but not together ended the program while its names were sent ("program exited (code 1)"). Such values now
+    stay in its process; a test still reads them, through remote calls."""
+    sieve = "SIEVE = bytearray(40_000_000)\nSIEVE[97] = 1\ndef add(a, b):\n    return a + b if SIEVE[97] else 0\n"
+    tables = "A = list(range(2_200_000))\nB = list(range(2_200_000))\ndef add(a, b):\n    return A[a] + B[b]\n"
+    test = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(2, 2) == 4\n"
+    results = gvisor_executor.run([he("sieve", sieve, test, memory_mb=256, timeout_s=30.0),
+                                   he("tables", tables, test + "    assert len(A) == 2_200_000 and A[7] == 7\n",
+                                      timeout_s=30.0)])
+    assert [(r.status, r.tests_passed) for r in results] == [("passed", 2), ("passed", 3)], \
+        [(r.id, r.status, r.error_type, r.error_message, r.stderr[-300:]) for r in results]
+
+
+def test_numpy_scalars_cross_as_python_scalars(executor):
+    """Round 14 (fidelity): np.sum's int64 and np.all's bool_ were `error UnencodableValue`; a local `== 6` compares
+    them as numbers. They cross as the Python scalar of their value (np.float64, a float subclass, always did)."""
+    pytest.importorskip("numpy")
+    program = ("import numpy as np\ndef add(a, b):\n    return np.sum(np.array([a, b]))\n"
+               "def both(a, b):\n    return np.all(np.array([a, b]) > 0)\n")
+    test = ("def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(2, 2) == 4\n"
+            "    assert both(1, 2) == True and both(0, 2) == False\n")
+    [r] = executor.run([he("numpy", program, test, timeout_s=30.0)])
+    assert (r.status, r.tests_passed) == ("passed", 3), (r.status, r.error_type, r.error_message)
+
+
+def test_large_arguments_go_back_only_when_the_call_changed_them(gvisor_executor):
+    """Round 14 (fidelity): every list argument went back with the answer, so `sorted(xs)` of a large list doubled the
+    reply past the codec's bounds (`UnencodableValue`). A large argument goes back only if the call changed it; one
+    sorted in place still changes the test's list, as locally."""
+    rows = "[('%05d' % i) + 'x' * 1000 for i in range(20_000)][::-1]"
+    program = "def add(xs, b):\n    return sorted(xs) if b else xs.sort()\n"
+    test = (f"def check(candidate):\n    xs = {rows}\n    assert candidate(xs, 1) == sorted(xs)\n"
+            "    assert xs[0].startswith('19999')\n    assert candidate(xs, 0) is None\n    assert xs == sorted(xs)\n")
+    [r] = gvisor_executor.run([he("args", program, test, timeout_s=30.0)])
+    assert (r.status, r.tests_passed) == ("passed", 4), (r.status, r.error_type, r.error_message)
