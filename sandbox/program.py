@@ -44,7 +44,7 @@ MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 # seccomp: the audit arch of each ABI we know and its sendmsg, sendmmsg syscall numbers (the only syscalls that
-# pass fds: SCM_RIGHTS); see _refuse_fd_passing.
+# pass fds: SCM_RIGHTS); see _fd_passing_filter.
 _SECCOMP_ABI = {"x86_64": (0xC000003E, (46, 307)), "aarch64": (0xC00000B7, (211, 269))}
 # Zygote -> worker: (b"S", pid, 0, 0.0) when a program process was forked, (b"E", pid, wait status, CPU
 # seconds) when one exited.
@@ -52,6 +52,7 @@ ZYGOTE_MSG = struct.Struct("<cxxxiid")
 FILE_LIMIT_BYTES = 16 << 20   # RLIMIT_FSIZE: largest file a program may write
 _KEPT = ()             # objects of the zygote that program processes must not free (see zygote())
 _STREAMS = None        # (stdin, stdout, stderr) of every program process, built by the zygote (_program_streams)
+_SECCOMP = None        # the prctl arguments that install the fd-passing filter (_fd_passing_filter)
 CHILD_NPROC = 32       # RLIMIT_NPROC for the unprivileged child uid (gVisor): its processes together
 _FD_SIZE = struct.calcsize("i")
 # Imported once in the zygote so that the programs using them (most HumanEval/MBPP programs) do not pay
@@ -166,7 +167,9 @@ def zygote(sock: socket.socket):
     # with it. Pids of one sandbox otherwise count on across requests, and a program sets the next one's pid by
     # starting threads: a channel from one sample of a task to the next (red-team round 9).
     new_pid_ns = libc is not None and bool(os.environ.get("IETA_SANDBOX_CHILD_UID"))
-    if not _refuse_fd_passing(libc) and new_pid_ns:
+    global _SECCOMP
+    _SECCOMP = _fd_passing_filter(libc)
+    if _SECCOMP is None and new_pid_ns:
         raise RuntimeError("seccomp is unavailable: programs could park fds in a cycle that outlives them")
     # What every program inherits leaves the collector's reach: a full collection in a program would otherwise walk
     # (and write the GC header of) every object of the zygote, a copy-on-write fault on each of its pages, which
@@ -295,19 +298,22 @@ def _libc():
         return None
 
 
-def _refuse_fd_passing(libc) -> bool:
-    """Install, in the zygote and so in every program process after it, a seccomp filter that fails sendmsg and
-    sendmmsg with EPERM: a program cannot pass file descriptors (SCM_RIGHTS). Whether it is installed.
+def _fd_passing_filter(libc):
+    """A seccomp filter that fails sendmsg and sendmmsg with EPERM, so that a program cannot pass file descriptors
+    (SCM_RIGHTS): the prctl arguments that install it, built here once (each program process makes just that call, in
+    _become_program), with the zygote set no_new_privs, which the filter needs; None where there is no seccomp.
 
     Why: fds sent over a unix socket that is itself in flight form a cycle that this gVisor never collects, so what
     they hold outlives the program, its processes and namespaces, until the sandbox ends: host files (every later
     import failed: red-team round 13), pipe buffers, or timers firing every nanosecond that kept a host core busy
     and made later honest programs time out (round 14). The filter is enforced by the kernel (gVisor's sentry), not
     the interpreter, and a process cannot remove it. Other sends (write, send, sendto) are unaffected; so is
-    multiprocessing with its default fork start method. The worker's own leak check (gvisor.py) stays behind it."""
+    multiprocessing with its default fork start method. The worker's own leak check (gvisor.py) stays behind it.
+    Installed in each program process, not in the zygote: under gVisor every fork of a filtered process cost ~1.5 ms
+    more, 9% of the pool's throughput (A/B)."""
     abi = _SECCOMP_ABI.get(os.uname().machine)
     if libc is None or abi is None:
-        return False
+        return None
     import ctypes
     arch, (sendmsg, sendmmsg) = abi
     deny, allow = 0x00050000 | 1, 0x7FFF0000  # SECCOMP_RET_ERRNO | EPERM, SECCOMP_RET_ALLOW
@@ -330,10 +336,11 @@ def _refuse_fd_passing(libc) -> bool:
 
     insns = (SockFilter * len(code))(*(SockFilter(*i) for i in code))
     prog = SockFprog(len(code), insns)
-    return (libc.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                       ctypes.c_ulong(0)) == 0
-            and libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(prog), ctypes.c_ulong(0),
-                           ctypes.c_ulong(0)) == 0)
+    ulong = ctypes.c_ulong
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, ulong(1), ulong(0), ulong(0), ulong(0)) != 0:
+        return None
+    return (ulong(PR_SET_SECCOMP), ulong(SECCOMP_MODE_FILTER), ulong(ctypes.addressof(prog)), ulong(0), ulong(0),
+            insns, prog)  # (the structs last: kept alive with the arguments that point at them)
 
 
 def _become_program(spec: dict, fds: list, libc, nofile: int, zygote_pid: int) -> None:
@@ -378,6 +385,8 @@ def _become_program(spec: dict, fds: list, libc, nofile: int, zygote_pid: int) -
     if uid is not None:  # no supplementary groups and RLIMIT_NPROC: set once in the zygote
         os.setgid(uid)
         os.setuid(uid)
+    if _SECCOMP is not None and libc.prctl(*_SECCOMP[:5]) != 0:  # no fd passing (_fd_passing_filter)
+        os._exit(125)
     os.environ.clear()
     os.environ.update({"PATH": "/usr/bin:/bin", "HOME": spec["scratch"], "TMPDIR": spec["scratch"],
                        "LANG": "C.UTF-8"})
