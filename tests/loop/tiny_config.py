@@ -22,6 +22,7 @@ def get_config():
     c.tiny.vocab_size = 512
     c.tiny.solutions_per_task = 2
     c.tiny.warm_start_steps = 40
+    c.tiny.bug_fraction = 0.5
     c.tiny.warm_start_batch_size = 16
     c.batch_size = 8
     c.train_steps = 3
