@@ -64,9 +64,11 @@ class Handle:
         return f"<{self.type_name[:60]} object in the program's process>"
 
 
-def encode(value, handle=None) -> bytes:
+def encode(value, handle=None, drain: bool = True) -> bytes:
     """JSON bytes of a plain value. `handle(obj) -> int` turns other objects into handles (program
-    side); without it they raise CodecError. Subclasses of plain types are encoded as their base."""
+    side); without it they raise CodecError. Subclasses of plain types are encoded as their base.
+    drain=False: an iterator, wherever it is in the value, goes as a handle too, not run (the program's module-level
+    values: `{'ids': itertools.count(1)}` is the program's to use after they are sent)."""
     nodes = [0]
 
     def enc(v, depth):
@@ -122,7 +124,7 @@ def encode(value, handle=None) -> bytes:
             return ["V", *[enc(x, depth + 1) for x in v]]
         if t is _DICT_ITEMS:
             return ["I", *[[enc(k, depth + 1), enc(x, depth + 1)] for k, x in v]]
-        if hasattr(t, "__next__") and hasattr(t, "__iter__"):  # looked up on the real type, as _as_plain does
+        if drain and hasattr(t, "__next__") and hasattr(t, "__iter__"):  # on the real type, as _as_plain does
             return ["n", *[enc(x, depth + 1) for x in _drain(v)]]
         plain = _as_plain(v)
         if plain is not None:
@@ -199,6 +201,10 @@ def _as_plain(v):
             # a numpy scalar (np.sum's int64, np.all's bool_): the Python scalar of its value, as a local `== 6`
             # compares it (red-team round 14: `error UnencodableValue` before)
             value = v.item()
+            if type(value) is float and getattr(v, "itemsize", 8) < 8:
+                # float32/float16: the float its shortest repr names (np.float32(0.7) -> 0.7), as a local
+                # `x == 0.7` compares them (numpy 2 casts the Python float to float32); .item() gives 0.699999988...
+                value = float(str(v))
             return value if type(value) in (bool, int, float, complex, str, bytes) else None
         for wrapper, base in ((collections.UserList, list), (collections.UserDict, dict),
                               (collections.UserString, str)):
@@ -331,9 +337,9 @@ def frame(payload: bytes) -> bytes:
     return _LEN.pack(len(payload)) + payload
 
 
-def send(fd: int, value, handle=None) -> None:
+def send(fd: int, value, handle=None, drain: bool = True) -> None:
     """Write one framed value to a blocking fd."""
-    write_all(fd, frame(encode(value, handle)))
+    write_all(fd, frame(encode(value, handle, drain)))
 
 
 def write_all(fd: int, data: bytes) -> None:

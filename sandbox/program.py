@@ -555,12 +555,20 @@ class _Program:
             self._send_quietly({"t": "done", "trace": self.trace()})
             return 0
         names = self._describe(ns)
+        # Iterators anywhere in the values stay here as handles (drain=False): run to their end to be sent, the
+        # program would find them spent (red-team rounds 14 and 15).
         try:
-            self.send({"t": "loaded", "names": names})
+            codec.send(CHANNEL_FD, {"t": "loaded", "names": names}, self._handle, drain=False)
         except (codec.CodecError, MemoryError):
             # A module-level value too large or too deep to cross, or all of them together (a sieve, two factorial
             # tables): those stay here, reached through handles (red-team round 14; they ended the process before).
-            self.send({"t": "loaded", "names": self._within_budget(names)})
+            try:
+                codec.send(CHANNEL_FD, {"t": "loaded", "names": self._within_budget(names)}, self._handle,
+                           drain=False)
+            except (codec.CodecError, MemoryError):  # the budget is in bytes; the codec also counts items
+                codec.send(CHANNEL_FD, {"t": "loaded", "names": {
+                    k: ("callable", self._as_handle(v)) if what == "value" else (what, v)
+                    for k, (what, v) in names.items()}}, self._handle, drain=False)
         self.serve(ns)
         return 0
 
@@ -584,21 +592,19 @@ class _Program:
             elif callable(value):
                 out[name] = ("callable", value)  # sent as a handle
             elif hasattr(type(value), "__next__"):
-                # An iterator (a generator, itertools.count, a file) stays here too: encoded, it would be run to its
-                # end, and the program's own use of it would find it spent (red-team round 14).
-                out[name] = ("callable", self._as_handle(value))
+                out[name] = ("callable", self._as_handle(value))  # an iterator: kept here (see run())
             else:
                 out[name] = ("value", value)
         return out
 
     def _within_budget(self, names: dict) -> dict:
-        """`names` with each value that cannot cross, or does not fit what is left of a budget of a quarter frame
-        (so that the values together stay within the codec's bounds), made a handle instead."""
-        out, left = {}, codec.MAX_FRAME_BYTES // 4
+        """`names` with each value that cannot cross, or does not fit what is left of a budget of an eighth of a frame
+        (4 MiB: at 2 bytes an item or more, also half the codec's item bound), made a handle instead."""
+        out, left = {}, codec.MAX_FRAME_BYTES // 8
         for name, (what, value) in names.items():
             if what == "value":
                 try:
-                    size = len(codec.encode(value, self._handle))
+                    size = len(codec.encode(value, self._handle, drain=False))
                 except (codec.CodecError, MemoryError):
                     size = None
                 if size is None or size > left:
