@@ -593,6 +593,10 @@ class _Program:
                 out[name] = ("callable", value)  # sent as a handle
             elif hasattr(type(value), "__next__"):
                 out[name] = ("callable", self._as_handle(value))  # an iterator: kept here (see run())
+            elif _length(value) > LARGE_VALUE_ITEMS:
+                # A large table (a 40 MB sieve) is kept here without trying to encode it: the copies an encoding makes
+                # are the program's memory, and the watch could end it as `memory` before a MemoryError came back.
+                out[name] = ("callable", self._as_handle(value))
             else:
                 out[name] = ("value", value)
         return out
@@ -671,6 +675,16 @@ def _builtin_base(cls) -> str | None:
 
 
 LARGE_ARG_ITEMS = 10_000  # a mutable argument this long goes back only if the call changed it
+LARGE_VALUE_ITEMS = 1 << 20  # a module-level value longer than this stays in the program as a handle
+
+
+def _length(value) -> int:
+    """len() of a plain container, string or bytes (decided on the real type, without running program code); else 0."""
+    t = type(value)
+    for base in (list, tuple, dict, set, frozenset, str, bytes, bytearray):
+        if base in t.__mro__:
+            return base.__len__(value)
+    return 0
 
 
 def _large_args(args, kwargs) -> dict:
