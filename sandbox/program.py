@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import gc
+import itertools
 import os
 import signal
 import socket
@@ -565,7 +566,7 @@ class _Program:
             try:
                 codec.send(CHANNEL_FD, {"t": "loaded", "names": self._within_budget(names)}, self._handle,
                            drain=False)
-            except (codec.CodecError, MemoryError):  # the budget is in bytes; the codec also counts items
+            except (codec.CodecError, MemoryError):  # (a value nests deeper in the message than alone)
                 codec.send(CHANNEL_FD, {"t": "loaded", "names": {
                     k: ("callable", self._as_handle(v)) if what == "value" else (what, v)
                     for k, (what, v) in names.items()}}, self._handle, drain=False)
@@ -591,8 +592,6 @@ class _Program:
                 out[name] = ("exception", (str(value.__name__)[:100], base))
             elif callable(value):
                 out[name] = ("callable", value)  # sent as a handle
-            elif hasattr(type(value), "__next__"):
-                out[name] = ("callable", self._as_handle(value))  # an iterator: kept here (see run())
             elif _length(value) > LARGE_VALUE_ITEMS:
                 # A large table (a 40 MB sieve) is kept here without trying to encode it: the copies an encoding makes
                 # are the program's memory, and the watch could end it as `memory` before a MemoryError came back.
@@ -687,11 +686,18 @@ def _length(value) -> int:
     return 0
 
 
+def _mutable_items(args, kwargs):
+    """(index or name, argument) of each mutable argument of a call."""
+    for key, a in itertools.chain(enumerate(args), kwargs.items()):
+        if type(a) in codec.MUTABLE_TYPES:
+            yield key, a
+
+
 def _large_args(args, kwargs) -> dict:
     """The encoding, before the call, of each mutable argument of over LARGE_ARG_ITEMS items (by index or name)."""
     out = {}
-    for key, a in list(enumerate(args)) + list(kwargs.items()):
-        if type(a) in codec.MUTABLE_TYPES and len(a) > LARGE_ARG_ITEMS:
+    for key, a in _mutable_items(args, kwargs):
+        if len(a) > LARGE_ARG_ITEMS:
             try:
                 out[key] = codec.encode(a)
             except (codec.CodecError, MemoryError):
@@ -705,15 +711,14 @@ def _mutable_args(args, kwargs, large: dict) -> dict:
     (`large`: its encoding before the call) only if the call changed it: sent back unchanged, `sorted(xs)` of 2.5M
     items was a reply over the codec's bounds (red-team round 14)."""
     out = {}
-    for key, a in list(enumerate(args)) + list(kwargs.items()):
-        if type(a) in codec.MUTABLE_TYPES:
-            if key in large:
-                try:
-                    if codec.encode(a) == large[key]:
-                        continue
-                except (codec.CodecError, MemoryError):
-                    pass
-            out[key] = a
+    for key, a in _mutable_items(args, kwargs):
+        if key in large:
+            try:
+                if codec.encode(a) == large[key]:
+                    continue
+            except (codec.CodecError, MemoryError):
+                pass
+        out[key] = a
     return out
 
 
