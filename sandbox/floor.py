@@ -3,6 +3,12 @@ and its tests exec'd together, the exception name reported back) inside the same
 pool. No isolation inside the sandbox, no judge, no limits but the wall clock: nothing is cheaper
 than this with one fresh process per program, so the pool's throughput is measured against it.
 
+With `isolate`, each program process is also isolated as the pool isolates its own, by the same code: a fresh
+private tmpfs as its working directory, its own pid, IPC, mount and network namespaces with its own /proc, the
+unprivileged uid and the fd-passing seccomp filter (program.enter_private_namespaces, program.drop_privileges).
+Still no judge: the pool's ratio to this floor is what its judge and protocol cost, and this floor's ratio to the
+plain one what the isolation costs.
+
 Protocol (like worker.py): one {"id", "program", "timeout_s"} per stdin line, one {"id", "exc"} per
 stdout line ("" = ran clean, "Timeout" = killed at the limit).
 """
@@ -12,18 +18,37 @@ import select
 import signal
 import sys
 
+SCRATCH = "/tmp/floor-run"
 
-def serve():
+
+def serve(isolate: bool = False, scratch_mb: int = 64):
+    """isolate: as the module says; scratch_mb: the size of each program's tmpfs (the pool's worker.SCRATCH_MB)."""
     proto = os.fdopen(os.dup(1), "wb", buffering=0)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 1)
+    if isolate:
+        import ctypes
+        import program
+        libc = ctypes.CDLL(None, use_errno=True)
+        program._SECCOMP = program._fd_passing_filter(libc)
+        uid = int(os.environ["IETA_SANDBOX_CHILD_UID"])
+        os.makedirs(SCRATCH, exist_ok=True)
+        scratch_opts = f"size={scratch_mb}m,mode=0700,uid={uid},gid={uid}".encode()
     proto.write(b'{"ready": true}\n')
     for line in sys.stdin.buffer:
         req = json.loads(line)
         r, w = os.pipe()
+        if isolate and (libc.mount(b"tmpfs", SCRATCH.encode(), b"tmpfs", 0, scratch_opts) != 0
+                        or libc.unshare(program.CLONE_NEWPID) != 0):
+            raise OSError(ctypes.get_errno(), "the floor's isolation failed (mount or unshare)")
         pid = os.fork()
         if pid == 0:
             os.close(r)
+            if isolate:
+                os.setsid()
+                os.chdir(SCRATCH)
+                if not (program.enter_private_namespaces(libc) and program.drop_privileges(uid, libc)):
+                    os._exit(125)
             try:
                 exec(compile(req["program"], "<program>", "exec"), {"__name__": "__main__"})
                 name = ""
@@ -38,4 +63,6 @@ def serve():
             os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(r)
+        if isolate:
+            libc.umount2(SCRATCH.encode(), program.MNT_DETACH)
         proto.write((json.dumps({"id": req["id"], "exc": exc}) + "\n").encode())

@@ -42,6 +42,7 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
 # seccomp: the audit arch of each ABI we know and its sendmsg, sendmmsg syscall numbers (the only syscalls that
@@ -344,6 +345,26 @@ def _fd_passing_filter(libc):
             insns, prog)  # (the structs last: kept alive with the arguments that point at them)
 
 
+def enter_private_namespaces(libc) -> bool:
+    """SysV IPC, mount and network namespaces of the process's own (a root process, first of a fresh pid namespace:
+    see zygote()), with a /proc of that pid namespace mounted; whether that worked. SysV IPC objects die with the
+    namespace; the judge's and the zygote's /proc entries, which earlier programs' CPU time and imports showed in,
+    are not in this /proc; and the network stack is its own (loopback only), where no earlier program's sockets (TCP
+    ports left in TIME_WAIT: bits the next program read back, red-team round 10) or the judge's are. (Also the
+    benchmark's isolated floor, sandbox/floor.py.)"""
+    return libc.unshare(CLONE_NEWIPC | CLONE_NEWNS | CLONE_NEWNET) == 0 and libc.mount(
+        b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0
+
+
+def drop_privileges(uid: int | None, libc) -> bool:
+    """Become `uid` (no uid: stay) and install the fd-passing filter (_fd_passing_filter), the last steps before a
+    program's code runs; whether that worked. No supplementary groups and RLIMIT_NPROC: set once in the zygote."""
+    if uid is not None:
+        os.setgid(uid)
+        os.setuid(uid)
+    return _SECCOMP is None or libc.prctl(*_SECCOMP[:5]) == 0
+
+
 def _become_program(spec: dict, fds: list, libc, nofile: int, zygote_pid: int) -> None:
     """In the forked process: fds, scratch, limits, uid. Runs before any program code. `nofile`: the
     RLIMIT_NOFILE soft limit (the zygote's, read once)."""
@@ -358,12 +379,7 @@ def _become_program(spec: dict, fds: list, libc, nofile: int, zygote_pid: int) -
     os.closerange(CHANNEL_FD + 1, nofile)
     os.chdir(spec["scratch"])
     if spec.get("private_ipc") and libc is not None:
-        # SysV IPC objects die with this namespace; and a /proc of its own pid namespace (see zygote()), where the
-        # judge's and the zygote's entries, which earlier programs' CPU time and imports showed in, are not; and a
-        # network stack of its own (loopback only), where no earlier program's sockets (TCP ports left in
-        # TIME_WAIT: bits the next program read back, red-team round 10) or the judge's are.
-        if libc.unshare(CLONE_NEWIPC | CLONE_NEWNS | CLONE_NEWNET) != 0 or libc.mount(
-                b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) != 0:
+        if not enter_private_namespaces(libc):
             os._exit(125)
     elif libc is not None:
         # Unisolated (process backend): no container takes the program down with a dead worker, so it dies
@@ -383,10 +399,7 @@ def _become_program(spec: dict, fds: list, libc, nofile: int, zygote_pid: int) -
         # the judge's pipes belong to root, and /proc/self/fd/N reopens them with a permission check.
         for fd in (0, 1) if len(fds) == 4 else (1,):  # (without input, fd 0 is the zygote's /dev/null: not ours)
             os.fchown(fd, uid, uid)
-    if uid is not None:  # no supplementary groups and RLIMIT_NPROC: set once in the zygote
-        os.setgid(uid)
-        os.setuid(uid)
-    if _SECCOMP is not None and libc.prctl(*_SECCOMP[:5]) != 0:  # no fd passing (_fd_passing_filter)
+    if not drop_privileges(uid, libc):
         os._exit(125)
     os.environ.clear()
     os.environ.update({"PATH": "/usr/bin:/bin", "HOME": spec["scratch"], "TMPDIR": spec["scratch"],

@@ -56,7 +56,6 @@ KILL_WAIT_S = 3.0                # how long kill_program waits for what it kille
 MAX_PENDING_FRAMES = 1024        # frames of the program not yet read by the judge (see Proc.pump)
 PROFILE = bool(os.environ.get("IETA_SANDBOX_PROFILE"))  # debug: per-phase milliseconds in each result
 PR_SET_CHILD_SUBREAPER = 36
-MNT_DETACH = 2
 
 
 def _libc():
@@ -565,7 +564,7 @@ class Worker:
 
     def _drop_scratch(self) -> None:
         if self._mounted:
-            _LIBC.umount2(self.scratch.encode(), MNT_DETACH)
+            _LIBC.umount2(self.scratch.encode(), program.MNT_DETACH)
         else:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
