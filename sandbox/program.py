@@ -113,12 +113,7 @@ def zygote(sock: socket.socket):
     zygote's memory is every later program's (a program can read all of its own process), so nothing of one
     request may ever be in it. (A spec received here, even into a buffer overwritten by the next, handed the
     end of one program's source to the program after it.)"""
-    _site()
-    for name in PRELOAD:
-        try:
-            __import__(name)
-        except ImportError:
-            pass
+    preload()
     libc = _libc()
     if libc is not None:
         libc.mallopt(-8, 2)  # M_ARENA_MAX: threads must not exhaust RLIMIT_AS with 64 MiB arenas each
@@ -200,6 +195,17 @@ def zygote(sock: socket.socket):
             sock.send(spawned(b"E", pid, status, ru.ru_utime + ru.ru_stime))
         except OSError:
             os._exit(0)  # the worker is gone
+
+
+def preload() -> None:
+    """What every program process finds imported (site's builtins and paths, PRELOAD), set up once in the zygote
+    (and in the benchmark's isolated floor, sandbox/floor.py)."""
+    _site()
+    for name in PRELOAD:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
 
 
 def _close_fds(fds: list) -> None:
