@@ -376,6 +376,15 @@ def _answer(worker, msg: dict) -> dict:
     return _reply(worker.proc, seq)
 
 
+def _argument(args, kwargs: dict, key):
+    """The call's argument at `key` (a position or a keyword, as the program names it); raises KeyError."""
+    if type(key) is int and 0 <= key < len(args):
+        return args[key]
+    if type(key) is str and key in kwargs:
+        return kwargs[key]
+    raise KeyError(key)
+
+
 def _call(worker, msg: dict, args):
     """One remote call: send, wait for the matching answer, apply mutations of list/dict/set args."""
     try:
@@ -383,15 +392,13 @@ def _call(worker, msg: dict, args):
     except (Gone, Limit) as e:
         _fatal[0] = e
         raise
+    kwargs = msg.get("kwargs") if type(msg.get("kwargs")) is dict else {}
     mutated = reply.get("args")
     if type(mutated) is dict:  # applied before a raise too: a local call that raised had mutated them as well
-        kwargs = msg.get("kwargs") if type(msg.get("kwargs")) is dict else {}
         for i, new in mutated.items():
-            if type(i) is int and 0 <= i < len(args):
-                old = args[i]
-            elif type(i) is str and i in kwargs:
-                old = kwargs[i]
-            else:
+            try:
+                old = _argument(args, kwargs, i)
+            except KeyError:
                 continue
             if type(old) not in codec.MUTABLE_TYPES or type(new) is not type(old):
                 continue
@@ -402,6 +409,11 @@ def _call(worker, msg: dict, args):
                 old.update(new)  # (an emptied Counter's update copies the counts)
     if reply["t"] == "raise":
         raise _remote_exception(_claimed_exc(reply.get("exc")))
+    if "arg" in reply:  # it returned one of its arguments: the test's own object (what it returned, as data, anyway)
+        try:
+            return _argument(args, kwargs, reply["arg"])
+        except KeyError:
+            raise Gone("ProtocolError", "the program returned an argument the call did not have") from None
     return reply.get("value")
 
 

@@ -672,7 +672,13 @@ class _Program:
                 self.send({**reply, "args": {}})
             return
         try:
-            self.send({"t": "return", "seq": seq, "value": value, "args": _mutable_args(args, kwargs, large)})
+            reply = {"t": "return", "seq": seq, "args": _mutable_args(args, kwargs, large)}
+            # A mutable argument returned (`xs.sort(); return xs`) goes back as its place, not a second copy: the
+            # judge answers with the test's own object, `f(xs) is xs` as locally (twice, 2.1M items went past the
+            # codec's bounds: red-team round 15).
+            returned = next((key for key, a in _mutable_items(args, kwargs) if a is value), None)
+            reply.update({"value": value} if returned is None else {"arg": returned})
+            self.send(reply)
         except codec.CodecError as e:  # (an iterator it returned raised: that exception, as `list(it)` would)
             etype = e.etype if isinstance(e, codec.IterationError) else "UnencodableValue"
             self.send({"t": "raise", "seq": seq, "exc": {"type": etype, "message": str(e)[:200], "line": None}})

@@ -1496,3 +1496,19 @@ def test_large_arguments_go_back_only_when_the_call_changed_them(gvisor_executor
             "    assert xs[0].startswith('19999')\n    assert candidate(xs, 0) is None\n    assert xs == sorted(xs)\n")
     [r] = gvisor_executor.run([he("args", program, test, timeout_s=30.0)])
     assert (r.status, r.tests_passed) == ("passed", 4), (r.status, r.error_type, r.error_message)
+
+
+def test_a_returned_argument_is_the_tests_own_object(gvisor_executor):
+    """Round 15 (fidelity): `xs.sort(); return xs` sent the list twice, as the value and as the changed argument, so
+    one of 2.1M items went past the codec's bounds (`UnencodableValue`). A call that returns one of its mutable
+    arguments now answers with that argument's place, and the test gets its own object back (changed as the call
+    changed it): `f(xs) is xs` holds, as locally; a copy is still a copy."""
+    program = ("def add(xs):\n    xs.sort()\n    return xs\n"
+               "def same(d, e=None):\n    d[2] = 3\n    return e if e is not None else d\n"
+               "def dup(xs):\n    return list(xs)\n")
+    test = ("def check(candidate):\n    xs = list(range(2_100_000, 0, -1))\n    ys = candidate(xs)\n"
+            "    assert ys is xs and xs[:3] == [1, 2, 3] and len(xs) == 2_100_000\n"
+            "    d, e = {1: 2}, {}\n    assert same(d) is d and d == {1: 2, 2: 3}\n    assert same(d, e=e) is e\n"
+            "    assert dup(d) is not d and dup(xs) is not xs\n")
+    [r] = gvisor_executor.run([he("argret", program, test, timeout_s=30.0)])
+    assert (r.status, r.tests_passed) == ("passed", 4), (r.status, r.error_type, r.error_message)
