@@ -17,7 +17,25 @@ COVERAGE_KEY = re.compile("[0-9]{1,7}")  # a coverage key as to_dict writes it: 
 
 class _HeadRepr(reprlib.Repr):
     """reprlib.Repr that sorts only the items it shows: reprlib sorts a whole set or dict to show 8 of them, which
-    at each of the first 200 traced lines made a 0.2 s program with a 400k-item set a timeout."""
+    at each of the first 200 traced lines made a 0.2 s program with a 400k-item set a timeout.
+
+    The values most locals hold (small ints, short strings, floats, bools, None; also as the items of containers)
+    take a fast path to the text reprlib gives them, without its dispatch by type name (the snapshots of a HumanEval
+    program and its tests, natively: 0.73 ms before, 0.15 ms after; tracing as a whole costs about 1 ms more)."""
+
+    def repr1(self, x, level):
+        t = type(x)
+        if t is int:
+            if -_SMALL_INT < x < _SMALL_INT:  # (reprlib shortens an int only past 40 digits)
+                return repr(x)
+        elif t is str:
+            if len(x) <= self.maxstring:  # reprlib's own test, on the whole of a short string
+                s = repr(x)
+                if len(s) <= self.maxstring:
+                    return s
+        elif t is float or t is bool or x is None:
+            return repr(x)  # (reprlib's repr_instance: at most 24 characters, under maxother)
+        return super().repr1(x, level)
 
     def repr_set(self, x, level):
         return super().repr_set(_head(x, self.maxset), level) if x else "set()"
@@ -35,6 +53,9 @@ class _HeadRepr(reprlib.Repr):
         if len(x) > self.maxdict:
             pieces.append(self.fillvalue)
         return "{" + ", ".join(pieces) + "}"
+
+
+_SMALL_INT = 10 ** 15
 
 
 def _head(items, n: int) -> list:

@@ -68,3 +68,21 @@ def test_timeout_still_reports_the_trace_so_far(executor):
     cov = {int(k): v for k, v in r.trace["coverage"].items()}
     assert cov[3] > 1000 and cov[4] > 1000       # the loop that never ends is visible
     assert r.trace["truncated"] is True
+
+
+def test_snapshot_fast_path_gives_reprlibs_text():
+    """The fast path of the snapshots' repr (small ints, short strings, floats, bools, None, also inside lists and
+    tuples) gives exactly reprlib's text with the same limits, at each boundary where reprlib starts shortening."""
+    import reprlib
+
+    from sandbox import tracer
+
+    reference = reprlib.Repr()
+    for name in ("maxstring", "maxother", "maxlist", "maxtuple", "maxlevel"):
+        setattr(reference, name, getattr(tracer._repr, name))
+    values = [0, -7, 10**15 - 1, -(10**15) + 1, 10**15, 10**39, 10**40, -10**41, 2**200, True, None, 0.1, -0.0,
+              float("nan"), float("-inf"), 1e308, "", "abc", "x" * 58, "x" * 60, "x" * 61, "'" * 40, "\x00" * 15,
+              "\x00" * 16, "\U0001f600\udc80" * 20, 'a"b\'c', [1, "two", 3.0, None, [True, [[[4]]]]], tuple(range(20)),
+              ["y" * 70] * 3, [10**50, -10**14]]
+    for v in values:
+        assert tracer.bounded_repr(v) == reference.repr(v)[:120], v
