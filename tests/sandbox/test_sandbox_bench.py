@@ -2,7 +2,8 @@
 does not, so the bench's split of the pool's gap (isolation against judge) measures what it says."""
 import pytest
 
-from sandbox import bench
+from sandbox import bench, floor
+from sandbox.gvisor import CHILD_UID
 
 from tests.sandbox.conftest import HAS_RUNSC
 
@@ -17,9 +18,9 @@ def isolated():
         passes_fds = True
     except PermissionError:
         passes_fds = False
-    return (os.getuid() == os.getgid() == 65534 and os.getpid() == 1 and os.getcwd() == "/tmp/floor-run"
+    return (os.getuid() == os.getgid() == {uid} and os.getpid() == 1 and os.getcwd() == "{scratch}"
             and [n for n in os.listdir("/proc") if n.isdigit()] == ["1"] and os.listdir(".") == [] and not passes_fds)
-'''
+'''.replace("{uid}", str(CHILD_UID)).replace("{scratch}", floor.SCRATCH)
 CHECK = {"test": "def check(candidate):\n    assert candidate()\n", "entry_point": "isolated"}
 
 
