@@ -513,9 +513,11 @@ class Worker:
 
     def _others(self) -> set:
         """The pids in the sandbox but the worker's and the zygote's (its own pid namespace: /proc lists only its
-        processes, and no stat file needs reading)."""
+        processes, and no stat file needs reading). Never 0: gVisor's /proc can list a process that is leaving the
+        namespace as "0" (a program reaped as the listing ran), and kill(0) is the worker's own process group: the
+        worker and the zygote were killed so, about once in 500 timed-out programs on a busy host (CI)."""
         try:
-            return {int(n) for n in os.listdir("/proc") if n.isdigit()} - {self.pid, self.zygote_pid}
+            return {int(n) for n in os.listdir("/proc") if n.isdigit()} - {0, self.pid, self.zygote_pid}
         except OSError:
             return set()
 

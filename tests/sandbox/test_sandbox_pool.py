@@ -396,3 +396,22 @@ def test_waiting_requests_start_in_random_order_unless_fifo(order):
     assert (ran == list(range(24))) == (order == "fifo"), ran   # random: the identity has odds 1 in 24!
     with pytest.raises(ValueError, match="order must be one of"):
         Executor(backend="process", order="lifo")
+
+
+def test_a_pid_0_in_the_proc_listing_is_never_killed(monkeypatch):
+    """gVisor's /proc can list a process that is leaving its pid namespace as "0"; cleanup then sent kill(0, SIGKILL),
+    which is the worker's own process group: the worker and its zygote died, a failed attempt (`worker exited (code
+    137)`, about once in 500 timed-out programs under load; seen with runsc --strace). The cleanup's list of what to
+    kill never holds 0."""
+    import socket
+
+    from sandbox import worker as worker_mod
+    judge_end, zygote_end = socket.socketpair()
+    try:
+        w = worker_mod.Worker(judge_end, zygote_pid=2)
+        w.pid = 1
+        monkeypatch.setattr(worker_mod.os, "listdir", lambda path: ["0", "1", "2", "55", "self", "meminfo"])
+        assert w._others() == {55}
+    finally:
+        judge_end.close()
+        zygote_end.close()
