@@ -383,12 +383,16 @@ def write_report(results: dict | str, out_dir: str | None = None) -> str:
         raise ValueError("out_dir is required when results is a dict")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ReportError(f"--out_dir {out_dir} is not a directory")
+    staging = None
     try:
-        os.makedirs(out_dir, exist_ok=True)
-        staging = tempfile.mkdtemp(dir=out_dir, prefix=".report.")
-    except OSError as e:
-        raise ReportError(f"--out_dir {out_dir} cannot be created or written into ({e.strerror or e})") from None
-    try:
+        # A Ctrl-C as the staging directory is made waits until `staging` names it (then the finally removes it):
+        # delivered inside mkdtemp, after its mkdir, it left the directory behind (CI, 1 run in many).
+        with _sigint_held():
+            try:
+                os.makedirs(out_dir, exist_ok=True)
+                staging = tempfile.mkdtemp(dir=out_dir, prefix=".report.")
+            except OSError as e:
+                raise ReportError(f"--out_dir {out_dir} cannot be created or written into ({e.strerror or e})") from None
         _render(results, staging)
         names = sorted(os.listdir(staging), key=lambda n: (n == "report.md", n))  # report.md last: it links plots
         _check_targets(out_dir, names)
@@ -398,7 +402,8 @@ def write_report(results: dict | str, out_dir: str | None = None) -> str:
     except OSError as e:
         raise ReportError(f"--out_dir {out_dir}: cannot write the report ({e.strerror or e})") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return os.path.join(out_dir, "report.md")
 
 
