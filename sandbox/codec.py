@@ -124,7 +124,9 @@ def encode(value, handle=None, drain: bool = True) -> bytes:
             return ["V", *[enc(x, depth + 1) for x in v]]
         if t is _DICT_ITEMS:
             return ["I", *[[enc(k, depth + 1), enc(x, depth + 1)] for k, x in v]]
-        if drain and hasattr(t, "__next__") and hasattr(t, "__iter__"):  # on the real type, as _as_plain does
+        # on the real type, as _as_plain does; a judge's stand-in for a program object (judge.RemoteObject, which
+        # has next() for the program's iterators) goes as its handle
+        if drain and hasattr(t, "__next__") and hasattr(t, "__iter__") and getattr(t, "_codec_handle", False) is not True:
             return ["n", *[enc(x, depth + 1) for x in _drain(v)]]
         plain = _as_plain(v)
         if plain is not None:

@@ -291,6 +291,7 @@ class RemoteObject:
     compares itself: `x in obj` tests the items, never the program's own __contains__."""
 
     __slots__ = ("_worker", "_hid")
+    _codec_handle = True  # sent as its handle, never iterated (codec.encode)
 
     def __init__(self, worker, hid: int):
         object.__setattr__(self, "_worker", worker)
@@ -337,6 +338,9 @@ class RemoteObject:
 
     def __iter__(self):
         return iter(self._method("__iter__"))   # the program's iterator, run to its end there: its items
+
+    def __next__(self):
+        return self._method("__next__")  # next(obj) there: its next item, or its StopIteration (or TypeError)
 
     def __contains__(self, item):
         return any(x is item or x == item for x in self)

@@ -661,7 +661,9 @@ class _Program:
                 value = setattr(msg["obj"], msg["name"], msg["value"])
             else:
                 target = ns[msg["fn"]] if isinstance(msg["fn"], str) else msg["fn"]
-                if msg.get("method"):
+                if msg.get("method") == "__next__":  # a test's next(obj): as the builtin does it (TypeError for an
+                    target, args = next, [target]      # object that is no iterator, not AttributeError)
+                elif msg.get("method"):
                     target = getattr(target, msg["method"])
                 value = self.traced(target, *args, **kwargs)
         except BaseException as e:

@@ -1449,9 +1449,17 @@ def test_module_level_iterators_are_the_programs_to_use(executor):
                      "_lazy = [(log.append(i) or i for i in range(3))]\n"
                      "def add(a, b):\n    return next(_state['ids']) + len(log)\n",
            "def check(candidate):\n    assert candidate(1, 2) == 1\n    assert candidate(2, 2) == 2\n"),
+        # a test's own next() on them runs there, item by item, as locally (it was a TypeError)
+        he("next", "import itertools\nids = itertools.count(1)\nsquares = (i * i for i in range(2))\n"
+                   "def add(a, b):\n    return a + b + next(ids)\n",
+           "def check(candidate):\n    assert candidate(1, 2) == 4\n    assert next(ids) == 2 and candidate(0, 0) == 3\n"
+           "    assert [next(squares), next(squares), next(squares, 'end')] == [0, 1, 'end']\n"
+           "    try:\n        next(candidate)\n        assert False\n    except TypeError as e:\n"
+           "        assert 'not an iterator' in str(e)\n"),
     ]
     results = executor.run(requests)
-    assert [(r.id, r.status, r.tests_passed) for r in results] == [(q["id"], "passed", 2) for q in requests], \
+    assert [(r.id, r.status, r.tests_passed) for r in results] == [(q["id"], "passed", 4 if q["id"] == "next" else 2)
+                                                                    for q in requests], \
         [(r.id, r.status, r.error_type, r.error_message) for r in results]
 
 
