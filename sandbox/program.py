@@ -351,6 +351,14 @@ def _fd_passing_filter(libc):
             insns, prog)  # (the structs last: kept alive with the arguments that point at them)
 
 
+def mount_scratch(libc, path: str, size_mb: int, uid: int) -> bool:
+    """A fresh tmpfs of `size_mb` at `path`, `uid`'s alone (mode 0700): one program's scratch, gone with it when
+    unmounted (MNT_DETACH), whatever it left there; whether that worked. (The worker's, and the benchmark's isolated
+    floor, sandbox/floor.py.)"""
+    return libc.mount(b"tmpfs", path.encode(), b"tmpfs", 0,
+                      f"size={size_mb}m,mode=0700,uid={uid},gid={uid}".encode()) == 0
+
+
 def enter_private_namespaces(libc) -> bool:
     """SysV IPC, mount and network namespaces of the process's own (a root process, first of a fresh pid namespace:
     see zygote()), with a /proc of that pid namespace mounted; whether that worked. SysV IPC objects die with the

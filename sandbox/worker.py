@@ -555,8 +555,7 @@ class Worker:
     def _make_scratch(self) -> None:
         if self.mount_point is not None:
             self.scratch = self.mount_point
-            if _LIBC.mount(b"tmpfs", self.scratch.encode(), b"tmpfs", 0,
-                           f"size={SCRATCH_MB}m,mode=0700,uid={self.child_uid},gid={self.child_uid}".encode()) == 0:
+            if program.mount_scratch(_LIBC, self.scratch, SCRATCH_MB, self.child_uid):
                 self._mounted = True
                 return
         self._mounted = False
