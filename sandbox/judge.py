@@ -862,7 +862,13 @@ def _run_functions(worker, req, deadline, v: _Verdict, plan) -> None:
     try:  # still under the request's alarm (judge() cancels it): the goodbye's frames are the program's to make dear
         proc.send(_EXIT)
         while req.get("trace"):  # the trace of the last calls comes with the goodbye
-            bye = proc.message()
+            try:
+                bye = proc.message()
+            except Gone:
+                if proc.exit_status is not None:
+                    raise
+                break  # a goodbye it broke (frames too dear to decode) brings no trace; its exit is waited for still,
+                # as without trace (whether the decoding or the limit came first decided the verdict: a race)
             if bye.get("t") == "bye":
                 _merge_trace(v, bye.get("trace"))
                 break

@@ -979,7 +979,9 @@ def test_frames_that_are_dear_to_decode_cannot_hold_a_traced_request_past_its_li
     limit made the judge decode all of them while asking for its trace so far, with no time limit: `sandbox_error`
     at will (the host saw a hung sandbox, twice). Frames sent with the goodbye after the tests were decoded with the
     alarm already off. Each case now ends as the timeout it is, near its limit. (What the judge's decoding takes is
-    the judge's, bounded by the codec: the memory watch leaves the judge's own memory out.)"""
+    the judge's, bounded by the codec: the memory watch leaves the judge's own memory out.) A goodbye too dear to
+    decode brings no trace, and the program's exit is still waited for: it ended `failed` instead whenever its
+    decoding failed before the limit (2 of 4 runs of the sandbox suite here; with a limit of 8 s, always)."""
     late = dict(stdio("dear-late", SLOW_FRAMES + "import time\nflood(4)\ntime.sleep(30)\n", timeout_s=3.0), trace=True)
     bye = dict(he("dear-bye", SLOW_FRAMES + "import sys, time\ncodec = sys.modules['codec']\n_encode = codec.encode\n"
                   "def encode(value, handle=None, drain=True):\n    if type(value) is dict and value.get('t') == 'bye':\n"
