@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import ml_collections
 
 from ieta_jax.api.judge import FEEDBACK_MODES
+from sandbox.gvisor import PLATFORMS
 from sandbox.schema import MAX_MEMORY_MB, MAX_TIMEOUT_S
 
 METHODS = ("baseline", "dpo", "rlaif", "all")
@@ -207,6 +208,9 @@ FIELDS: tuple[Field, ...] = (
           changes_results=False),
     Field("sandbox.ray_node_resource", "", "for backend=ray: only nodes with this custom resource host sandbox "
           "actors (the TPU pod config uses `sandbox_host`)", changes_results=False),
+    Field("sandbox.platform", "ptrace", "for backend=gvisor/ray: runsc's platform, ptrace (works on every host) / "
+          "systrap / kvm (needs /dev/kvm; may be the fastest where it works)", one_of(PLATFORMS),
+          changes_results=False),
     Field("trace", True, "capture execution traces (stored with pairs and sample programs)"),
     Field("timeout_s", 5.0, "maximum execution time per program",
           number_in(0.0, MAX_TIMEOUT_S, low_open=True, high_open=False)),  # the sandbox's own bounds
@@ -307,6 +311,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _require(c.train_dataset == "" or c.train_dataset in DATASETS or os.path.exists(str(c.train_dataset)),
              "train_dataset", f'must be "", one of {DATASETS} or an existing local file', c.train_dataset)
     check_endpoints(c)
+    _require(c.sandbox.platform == "ptrace" or c.sandbox.backend != "process", "sandbox.platform",
+             "applies to backend=gvisor or ray (the process backend runs no runsc)", c.sandbox.platform)
     if c.model == "tiny" and not c.policy:
         _require(c.dataset == "synthetic" and c.train_dataset in ("", "synthetic"), "dataset",
                  "must be 'synthetic' with model='tiny' (the tiny model is trained on the synthetic corpus)",

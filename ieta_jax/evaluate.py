@@ -45,6 +45,7 @@ from typing import Any, Sequence
 
 from ieta_jax import data, evaluation, workdir
 from ieta_jax.data import rows
+from sandbox.gvisor import PLATFORMS
 
 
 class SamplesError(ValueError):
@@ -316,6 +317,8 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument("--backend", default="gvisor", choices=("gvisor", "process", "ray"),
                         help="sandbox backend (process is unisolated)")
     parser.add_argument("--workers", type=int, default=None, help="sandboxes (default: CPU count)")
+    parser.add_argument("--platform", default=None, choices=PLATFORMS,
+                        help="gvisor/ray: runsc's platform (default ptrace, which works everywhere; kvm needs /dev/kvm)")
     parser.add_argument("--timeout_s", type=float, default=None,
                         help="per-program wall-clock limit (default: the task's, else 10 s)")
     parser.add_argument("--memory_mb", type=int, default=512, help="per-program memory limit")
@@ -324,6 +327,9 @@ def _main(argv: Sequence[str] | None) -> int:
                         help="completions are chat answers: run the first fenced code block of each")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.platform is not None and args.backend == "process":
+        print("error: --platform is runsc's: it applies to --backend gvisor or ray", file=sys.stderr)
+        return 2
     if args.model:
         return evaluate_model(args)
     if args.max_turns is not None or args.max_prompt_len is not None:
@@ -354,9 +360,7 @@ def _main(argv: Sequence[str] | None) -> int:
     present = {s["task_id"] for s in samples}
     tasks = [t for t in tasks if t.task_id in present]
 
-    from sandbox import Executor
-    with Executor(backend=args.backend, workers=args.workers, memory_mb=args.memory_mb,
-                  **({"timeout_s": args.timeout_s} if args.timeout_s is not None else {})) as executor:
+    with _executor(args) as executor:
         metrics = evaluate_samples(tasks, samples, ks, executor, trace=args.trace, timeout_s=args.timeout_s,
                                    progress=not args.no_progress, chat=args.chat and not args.policy)
     metrics["config"] = {"dataset": args.dataset, "split": args.split, "samples": args.samples,
@@ -383,6 +387,14 @@ def _main(argv: Sequence[str] | None) -> int:
 
 MODEL_FLAGS = ("max_turns", "max_prompt_len")
 MODEL_DEFAULTS = {"n": 1, "temperature": 0.0, "top_p": 1.0, "seed": 0, "max_turns": 2}
+
+
+def _executor(args):
+    """The sandbox pool of an evaluation (--backend, --workers, --platform, --memory_mb, --timeout_s)."""
+    from sandbox import Executor
+    return Executor(backend=args.backend, workers=args.workers, memory_mb=args.memory_mb,
+                    **({"timeout_s": args.timeout_s} if args.timeout_s is not None else {}),
+                    **({"platform": args.platform} if args.platform else {}))
 
 
 def _episode_config(args, ks: Sequence[int]):
@@ -446,8 +458,6 @@ def evaluate_model(args) -> int:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, whatever the cause
         return 2
 
-    from sandbox import Executor
-
     mesh = sharding.make_mesh()
     try:
         policy = policy_lib.LocalPolicy(policy_lib.load_model(args.model, c, mesh),
@@ -458,9 +468,7 @@ def evaluate_model(args) -> int:
 
         print(f"error: --model {args.model} {checkpoint_dir.load_error(e)}", file=sys.stderr)
         return 2
-    with Executor(backend=args.backend, workers=args.workers, memory_mb=args.memory_mb,
-                  **({"timeout_s": args.timeout_s} if args.timeout_s is not None else {})) as executor, \
-            tempfile.TemporaryDirectory() as scratch:
+    with _executor(args) as executor, tempfile.TemporaryDirectory() as scratch:
         run = start.Run(config=c, workdir=workdir.Workdir(scratch), mesh=mesh, model_dir=args.model, train_tasks=[],
                         eval_tasks=tasks, executor=executor)
         es = episodes.episodes_stage(run, None, policy, tasks, args.n, temperature=args.temperature, seed=args.seed,

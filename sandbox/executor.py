@@ -68,13 +68,15 @@ class _PendingRequests:
 
 
 def make_backend(name: str, memory_mb: int, **options):
-    """Backend by name; `options` are backend-specific (only the ray backend takes any)."""
+    """Backend by name; `options` are backend-specific: the ray backend's (ray_backend.RayBackend), and `platform`
+    (runsc's, gvisor.PLATFORMS) for gvisor and ray."""
     if name == "ray":
         from .ray_backend import RayBackend  # issue 6; raises an ImportError with the install hint without ray
         return RayBackend(memory_mb=memory_mb, **options)
-    if options and name in ("gvisor", "process"):
-        raise ValueError(f"backend {name!r} takes no options, got {sorted(options)}")
-    return local_backend(name, memory_mb)
+    unknown = sorted(set(options) - ({"platform"} if name == "gvisor" else set()))
+    if unknown and name in ("gvisor", "process"):
+        raise ValueError(f"backend {name!r} takes no option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    return local_backend(name, memory_mb, options.get("platform"))
 
 
 class Executor:

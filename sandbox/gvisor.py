@@ -1,4 +1,4 @@
-"""gVisor backend: each worker is a long-lived runsc container (ptrace platform, no network).
+"""gVisor backend: each worker is a long-lived runsc container (ptrace platform by default, no network).
 
 The container's root filesystem is an empty read-only directory; the host's Python runtime
 (sys.base_prefix), /usr/lib, /usr/lib64 and this package are bind-mounted read-only, /tmp is a
@@ -30,6 +30,10 @@ from typing import NamedTuple
 from .backends import BOOT, PipeWorker, SANDBOX_DIR, WorkerCrashed
 
 STATE_PARENT = "/run/ieta-sandbox"
+# runsc's platforms (how the sentry intercepts a program's syscalls and faults). ptrace works on every host; systrap is
+# ptrace's successor (slower on these hosts: measured by `python -m sandbox.bench --platform`); kvm needs /dev/kvm
+# (a bare-metal or nested-virtualisation host) and may be the fastest where it works.
+PLATFORMS = ("ptrace", "systrap", "kvm")
 SANDBOX_PKG_MOUNT = "/opt/ieta_sandbox"
 BUNDLE_PREFIX = "ieta-gvisor-bundle-"
 CHILD_UID = 65534
@@ -351,7 +355,10 @@ class GVisorBackend:
 
     def __init__(self, memory_mb: int = 512, scratch_mb: int = 64, pids: int = 128, platform: str = "ptrace",
                  boot: str = BOOT):
-        """boot: the Python command the container runs (the worker; the benchmark's floor server)."""
+        """platform: runsc's (PLATFORMS); boot: the Python command the container runs (the worker; the benchmark's
+        floor server)."""
+        if platform not in PLATFORMS:
+            raise ValueError(f"unknown runsc platform {platform!r} (expected one of {', '.join(PLATFORMS)})")
         self.runsc = find_runsc()
         os.makedirs(STATE_PARENT, mode=0o700, exist_ok=True)
         clean_stale_state(self.runsc)

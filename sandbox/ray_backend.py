@@ -51,6 +51,7 @@ except ImportError as _e:  # pragma: no cover - exercised by a test that hides r
     raise ImportError('the sandbox "ray" backend needs Ray: pip install -e ".[ray]"  (or pip install "ray[default]")') from _e
 
 from .backends import STARTUP_TIMEOUT_S, WorkerCrashed, WorkerLost
+from .gvisor import PLATFORMS
 
 log = logging.getLogger(__name__)
 SANDBOX_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -65,11 +66,11 @@ class SandboxHost:
     runs, exactly as locally). It only runs requests: a worker that crashes or hangs under a request
     is replaced and the request's failure goes back to the driver, whose Executor decides any retry."""
 
-    def __init__(self, backend: str, workers: int | None, cpus: int, memory_mb: int):
+    def __init__(self, backend: str, workers: int | None, cpus: int, memory_mb: int, platform: str | None = None):
         import socket
 
         from .backends import local_backend
-        self._backend = local_backend(backend, memory_mb)
+        self._backend = local_backend(backend, memory_mb, platform)
         if workers is None:  # the local backend's sandboxes-per-core ratio, applied to the CPUs reserved
             workers = max(1, round(cpus * self._backend.default_workers() / (os.cpu_count() or 1)))
         try:
@@ -79,7 +80,8 @@ class SandboxHost:
             raise
         self._free = None   # asyncio.Queue of idle workers, made on the actor's event loop
         self._info = {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
-                      "pid": os.getpid(), "workers": workers, "isolation": self._backend.isolation}
+                      "pid": os.getpid(), "workers": workers, "isolation": self._backend.isolation,
+                      "platform": getattr(self._backend, "platform", None)}  # runsc's (gvisor), None: process
 
     async def info(self) -> dict:
         return self._info
@@ -171,6 +173,7 @@ class RayBackend:
       node_resource: only nodes declaring this custom resource host actors.
       max_in_flight_per_actor: backpressure bound (default 2 x the actor's sandboxes).
       inner_backend: the local backend inside each actor ("gvisor", or "process" - unisolated).
+      platform: runsc's platform in each actor's gVisor sandboxes (gvisor.PLATFORMS; None: ptrace).
       ship_code: send this package to the actors with the job's runtime_env (so cluster nodes need
         Python, Ray and runsc but not this checkout).
       startup_timeout_s: how long actors may take to start (placement + first sandbox).
@@ -179,16 +182,20 @@ class RayBackend:
     def __init__(self, memory_mb: int = 512, ray_address: str | None = None, num_actors: int | None = None,
                  cpus_per_actor: int | None = None, workers_per_actor: int | None = None, node_resource: str | None = None,
                  max_in_flight_per_actor: int | None = None, inner_backend: str = "gvisor",
-                 ship_code: bool = True, startup_timeout_s: float = 300.0):
+                 ship_code: bool = True, startup_timeout_s: float = 300.0, platform: str | None = None):
         if inner_backend not in ("gvisor", "process"):
             raise ValueError(f"inner_backend must be 'gvisor' or 'process', got {inner_backend!r}")
+        if platform is not None:
+            if inner_backend != "gvisor" or platform not in PLATFORMS:
+                raise ValueError(f"platform is runsc's ({', '.join(PLATFORMS)}) for inner_backend 'gvisor', got "
+                                 f"{platform!r} for {inner_backend!r}")
         for name, v in (("workers_per_actor", workers_per_actor), ("num_actors", num_actors),
                         ("cpus_per_actor", cpus_per_actor),
                         ("max_in_flight_per_actor", max_in_flight_per_actor)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be an int >= 1 or None, got {v!r}")
         self.isolation = inner_backend
-        self.memory_mb, self.inner_backend = memory_mb, inner_backend
+        self.memory_mb, self.inner_backend, self.platform = memory_mb, inner_backend, platform
         self.max_in_flight_per_actor = max_in_flight_per_actor
         self.startup_timeout_s = startup_timeout_s
         self.stats = collections.Counter()   # actors_started, actors_lost, actors_replaced, requests_retried
@@ -252,7 +259,7 @@ class RayBackend:
         else:
             opts["scheduling_strategy"] = "SPREAD"
         handle = _RemoteSandboxHost.options(**opts).remote(self.inner_backend, spec["workers"], spec["num_cpus"],
-                                                           self.memory_mb)
+                                                           self.memory_mb, self.platform)
         self._count("actors_started")
         return _Actor(handle=handle, spec=spec)
 

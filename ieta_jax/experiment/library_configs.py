@@ -66,6 +66,8 @@ def rl_config(c: ml_collections.ConfigDict, pad_token_id: int, eos_token_id: int
 def executor_kwargs(c: ml_collections.ConfigDict) -> dict:
     """``sandbox.Executor(**executor_kwargs(c))``: local pools take `workers`; on Ray it is sandboxes per actor."""
     kwargs = {"backend": c.sandbox.backend, "timeout_s": c.timeout_s, "memory_mb": c.memory_mb, "trace": c.trace}
+    if c.sandbox.backend != "process":
+        kwargs["platform"] = c.sandbox.platform
     if c.sandbox.backend != "ray":
         return {**kwargs, "workers": c.sandbox.workers or None}
     kwargs.update(workers=None, workers_per_actor=c.sandbox.workers or None)

@@ -24,6 +24,7 @@ def test_shipped_configs_validate(name):
     ("pass_at_k", (1, 100), "config.pass_at_k asks for k=100 but config.eval_num_samples=5"),
     ("num_samples", 0, "config.num_samples must be an integer >= 1"),
     ("sandbox.backend", "docker", "config.sandbox.backend must be one of"),
+    ("sandbox.platform", "vmx", "config.sandbox.platform must be one of ('ptrace', 'systrap', 'kvm')"),
     ("mesh.fsdp", 0, "config.mesh.fsdp must be an integer >= 1 or -1"),
     ("tiny.hidden_size", 130, "config.tiny.hidden_size must be divisible by config.tiny.num_heads=4"),
     ("timeout_s", 0.0, "config.timeout_s must be in (0, 600]"),
@@ -99,3 +100,18 @@ def test_changed_fields_names_leaves_and_skips_fields_that_do_not_change_results
     b.num_text_samples = 1
     b.pass_at_k = (1, 5)
     assert base.changed_fields(a, b.to_dict()) == ["dpo.beta", "pass_at_k"]
+
+
+def test_the_runsc_platform_goes_to_gvisor_and_ray_pools_only():
+    from ieta_jax.experiment import library_configs
+    config = importlib.import_module("configs.smoke").get_config()
+    config.sandbox.platform = "systrap"
+    assert library_configs.executor_kwargs(config)["platform"] == "systrap"
+    config.sandbox.backend = "ray"
+    assert library_configs.executor_kwargs(config)["platform"] == "systrap"
+    config.sandbox.backend = "process"
+    with pytest.raises(base.ConfigError, match=re.escape("config.sandbox.platform applies to backend=gvisor or ray")):
+        base.validate(config)
+    config.sandbox.platform = "ptrace"  # the default: the process backend has nothing to pass it to
+    base.validate(config)
+    assert "platform" not in library_configs.executor_kwargs(config)

@@ -51,6 +51,8 @@ def _cli(*args, timeout=120):
     (["--workers", "0"], "error: --workers must be >= 1 (omit it for the backend default), got 0"),
     (["--timeout_s", "-1"], "error: --timeout_s must be in (0, 600.0], got -1.0"),
     (["--memory_mb", "10"], "error: --memory_mb must be in [32, 16384], got 10"),
+    (["--platform", "kvm"], "error: --platform is runsc's: it applies to --backend gvisor or ray (the process backend "
+                            "runs no runsc)"),
 ])
 def test_bad_flags_one_line_exit_2_out_untouched(tmp_path, flags, message):
     inp, out = tmp_path / "req.jsonl", tmp_path / "res.jsonl"

@@ -34,8 +34,30 @@ def test_process_backend_warns_loudly(capsys):
 def test_unknown_backend_and_options():
     with pytest.raises(ValueError, match="unknown sandbox backend 'docker'"):
         Executor(backend="docker")
-    with pytest.raises(ValueError, match="takes no options"):
+    with pytest.raises(ValueError, match="backend 'process' takes no option ray_address"):
         Executor(backend="process", ray_address="auto")
+    with pytest.raises(ValueError, match="backend 'gvisor' takes no option ray_address"):
+        Executor(backend="gvisor", ray_address="auto")
+    with pytest.raises(ValueError, match="backend 'process' takes no option platform"):
+        Executor(backend="process", platform="ptrace")
+    with pytest.raises(ValueError, match=r"unknown runsc platform 'vmx' \(expected one of ptrace, systrap, kvm\)"):
+        Executor(backend="gvisor", platform="vmx")
+
+
+def test_the_runsc_platform_is_the_callers():
+    """`platform` picks runsc's (ptrace by default): the same verdicts on systrap, which every host here runs."""
+    from tests.sandbox.conftest import HAS_RUNSC
+    if not HAS_RUNSC:
+        pytest.skip("runsc (gVisor) is not installed: apt-get install -y runsc")
+    program = {"id": "p", "solution": "def add(a, b):\n    return a + b\n",
+               "test": {"kind": "humaneval", "entry_point": "add",
+                        "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n"}}
+    with Executor(backend="gvisor", workers=1, timeout_s=10.0, memory_mb=256, platform="systrap") as ex:
+        assert "--platform=systrap" in ex.backend._argv("c")
+        passed, wrong = ex.run([program, {**program, "id": "w", "solution": "def add(a, b):\n    return a - b\n"}])
+    assert (passed.status, passed.isolation, wrong.status) == ("passed", "gvisor", "failed")
+    with Executor(backend="gvisor", workers=1) as ex:
+        assert "--platform=ptrace" in ex.backend._argv("c")
 
 
 def test_a_request_may_not_ask_for_more_memory_than_its_pool():

@@ -301,3 +301,17 @@ def test_ray_actor_replaces_a_crashed_sandbox_for_the_request_waiting_on_it(ray_
         assert verdict(sandbox.Result.from_dict(after)) == MIXED["index"][1]
     finally:
         asyncio.run(host.close())
+
+
+@needs_runsc
+def test_ray_actors_use_the_runsc_platform_asked_for(ray_cluster):
+    from sandbox.ray_backend import RayBackend
+    with pytest.raises(ValueError, match="platform is runsc's"):
+        RayBackend(memory_mb=MEMORY_MB, inner_backend="process", platform="ptrace")
+    with pytest.raises(ValueError, match="platform is runsc's"):
+        RayBackend(memory_mb=MEMORY_MB, platform="vmx")
+    with Executor(backend="ray", memory_mb=MEMORY_MB, num_actors=1, workers_per_actor=1, platform="systrap") as ex:
+        [actor] = ex.backend.actors
+        assert ray.get(actor.info.remote())["platform"] == "systrap"
+        [r] = ex.run([{"timeout_s": TIMEOUT_S, "memory_mb": MEMORY_MB, **MIXED["pass"][0]}])
+    assert (r.status, r.isolation) == ("passed", "gvisor"), verdict(r)
